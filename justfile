@@ -1,0 +1,44 @@
+# sdcpp-restapi: `just serve` runs the server, `just test` runs the test suite.
+# Both create or refresh the virtual environment and build the CPU backend if it is missing.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := env_var_or_default("PYTHON", "python3")
+venv := ".venv"
+bin := venv / "bin"
+
+# list the recipes
+default:
+    @just --list
+
+# create the virtual environment, or refresh it when pyproject.toml changed
+venv:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stamp="{{venv}}/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+    if [ ! -x "{{bin}}/python" ]; then {{python}} -m venv "{{venv}}"; fi
+    if [ ! -f "$stamp" ]; then
+        "{{bin}}/python" -m pip install --quiet --upgrade pip
+        "{{bin}}/python" -m pip install --quiet -e ".[test]"
+        rm -f {{venv}}/.installed-* && touch "$stamp"
+    fi
+
+# build (once) and install a backend's sd-cli / sd-server: cpu, cuda, vulkan, rocm or metal
+backend name="cpu": venv
+    {{bin}}/python bin/build-backend {{name}}
+
+# start the API server (extra flags go to `sdcpp-restapi serve`, e.g. `just serve --port 9000`)
+serve *args: venv backend
+    {{bin}}/sdcpp-restapi serve {{args}}
+
+# run the unit and integration tests against the real CPU binary
+test *args: venv backend
+    {{bin}}/python -m pytest {{args}}
+
+# write the tiny random-weight test models into DIR (e.g. your models folder)
+tiny-models dir: venv
+    {{bin}}/python -m fixtures.tiny_models {{dir}}
+
+# compare the API with bare sd-cli / sd-server on the same work
+bench *args: venv backend
+    {{bin}}/python -m bench {{args}}

@@ -1,0 +1,1 @@
+"""HTTP layer: Litestar routes, request decoding, error mapping and the command line."""

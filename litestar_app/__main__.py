@@ -1,0 +1,3 @@
+from litestar_app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""`sdcpp-restapi serve`: settings from defaults, TOML, environment and flags, then uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import uvicorn
+
+from orchestrator.service import build_service
+from orchestrator.settings import Settings, SettingsError, load_settings
+from runners.binaries import BinaryNotFound
+
+log = logging.getLogger("sdcpp_restapi")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sdcpp-restapi", description="REST API server for stable-diffusion.cpp")
+    commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start the API server")
+    serve.add_argument("--config", help="TOML config file (also SDCPP_RESTAPI_CONFIG)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--ws-port", dest="ws_port", type=int)
+    serve.add_argument("--models-dir", dest="models_dir")
+    serve.add_argument("--output-dir", dest="output_dir")
+    serve.add_argument("--backend", help="backend name from the config (default: cpu)")
+    serve.add_argument("--sd-cli", dest="sd_cli", help="path of the sd-cli binary to use")
+    serve.add_argument("--sd-server", dest="sd_server", help="path of the sd-server binary to use")
+    serve.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    return root
+
+
+def describe(settings: Settings) -> None:
+    backend = settings.selected_backend()
+    log.info("models root: %s", settings.models_root())
+    for folder, path in settings.model_folders().items():
+        log.info("  %-16s %s", folder, path)
+    log.info("output folder: %s", settings.output_root())
+    log.info("backend '%s': sd-cli %s, sd-server %s", settings.backend, backend.sd_cli, backend.sd_server)
+
+
+async def serve(settings: Settings) -> None:
+    from litestar_app.app import create_app
+
+    service = await build_service(settings)
+    config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port,
+                            log_level=settings.log_level, access_log=False, lifespan="on")
+    log.info("listening on http://%s:%d", settings.host, settings.port)
+    await uvicorn.Server(config).serve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if key not in ("command", "config")}
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+    except SettingsError as exc:
+        print(f"sdcpp-restapi: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    describe(settings)
+    try:
+        asyncio.run(serve(settings))
+    except BinaryNotFound as exc:
+        print(f"sdcpp-restapi: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

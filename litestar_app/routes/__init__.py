@@ -1,0 +1,1 @@
+"""One module per API section; each exposes a list of route handlers."""

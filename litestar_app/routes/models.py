@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import Request, get, post
+
+from litestar_app.body import decode_body
+from orchestrator.model_types import MODEL_TYPES
+from orchestrator.schemas import LoadModelRequest, LoadModelResponse, ModelEntry, SuccessMessage
+from orchestrator.service import Service
+
+
+@get("/models")
+async def list_models(
+    service: Service, type: str | None = None, extension: str | None = None,
+    search: str | None = None, name: str | None = None,
+) -> dict[str, Any]:
+    wanted_type = service.library.model_type(type, "type").name if type else None
+    wanted_ext = ("." + extension.lower().lstrip(".")) if extension else None
+    needle = (search if search is not None else name or "").lower()
+    scanned = await anyio.to_thread.run_sync(service.library.scan_all)
+    loaded = service.models.loaded
+    loaded_key = (loaded.request.model_type, loaded.name) if loaded else None
+    body: dict[str, Any] = {}
+    for kind in MODEL_TYPES:
+        entries = []
+        if wanted_type in (None, kind.name):
+            for model in scanned[kind.name]:
+                extension_of = model.path.suffix.lower()
+                if (wanted_ext and extension_of != wanted_ext) or (needle and needle not in model.name.lower()):
+                    continue
+                entries.append(ModelEntry(
+                    name=model.name, type=kind.name, file_extension=extension_of, size_bytes=model.size_bytes,
+                    hash=None, is_loaded=((kind.name, model.name) == loaded_key) if kind.loadable else None,
+                ))
+        body[kind.list_key] = msgspec.to_builtins(entries)
+        for entry in body[kind.list_key]:
+            entry.setdefault("hash", None)
+    body["loaded_model"] = loaded.name if loaded else None
+    body["loaded_model_type"] = loaded.request.model_type if loaded else None
+    filters = {"type": type, "extension": extension, "search": search if search is not None else name}
+    if any(value for value in filters.values()):
+        body["applied_filters"] = {key: value for key, value in filters.items() if value}
+    return body
+
+
+@post("/models/load", status_code=200)
+async def load_model(request: Request, service: Service) -> LoadModelResponse:
+    load = await decode_body(request, LoadModelRequest)
+    loaded = await service.models.load(load)
+    await service.queue.persist()
+    return LoadModelResponse(True, "Model loaded successfully", loaded.name, load.model_type, loaded.components())
+
+
+@post("/models/unload", status_code=200)
+async def unload_model(service: Service) -> SuccessMessage:
+    await service.models.unload()
+    await service.queue.persist()
+    return SuccessMessage(True, "Model unloaded")
+
+
+ROUTES = [list_models, load_model, unload_model]

@@ -1,0 +1,68 @@
+"""The assembled service: settings -> library, model manager, queue and generation, plus start-up."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import anyio
+import msgspec
+
+from orchestrator.events import EventBus
+from orchestrator.generation import GenerationService
+from orchestrator.library import ModelLibrary
+from orchestrator.models import ModelManager
+from orchestrator.queue import JobQueue
+from orchestrator.schemas import LoadModelRequest
+from orchestrator.settings import Settings
+from runners.binaries import Binaries, locate_binaries
+from runners.capabilities import Capabilities, read_capabilities
+
+log = logging.getLogger("sdcpp_restapi")
+
+
+class Service:
+    def __init__(self, settings: Settings, binaries: Binaries, capabilities: Capabilities) -> None:
+        self.settings = settings
+        self.binaries = binaries
+        self.capabilities = capabilities
+        self.bus = EventBus()
+        self.library = ModelLibrary(settings.model_folders())
+        self.models = ModelManager(self.library, self.bus)
+        self.output_root: Path = settings.output_root()
+        self.queue = JobQueue(self.output_root, self.bus)
+        self.queue.model_state = lambda: msgspec.to_builtins(self.models.loaded.request) if self.models.loaded else None
+        self.generation = GenerationService(self.queue, self.models, binaries.sd_cli, capabilities, settings.limits)
+
+    async def _restore(self) -> None:
+        await anyio.to_thread.run_sync(self.queue.restore)
+        if self.queue.restored_model:
+            request = msgspec.convert(self.queue.restored_model, LoadModelRequest)
+            try:
+                await self.models.load(request)
+                log.info("restored loaded model %s", request.model_name)
+            except Exception as exc:  # the model may have been removed meanwhile: start without it
+                log.warning("could not restore model %s: %s", request.model_name, exc)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator["Service"]:
+        """Restore state, run the worker while the context is open, stop it on exit."""
+        for folder in self.library.folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        self.output_root.mkdir(parents=True, exist_ok=True)
+        await self._restore()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.queue.run_worker, self.generation.execute)
+            try:
+                yield self
+            finally:
+                tasks.cancel_scope.cancel()
+
+
+async def build_service(settings: Settings) -> Service:
+    selected = settings.selected_backend()
+    binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server)
+    capabilities = await read_capabilities(binaries.sd_cli)
+    return Service(settings, binaries, capabilities)

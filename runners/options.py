@@ -1,0 +1,136 @@
+"""The field -> flag tables for sd.cpp's context (model) options and generation options.
+
+Keys are the REST API's field names (plus a few resolved inputs such as `init_image`, a file path), so
+one dict built from a request feeds `build_argv` directly. Where sd.cpp spells a thing differently the
+table (or `derived_generation_fields`) translates; a field absent from the source is simply left out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from runners.flags import Flag, bracketed_ints, comma_floats, empty, negative
+
+
+def _zero(value: Any) -> bool:
+    return value == 0
+
+
+def _auto_float(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+# Model files and load-time options (sd-cli's "Context Options", shared with sd-server).
+CONTEXT_FLAGS: tuple[Flag, ...] = (
+    Flag("checkpoint", "--model"),
+    Flag("diffusion", "--diffusion-model"),
+    Flag("high_noise_diffusion_model", "--high-noise-diffusion-model"),
+    Flag("vae", "--vae"),
+    Flag("clip_l", "--clip_l"),
+    Flag("clip_g", "--clip_g"),
+    Flag("clip_vision", "--clip_vision"),
+    Flag("t5xxl", "--t5xxl"),
+    Flag("controlnet", "--control-net"),
+    Flag("llm", "--llm"),
+    Flag("llm_vision", "--llm_vision"),
+    Flag("taesd", "--taesd"),
+    Flag("photo_maker", "--photo-maker"),
+    Flag("lora_dir", "--lora-model-dir"),
+    Flag("embeddings_dir", "--embd-dir"),
+    Flag("n_threads", "--threads", omit_when=negative),
+    Flag("keep_clip_on_cpu", "--clip-on-cpu", "switch"),
+    Flag("keep_vae_on_cpu", "--vae-on-cpu", "switch"),
+    Flag("keep_controlnet_on_cpu", "--control-net-cpu", "switch"),
+    Flag("vae_conv_direct", "--vae-conv-direct", "switch"),
+    Flag("diffusion_conv_direct", "--diffusion-conv-direct", "switch"),
+    Flag("flash_attn", "--fa", "switch"),
+    Flag("offload_to_cpu", "--offload-to-cpu", "switch"),
+    Flag("enable_mmap", "--mmap", "switch"),
+    Flag("weight_type", "--type", omit_when=empty),
+    Flag("tensor_type_rules", "--tensor-type-rules", omit_when=empty),
+    Flag("rng_type", "--rng"),
+    Flag("sampler_rng_type", "--sampler-rng", omit_when=empty),
+    Flag("prediction", "--prediction", omit_when=empty),
+    Flag("lora_apply_mode", "--lora-apply-mode"),
+    Flag("chroma_use_dit_mask", "--chroma-disable-dit-mask", "inverse_switch"),
+    Flag("chroma_use_t5_mask", "--chroma-enable-t5-mask", "switch"),
+    Flag("chroma_t5_mask_pad", "--chroma-t5-mask-pad"),
+)
+
+# Context options that only sd-cli knows (sd-server has no previews).
+CLI_ONLY_CONTEXT_FLAGS: tuple[Flag, ...] = (Flag("tae_preview_only", "--taesd-preview-only", "switch"),)
+
+# Per-generation options (sd-cli's "Generation Options"; sd-server's per-request defaults).
+GENERATION_FLAGS: tuple[Flag, ...] = (
+    Flag("prompt", "--prompt"),
+    Flag("negative_prompt", "--negative-prompt", omit_when=empty),
+    Flag("width", "--width"),
+    Flag("height", "--height"),
+    Flag("steps", "--steps"),
+    Flag("cfg_scale", "--cfg-scale"),
+    Flag("img_cfg_scale", "--img-cfg-scale", omit_when=negative),
+    Flag("distilled_guidance", "--guidance"),
+    # 0 is the spec's "unset": sd.cpp then picks the sampler's own eta (1 for ancestral samplers).
+    Flag("eta", "--eta", omit_when=_zero),
+    Flag("shifted_timestep", "--timestep-shift", omit_when=_zero),
+    Flag("seed", "--seed"),
+    Flag("sampler", "--sampling-method", omit_when=empty),
+    Flag("scheduler", "--scheduler", omit_when=empty),
+    Flag("batch_count", "--batch-count"),
+    Flag("clip_skip", "--clip-skip"),
+    Flag("slg_scale", "--slg-scale", omit_when=_zero),
+    Flag("skip_layers", "--skip-layers", format=bracketed_ints),
+    Flag("slg_start", "--skip-layer-start"),
+    Flag("slg_end", "--skip-layer-end"),
+    Flag("custom_sigmas", "--sigmas", format=comma_floats, omit_when=empty),
+    Flag("flow_shift", "--flow-shift", omit_when=_auto_float),
+    Flag("init_image", "--init-img"),
+    Flag("strength", "--strength"),
+    Flag("mask_image", "--mask"),
+    Flag("end_image", "--end-img"),
+    Flag("ref_images", "--ref-image", "repeat"),
+    Flag("auto_resize_ref_image", "--disable-auto-resize-ref-image", "inverse_switch"),
+    Flag("increase_ref_index", "--increase-ref-index", "switch"),
+    Flag("control_image", "--control-image"),
+    Flag("control_strength", "--control-strength"),
+    Flag("control_video", "--control-video"),
+    Flag("pm_id_images_dir", "--pm-id-images-dir"),
+    Flag("pm_id_embed_path", "--pm-id-embed-path", omit_when=empty),
+    Flag("pm_style_strength", "--pm-style-strength"),
+    Flag("video_frames", "--video-frames"),
+    Flag("fps", "--fps"),
+    Flag("moe_boundary", "--moe-boundary"),
+    Flag("vace_strength", "--vace-strength"),
+    Flag("high_noise_steps", "--high-noise-steps"),
+    Flag("high_noise_cfg_scale", "--high-noise-cfg-scale"),
+    Flag("high_noise_sampler", "--high-noise-sampling-method", omit_when=empty),
+    Flag("high_noise_distilled_guidance", "--high-noise-guidance"),
+    Flag("high_noise_slg_scale", "--high-noise-slg-scale", omit_when=_zero),
+    Flag("high_noise_skip_layers", "--high-noise-skip-layers", format=bracketed_ints),
+    Flag("high_noise_slg_start", "--high-noise-skip-layer-start"),
+    Flag("high_noise_slg_end", "--high-noise-skip-layer-end"),
+    Flag("vae_tiling", "--vae-tiling", "switch"),
+    Flag("vae_tile_size", "--vae-tile-size"),
+    Flag("vae_tile_overlap", "--vae-tile-overlap"),
+    Flag("cache_mode", "--cache-mode"),
+    Flag("cache_option", "--cache-option"),
+    Flag("upscale_model", "--upscale-model"),
+    Flag("upscale_repeats", "--upscale-repeats"),
+    Flag("upscale_tile_size", "--upscale-tile-size"),
+)
+
+
+def derived_generation_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields the binary spells as one flag from several API fields."""
+    derived: dict[str, Any] = {}
+    if fields.get("easycache"):
+        derived["cache_mode"] = "easycache"
+        derived["cache_option"] = (
+            f"threshold={fields.get('easycache_threshold', 0.2)},"
+            f"start={fields.get('easycache_start', 0.15)},end={fields.get('easycache_end', 0.95)}"
+        )
+    tile_x, tile_y = fields.get("vae_tile_size_x") or 0, fields.get("vae_tile_size_y") or 0
+    if fields.get("vae_tiling") and tile_x > 0 and tile_y > 0:
+        derived["vae_tile_size"] = f"{tile_x}x{tile_y}"
+    return derived

@@ -1,0 +1,124 @@
+"""Run one sd.cpp binary as a supervised subprocess (argv list, no shell, own process group).
+
+stdout and stderr are read concurrently as they arrive and fed to a callback piece by piece; on
+cancellation the whole process group gets SIGTERM, then SIGKILL after a grace period, so no orphan
+survives a cancelled job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import deque
+from typing import Callable, Sequence
+
+import anyio
+import msgspec
+from anyio.abc import ByteReceiveStream, Process
+
+from runners.progress import LogLine, Piece, StreamSplitter, classify
+
+TERMINATE_GRACE_S = 3.0
+TAIL_LINES = 40
+
+
+class RunResult(msgspec.Struct):
+    returncode: int
+    error_lines: list[str]  # [ERROR] messages and unprefixed stderr text (aborts, asserts), in order
+    stdout_tail: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def failure_reason(self, program: str) -> str:
+        """The binary's own words for why it failed, for a job's `error` or `last_error`."""
+        if self.returncode < 0:
+            try:
+                status = f"was killed by {signal.Signals(-self.returncode).name}"
+            except ValueError:
+                status = f"was killed by signal {-self.returncode}"
+        elif self.returncode > 128:
+            status = f"exited with code {self.returncode}"
+        else:
+            status = f"exited with code {self.returncode}" if self.returncode else "reported an error"
+        reasons = list(dict.fromkeys(self.error_lines))  # de-duplicated, order kept
+        detail = "; ".join(reasons[-3:]) if reasons else (self.stdout_tail[-1] if self.stdout_tail else "no output")
+        return f"{program} {status}: {detail}"[:1000]
+
+
+def _kill_group(process: Process, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+async def _pump(stream: ByteReceiveStream | None, on_text: Callable[[str], None]) -> None:
+    if stream is None:
+        return
+    splitter = StreamSplitter()
+    async for chunk in stream:
+        for text in splitter.feed(chunk):
+            on_text(text)
+    for text in splitter.flush():
+        on_text(text)
+
+
+async def run_binary(
+    argv: Sequence[str],
+    on_piece: Callable[[Piece], None] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> RunResult:
+    """Run to completion (or cancellation) and return its exit status and error lines."""
+    error_lines: list[str] = []
+    stdout_tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def on_stdout(text: str) -> None:
+        stdout_tail.append(text)
+        piece = classify(text)
+        if isinstance(piece, LogLine) and piece.level == "ERROR":
+            error_lines.append(piece.message)
+        if on_piece is not None:
+            on_piece(piece)
+
+    def on_stderr(text: str) -> None:
+        piece = classify(text)
+        if isinstance(piece, LogLine):
+            if piece.level == "ERROR":
+                error_lines.append(piece.message.strip())
+        else:
+            error_lines.append(text.strip())
+        if on_piece is not None:
+            on_piece(piece)
+
+    process = await anyio.open_process(
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=cwd, start_new_session=True,
+    )
+    try:
+        async with anyio.create_task_group() as pumps:
+            pumps.start_soon(_pump, process.stdout, on_stdout)
+            pumps.start_soon(_pump, process.stderr, on_stderr)
+        returncode = await process.wait()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await stop_process(process)
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+    return RunResult(returncode, error_lines, list(stdout_tail))
+
+
+async def stop_process(process: Process, grace_s: float = TERMINATE_GRACE_S) -> None:
+    """SIGTERM the process group, then SIGKILL it if it has not exited within `grace_s`."""
+    if process.returncode is not None:
+        return
+    _kill_group(process, signal.SIGTERM)
+    with anyio.move_on_after(grace_s):
+        await process.wait()
+        return
+    _kill_group(process, signal.SIGKILL)
+    await process.wait()

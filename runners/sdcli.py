@@ -1,0 +1,34 @@
+"""argv for sd-cli's modes, built from the flag tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from runners.flags import build_argv
+from runners.options import CLI_ONLY_CONTEXT_FLAGS, CONTEXT_FLAGS, GENERATION_FLAGS, derived_generation_fields
+
+CliMode = Literal["img_gen", "vid_gen"]
+
+
+def generation_argv(
+    sd_cli: str | Path, mode: CliMode, context: Mapping[str, Any], generation: Mapping[str, Any], output: Path
+) -> list[str]:
+    """A full sd-cli command line; `output` may hold a `%d` pattern for numbered results."""
+    fields = {**generation, **derived_generation_fields(generation)}
+    return [
+        str(sd_cli), "--mode", mode,
+        *build_argv(CONTEXT_FLAGS + CLI_ONLY_CONTEXT_FLAGS, context),
+        *build_argv(GENERATION_FLAGS, fields),
+        "--output", str(output),
+    ]
+
+
+def upscale_argv(
+    sd_cli: str | Path, model: Path, image: Path, output: Path, repeats: int, tile_size: int, n_threads: int = -1
+) -> list[str]:
+    # Metadata is off: upscale mode would otherwise embed a misleading "img_gen" parameters chunk.
+    argv = [str(sd_cli), "--mode", "upscale", "--upscale-model", str(model), "--init-img", str(image),
+            "--output", str(output), "--upscale-repeats", str(repeats), "--upscale-tile-size", str(tile_size),
+            "--disable-image-metadata"]
+    return argv + (["--threads", str(n_threads)] if n_threads > 0 else [])

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from runners.flags import Flag, build_argv
+from runners.sdcli import generation_argv, upscale_argv
+
+
+def test_each_flag_kind() -> None:
+    table = (
+        Flag("a", "--a"), Flag("b", "--b", "switch"), Flag("c", "--c", "inverse_switch"),
+        Flag("d", "-d", "repeat"), Flag("e", "--e", omit_when=lambda v: v == 0), Flag("missing", "--m"),
+    )
+    assert build_argv(table, {"a": 1.5, "b": True, "c": False, "d": ["x", "y"], "e": 0}) == [
+        "--a", "1.5", "--b", "--c", "-d", "x", "-d", "y",
+    ]
+    assert build_argv(table, {"b": False, "c": True, "d": []}) == []
+
+
+def test_generation_argv_translates_spec_fields() -> None:
+    context = {"diffusion": "/m/dit.safetensors", "llm": "/m/llm.safetensors", "n_threads": -1,
+               "keep_clip_on_cpu": True, "chroma_use_dit_mask": True, "prediction": "", "rng_type": "cuda"}
+    generation = {"prompt": "cat", "negative_prompt": "", "width": 64, "height": 32, "seed": 5, "eta": 0.0,
+                  "skip_layers": [7, 8, 9], "easycache": True, "easycache_threshold": 0.3, "easycache_start": 0.1,
+                  "easycache_end": 0.9, "vae_tiling": True, "vae_tile_size_x": 16, "vae_tile_size_y": 24,
+                  "auto_resize_ref_image": False, "custom_sigmas": [], "flow_shift": None}
+    argv = generation_argv("/bin/sd-cli", "img_gen", context, generation, Path("/o/image_%d.png"))
+    assert argv[:3] == ["/bin/sd-cli", "--mode", "img_gen"]
+    assert argv[argv.index("--diffusion-model") + 1] == "/m/dit.safetensors"
+    assert "--clip-on-cpu" in argv and "--chroma-disable-dit-mask" not in argv
+    assert "--threads" not in argv and "--prediction" not in argv  # auto values are left to the binary
+    assert "--eta" not in argv and "--negative-prompt" not in argv and "--sigmas" not in argv
+    assert argv[argv.index("--skip-layers") + 1] == "[7,8,9]"
+    assert argv[argv.index("--cache-mode") + 1] == "easycache"
+    assert argv[argv.index("--cache-option") + 1] == "threshold=0.3,start=0.1,end=0.9"
+    assert argv[argv.index("--vae-tile-size") + 1] == "16x24"
+    assert "--disable-auto-resize-ref-image" in argv
+    assert argv[-2:] == ["--output", "/o/image_%d.png"]
+
+
+def test_upscale_argv_disables_misleading_metadata() -> None:
+    argv = upscale_argv("sd-cli", Path("m.safetensors"), Path("in.png"), Path("out.png"), 2, 64)
+    assert argv[:3] == ["sd-cli", "--mode", "upscale"]
+    assert "--disable-image-metadata" in argv
+    assert argv[argv.index("--upscale-repeats") + 1] == "2"
