@@ -11,10 +11,10 @@ from litestar.di import Provide
 
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
-from litestar_app.routes import generation, health, models, output, queue
+from litestar_app.routes import generation, health, info, models, output, queue, upscaler
 from orchestrator.service import Service
 
-ROUTE_MODULES = (health, models, generation, queue, output)
+ROUTE_MODULES = (health, models, info, generation, upscaler, queue, output)
 
 
 def create_app(service: Service) -> Litestar:
@@ -31,4 +31,5 @@ def create_app(service: Service) -> Litestar:
         state=State({"service": service}),
         request_max_body_size=None,  # bounded in litestar_app.body (base64 images are large)
         openapi_config=None,
+        logging_config=None,  # logging is configured once, by the CLI
     )

@@ -1,89 +1,327 @@
-"""Turn generation requests into queued jobs, and queued jobs into sd-cli runs.
+"""Generation jobs: requests become queued jobs, queued jobs become sd-server or sd-cli runs.
 
 Submission checks what the request structs cannot (configured limits, the binary's sampler list, LoRA
-files), resolves the seed so the job records the one really used, and stores a spec the worker can run
-even after a restart. Execution builds argv from the flag tables and collects the files written.
+files, the loaded model's abilities), decodes input images into the job folder, and resolves the seed, so
+the stored spec can run even after a restart.
+
+Execution rule: a job on a loaded model goes to its resident sd-server, unless it needs something only
+sd-cli has (`CLI_ONLY`): then sd-cli runs with the same model flags. Upscale jobs always use sd-cli
+(sd-server has no standalone ESRGAN).
 """
 
 from __future__ import annotations
 
+import base64
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 import msgspec
+from PIL import Image
 
 from orchestrator.errors import BadRequest
-from orchestrator.lora_tags import parse_lora_tags
-from orchestrator.models import ModelManager
+from orchestrator.images import save_input
+from orchestrator.lora_tags import LORA_TAG, parse_lora_tags
+from orchestrator.models import LoadedModel, ModelManager
 from orchestrator.queue import JobFailed, JobQueue, JobRecord, ProgressReport
-from orchestrator.schemas import GenerationRequest, JobAccepted, JobType
+from orchestrator.schemas import (GenerationRequest, Img2ImgRequest, JobAccepted, JobType, Txt2ImgRequest,
+                                  Txt2VidRequest, UpscaleRequest)
 from orchestrator.settings import Limits
 from orchestrator.store import atomic_write_json
+from orchestrator.upscaler import UpscalerManager
 from runners.capabilities import Capabilities
-from runners.process import run_binary
-from runners.progress import ProgressTracker
-from runners.sdcli import generation_argv
+from runners.options import build_server_body
+from runners.process import RunResult, run_binary
+from runners.progress import Piece, ProgressTracker
+from runners.sdcli import CliMode, generation_argv, upscale_argv
+from runners.sdserver import ServerFailed, decode_images
 
-IMAGE_PATTERN = "image_%d.png"
 MAX_SEED = 2**31 - 1
+IMAGE_NAME = "image_{}.png"
+VIDEO_NAME = "video.webm"  # VP8 WebM: written by sd.cpp itself, plays and seeks in browsers
+VIDEO_ARCHITECTURES = frozenset({"Wan", "SVD"})
+
+# API field with one base64 image -> (spec field, Pillow mode it is converted to)
+IMAGE_INPUTS: dict[str, tuple[str, str]] = {
+    "init_image_base64": ("init_image", "RGB"),
+    "mask_image_base64": ("mask_image", "L"),
+    "control_image_base64": ("control_image", "RGB"),
+    "end_image_base64": ("end_image", "RGB"),
+    "image_base64": ("image", "RGB"),
+}
+# API field with a list of base64 images -> the sd-cli flag source it becomes (a file list or a folder)
+IMAGE_LIST_INPUTS: dict[str, str] = {"ref_images": "ref_images", "control_frames": "control_video",
+                                     "pm_id_images": "pm_id_images_dir"}
+FOLDER_INPUTS = frozenset({"control_video", "pm_id_images_dir"})
+
+# What makes a job run on sd-cli instead of the resident sd-server, with the reason recorded in config.json.
+CLI_ONLY: tuple[tuple[Callable[[dict[str, Any]], bool], str], ...] = (
+    (lambda f: bool(f.get("pm_id_images") or f.get("pm_id_embed_path")), "PhotoMaker inputs exist only in sd-cli"),
+    (lambda f: f.get("batch_count", 1) > 8, "sd-server caps batch_count at 8"),
+    (lambda f: f.get("steps", 1) > 100, "sd-server caps steps at 100"),
+)
+
+
+def cli_reason(fields: dict[str, Any]) -> str | None:
+    return next((reason for needs_cli, reason in CLI_ONLY if needs_cli(fields)), None)
 
 
 class GenerationService:
-    def __init__(self, queue: JobQueue, models: ModelManager, sd_cli: Path, capabilities: Capabilities,
-                 limits: Limits) -> None:
+    def __init__(self, queue: JobQueue, models: ModelManager, upscaler: UpscalerManager, sd_cli: Path,
+                 capabilities: Capabilities, limits: Limits) -> None:
         self.queue = queue
         self.models = models
+        self.upscaler = upscaler
         self.sd_cli = sd_cli
         self.capabilities = capabilities
         self.limits = limits
 
     # ------------------------------------------------------------------------------------- submission
 
-    def validate(self, request: GenerationRequest) -> None:
+    def validate(self, job_type: JobType, request: GenerationRequest) -> LoadedModel:
+        loaded = self.models.require_loaded()
         limits = self.limits
         bounds = {"width": limits.max_width, "height": limits.max_height, "steps": limits.max_steps,
                   "batch_count": limits.max_batch_count}
         for field, maximum in bounds.items():
             if getattr(request, field) > maximum:
                 raise BadRequest(f"{field} must be at most {maximum} (got {getattr(request, field)})")
-        for field, allowed in (("sampler", self.capabilities.samplers), ("scheduler", self.capabilities.schedulers)):
-            value = getattr(request, field)
+        samplers = self.capabilities.samplers
+        for field, allowed in (("sampler", samplers), ("scheduler", self.capabilities.schedulers),
+                               ("high_noise_sampler", samplers)):
+            value = getattr(request, field, "")
             if value and value not in allowed:
                 raise BadRequest(f"{field} '{value}' is not supported by this sd.cpp build; use one of: {', '.join(allowed)}")
+        if request.slg_start >= request.slg_end and request.slg_scale > 0:
+            raise BadRequest("slg_start must be below slg_end")
+        if request.easycache and not request.easycache_start < request.easycache_end:
+            raise BadRequest("easycache_start must be below easycache_end")
+        if job_type == "img2img" and not getattr(request, "init_image_base64", ""):
+            raise BadRequest("init_image_base64 is required for img2img")
+        architecture = loaded.architecture
+        if job_type == "txt2vid" and (architecture is None or architecture.family not in VIDEO_ARCHITECTURES):
+            name = architecture.variant if architecture else "an unrecognised architecture"
+            raise BadRequest(f"txt2vid needs a video model (Wan); the loaded model is {name}")
+        if request.upscale:
+            self.upscaler.require_loaded()
+        return loaded
+
+    def _save_inputs(self, request: Any, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Decode every input image into job_dir/inputs; returns (spec paths, params placeholders)."""
+        limits, paths, placeholders = self.limits, {}, {}
+        for field, (target, mode) in IMAGE_INPUTS.items():
+            data = getattr(request, field, None)
+            if data:
+                relative = f"inputs/{target}.png"
+                width, height = save_input(data, field, job_dir / relative, limits.max_image_bytes,
+                                           limits.max_image_pixels, mode)
+                paths[target], placeholders[field] = relative, f"<{width}x{height} image: {relative}>"
+        for field, target in IMAGE_LIST_INPUTS.items():
+            items = getattr(request, field, None) or []
+            saved = []
+            for index, data in enumerate(items):
+                relative = f"inputs/{field}/{index:04d}.png"
+                save_input(data, f"{field}[{index}]", job_dir / relative, limits.max_image_bytes,
+                           limits.max_image_pixels)
+                saved.append(relative)
+            if saved:
+                paths[target] = f"inputs/{field}" if target in FOLDER_INPUTS else saved
+                paths[f"{field}_files"] = saved
+                placeholders[field] = [f"<image: {relative}>" for relative in saved]
+        return paths, placeholders
+
+    async def _submit(self, job_type: JobType, request: Any, total_images: int) -> JobAccepted:
+        job_id = self.queue.new_job_id()
+        job_dir = self.queue.output_root / job_id
+        try:
+            inputs, placeholders = await anyio.to_thread.run_sync(self._save_inputs, request, job_dir)
+        except BaseException:
+            await anyio.to_thread.run_sync(_remove_tree, job_dir)
+            raise
+        params = msgspec.to_builtins(request)
+        for field in (*IMAGE_INPUTS, *IMAGE_LIST_INPUTS):
+            params.pop(field, None)
+        params.update(placeholders)
+        if "seed" in params and params["seed"] < 0:
+            params["seed"] = random.randint(0, MAX_SEED)
+        spec = {**params, "inputs": inputs}
+        return await self.queue.submit(job_type, params=params, spec=spec, total_images=total_images, job_id=job_id)
 
     async def submit(self, job_type: JobType, request: GenerationRequest) -> JobAccepted:
-        self.models.require_loaded()
-        self.validate(request)
-        lora_dir = self.models.library.folder_of("lora")
-        await anyio.to_thread.run_sync(parse_lora_tags, request.prompt, lora_dir)
-        fields = msgspec.to_builtins(request)
-        if fields["seed"] < 0:
-            fields["seed"] = random.randint(0, MAX_SEED)
-        return await self.queue.submit(job_type, params=fields, spec=fields, total_images=request.batch_count)
+        self.validate(job_type, request)
+        await anyio.to_thread.run_sync(parse_lora_tags, request.prompt, self.models.library.folder_of("lora"))
+        return await self._submit(job_type, request, request.batch_count)
+
+    async def submit_upscale(self, request: UpscaleRequest) -> JobAccepted:
+        upscaler = self.upscaler.require_loaded()
+        passes = request.repeats
+        if request.upscale_factor != upscaler.scale ** passes:
+            achievable = {upscaler.scale ** k: k for k in range(1, 5)}
+            if request.repeats != 1 or request.upscale_factor not in achievable:
+                raise BadRequest(f"upscale_factor {request.upscale_factor} is not reachable: the loaded upscaler "
+                                 f"scales x{upscaler.scale} per pass (repeats {request.repeats})")
+        return await self._submit("upscale", request, 1)
 
     # -------------------------------------------------------------------------------------- execution
 
     async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
-        job = record.job
-        loaded = self.models.require_loaded()
-        job_dir = self.queue.output_root / job.job_id
+        job_dir = self.queue.output_root / record.job.job_id
         await anyio.to_thread.run_sync(lambda: job_dir.mkdir(parents=True, exist_ok=True))
-        argv = generation_argv(self.sd_cli, "img_gen", loaded.context, record.spec, job_dir / IMAGE_PATTERN)
+        if record.job.type == "upscale":
+            outputs, details = await self._run_upscale(record, job_dir)
+        else:
+            outputs, details = await self._run_generation(record, job_dir, report)
+        config = {"job_id": record.job.job_id, "type": record.job.type, "params": record.job.params, **details}
+        await anyio.to_thread.run_sync(atomic_write_json, job_dir / "config.json", config)
+        return [path.relative_to(self.queue.output_root).as_posix() for path in outputs]
+
+    def _fields(self, spec: dict[str, Any], job_dir: Path) -> dict[str, Any]:
+        """The stored spec with input paths made absolute (flag source for the argv builder)."""
+        fields = {key: value for key, value in spec.items() if key != "inputs"}
+        for key, value in spec.get("inputs", {}).items():
+            fields[key] = [str(job_dir / v) for v in value] if isinstance(value, list) else str(job_dir / value)
+        return fields
+
+    async def _run_generation(self, record: JobRecord, job_dir: Path, report: ProgressReport) -> tuple[list[Path], dict[str, Any]]:
+        fields = self._fields(record.spec, job_dir)
+        mode: CliMode = "vid_gen" if record.job.type == "txt2vid" else "img_gen"
         tracker = ProgressTracker()
 
-        def on_piece(piece: Any) -> None:
+        def on_piece(piece: Piece) -> None:
             if (step := tracker.observe(piece)) is not None:
                 report(step)
 
+        async with self.models.in_use:
+            loaded = self.models.require_loaded()
+            reason = cli_reason(fields)
+            if reason is None:
+                outputs = await self._on_server(mode, fields, job_dir, on_piece)
+                engine = "sd-server (resident)"
+            else:
+                outputs = await self._on_cli(mode, loaded, fields, job_dir, on_piece)
+                engine = f"sd-cli ({reason})"
+        details: dict[str, Any] = {"engine": engine, "model": loaded.name, "model_type": loaded.request.model_type,
+                                   "model_architecture": loaded.architecture.variant if loaded.architecture else None,
+                                   "components": msgspec.to_builtins(loaded.components())}
+        if fields.get("upscale") and mode == "img_gen":
+            outputs += await self._chain_upscale(outputs, int(fields.get("upscale_repeats", 1)))
+            details["upscaler"] = self.upscaler.loaded.request.model_name if self.upscaler.loaded else None
+            if fields.get("upscale_auto_unload", True):
+                self.upscaler.unload()
+        return outputs, details
+
+    async def _on_server(self, mode: CliMode, fields: dict[str, Any], job_dir: Path,
+                         on_piece: Callable[[Piece], None]) -> list[Path]:
+        server = await self.models.ensure_server()
+        body = await anyio.to_thread.run_sync(self._server_body, mode, fields)
+        try:
+            result = await server.generate(mode, body, on_piece)
+        except ServerFailed as exc:
+            raise JobFailed(f"sd-server failed: {exc}") from None
+        except anyio.get_cancelled_exc_class():
+            # sd-server cannot interrupt a running generation: stop it; the next job restarts it.
+            with anyio.CancelScope(shield=True):
+                await self.models.restart_server()
+            raise
+        return await anyio.to_thread.run_sync(_write_server_result, mode, result, job_dir)
+
+    def _server_body(self, mode: CliMode, fields: dict[str, Any]) -> dict[str, Any]:
+        """sd-server takes images as base64 and LoRAs as a structured list (it ignores prompt tags)."""
+        lora_dir = self.models.library.folder_of("lora")
+        tags = parse_lora_tags(fields["prompt"], lora_dir)
+        source = {**fields, "prompt": LORA_TAG.sub("", fields["prompt"]).strip(),
+                  "lora": [{"path": t.path, "multiplier": t.multiplier, "is_high_noise": t.is_high_noise} for t in tags]}
+        for target in ("init_image", "mask_image", "control_image", "end_image"):
+            if target in fields:
+                source[target] = _b64_file(Path(fields[target]))
+        for field in ("ref_images", "control_frames"):
+            if f"{field}_files" in fields:
+                source[field] = [_b64_file(Path(p)) for p in fields[f"{field}_files"]]
+        body = build_server_body(source)
+        body["output_format"] = "webm" if mode == "vid_gen" else "png"
+        return body
+
+    async def _on_cli(self, mode: CliMode, loaded: LoadedModel, fields: dict[str, Any], job_dir: Path,
+                      on_piece: Callable[[Piece], None]) -> list[Path]:
+        if mode == "vid_gen":
+            output, expected = job_dir / VIDEO_NAME, [job_dir / VIDEO_NAME]
+        else:
+            output = job_dir / IMAGE_NAME.format("%d")
+            expected = [job_dir / IMAGE_NAME.format(i) for i in range(int(fields.get("batch_count", 1)))]
+        argv = generation_argv(self.sd_cli, mode, loaded.context, fields, output)
         result = await run_binary(argv, on_piece, cwd=job_dir)
-        expected = [job_dir / (IMAGE_PATTERN % i) for i in range(int(record.spec.get("batch_count", 1)))]
         written = [path for path in expected if path.is_file()]
         if not result.ok or not written:
             raise JobFailed(result.failure_reason("sd-cli"))
-        config = {"job_id": job.job_id, "type": job.type, "model": loaded.name,
-                  "model_type": loaded.request.model_type, "components": msgspec.to_builtins(loaded.components()),
-                  "params": job.params, "argv": argv}
-        await anyio.to_thread.run_sync(atomic_write_json, job_dir / "config.json", config)
-        return [path.relative_to(self.queue.output_root).as_posix() for path in written]
+        return written
+
+    async def _chain_upscale(self, images: list[Path], repeats: int) -> list[Path]:
+        upscaler = self.upscaler.require_loaded()
+        results = []
+        for image in images:
+            target = image.with_name(image.stem + "_upscaled.png")
+            await self._upscale_file(Path(upscaler.path), image, target, repeats, upscaler.request.tile_size,
+                                     upscaler.request.n_threads, upscaler.scale)
+            results.append(target)
+        return results
+
+    async def _run_upscale(self, record: JobRecord, job_dir: Path) -> tuple[list[Path], dict[str, Any]]:
+        upscaler = self.upscaler.require_loaded()
+        spec = record.spec
+        passes = spec["repeats"]
+        if spec["upscale_factor"] != upscaler.scale ** passes and passes == 1:
+            passes = next(k for k in range(1, 5) if upscaler.scale ** k == spec["upscale_factor"])
+        target = job_dir / IMAGE_NAME.format(0)
+        await self._upscale_file(Path(upscaler.path), job_dir / spec["inputs"]["image"], target, passes,
+                                 spec["tile_size"], upscaler.request.n_threads, upscaler.scale)
+        return [target], {"engine": "sd-cli (upscale mode)", "upscaler": upscaler.request.model_name,
+                          "scale_per_pass": upscaler.scale, "passes": passes}
+
+    async def _upscale_file(self, model: Path, source: Path, target: Path, repeats: int, tile_size: int,
+                            n_threads: int, scale: int) -> None:
+        argv = upscale_argv(self.sd_cli, model, source, target, repeats, tile_size, n_threads)
+        result: RunResult = await run_binary(argv, cwd=target.parent)
+        # sd-cli's upscale mode exits 0 and writes the unmodified input when the upscaler fails.
+        if not result.ok or result.error_lines or not target.is_file():
+            raise JobFailed(result.failure_reason("sd-cli upscale"))
+        expected = await anyio.to_thread.run_sync(_scaled_size, source, scale ** repeats)
+        actual = await anyio.to_thread.run_sync(_image_size, target)
+        if actual != expected:
+            raise JobFailed(f"sd-cli upscale wrote {actual[0]}x{actual[1]}, expected {expected[0]}x{expected[1]}")
+
+
+def _b64_file(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def _scaled_size(path: Path, factor: int) -> tuple[int, int]:
+    width, height = _image_size(path)
+    return width * factor, height * factor
+
+
+def _write_server_result(mode: CliMode, result: dict[str, Any], job_dir: Path) -> list[Path]:
+    if mode == "vid_gen":
+        target = job_dir / VIDEO_NAME
+        target.write_bytes(base64.b64decode(result["b64_json"]))
+        return [target]
+    written = []
+    for index, data in enumerate(decode_images(result)):
+        target = job_dir / IMAGE_NAME.format(index)
+        target.write_bytes(data)
+        written.append(target)
+    return written
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+REQUEST_TYPES: dict[str, type] = {"txt2img": Txt2ImgRequest, "img2img": Img2ImgRequest, "txt2vid": Txt2VidRequest}

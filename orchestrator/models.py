@@ -1,4 +1,9 @@
-"""Which model is loaded, with which components and options, and the load / unload life cycle."""
+"""Which model is loaded, with which components and options, and its resident sd-server.
+
+"Loaded" means loaded: a load starts an sd-server with the model's flags on a private loopback port and
+keeps it for the following jobs. Unload stops it. A job holds `in_use` while it runs, so a load or unload
+waits for the running job instead of pulling the model from under it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,17 @@ from typing import Any
 
 import anyio
 import msgspec
+from anyio.abc import TaskGroup
 
+from orchestrator.architecture import PRESETS, Architecture, UnreadableModel, detect_file, missing_components
 from orchestrator.errors import BadRequest, NotFound, ServiceError
 from orchestrator.events import EventBus
 from orchestrator.library import ModelLibrary
 from orchestrator.schemas import COMPONENT_FIELDS, LoadedComponents, LoadModelRequest
+from runners.flags import build_argv
+from runners.options import CONTEXT_FLAGS
+from runners.progress import Bar, LogLine, Piece
+from runners.sdserver import ResidentServer, ServerFailed
 
 # Load-request field -> model type whose folder holds it.
 COMPONENT_TYPES: dict[str, str] = {
@@ -37,7 +48,7 @@ class LoadedModel(msgspec.Struct):
     request: LoadModelRequest
     # Flag source for runners.options.CONTEXT_FLAGS: role -> file path, plus the load options.
     context: dict[str, Any]
-    architecture: str | None = None
+    architecture: Architecture | None = None
 
     @property
     def name(self) -> str:
@@ -48,16 +59,23 @@ class LoadedModel(msgspec.Struct):
 
 
 class ModelManager:
-    def __init__(self, library: ModelLibrary, bus: EventBus) -> None:
+    def __init__(self, library: ModelLibrary, bus: EventBus, sd_server: Path, ready_timeout_s: float = 600.0) -> None:
         self.library = library
         self.bus = bus
+        self.sd_server = sd_server
+        self.ready_timeout_s = ready_timeout_s
         self.loaded: LoadedModel | None = None
+        self.server: ResidentServer | None = None
         self.loading_name: str | None = None
         self.last_error: str | None = None
-        self._lock = anyio.Lock()
+        self.in_use = anyio.Lock()
+        self.task_group: TaskGroup | None = None  # set by the service: resident servers live in it
 
-    def resolve_context(self, request: LoadModelRequest) -> dict[str, Any]:
-        """Every named file resolved safely in its folder; BadRequest / NotFound name the field."""
+    # --------------------------------------------------------------------------------- resolution
+
+    def resolve_context(self, request: LoadModelRequest) -> tuple[dict[str, Any], Architecture | None]:
+        """Every named file resolved safely in its folder, and the main model's architecture.
+        Blocking (reads file headers): run off the event loop."""
         if not request.model_name:
             raise BadRequest("model_name is required")
         try:
@@ -71,42 +89,110 @@ class ModelManager:
                 try:
                     context[field] = str(self.library.resolve(model_type, name, field))
                 except NotFound:
-                    raise BadRequest(f"{field}: model not found in {model_type} folder: {name}") from None
+                    raise BadRequest(f"{field}: model not found in the {model_type} folder: {name}") from None
+        diffusion_only = request.model_type == "diffusion"
+        try:
+            architecture = detect_file(main, diffusion_only)
+        except UnreadableModel:
+            architecture = None  # torch pickles are not inspected; sd.cpp itself decides at load
+        if architecture is not None:
+            missing = missing_components(architecture.family, set(context), diffusion_only)
+            if missing:
+                raise BadRequest(f"{architecture.variant} needs {', '.join(missing)}: add "
+                                 f"{' and '.join(repr(m) for m in missing)} to the load request")
         context.update(msgspec.to_builtins(request.options))
         context["lora_dir"] = str(self.library.folder_of("lora"))
         embeddings = self.library.folder_of("embedding")
         if embeddings.is_dir():
             context["embeddings_dir"] = str(embeddings)
-        return context
+        return context, architecture
+
+    # --------------------------------------------------------------------------------- life cycle
+
+    def _loading_listener(self, name: str) -> Any:
+        def listen(piece: Piece) -> None:
+            if isinstance(piece, Bar) and piece.unit in ("MB/s", "GB/s"):
+                self.bus.publish("model_loading_progress", {
+                    "model_name": name, "step": piece.step, "total_steps": piece.total,
+                    "percentage": round(100.0 * piece.step / max(piece.total, 1), 1)})
+            elif isinstance(piece, LogLine) and piece.message.startswith("loading "):
+                self.bus.publish("model_loading_progress", {"model_name": name, "message": piece.message})
+        return listen
+
+    async def _start_server(self, loaded: LoadedModel) -> ResidentServer:
+        assert self.task_group is not None, "the service must be running"
+        server = ResidentServer([str(self.sd_server), *build_argv(CONTEXT_FLAGS, loaded.context)], self.ready_timeout_s)
+        server.listener = self._loading_listener(loaded.name)
+        try:
+            await self.task_group.start(server.run)
+        finally:
+            server.listener = None
+        return server
+
+    async def _stop_server(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
 
     async def load(self, request: LoadModelRequest) -> LoadedModel:
-        async with self._lock:
-            self.loading_name = request.model_name
-            self.bus.publish("model_loading_progress", {"model_name": request.model_name, "stage": "resolving"})
-            try:
-                context = await anyio.to_thread.run_sync(self.resolve_context, request)
-                loaded = LoadedModel(request=request, context=context)
-            except ServiceError as exc:
-                self.last_error = exc.message
-                raise
-            finally:
-                self.loading_name = None
-            self.loaded, self.last_error = loaded, None
-            self.bus.publish("model_loaded", {"model_name": loaded.name, "model_type": request.model_type})
-            return loaded
+        self.loading_name = request.model_name
+        try:
+            async with self.in_use:
+                self.bus.publish("model_loading_progress", {"model_name": request.model_name, "message": "starting"})
+                try:
+                    context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
+                except ServiceError as exc:
+                    self.last_error = exc.message
+                    raise
+                loaded = LoadedModel(request, context, architecture)
+                await self._unload_locked()
+                try:
+                    self.server = await self._start_server(loaded)
+                except ServerFailed as exc:
+                    self.last_error = f"Failed to load model: {request.model_name}: {exc}"
+                    raise LoadFailed(self.last_error) from None
+                self.loaded, self.last_error = loaded, None
+        finally:
+            self.loading_name = None
+        self.bus.publish("model_loaded", {"model_name": loaded.name, "model_type": request.model_type,
+                                          "model_architecture": architecture.variant if architecture else None})
+        return loaded
+
+    async def _unload_locked(self) -> None:
+        await self._stop_server()
+        if self.loaded is not None:
+            name, self.loaded = self.loaded.name, None
+            self.bus.publish("model_unloaded", {"model_name": name})
 
     async def unload(self) -> None:
-        async with self._lock:
-            if self.loaded is not None:
-                name, self.loaded = self.loaded.name, None
-                self.bus.publish("model_unloaded", {"model_name": name})
+        async with self.in_use:
+            await self._unload_locked()
+
+    async def shutdown(self) -> None:
+        await self._stop_server()
+
+    async def ensure_server(self) -> ResidentServer:
+        """The resident server of the loaded model, restarted if it died or was stopped (call with in_use)."""
+        loaded = self.require_loaded()
+        if self.server is None or not self.server.alive:
+            try:
+                self.server = await self._start_server(loaded)
+            except ServerFailed as exc:
+                self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
+                raise LoadFailed(self.last_error) from None
+        return self.server
+
+    async def restart_server(self) -> None:
+        """Stop the resident server (e.g. to cancel its running job: sd-server cannot cancel one)."""
+        await self._stop_server()
+
+    # ------------------------------------------------------------------------------------- queries
 
     def require_loaded(self) -> LoadedModel:
         if self.loaded is None:
             raise BadRequest("No model loaded")
         return self.loaded
 
-    def model_path(self) -> Path | None:
-        if self.loaded is None:
-            return None
-        return Path(self.loaded.context[self.loaded.request.model_type])
+    def preset_name(self) -> str | None:
+        architecture = self.loaded.architecture if self.loaded else None
+        return architecture.family if architecture and architecture.family in PRESETS else None

@@ -113,9 +113,13 @@ class JobQueue:
 
     # ---------------------------------------------------------------------------------------- commands
 
+    @staticmethod
+    def new_job_id() -> str:
+        return str(uuid.uuid4())
+
     async def submit(self, job_type: JobType, params: dict[str, Any], spec: dict[str, Any],
                      total_images: int = 1, job_id: str | None = None) -> JobAccepted:
-        job = Job(job_id=job_id or str(uuid.uuid4()), type=job_type, status="pending",
+        job = Job(job_id=job_id or self.new_job_id(), type=job_type, status="pending",
                   progress=Progress(total_images=total_images), created_at=utc_timestamp(), params=params)
         self.records[job.job_id] = JobRecord(job, spec)
         await self.persist()

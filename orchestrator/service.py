@@ -1,4 +1,5 @@
-"""The assembled service: settings -> library, model manager, queue and generation, plus start-up."""
+"""The assembled service: settings -> library, model manager, upscaler, queue and generation; start-up
+restores the queue and the model and upscaler that were loaded."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ import msgspec
 
 from orchestrator.events import EventBus
 from orchestrator.generation import GenerationService
+from orchestrator.hashing import HashCache
 from orchestrator.library import ModelLibrary
 from orchestrator.models import ModelManager
 from orchestrator.queue import JobQueue
 from orchestrator.schemas import LoadModelRequest
 from orchestrator.settings import Settings
+from orchestrator.upscaler import UpscalerLoadRequest, UpscalerManager
 from runners.binaries import Binaries, locate_binaries
 from runners.capabilities import Capabilities, read_capabilities
 
 log = logging.getLogger("sdcpp_restapi")
+HASH_CACHE_FILE = ".hash_cache.json"
 
 
 class Service:
@@ -30,14 +34,25 @@ class Service:
         self.capabilities = capabilities
         self.bus = EventBus()
         self.library = ModelLibrary(settings.model_folders())
-        self.models = ModelManager(self.library, self.bus)
+        self.models = ModelManager(self.library, self.bus, binaries.sd_server, settings.load_timeout_s)
+        self.upscaler = UpscalerManager(self.library, self.bus)
         self.output_root: Path = settings.output_root()
+        self.hashes = HashCache(self.output_root / HASH_CACHE_FILE)
         self.queue = JobQueue(self.output_root, self.bus)
         self.queue.model_state = lambda: msgspec.to_builtins(self.models.loaded.request) if self.models.loaded else None
-        self.generation = GenerationService(self.queue, self.models, binaries.sd_cli, capabilities, settings.limits)
+        self.queue.upscaler_state = (
+            lambda: msgspec.to_builtins(self.upscaler.loaded.request) if self.upscaler.loaded else None)
+        self.generation = GenerationService(self.queue, self.models, self.upscaler, binaries.sd_cli, capabilities,
+                                            settings.limits)
 
     async def _restore(self) -> None:
         await anyio.to_thread.run_sync(self.queue.restore)
+        if self.queue.restored_upscaler:
+            request = msgspec.convert(self.queue.restored_upscaler, UpscalerLoadRequest)
+            try:
+                await self.upscaler.load(request)
+            except Exception as exc:
+                log.warning("could not restore upscaler %s: %s", request.model_name, exc)
         if self.queue.restored_model:
             request = msgspec.convert(self.queue.restored_model, LoadModelRequest)
             try:
@@ -48,16 +63,20 @@ class Service:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator["Service"]:
-        """Restore state, run the worker while the context is open, stop it on exit."""
+        """Restore state, run the worker while the context is open; on exit stop the worker and any
+        resident sd-server."""
         for folder in self.library.folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         self.output_root.mkdir(parents=True, exist_ok=True)
-        await self._restore()
         async with anyio.create_task_group() as tasks:
+            self.models.task_group = tasks
+            await self._restore()
             tasks.start_soon(self.queue.run_worker, self.generation.execute)
             try:
                 yield self
             finally:
+                with anyio.CancelScope(shield=True):
+                    await self.models.shutdown()
                 tasks.cancel_scope.cancel()
 
 

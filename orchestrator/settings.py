@@ -46,6 +46,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     sd_server: str = ""
     limits: Limits = msgspec.field(default_factory=Limits)
     log_level: str = "info"
+    # How long a model load (sd-server start until it answers) may take; big models on slow disks need minutes.
+    load_timeout_s: float = 600.0
 
     def models_root(self) -> Path:
         return Path(self.models_dir) if self.models_dir else data_dir() / "models"

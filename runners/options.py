@@ -8,7 +8,9 @@ table (or `derived_generation_fields`) translates; a field absent from the sourc
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+
+import msgspec
 
 from runners.flags import Flag, bracketed_ints, comma_floats, empty, negative
 
@@ -134,3 +136,72 @@ def derived_generation_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     if fields.get("vae_tiling") and tile_x > 0 and tile_y > 0:
         derived["vae_tile_size"] = f"{tile_x}x{tile_y}"
     return derived
+
+
+# ------------------------------------------------------------------------------ sd-server native JSON
+
+
+class JsonField(msgspec.Struct, frozen=True):
+    """One API field placed at `path` in sd-server's native img_gen / vid_gen body."""
+
+    field: str
+    path: tuple[str, ...]
+    omit_when: Callable[[Any], bool] | None = None
+
+
+_SAMPLE = ("sample_params",)
+_GUIDANCE = ("sample_params", "guidance")
+_SLG = ("sample_params", "guidance", "slg")
+_HIGH = ("high_noise_sample_params",)
+_HIGH_GUIDANCE = ("high_noise_sample_params", "guidance")
+_HIGH_SLG = ("high_noise_sample_params", "guidance", "slg")
+_TILING = ("vae_tiling_params",)
+
+SERVER_FIELDS: tuple[JsonField, ...] = (
+    *(JsonField(name, (name,)) for name in (
+        "prompt", "negative_prompt", "width", "height", "seed", "batch_count", "clip_skip", "strength",
+        "control_strength", "auto_resize_ref_image", "increase_ref_index", "video_frames", "fps", "moe_boundary",
+        "vace_strength", "cache_mode", "cache_option", "lora", "init_image", "mask_image", "end_image",
+        "control_image", "ref_images", "control_frames")),
+    JsonField("steps", (*_SAMPLE, "sample_steps")),
+    JsonField("sampler", (*_SAMPLE, "sample_method"), omit_when=empty),
+    JsonField("scheduler", (*_SAMPLE, "scheduler"), omit_when=empty),
+    JsonField("eta", (*_SAMPLE, "eta"), omit_when=_zero),
+    JsonField("shifted_timestep", (*_SAMPLE, "shifted_timestep")),
+    JsonField("custom_sigmas", (*_SAMPLE, "custom_sigmas")),
+    JsonField("flow_shift", (*_SAMPLE, "flow_shift"), omit_when=_auto_float),
+    JsonField("cfg_scale", (*_GUIDANCE, "txt_cfg")),
+    JsonField("img_cfg_scale", (*_GUIDANCE, "img_cfg"), omit_when=negative),
+    JsonField("distilled_guidance", (*_GUIDANCE, "distilled_guidance")),
+    JsonField("slg_scale", (*_SLG, "scale")),
+    JsonField("skip_layers", (*_SLG, "layers")),
+    JsonField("slg_start", (*_SLG, "layer_start")),
+    JsonField("slg_end", (*_SLG, "layer_end")),
+    JsonField("high_noise_steps", (*_HIGH, "sample_steps")),
+    JsonField("high_noise_sampler", (*_HIGH, "sample_method"), omit_when=empty),
+    JsonField("high_noise_cfg_scale", (*_HIGH_GUIDANCE, "txt_cfg")),
+    JsonField("high_noise_distilled_guidance", (*_HIGH_GUIDANCE, "distilled_guidance")),
+    JsonField("high_noise_slg_scale", (*_HIGH_SLG, "scale")),
+    JsonField("high_noise_skip_layers", (*_HIGH_SLG, "layers")),
+    JsonField("high_noise_slg_start", (*_HIGH_SLG, "layer_start")),
+    JsonField("high_noise_slg_end", (*_HIGH_SLG, "layer_end")),
+    JsonField("vae_tiling", (*_TILING, "enabled")),
+    JsonField("vae_tile_size_x", (*_TILING, "tile_size_x")),
+    JsonField("vae_tile_size_y", (*_TILING, "tile_size_y")),
+    JsonField("vae_tile_overlap", (*_TILING, "target_overlap")),
+)
+
+
+def build_server_body(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """sd-server's native request body for the given API fields (absent fields keep the server default)."""
+    source = {**fields, **derived_generation_fields(fields)}
+    body: dict[str, Any] = {}
+    for spec in SERVER_FIELDS:
+        value = source.get(spec.field)
+        if value is None or (spec.omit_when is not None and spec.omit_when(value)):
+            continue
+        node = body
+        for key in spec.path[:-1]:
+            node = node.setdefault(key, {})
+        node[spec.path[-1]] = value
+    return body

@@ -55,7 +55,7 @@ def _kill_group(process: Process, sig: int) -> None:
         pass
 
 
-async def _pump(stream: ByteReceiveStream | None, on_text: Callable[[str], None]) -> None:
+async def pump_lines(stream: ByteReceiveStream | None, on_text: Callable[[str], None]) -> None:
     if stream is None:
         return
     splitter = StreamSplitter()
@@ -99,8 +99,8 @@ async def run_binary(
     )
     try:
         async with anyio.create_task_group() as pumps:
-            pumps.start_soon(_pump, process.stdout, on_stdout)
-            pumps.start_soon(_pump, process.stderr, on_stderr)
+            pumps.start_soon(pump_lines, process.stdout, on_stdout)
+            pumps.start_soon(pump_lines, process.stderr, on_stderr)
         returncode = await process.wait()
     except BaseException:
         with anyio.CancelScope(shield=True):

@@ -18,10 +18,10 @@ def health(service: Service) -> HealthResponse:
         last_error=models.last_error,
         model_name=loaded.name if loaded else None,
         model_type=loaded.request.model_type if loaded else None,
-        model_architecture=loaded.architecture if loaded else None,
+        model_architecture=loaded.architecture.variant if loaded and loaded.architecture else None,
         loaded_components=loaded.components() if loaded else {},
-        upscaler_loaded=False,
-        upscaler_name=None,
+        upscaler_loaded=service.upscaler.loaded is not None,
+        upscaler_name=service.upscaler.loaded.request.model_name if service.upscaler.loaded else None,
     )
 
 

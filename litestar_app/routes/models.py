@@ -33,7 +33,7 @@ async def list_models(
                     continue
                 entries.append(ModelEntry(
                     name=model.name, type=kind.name, file_extension=extension_of, size_bytes=model.size_bytes,
-                    hash=None, is_loaded=((kind.name, model.name) == loaded_key) if kind.loadable else None,
+                    hash=service.hashes.known(model.path, model.size_bytes, model.mtime_ns), is_loaded=((kind.name, model.name) == loaded_key) if kind.loadable else None,
                 ))
         body[kind.list_key] = msgspec.to_builtins(entries)
         for entry in body[kind.list_key]:
@@ -61,4 +61,21 @@ async def unload_model(service: Service) -> SuccessMessage:
     return SuccessMessage(True, "Model unloaded")
 
 
-ROUTES = [list_models, load_model, unload_model]
+@get("/models/hash/{model_type:str}/{model_name:path}")
+async def model_hash(service: Service, model_type: str, model_name: str) -> dict[str, str]:
+    name = model_name.lstrip("/")
+    kind = service.library.model_type(model_type)
+    path = await anyio.to_thread.run_sync(service.library.resolve, kind.name, name, "model_name")
+    return {"model_name": name, "model_type": kind.name, "hash": await service.hashes.hash_of(path)}
+
+
+@get("/models/paths", sync_to_thread=False)
+def model_paths(service: Service) -> dict[str, str]:
+    # Keys as in the spec's example (singular "lora" and "controlnet", "t5" for the T5 folder).
+    keys = {"checkpoints": "checkpoints", "diffusion_models": "diffusion_models", "vae": "vae", "loras": "lora",
+            "clip": "clip", "t5": "t5", "embeddings": "embeddings", "controlnet": "controlnet", "llm": "llm",
+            "esrgan": "esrgan", "taesd": "taesd"}
+    return {keys[folder]: str(path) for folder, path in service.library.folders.items()}
+
+
+ROUTES = [list_models, load_model, unload_model, model_hash, model_paths]

@@ -1,0 +1,175 @@
+"""A resident sd-server: started once per loaded model on a private loopback port, kept for the jobs
+that follow, so the weights are loaded once (sd-server loads one model at start and cannot switch).
+
+The process's stdout is pumped for its whole life; while a job runs, the pieces go to that job's
+listener (sd-server prints the same progress bars as sd-cli, without job ids: one job runs at a time).
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+from collections import deque
+from typing import Any, Callable, Sequence
+
+import anyio
+import httpx
+from anyio.abc import Process, TaskStatus
+
+from runners.process import pump_lines, stop_process
+from runners.progress import LogLine, Piece, classify
+
+READY_POLL_S = 0.05
+IDLE_POLL_S = 0.25
+FINISHING_POLL_S = 0.005
+# Log messages after which the result is about to be ready: poll fast from then on.
+FINISHING = ("generate_image completed", "generate_video completed", "generate failed")
+
+
+class ServerFailed(RuntimeError):
+    """The server could not start, died, or failed a job; the message is the binary's own reason."""
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ResidentServer:
+    def __init__(self, argv_without_listen: Sequence[str], ready_timeout_s: float = 600.0) -> None:
+        self.port = free_loopback_port()
+        self.argv = [*argv_without_listen, "--listen-ip", "127.0.0.1", "--listen-port", str(self.port)]
+        self.ready_timeout_s = ready_timeout_s
+        self.process: Process | None = None
+        self.error_lines: deque[str] = deque(maxlen=50)
+        self.listener: Callable[[Piece], None] | None = None
+        self.exited = anyio.Event()
+        self.returncode: int | None = None
+        self._finishing = anyio.Event()
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=httpx.Timeout(30.0))
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and not self.exited.is_set()
+
+    # ------------------------------------------------------------------------------------ life cycle
+
+    def _on_text(self, text: str) -> None:
+        piece = classify(text)
+        if isinstance(piece, LogLine):
+            if piece.level == "ERROR":
+                self.error_lines.append(piece.message.strip())
+            if any(marker in piece.message for marker in FINISHING):
+                self._finishing.set()
+        if self.listener is not None:
+            self.listener(piece)
+
+    def _on_stderr(self, text: str) -> None:
+        piece = classify(text)
+        if not isinstance(piece, LogLine):
+            self.error_lines.append(text.strip())
+        self._on_text(text)
+
+    def reason(self, fallback: str) -> str:
+        lines = list(dict.fromkeys(self.error_lines))
+        return "; ".join(lines[-3:]) if lines else fallback
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start, signal `started` once the HTTP API answers, then live until the process exits.
+        Raises ServerFailed (before `started`) if the process exits or never answers."""
+        process = await anyio.open_process(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, start_new_session=True)
+        self.process = process
+        try:
+            async with anyio.create_task_group() as pumps:
+                pumps.start_soon(self._pump_then_mark_exit, process)
+                pumps.start_soon(pump_lines, process.stderr, self._on_stderr)
+                await self._wait_ready()
+                task_status.started()
+            self.returncode = await process.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stop_process(process)
+                self.returncode = process.returncode
+                await process.aclose()
+                await self.client.aclose()
+                self.exited.set()
+
+    async def _pump_then_mark_exit(self, process: Process) -> None:
+        await pump_lines(process.stdout, self._on_text)
+        self.returncode = await process.wait()
+        self.exited.set()
+
+    async def _wait_ready(self) -> None:
+        with anyio.move_on_after(self.ready_timeout_s):
+            while not self.exited.is_set():
+                try:
+                    response = await self.client.get("/sdcpp/v1/capabilities", timeout=2.0)
+                    if response.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                with anyio.move_on_after(READY_POLL_S):
+                    await self.exited.wait()
+            # sd-server exits 0 when it cannot bind its port, after loading the model.
+            raise ServerFailed(self.reason(f"sd-server exited with code {self.returncode} before answering"))
+        raise ServerFailed(f"sd-server did not answer within {self.ready_timeout_s:.0f}s")
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await stop_process(self.process)
+            await self.exited.wait()
+
+    # ------------------------------------------------------------------------------------------ jobs
+
+    async def generate(self, kind: str, body: dict[str, Any], listener: Callable[[Piece], None]) -> dict[str, Any]:
+        """Submit to /sdcpp/v1/{kind} and wait for the result object (images or video as base64)."""
+        if not self.alive:
+            raise ServerFailed(self.reason("the resident sd-server is not running"))
+        self.error_lines.clear()
+        self._finishing = anyio.Event()
+        self.listener = listener
+        try:
+            submitted = await self._request("POST", f"/sdcpp/v1/{kind}", json=body)
+            if submitted.status_code != 202:
+                raise ServerFailed(f"sd-server refused the job: {_error_text(submitted)}")
+            poll_url = submitted.json()["poll_url"]
+            while True:
+                with anyio.move_on_after(IDLE_POLL_S):
+                    await self._finishing.wait()
+                if self.exited.is_set():
+                    raise ServerFailed(self.reason(f"sd-server exited with code {self.returncode} during the job"))
+                job = (await self._request("GET", poll_url)).json()
+                if job["status"] == "completed":
+                    return job["result"]
+                if job["status"] in ("failed", "cancelled"):
+                    error = job.get("error") or {}
+                    raise ServerFailed(self.reason(error.get("message", job["status"])))
+                if self._finishing.is_set():
+                    await anyio.sleep(FINISHING_POLL_S)
+        finally:
+            self.listener = None
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServerFailed(self.reason(f"sd-server did not answer: {exc}")) from None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text[:300]
+
+
+def decode_images(result: dict[str, Any]) -> list[bytes]:
+    """Encoded image files (with sd.cpp's embedded metadata) in batch order."""
+    return [base64.b64decode(image["b64_json"]) for image in sorted(result["images"], key=lambda i: i["index"])]
