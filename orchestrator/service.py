@@ -22,9 +22,11 @@ from orchestrator.settings import Settings
 from orchestrator.upscaler import UpscalerLoadRequest, UpscalerManager
 from runners.binaries import Binaries, locate_binaries
 from runners.capabilities import Capabilities, read_capabilities
+from runners.process import CHILDREN
 
 log = logging.getLogger("sdcpp_restapi")
 HASH_CACHE_FILE = ".hash_cache.json"
+CHILDREN_FILE = ".children.json"
 
 
 class Service:
@@ -68,6 +70,9 @@ class Service:
         for folder in self.library.folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         self.output_root.mkdir(parents=True, exist_ok=True)
+        CHILDREN.configure(self.output_root / CHILDREN_FILE)
+        if stale := CHILDREN.reap_stale():
+            log.warning("killed %d sd.cpp process(es) left by a previous run: %s", len(stale), stale)
         async with anyio.create_task_group() as tasks:
             self.models.task_group = tasks
             await self._restore()

@@ -7,10 +7,12 @@ survives a cancelled job.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 from collections import deque
+from pathlib import Path
 from typing import Callable, Sequence
 
 import anyio
@@ -93,10 +95,7 @@ async def run_binary(
         if on_piece is not None:
             on_piece(piece)
 
-    process = await anyio.open_process(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=cwd, start_new_session=True,
-    )
+    process = await spawn(argv, cwd)
     try:
         async with anyio.create_task_group() as pumps:
             pumps.start_soon(pump_lines, process.stdout, on_stdout)
@@ -108,8 +107,73 @@ async def run_binary(
         raise
     finally:
         with anyio.CancelScope(shield=True):
-            await process.aclose()
+            await reap(process)
     return RunResult(returncode, error_lines, list(stdout_tail))
+
+
+class ChildRegistry:
+    """The sd.cpp processes this service started, recorded in a small file. Children run in their own
+    session (so a cancel can kill the whole group), which also means they outlive a SIGKILLed service:
+    on the next start `reap_stale` kills the ones still running."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.pids: dict[int, str] = {}
+
+    def configure(self, path: Path) -> None:
+        self.path = path
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({str(pid): exe for pid, exe in self.pids.items()}))
+        os.replace(tmp, self.path)  # a best-effort hint: no fsync on the spawn path
+
+    def add(self, pid: int, exe: str) -> None:
+        self.pids[pid] = exe
+        self._save()
+
+    def remove(self, pid: int) -> None:
+        if self.pids.pop(pid, None) is not None:
+            self._save()
+
+    def reap_stale(self) -> list[int]:
+        """Kill recorded processes that still run the recorded binary; returns their pids."""
+        if self.path is None or not self.path.is_file():
+            return []
+        try:
+            recorded = {int(pid): exe for pid, exe in json.loads(self.path.read_text()).items()}
+        except (OSError, ValueError):
+            recorded = {}
+        killed = []
+        for pid, exe in recorded.items():
+            try:
+                running = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+            if Path(running).resolve() == Path(exe).resolve():
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    pass
+        self.pids = {}
+        self._save()
+        return killed
+
+
+CHILDREN = ChildRegistry()
+
+
+async def spawn(argv: Sequence[str], cwd: str | os.PathLike[str] | None = None) -> Process:
+    """Start a binary in its own session with piped output, recorded in CHILDREN until it exits."""
+    process = await anyio.open_process(
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=cwd, start_new_session=True,
+    )
+    CHILDREN.add(process.pid, str(Path(argv[0]).resolve()))
+    return process
 
 
 async def stop_process(process: Process, grace_s: float = TERMINATE_GRACE_S) -> None:
@@ -122,3 +186,9 @@ async def stop_process(process: Process, grace_s: float = TERMINATE_GRACE_S) -> 
         return
     _kill_group(process, signal.SIGKILL)
     await process.wait()
+
+
+async def reap(process: Process) -> None:
+    """Close the process's pipes once it has exited and forget it."""
+    await process.aclose()
+    CHILDREN.remove(process.pid)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
 from collections import deque
 from typing import Any, Callable, Sequence
 
@@ -17,7 +16,7 @@ import anyio
 import httpx
 from anyio.abc import Process, TaskStatus
 
-from runners.process import pump_lines, stop_process
+from runners.process import pump_lines, reap, spawn, stop_process
 from runners.progress import LogLine, Piece, classify
 
 READY_POLL_S = 0.05
@@ -47,6 +46,7 @@ class ResidentServer:
         self.listener: Callable[[Piece], None] | None = None
         self.exited = anyio.Event()
         self.returncode: int | None = None
+        self.ready = False
         self._finishing = anyio.Event()
         self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=httpx.Timeout(30.0))
 
@@ -83,43 +83,52 @@ class ResidentServer:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start, signal `started` once the HTTP API answers, then live until the process exits.
         Raises ServerFailed (before `started`) if the process exits or never answers."""
-        process = await anyio.open_process(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, start_new_session=True)
+        process = await spawn(self.argv)
         self.process = process
+        timed_out = False
         try:
             async with anyio.create_task_group() as pumps:
                 pumps.start_soon(self._pump_then_mark_exit, process)
                 pumps.start_soon(pump_lines, process.stderr, self._on_stderr)
-                await self._wait_ready()
-                task_status.started()
+                if await self._wait_ready():
+                    task_status.started()
+                elif not self.exited.is_set():
+                    timed_out = True
+                    pumps.cancel_scope.cancel()
+                # else: it exited; the pumps end at EOF, with every stderr line read
             self.returncode = await process.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 await stop_process(process)
                 self.returncode = process.returncode
-                await process.aclose()
+                await reap(process)
                 await self.client.aclose()
                 self.exited.set()
+        if timed_out:
+            raise ServerFailed(f"sd-server did not answer within {self.ready_timeout_s:.0f}s")
+        if not self.ready:
+            # sd-server exits 0 when it cannot bind its port, after loading the model.
+            raise ServerFailed(self.reason(f"sd-server exited with code {self.returncode} before answering"))
 
     async def _pump_then_mark_exit(self, process: Process) -> None:
         await pump_lines(process.stdout, self._on_text)
         self.returncode = await process.wait()
         self.exited.set()
 
-    async def _wait_ready(self) -> None:
+    async def _wait_ready(self) -> bool:
+        """True once the HTTP API answers; False if the process exits first or the timeout passes."""
         with anyio.move_on_after(self.ready_timeout_s):
             while not self.exited.is_set():
                 try:
                     response = await self.client.get("/sdcpp/v1/capabilities", timeout=2.0)
                     if response.status_code == 200:
-                        return
+                        self.ready = True
+                        return True
                 except httpx.HTTPError:
                     pass
                 with anyio.move_on_after(READY_POLL_S):
                     await self.exited.wait()
-            # sd-server exits 0 when it cannot bind its port, after loading the model.
-            raise ServerFailed(self.reason(f"sd-server exited with code {self.returncode} before answering"))
-        raise ServerFailed(f"sd-server did not answer within {self.ready_timeout_s:.0f}s")
+        return False
 
     async def stop(self) -> None:
         if self.process is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+FAKES = REPO / "tests" / "fakes"
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
@@ -26,8 +27,10 @@ def free_port() -> int:
 class ServerProcess:
     """`sdcpp-restapi serve` on free ports with its own models and output folders."""
 
-    def __init__(self, models_dir: Path, output_dir: Path, log_path: Path, *extra: str) -> None:
+    def __init__(self, models_dir: Path, output_dir: Path, log_path: Path, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
         self.models_dir, self.output_dir, self.log_path = models_dir, output_dir, log_path
+        self.env = {**os.environ, **(env or {})}
         self.port, self.ws_port = free_port(), free_port()
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
@@ -41,7 +44,7 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> "ServerProcess":
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.argv(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                                        start_new_session=True, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -72,16 +75,42 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120.0) -> d
     raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
 
 
-def children_of(pid: int) -> list[int]:
-    """All descendant process ids (from /proc), to check that no sd.cpp process is left behind."""
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
+
+
+def process_exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def sd_processes(server: "ServerProcess", name: str = "sd-server") -> list[int]:
+    """Live descendants of the test server (in any session) whose binary is `name`."""
+    assert server.process is not None
+    return [pid for pid in all_pids() if (exe := process_exe(pid)) and Path(exe).name == name
+            and _is_descendant(pid, server.process.pid)]
+
+
+def all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _is_descendant(pid: int, ancestor: int) -> bool:
+    while pid > 1:
         try:
-            kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
-            continue
-        found += [int(k) for k in kids]
-        frontier += [int(k) for k in kids]
-    return found
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        if pid == ancestor:
+            return True
+    return False
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not reached")
