@@ -1,0 +1,1 @@
+"""Benchmarks: this API against bare sd.cpp binaries on the same work (`just bench`)."""

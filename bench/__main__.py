@@ -1,0 +1,137 @@
+"""Compare the API with bare sd-cli and a bare sd-server on the same generation, in one run.
+
+    python -m bench [--jobs N] [--size 64] [--steps 2]
+
+1. one image: a job on an already running bare sd-server versus a job through this API on a loaded model
+   (submit -> completed, as a client sees it). Both run side by side and their jobs alternate, so drift on a
+   busy machine hits both alike; both clients poll at the same interval.
+2. N jobs on a loaded model through the API (including the load) versus N bare sd-cli runs.
+The request body sent to the bare sd-server is the one the API builds, so both do the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import msgspec
+
+from fixtures.tiny_models import write_tiny_models
+from orchestrator.schemas import Txt2ImgRequest
+from orchestrator.settings import load_settings
+from runners.options import build_server_body
+from runners.sdserver import free_loopback_port
+from tests.support import ServerProcess
+
+# The same for both clients; much tighter polling steals CPU from the binary on a 2-core machine.
+POLL_S = 0.01
+LOAD = {"model_name": "flux2_tiny_dit.safetensors", "model_type": "diffusion",
+        "llm": "qwen3_tiny_llm.safetensors", "taesd": "taef2_tiny.safetensors"}
+
+
+def model_flags(models: Path) -> list[str]:
+    return ["--diffusion-model", str(models / "diffusion_models" / LOAD["model_name"]),
+            "--llm", str(models / "llm" / LOAD["llm"]), "--taesd", str(models / "taesd" / LOAD["taesd"])]
+
+
+def request(size: int, steps: int, seed: int) -> dict[str, Any]:
+    return {"prompt": "a cat", "width": size, "height": size, "steps": steps, "seed": seed,
+            "sampler": "euler", "cfg_scale": 1.0}
+
+
+def timed(run: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def bare_cli(sd_cli: str, models: Path, out: Path, body: dict[str, Any]) -> None:
+    argv = [sd_cli, "-M", "img_gen", *model_flags(models), "-p", body["prompt"], "-W", str(body["width"]),
+            "-H", str(body["height"]), "--steps", str(body["steps"]), "-s", str(body["seed"]),
+            "--sampling-method", body["sampler"], "--cfg-scale", str(body["cfg_scale"]), "-o", str(out / "cli.png")]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@contextmanager
+def bare_server(sd_server: str, models: Path) -> Iterator[httpx.Client]:
+    port = free_loopback_port()
+    process = subprocess.Popen([sd_server, *model_flags(models), "--listen-port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if http.get("/sdcpp/v1/capabilities").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            yield http
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def bare_server_job(http: httpx.Client, body: dict[str, Any]) -> None:
+    native = build_server_body(msgspec.to_builtins(msgspec.convert(body, Txt2ImgRequest)))
+    poll = http.post("/sdcpp/v1/img_gen", json=native).json()["poll_url"]
+    while http.get(poll).json()["status"] != "completed":
+        time.sleep(POLL_S)
+
+
+def api_job(http: httpx.Client, body: dict[str, Any]) -> None:
+    job_id = http.post("/txt2img", json=body).json()["job_id"]
+    while (status := http.get(f"/queue/{job_id}").json()["status"]) not in ("completed", "failed"):
+        time.sleep(POLL_S)
+    assert status == "completed", http.get(f"/queue/{job_id}").json()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2)
+    args = parser.parse_args()
+    backend = load_settings().selected_backend()
+    with tempfile.TemporaryDirectory(prefix="sdcpp-bench-") as tmp:
+        work = Path(tmp)
+        models = work / "models"
+        write_tiny_models(models)
+        print(f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True)
+        bodies = [request(args.size, args.steps, seed) for seed in range(args.jobs)]
+        cli_times = [timed(lambda: bare_cli(backend.sd_cli, models, work, body)) for body in bodies]
+        api = ServerProcess(models, work / "output", work / "server.log").start()
+        try:
+            with bare_server(backend.sd_server, models) as bare, httpx.Client(base_url=api.url, timeout=60) as http:
+                load_s = timed(lambda: http.post("/models/load", json=LOAD).raise_for_status())
+                bare_server_job(bare, bodies[0])  # warm both up once
+                api_job(http, bodies[0])
+                server_times, api_times = [], []
+                for body in bodies:
+                    server_times.append(timed(lambda: bare_server_job(bare, body)))
+                    api_times.append(timed(lambda: api_job(http, body)))
+        finally:
+            api.stop()
+    cli, server, api_median = (statistics.median(t) for t in (cli_times, server_times, api_times))
+    print(f"bare sd-cli run (load + generate):         {cli:7.3f} s  (median of {len(cli_times)})")
+    print(f"bare sd-server job on a loaded model:      {server:7.3f} s")
+    print(f"API job on a loaded model:                 {api_median:7.3f} s   overhead {1000 * (api_median - server):+.1f} ms")
+    print(f"API model load (sd-server start):          {load_s:7.3f} s")
+    print(f"ratio API job / bare sd-server job:        {api_median / server:7.3f}x  (target <= 1.05x)")
+    print(f"ratio API job / bare sd-cli run:           {api_median / cli:7.3f}x")
+    total_api = load_s + sum(api_times)
+    print(f"{args.jobs} jobs: API {total_api:.2f} s (incl. load) vs bare sd-cli {sum(cli_times):.2f} s "
+          f"= {total_api / sum(cli_times):.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
