@@ -11,17 +11,23 @@ from litestar.di import Provide
 
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
-from litestar_app.routes import generation, health, info, models, output, queue, upscaler
+from litestar_app import websocket
+from litestar_app.routes import generation, health, info, models, output, preview, queue, upscaler
+from litestar_app.websocket import standalone_server
 from orchestrator.service import Service
 
-ROUTE_MODULES = (health, models, info, generation, upscaler, queue, output)
+ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, websocket)
 
 
 def create_app(service: Service) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with service.running():
-            yield
+            if service.settings.ws_port:
+                async with standalone_server(service, service.settings.host, service.settings.ws_port):
+                    yield
+            else:
+                yield
 
     return Litestar(
         route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES],

@@ -21,6 +21,8 @@ import msgspec
 from PIL import Image
 
 from orchestrator.errors import BadRequest
+from orchestrator.events import EventBus
+from orchestrator.previews import PreviewSettings, PreviewStore, PreviewWatcher
 from orchestrator.images import save_input
 from orchestrator.lora_tags import LORA_TAG, parse_lora_tags
 from orchestrator.models import LoadedModel, ModelManager
@@ -33,7 +35,7 @@ from orchestrator.upscaler import UpscalerManager
 from runners.capabilities import Capabilities
 from runners.options import build_server_body
 from runners.process import RunResult, run_binary
-from runners.progress import Piece, ProgressTracker
+from runners.progress import Bar, Piece, ProgressTracker
 from runners.sdcli import CliMode, generation_argv, upscale_argv
 from runners.sdserver import ServerFailed, decode_images
 
@@ -41,6 +43,7 @@ MAX_SEED = 2**31 - 1
 IMAGE_NAME = "image_{}.png"
 VIDEO_NAME = "video.webm"  # VP8 WebM: written by sd.cpp itself, plays and seeks in browsers
 VIDEO_ARCHITECTURES = frozenset({"Wan", "SVD"})
+PREVIEW_DIR = ".preview"  # hidden from the output browser
 
 # API field with one base64 image -> (spec field, Pillow mode it is converted to)
 IMAGE_INPUTS: dict[str, tuple[str, str]] = {
@@ -69,7 +72,11 @@ def cli_reason(fields: dict[str, Any]) -> str | None:
 
 class GenerationService:
     def __init__(self, queue: JobQueue, models: ModelManager, upscaler: UpscalerManager, sd_cli: Path,
-                 capabilities: Capabilities, limits: Limits) -> None:
+                 capabilities: Capabilities, limits: Limits, previews: PreviewStore,
+                 watched: Callable[[str], bool], bus: EventBus) -> None:
+        self.previews = previews
+        self.watched = watched
+        self.bus = bus
         self.queue = queue
         self.models = models
         self.upscaler = upscaler
@@ -194,12 +201,13 @@ class GenerationService:
 
         async with self.models.in_use:
             loaded = self.models.require_loaded()
-            reason = cli_reason(fields)
+            plan = await anyio.to_thread.run_sync(self._preview_plan, record.job.job_id, loaded, fields, mode, job_dir)
+            reason = cli_reason(fields) or ("live previews are sd-cli only" if plan else None)
             if reason is None:
                 outputs = await self._on_server(mode, fields, job_dir, on_piece)
                 engine = "sd-server (resident)"
             else:
-                outputs = await self._on_cli(mode, loaded, fields, job_dir, on_piece)
+                outputs = await self._on_cli(mode, loaded, fields, job_dir, on_piece, record.job.job_id, plan)
                 engine = f"sd-cli ({reason})"
         details: dict[str, Any] = {"engine": engine, "model": loaded.name, "model_type": loaded.request.model_type,
                                    "model_architecture": loaded.architecture.variant if loaded.architecture else None,
@@ -242,15 +250,60 @@ class GenerationService:
         body["output_format"] = "webm" if mode == "vid_gen" else "png"
         return body
 
+    def _preview_plan(self, job_id: str, loaded: LoadedModel, fields: dict[str, Any], mode: CliMode,
+                      job_dir: Path) -> PreviewPlan | None:
+        """Whether this job previews, and how. `tae` needs a TAESD: the model's own, else a fitting one from
+        taesd/ (preview-only), else the cheap `proj` projection (said in the events' `note`)."""
+        settings, wanted = self.previews.settings, fields.get("preview")
+        if wanted is False or (wanted is None and not (settings.active and self.watched(job_id))):
+            return None
+        if not settings.active:
+            settings = msgspec.structs.replace(settings, enabled=True, mode="proj")
+        context: dict[str, Any] = {}
+        note = None
+        if settings.mode == "tae" and "taesd" not in loaded.context:
+            family = loaded.architecture.family if loaded.architecture else None
+            taesd = find_taesd(self.models.library.folder_of("taesd"), family)
+            if taesd is not None:
+                context = {"taesd": str(taesd), "tae_preview_only": True}
+            else:
+                settings = msgspec.structs.replace(settings, mode="proj")
+                note = f"no TAESD in taesd/ fits {family or 'this model'}: showing proj previews instead of tae"
+        extension = ".webp" if mode == "vid_gen" else ".png"  # animated WebP for video previews
+        return PreviewPlan(settings, context, job_dir / PREVIEW_DIR / f"preview{extension}", note)
+
     async def _on_cli(self, mode: CliMode, loaded: LoadedModel, fields: dict[str, Any], job_dir: Path,
-                      on_piece: Callable[[Piece], None]) -> list[Path]:
+                      on_piece: Callable[[Piece], None], job_id: str = "", plan: PreviewPlan | None = None) -> list[Path]:
+        context = loaded.context
+        watcher: PreviewWatcher | None = None
+        if plan is not None:
+            context = {**context, **plan.context}
+            fields = {**fields, "preview_mode": plan.settings.mode, "preview_path": str(plan.path)}
+            await anyio.Path(plan.path.parent).mkdir(parents=True, exist_ok=True)
+            watcher = PreviewWatcher(job_id, plan.path, plan.settings, self.previews, self.bus, plan.note)
+            inner = on_piece
+
+            def on_piece(piece: Piece) -> None:
+                if isinstance(piece, Bar) and piece.unit in ("it/s", "s/it"):
+                    watcher.on_step(piece.step, piece.total)
+                inner(piece)
+
         if mode == "vid_gen":
             output, expected = job_dir / VIDEO_NAME, [job_dir / VIDEO_NAME]
         else:
             output = job_dir / IMAGE_NAME.format("%d")
             expected = [job_dir / IMAGE_NAME.format(i) for i in range(int(fields.get("batch_count", 1)))]
-        argv = generation_argv(self.sd_cli, mode, loaded.context, fields, output)
-        result = await run_binary(argv, on_piece, cwd=job_dir)
+        argv = generation_argv(self.sd_cli, mode, context, fields, output)
+        if watcher is None:
+            result = await run_binary(argv, on_piece, cwd=job_dir)
+        else:
+            try:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(watcher.run)
+                    result = await run_binary(argv, on_piece, cwd=job_dir)
+                    tasks.cancel_scope.cancel()
+            finally:
+                self.previews.latest.pop(job_id, None)
         written = [path for path in expected if path.is_file()]
         if not result.ok or not written:
             raise JobFailed(result.failure_reason("sd-cli"))
@@ -289,6 +342,30 @@ class GenerationService:
         actual = await anyio.to_thread.run_sync(_image_size, target)
         if actual != expected:
             raise JobFailed(f"sd-cli upscale wrote {actual[0]}x{actual[1]}, expected {expected[0]}x{expected[1]}")
+
+
+class PreviewPlan(msgspec.Struct):
+    settings: PreviewSettings
+    context: dict[str, Any]  # context overrides (a preview-only TAESD)
+    path: Path
+    note: str | None = None
+
+
+# Which TAESD file names fit which architecture family (madebyollin's naming).
+TAESD_NAMES: dict[str, tuple[str, ...]] = {
+    "SD1": ("taesd_", "taesd."), "SD2": ("taesd_", "taesd."), "SDXL": ("taesdxl",), "SD3": ("taesd3",),
+    "Flux": ("taef1",), "Chroma": ("taef1",), "FLUX.2": ("taef2",), "Wan": ("taew2",), "Qwen-Image": ("taew2_1", "taeqwen"),
+}
+
+
+def find_taesd(folder: Path, family: str | None) -> Path | None:
+    fragments = TAESD_NAMES.get(family or "", ())
+    if not fragments or not folder.is_dir():
+        return None
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and any(fragment in path.name.lower() for fragment in fragments):
+            return path
+    return None
 
 
 def _b64_file(path: Path) -> str:

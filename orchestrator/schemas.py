@@ -173,6 +173,10 @@ class GenerationRequest(Request):
     upscale: bool = False
     upscale_repeats: PosInt = 1
     upscale_auto_unload: bool = True
+    # Not in the spec: live previews for this job. None follows the preview settings and previews only
+    # while a WebSocket client watches the job; true forces them (for clients polling
+    # /queue/{id}/preview); false never. Previewed jobs run on sd-cli (sd-server has no previews).
+    preview: bool | None = None
 
 
 class Txt2ImgRequest(GenerationRequest):

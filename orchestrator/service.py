@@ -4,6 +4,7 @@ restores the queue and the model and upscaler that were loaded."""
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -11,7 +12,9 @@ from typing import AsyncIterator
 import anyio
 import msgspec
 
-from orchestrator.events import EventBus
+from orchestrator.event_stream import EventHub
+from orchestrator.events import Event, EventBus, utc_timestamp
+from orchestrator.previews import PreviewStore
 from orchestrator.generation import GenerationService
 from orchestrator.hashing import HashCache
 from orchestrator.library import ModelLibrary
@@ -35,17 +38,41 @@ class Service:
         self.binaries = binaries
         self.capabilities = capabilities
         self.bus = EventBus()
+        self.hub = EventHub(self.bus)
+        self.started_monotonic = time.monotonic()
         self.library = ModelLibrary(settings.model_folders())
         self.models = ModelManager(self.library, self.bus, binaries.sd_server, settings.load_timeout_s)
         self.upscaler = UpscalerManager(self.library, self.bus)
         self.output_root: Path = settings.output_root()
         self.hashes = HashCache(self.output_root / HASH_CACHE_FILE)
+        self.previews = PreviewStore(self.output_root)
         self.queue = JobQueue(self.output_root, self.bus)
         self.queue.model_state = lambda: msgspec.to_builtins(self.models.loaded.request) if self.models.loaded else None
         self.queue.upscaler_state = (
             lambda: msgspec.to_builtins(self.upscaler.loaded.request) if self.upscaler.loaded else None)
         self.generation = GenerationService(self.queue, self.models, self.upscaler, binaries.sd_cli, capabilities,
-                                            settings.limits)
+                                            settings.limits, self.previews, self.hub.watching, self.bus)
+
+    def status_data(self) -> dict[str, object]:
+        listing = self.queue.listing()
+        loaded = self.models.loaded
+        return {
+            "pending_count": listing.pending_count, "processing_count": listing.processing_count,
+            "completed_count": listing.completed_count, "failed_count": listing.failed_count,
+            "total_count": listing.total_count,
+            "model_loaded": loaded is not None, "model_name": loaded.name if loaded else None,
+            "model_loading": self.models.loading_name is not None,
+            "upscaler_loaded": self.upscaler.loaded is not None,
+            "uptime_seconds": round(time.monotonic() - self.started_monotonic, 1),
+        }
+
+    def status_event(self) -> Event:
+        return Event("server_status", utc_timestamp(), self.status_data())
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.status_interval_s)
+            self.bus.publish("server_status", self.status_data())
 
     async def _restore(self) -> None:
         await anyio.to_thread.run_sync(self.queue.restore)
@@ -77,6 +104,7 @@ class Service:
             self.models.task_group = tasks
             await self._restore()
             tasks.start_soon(self.queue.run_worker, self.generation.execute)
+            tasks.start_soon(self._heartbeat)
             try:
                 yield self
             finally:

@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     log_level: str = "info"
     # How long a model load (sd-server start until it answers) may take; big models on slow disks need minutes.
     load_timeout_s: float = 600.0
+    # Period of the `server_status` heartbeat event.
+    status_interval_s: float = 5.0
 
     def models_root(self) -> Path:
         return Path(self.models_dir) if self.models_dir else data_dir() / "models"

@@ -123,6 +123,14 @@ GENERATION_FLAGS: tuple[Flag, ...] = (
 )
 
 
+# Live preview options: sd-cli only (sd-server never sets a preview callback).
+PREVIEW_FLAGS: tuple[Flag, ...] = (
+    Flag("preview_mode", "--preview"),
+    Flag("preview_path", "--preview-path"),
+    Flag("preview_noisy", "--preview-noisy", "switch"),
+)
+
+
 def derived_generation_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Fields the binary spells as one flag from several API fields."""
     derived: dict[str, Any] = {}

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from runners.flags import build_argv
-from runners.options import CLI_ONLY_CONTEXT_FLAGS, CONTEXT_FLAGS, GENERATION_FLAGS, derived_generation_fields
+from runners.options import (CLI_ONLY_CONTEXT_FLAGS, CONTEXT_FLAGS, GENERATION_FLAGS, PREVIEW_FLAGS,
+                             derived_generation_fields)
 
 CliMode = Literal["img_gen", "vid_gen"]
 
@@ -20,6 +21,7 @@ def generation_argv(
         str(sd_cli), "--mode", mode,
         *build_argv(CONTEXT_FLAGS + CLI_ONLY_CONTEXT_FLAGS, context),
         *build_argv(GENERATION_FLAGS, fields),
+        *build_argv(PREVIEW_FLAGS, fields),
         "--output", str(output),
     ]
 
