@@ -12,6 +12,7 @@ The request body sent to the bare sd-server is the one the API builds, so both d
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -23,12 +24,14 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import msgspec
+from websockets.sync.client import ClientConnection, connect
 
 from fixtures.tiny_models import write_tiny_models
 from orchestrator.schemas import Txt2ImgRequest
 from orchestrator.settings import load_settings
 from runners.options import build_server_body
 from runners.sdserver import free_loopback_port
+from bench.progress_latency import measure, report
 from tests.support import ServerProcess
 
 # The same for both clients; much tighter polling steals CPU from the binary on a 2-core machine.
@@ -87,11 +90,24 @@ def bare_server_job(http: httpx.Client, body: dict[str, Any]) -> None:
         time.sleep(POLL_S)
 
 
-def api_job(http: httpx.Client, body: dict[str, Any]) -> None:
+def api_job(http: httpx.Client, ws: ClientConnection, body: dict[str, Any]) -> None:
+    """Submit, then wait for the job's completion event: how a client waits without polling (sd-server
+    offers only polling, which costs it next to nothing; polling our Python server every 10 ms would take
+    CPU from the binary on a 2-core machine)."""
+    job_id = http.post("/txt2img", json=body).json()["job_id"]
+    while True:
+        message = json.loads(ws.recv(timeout=120))
+        data = message["data"]
+        if message["event"] == "job_status_changed" and data["job_id"] == job_id and data["status"] != "processing":
+            assert data["status"] == "completed", http.get(f"/queue/{job_id}").json()
+            return
+
+
+def api_job_polled(http: httpx.Client, body: dict[str, Any]) -> None:
     job_id = http.post("/txt2img", json=body).json()["job_id"]
     while (status := http.get(f"/queue/{job_id}").json()["status"]) not in ("completed", "failed"):
         time.sleep(POLL_S)
-    assert status == "completed", http.get(f"/queue/{job_id}").json()
+    assert status == "completed"
 
 
 def main() -> int:
@@ -110,23 +126,32 @@ def main() -> int:
         cli_times = [timed(lambda: bare_cli(backend.sd_cli, models, work, body)) for body in bodies]
         api = ServerProcess(models, work / "output", work / "server.log").start()
         try:
-            with bare_server(backend.sd_server, models) as bare, httpx.Client(base_url=api.url, timeout=60) as http:
+            with (bare_server(backend.sd_server, models) as bare, httpx.Client(base_url=api.url, timeout=60) as http,
+                  connect(f"ws://127.0.0.1:{api.ws_port}") as ws):
+                # Previews off: with a WebSocket client watching they would move jobs to sd-cli.
+                http.put("/preview/settings", json={"enabled": False}).raise_for_status()
                 load_s = timed(lambda: http.post("/models/load", json=LOAD).raise_for_status())
                 bare_server_job(bare, bodies[0])  # warm both up once
-                api_job(http, bodies[0])
-                server_times, api_times = [], []
+                api_job(http, ws, bodies[0])
+                server_times, api_times, polled_times = [], [], []
                 for body in bodies:
                     server_times.append(timed(lambda: bare_server_job(bare, body)))
-                    api_times.append(timed(lambda: api_job(http, body)))
+                    api_times.append(timed(lambda: api_job(http, ws, body)))
+                    polled_times.append(timed(lambda: api_job_polled(http, body)))
         finally:
             api.stop()
+        latencies = measure(models, work, backend.sd_server, LOAD)
     cli, server, api_median = (statistics.median(t) for t in (cli_times, server_times, api_times))
     print(f"bare sd-cli run (load + generate):         {cli:7.3f} s  (median of {len(cli_times)})")
     print(f"bare sd-server job on a loaded model:      {server:7.3f} s")
     print(f"API job on a loaded model:                 {api_median:7.3f} s   overhead {1000 * (api_median - server):+.1f} ms")
+    polled = statistics.median(polled_times)
+    print(f"API job, client polling every {POLL_S * 1000:.0f} ms:    {polled:7.3f} s   overhead {1000 * (polled - server):+.1f} ms"
+          f" ({polled / server:.3f}x; the polling itself takes CPU from the binary)")
     print(f"API model load (sd-server start):          {load_s:7.3f} s")
     print(f"ratio API job / bare sd-server job:        {api_median / server:7.3f}x  (target <= 1.05x)")
     print(f"ratio API job / bare sd-cli run:           {api_median / cli:7.3f}x")
+    print(report(latencies))
     total_api = load_s + sum(api_times)
     print(f"{args.jobs} jobs: API {total_api:.2f} s (incl. load) vs bare sd-cli {sum(cli_times):.2f} s "
           f"= {total_api / sum(cli_times):.3f}x")

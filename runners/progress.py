@@ -14,6 +14,7 @@ from typing import Iterator, Literal
 import msgspec
 
 ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+_SEPARATORS = re.compile(rb"\r|\n|\x1b\[K")
 LOG_LINE = re.compile(r"^\[(?P<level>DEBUG|INFO |WARN |ERROR)\] (?P<file>[^:\s]+):(?P<line>\d+)\s* - (?P<msg>.*)$")
 BAR = re.compile(
     r"^  \|(?P<bar>[=> ]{50})\| (?P<step>\d+)/(?P<total>\d+) - (?P<rate>[0-9.]+|inf|nan)(?P<unit>s/it|it/s|MB/s|GB/s)$"
@@ -70,7 +71,9 @@ class StreamSplitter:
 
     def feed(self, chunk: bytes) -> Iterator[str]:
         data = self._pending + chunk
-        pieces = re.split(rb"[\r\n]", data)
+        # A bar is "\r<bar>\x1b[K": its erase-line code ends it, so it is handled now, not when the next
+        # bar's "\r" arrives one step later.
+        pieces = _SEPARATORS.split(data)
         self._pending = pieces.pop()
         for raw in pieces:
             text = ANSI.sub(b"", raw).decode("utf-8", "replace")

@@ -39,3 +39,9 @@ def test_classify_log_lines_and_bars() -> None:
     assert classify("[WARN ] model.cpp:231  - file x not found").level == "WARN"
     assert classify("  |" + "=" * 50 + "| 4/4 - 2.00s/it") == Bar(4, 4, "s/it")
     assert classify("terminate called after throwing an instance of 'std::invalid_argument'").__class__.__name__ == "Other"
+
+
+def test_a_bar_is_complete_at_its_erase_code_not_at_the_next_bar() -> None:
+    splitter = StreamSplitter()
+    first = list(splitter.feed(b"\r  |" + b"=" * 25 + b">" + b" " * 24 + b"| 1/2 - 3.00it/s\x1b[K"))
+    assert [classify(text) for text in first] == [Bar(1, 2, "it/s")]
