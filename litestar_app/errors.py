@@ -18,8 +18,10 @@ def service_error(_: Request, exc: ServiceError) -> Response:
 
 def http_error(_: Request, exc: HTTPException) -> Response:
     message = exc.detail
-    if isinstance(exc, ValidationException) and exc.extra:
-        message = f"{exc.detail}: {exc.extra}"
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        # Query and path parameters: "sort: Invalid enum value 'bogus'"
+        message = "; ".join(f"{item.get('key', 'parameter')}: {item.get('message', 'invalid value')}"
+                            for item in exc.extra if isinstance(item, dict)) or message
     return Response({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 

@@ -14,6 +14,7 @@ import msgspec
 
 from orchestrator.event_stream import EventHub
 from orchestrator.events import Event, EventBus, utc_timestamp
+from orchestrator.output_folder import OutputFolder
 from orchestrator.previews import PreviewStore
 from orchestrator.generation import GenerationService
 from orchestrator.hashing import HashCache
@@ -46,6 +47,7 @@ class Service:
         self.output_root: Path = settings.output_root()
         self.hashes = HashCache(self.output_root / HASH_CACHE_FILE)
         self.previews = PreviewStore(self.output_root)
+        self.output = OutputFolder(self.output_root)
         self.queue = JobQueue(self.output_root, self.bus)
         self.queue.model_state = lambda: msgspec.to_builtins(self.models.loaded.request) if self.models.loaded else None
         self.queue.upscaler_state = (

@@ -1,30 +1,56 @@
 from __future__ import annotations
 
-import mimetypes
+from typing import Literal
 
 import anyio
-from litestar import get
-from litestar.response import File
+from litestar import Request, Response, get
 
-from orchestrator.errors import BadRequest, NotFound
-from orchestrator.safe_paths import resolve_inside
+from litestar_app.browser_page import PLAY_SVG, render_listing
+from litestar_app.file_serving import serve_file
+from orchestrator.errors import BadRequest
 from orchestrator.service import Service
 
-INTERNAL_NAMES = frozenset({"queue_state.json", ".thumbs"})
+
+def _reject_absolute(request: Request) -> None:
+    """Routing collapses "/output//etc/passwd" to "/etc/passwd"; the raw path still shows the absolute path."""
+    raw = (request.scope.get("raw_path") or b"").decode("latin-1")
+    for prefix in ("/output/", "/thumb/"):
+        if raw.startswith(prefix) and raw[len(prefix):].startswith("/"):
+            raise BadRequest("path must be relative to the output folder, not an absolute path")
+
+
+async def _browse_or_serve(request: Request, service: Service, path: str, sort: str, order: str) -> Response:
+    _reject_absolute(request)
+    folder = service.output
+    relative, resolved = await anyio.to_thread.run_sync(folder.resolve, path)
+    if await anyio.Path(resolved).is_dir():
+        listing = await anyio.to_thread.run_sync(folder.list_dir, relative, resolved, sort, order)
+        return Response(render_listing(listing, sort, order), media_type="text/html",
+                        headers={"Cache-Control": "no-cache"})
+    return await serve_file(request, resolved)
+
+
+@get("/output", name="output_root")
+async def output_root(request: Request, service: Service, sort: Literal["name", "size", "date"] = "name",
+                      order: Literal["asc", "desc"] = "asc") -> Response:
+    return await _browse_or_serve(request, service, "", sort, order)
 
 
 @get("/output/{path:path}")
-async def output_file(service: Service, path: str) -> File:
-    relative = path.lstrip("/")
-    if any(part in INTERNAL_NAMES or part.startswith(".") for part in relative.split("/")):
-        raise NotFound("File not found")
-    resolved = resolve_inside(service.output_root, relative, "path")
-    if not await anyio.Path(resolved).is_file():
-        if await anyio.Path(resolved).is_dir():
-            raise BadRequest("path is a folder; the folder browser is served at /output/ for folders")
-        raise NotFound("File not found")
-    media_type = mimetypes.guess_type(resolved.name)[0] or "application/octet-stream"
-    return File(path=resolved, media_type=media_type, content_disposition_type="inline")
+async def output_path(request: Request, service: Service, path: str, sort: Literal["name", "size", "date"] = "name",
+                      order: Literal["asc", "desc"] = "asc") -> Response:
+    return await _browse_or_serve(request, service, path, sort, order)
 
 
-ROUTES = [output_file]
+@get("/thumb/{path:path}")
+async def thumbnail(request: Request, service: Service, path: str) -> Response:
+    _reject_absolute(request)
+    folder = service.output
+    _, resolved = await anyio.to_thread.run_sync(folder.resolve, path)
+    thumb, media_type = await anyio.to_thread.run_sync(folder.thumbnail, resolved)
+    if thumb is None:
+        return Response(PLAY_SVG, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
+    return await serve_file(request, thumb)
+
+
+ROUTES = [output_root, output_path, thumbnail]
