@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TypeVar
 
+import anyio
 import msgspec
 from litestar import Request
 
@@ -12,6 +13,7 @@ from orchestrator.errors import BadRequest
 
 T = TypeVar("T")
 MAX_BODY_BYTES = 200 * 1024 * 1024  # base64 images make bodies large; this bounds memory per request
+OFF_LOOP_BYTES = 1024 * 1024
 _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
@@ -36,6 +38,8 @@ async def decode_body(request: Request, type_: type[T], required: bool = True) -
             raise BadRequest("request body is required (JSON object)")
         body = b"{}"
     try:
+        if len(body) > OFF_LOOP_BYTES:  # big base64 images: decode without holding the event loop
+            return await anyio.to_thread.run_sync(lambda: msgspec.json.decode(body, type=type_))
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None

@@ -39,7 +39,9 @@ async def stream_events(service: Service, subscription: Subscription, send: Call
 
 
 async def _serve_until_closed(service: Service, job_id: str | None, send: Callable[[str], Awaitable[None]],
-                              receive_until_closed: Callable[[], Awaitable[None]]) -> str | None:
+                              receive_until_closed: Callable[[], Awaitable[None]],
+                              close: Callable[[str], Awaitable[None]]) -> None:
+    """Stream to one client until it leaves; a client that is too slow is closed with the reason."""
     subscription = service.hub.open(job_id)
     reason: str | None = None
     try:
@@ -57,7 +59,10 @@ async def _serve_until_closed(service: Service, job_id: str | None, send: Callab
             tasks.start_soon(reader)
     finally:
         service.hub.close(subscription)
-    return reason
+    if reason:
+        log.info("closing WebSocket client: %s", reason)
+        with anyio.move_on_after(1):
+            await close(reason[:120])  # close reasons are limited to 123 bytes
 
 
 @websocket("/ws")
@@ -73,11 +78,10 @@ async def events_socket(socket: WebSocket) -> None:
         except WebSocketDisconnect:
             pass
 
-    reason = await _serve_until_closed(service, job_id, socket.send_text, receive_until_closed)
-    if reason:
-        log.info("closing /ws client: %s", reason)
-        with anyio.move_on_after(1):
-            await socket.close(code=1008, reason=reason[:120])
+    async def close(reason: str) -> None:
+        await socket.close(code=1008, reason=reason)
+
+    await _serve_until_closed(service, job_id, socket.send_text, receive_until_closed, close)
 
 
 ROUTES = [events_socket]
@@ -98,11 +102,10 @@ async def standalone_server(service: Service, host: str, port: int) -> AsyncIter
             except ConnectionClosed:
                 pass
 
-        reason = await _serve_until_closed(service, job_id, connection.send, receive_until_closed)
-        if reason:
-            log.info("closing WebSocket client: %s", reason)
-            with anyio.move_on_after(1):
-                await connection.close(code=1008, reason=reason[:120])
+        async def close(reason: str) -> None:
+            await connection.close(code=1008, reason=reason)
+
+        await _serve_until_closed(service, job_id, connection.send, receive_until_closed, close)
 
     async with serve(handler, host, port, max_queue=16, write_limit=2**20):
         log.info("WebSocket events on ws://%s:%d", host, port)

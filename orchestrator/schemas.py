@@ -222,6 +222,23 @@ class UpscaleRequest(Request):
     repeats: PosInt = 1
 
 
+class ConvertRequest(Request):
+    """Paths are inside the models folders: "<type folder>/<name>", e.g. "diffusion_models/flux.safetensors"."""
+
+    input_path: Annotated[str, Meta(min_length=1)]
+    output_type: Annotated[str, Meta(min_length=1)]
+    output_path: str | None = None
+    vae_path: str | None = None
+    tensor_type_rules: str = ""
+
+
+class ConvertAccepted(msgspec.Struct):
+    job_id: str
+    status: JobStatus
+    position: int
+    output_path: str
+
+
 # ------------------------------------------------------------------------------------------------ queue
 
 

@@ -20,7 +20,8 @@ from orchestrator.generation import GenerationService
 from orchestrator.hashing import HashCache
 from orchestrator.library import ModelLibrary
 from orchestrator.models import ModelManager
-from orchestrator.queue import JobQueue
+from orchestrator.conversion import ConversionService
+from orchestrator.queue import JobQueue, JobRecord, ProgressReport
 from orchestrator.schemas import LoadModelRequest
 from orchestrator.settings import Settings
 from orchestrator.upscaler import UpscalerLoadRequest, UpscalerManager
@@ -54,6 +55,13 @@ class Service:
             lambda: msgspec.to_builtins(self.upscaler.loaded.request) if self.upscaler.loaded else None)
         self.generation = GenerationService(self.queue, self.models, self.upscaler, binaries.sd_cli, capabilities,
                                             settings.limits, self.previews, self.hub.watching, self.bus)
+        self.conversion = ConversionService(self.queue, self.library, binaries.sd_cli, capabilities)
+
+    async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
+        """The queue worker's executor: conversions to the conversion service, the rest to generation."""
+        if record.job.type == "convert":
+            return await self.conversion.execute(record)
+        return await self.generation.execute(record, report)
 
     def status_data(self) -> dict[str, object]:
         listing = self.queue.listing()
@@ -105,7 +113,7 @@ class Service:
         async with anyio.create_task_group() as tasks:
             self.models.task_group = tasks
             await self._restore()
-            tasks.start_soon(self.queue.run_worker, self.generation.execute)
+            tasks.start_soon(self.queue.run_worker, self.execute)
             tasks.start_soon(self._heartbeat)
             try:
                 yield self

@@ -34,3 +34,12 @@ def upscale_argv(
             "--output", str(output), "--upscale-repeats", str(repeats), "--upscale-tile-size", str(tile_size),
             "--disable-image-metadata"]
     return argv + (["--threads", str(n_threads)] if n_threads > 0 else [])
+
+
+def convert_argv(sd_cli: str | Path, source: Path, output: Path, weight_type: str, vae: Path | None = None,
+                 tensor_type_rules: str = "") -> list[str]:
+    # Convert mode reads only -m (--diffusion-model passes validation but is ignored there).
+    argv = [str(sd_cli), "--mode", "convert", "--model", str(source), "--output", str(output), "--type", weight_type]
+    if vae is not None:
+        argv += ["--vae", str(vae)]
+    return argv + (["--tensor-type-rules", tensor_type_rules] if tensor_type_rules else [])

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from fixtures.tiny_models import write_tiny_models
-from tests.support import ServerProcess
+from tests.support import ServerProcess, server_fixture
 
 TINY_LOAD = {
     "model_name": "flux2_tiny_dit.safetensors",
@@ -24,12 +24,7 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
-@pytest.fixture(scope="module")
-def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("server")
-    process = ServerProcess(tiny_models_dir, work / "output", work / "server.log").start()
-    yield process
-    process.stop()
+server = server_fixture("tiny_models_dir")
 
 
 @pytest.fixture(scope="module")

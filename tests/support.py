@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FAKES = REPO / "tests" / "fakes"
@@ -63,6 +64,25 @@ class ServerProcess:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+
+
+def running_server(models_dir: Path, work: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(models_dir, work / "output", work / "server.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def server_fixture(models_fixture: str = "tiny_models_dir"):  # type: ignore[no-untyped-def]
+    """A module-scoped `server` fixture serving the models of the fixture named `models_fixture`."""
+
+    @pytest.fixture(scope="module")
+    def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+        models = request.getfixturevalue(models_fixture)
+        yield from running_server(models, tmp_path_factory.mktemp(f"server-{request.module.__name__.rsplit('.', 1)[-1]}"))
+
+    return server
 
 
 def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from litestar import Request, post
 
 from litestar_app.body import decode_body
-from orchestrator.schemas import Img2ImgRequest, JobAccepted, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
+from orchestrator.schemas import ConvertAccepted, ConvertRequest, Img2ImgRequest, JobAccepted, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
 from orchestrator.service import Service
 
 
@@ -27,4 +27,9 @@ async def upscale(request: Request, service: Service) -> JobAccepted:
     return await service.generation.submit_upscale(await decode_body(request, UpscaleRequest))
 
 
-ROUTES = [txt2img, img2img, txt2vid, upscale]
+@post("/convert", status_code=202)
+async def convert(request: Request, service: Service) -> ConvertAccepted:
+    return await service.conversion.submit(await decode_body(request, ConvertRequest))
+
+
+ROUTES = [txt2img, img2img, txt2vid, upscale, convert]

@@ -7,7 +7,6 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -18,14 +17,6 @@ from tests.conftest import TINY_LOAD
 from tests.support import ServerProcess, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("server-events")
-    process = ServerProcess(tiny_models_dir, work / "output", work / "server.log").start()
-    yield process
-    process.stop()
 
 
 def collect_until(ws, job_id: str, timeout: float = 60) -> list[dict]:  # type: ignore[no-untyped-def]

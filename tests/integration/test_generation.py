@@ -7,7 +7,6 @@ import base64
 import io
 import json
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from PIL import Image
 
 from fixtures.tiny_models import write_mismatched_dit, write_tiny_models
 from tests.conftest import TINY_LOAD
-from tests.support import ServerProcess, sd_processes, wait_for_job, wait_until
+from tests.support import ServerProcess, sd_processes, server_fixture, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +39,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
-@pytest.fixture(scope="module")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("server-gen")
-    process = ServerProcess(models_dir, work / "output", work / "server.log").start()
-    yield process
-    process.stop()
+server = server_fixture("models_dir")
 
 
 @pytest.fixture()

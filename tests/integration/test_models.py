@@ -7,14 +7,13 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
 from fixtures.tiny_models import write_tiny_models
 from tests.conftest import TINY_LOAD
-from tests.support import FAKES, ServerProcess, sd_processes, wait_for_job, wait_until
+from tests.support import FAKES, ServerProcess, sd_processes, server_fixture, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
 BACKEND_SERVER = Path(os.environ.get("SDCPP_RESTAPI_DATA_DIR", Path.home() / ".local/share/sdcpp-restapi")) / "backends/cpu/sd-server"
@@ -35,12 +34,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
-@pytest.fixture(scope="module")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("server-mgmt")
-    process = ServerProcess(models_dir, work / "output", work / "server.log").start()
-    yield process
-    process.stop()
+server = server_fixture("models_dir")
 
 
 def test_listing_is_recursive_filtered_and_model_files_only(client: httpx.Client) -> None:

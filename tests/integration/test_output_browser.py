@@ -7,7 +7,6 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -19,14 +18,6 @@ from tests.support import REPO, ServerProcess, wait_for_job
 
 pytestmark = pytest.mark.integration
 XSS_NAME = "<img src=x onerror=window.__xss=1>.txt"
-
-
-@pytest.fixture(scope="module")
-def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("server-browser")
-    process = ServerProcess(tiny_models_dir, work / "output", work / "server.log").start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")
