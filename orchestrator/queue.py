@@ -49,8 +49,11 @@ Executor = Callable[[JobRecord, ProgressReport], Awaitable[list[str]]]
 
 
 class JobQueue:
-    def __init__(self, output_root: Path, bus: EventBus) -> None:
+    def __init__(self, output_root: Path, bus: EventBus, max_history: int = 1000) -> None:
         self.output_root = output_root
+        # Finished jobs kept in the queue (and its state file, rewritten on every change); older ones are
+        # forgotten by the queue, their output folders stay on disk.
+        self.max_history = max_history
         self.state_path = output_root / STATE_FILE
         self.bus = bus
         self.records: OrderedDict[str, JobRecord] = OrderedDict()
@@ -148,9 +151,16 @@ class JobQueue:
             job.completed_at = now
         if error is not None:
             job.error = error
+        if status in TERMINAL:
+            self._forget_old()
         await self.persist()
         self.bus.publish("job_status_changed", {"job_id": job.job_id, "status": status,
                                                 "previous_status": previous, "outputs": list(job.outputs)})
+
+    def _forget_old(self) -> None:
+        finished = [job_id for job_id, record in self.records.items() if record.job.status in TERMINAL]
+        for job_id in finished[: max(len(finished) - self.max_history, 0)]:
+            del self.records[job_id]
 
     # ------------------------------------------------------------------------------------------ worker
 

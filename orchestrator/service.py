@@ -49,7 +49,7 @@ class Service:
         self.hashes = HashCache(self.output_root / HASH_CACHE_FILE)
         self.previews = PreviewStore(self.output_root)
         self.output = OutputFolder(self.output_root)
-        self.queue = JobQueue(self.output_root, self.bus)
+        self.queue = JobQueue(self.output_root, self.bus, settings.max_history)
         self.queue.model_state = lambda: msgspec.to_builtins(self.models.loaded.request) if self.models.loaded else None
         self.queue.upscaler_state = (
             lambda: msgspec.to_builtins(self.upscaler.loaded.request) if self.upscaler.loaded else None)

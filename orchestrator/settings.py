@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     log_level: str = "info"
     # How long a model load (sd-server start until it answers) may take; big models on slow disks need minutes.
     load_timeout_s: float = 600.0
+    # Finished jobs kept in the queue listing and queue_state.json (outputs stay on disk regardless).
+    max_history: int = 1000
     # Period of the `server_status` heartbeat event.
     status_interval_s: float = 5.0
 

@@ -8,6 +8,7 @@ listener (sd-server prints the same progress bars as sd-cli, without job ids: on
 from __future__ import annotations
 
 import base64
+import logging
 import socket
 from collections import deque
 from typing import Any, Callable, Sequence
@@ -18,6 +19,8 @@ from anyio.abc import Process, TaskStatus
 
 from runners.process import pump_lines, reap, spawn, stop_process
 from runners.progress import LogLine, Piece, classify
+
+log = logging.getLogger("sdcpp_restapi.runners")
 
 READY_POLL_S = 0.05
 IDLE_POLL_S = 0.25
@@ -65,6 +68,7 @@ class ResidentServer:
         if isinstance(piece, LogLine):
             if piece.level == "ERROR":
                 self.error_lines.append(piece.message.strip())
+                log.warning("sd-server: %s", piece.message.strip())
             if any(marker in piece.message for marker in FINISHING):
                 self._finishing.set()
         if self.listener is not None:
