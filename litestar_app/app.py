@@ -12,11 +12,11 @@ from litestar.di import Provide
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app import websocket
-from litestar_app.routes import generation, health, info, models, output, preview, queue, upscaler
+from litestar_app.routes import generation, health, info, llm, models, output, preview, queue, upscaler
 from litestar_app.websocket import standalone_server
 from orchestrator.service import Service
 
-ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, websocket)
+ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, llm, websocket)
 
 
 def create_app(service: Service) -> Litestar:

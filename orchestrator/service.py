@@ -16,6 +16,7 @@ from orchestrator.event_stream import EventHub
 from orchestrator.events import Event, EventBus, utc_timestamp
 from orchestrator.output_folder import OutputFolder
 from orchestrator.previews import PreviewStore
+from orchestrator.prompt_help import Assistant, PromptEnhancer
 from orchestrator.generation import GenerationService
 from orchestrator.hashing import HashCache
 from orchestrator.library import ModelLibrary
@@ -55,6 +56,8 @@ class Service:
             lambda: msgspec.to_builtins(self.upscaler.loaded.request) if self.upscaler.loaded else None)
         self.generation = GenerationService(self.queue, self.models, self.upscaler, binaries.sd_cli, capabilities,
                                             settings.limits, self.previews, self.hub.watching, self.bus)
+        self.enhancer = PromptEnhancer(self.output_root / ".ollama_state.json", settings.ollama)
+        self.assistant = Assistant(self.output_root / ".assistant_state.json", settings.assistant)
         self.conversion = ConversionService(self.queue, self.library, binaries.sd_cli, capabilities)
 
     async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:

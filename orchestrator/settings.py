@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import msgspec
 
 from orchestrator.model_types import MODEL_TYPES
+from orchestrator.prompt_help import LlmSettings
 from runners.paths import backend_dir, data_dir
 
 ENV_PREFIX = "SDCPP_RESTAPI_"
@@ -32,6 +33,9 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    """Everything configurable. [ollama] and [assistant] are the starting values of those features'
+    settings; changes made with PUT /ollama/settings or /assistant/settings persist and win."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     ws_port: int = 8081
@@ -45,6 +49,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     sd_cli: str = ""
     sd_server: str = ""
     limits: Limits = msgspec.field(default_factory=Limits)
+    ollama: LlmSettings = msgspec.field(default_factory=LlmSettings)
+    assistant: LlmSettings = msgspec.field(default_factory=lambda: LlmSettings(timeout_seconds=120.0, max_history=50))
     log_level: str = "info"
     # How long a model load (sd-server start until it answers) may take; big models on slow disks need minutes.
     load_timeout_s: float = 600.0

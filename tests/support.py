@@ -67,7 +67,11 @@ class ServerProcess:
 
 
 def running_server(models_dir: Path, work: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(models_dir, work / "output", work / "server.log").start()
+    yield from running_server_with(models_dir, work)
+
+
+def running_server_with(models_dir: Path, work: Path, *extra: str) -> Iterator[ServerProcess]:
+    process = ServerProcess(models_dir, work / "output", work / "server.log", *extra).start()
     try:
         yield process
     finally:
