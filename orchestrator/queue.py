@@ -25,6 +25,13 @@ from runners.progress import SamplingStep
 STATE_FILE = "queue_state.json"
 INTERRUPTED = "Interrupted by a server restart while processing; not re-run automatically"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# Jobs run one at a time per lane: downloads (network-bound) never hold up generation.
+LANES = ("generation", "downloads")
+DOWNLOAD_TYPES = frozenset({"download", "hash"})
+
+
+def lane_of(job_type: str) -> str:
+    return "downloads" if job_type in DOWNLOAD_TYPES else "generation"
 
 
 class JobRecord(msgspec.Struct):
@@ -61,10 +68,9 @@ class JobQueue:
         self.restored_upscaler: dict[str, Any] | None = None
         self.model_state: Callable[[], dict[str, Any] | None] = lambda: None
         self.upscaler_state: Callable[[], dict[str, Any] | None] = lambda: None
-        self._send: MemoryObjectSendStream[str]
-        self._receive: MemoryObjectReceiveStream[str]
-        self._send, self._receive = anyio.create_memory_object_stream[str](math.inf)
-        self._running: tuple[str, anyio.CancelScope] | None = None
+        self._lanes: dict[str, tuple[MemoryObjectSendStream[str], MemoryObjectReceiveStream[str]]] = {
+            lane: anyio.create_memory_object_stream[str](math.inf) for lane in LANES}
+        self._running: dict[str, tuple[str, anyio.CancelScope]] = {}
         self._save_lock = anyio.Lock()
 
     # ------------------------------------------------------------------------------------- durability
@@ -81,7 +87,7 @@ class JobQueue:
                 job.status, job.error, job.completed_at = "failed", INTERRUPTED, now
             self.records[job.job_id] = record
             if job.status == "pending":
-                self._send.send_nowait(job.job_id)
+                self._enqueue(job)
         self.restored_model, self.restored_upscaler = state.loaded_model, state.loaded_upscaler
         self._write_state_blocking()
 
@@ -105,8 +111,14 @@ class JobQueue:
             raise NotFound("Job not found")
         return record.job
 
+    def _enqueue(self, job: Job) -> None:
+        self._lanes[lane_of(job.type)][0].send_nowait(job.job_id)
+
     def position(self, job_id: str) -> int:
-        pending = [r.job.job_id for r in self.records.values() if r.job.status == "pending"]
+        """1-based place among the pending jobs of the same lane (0 once it runs)."""
+        lane = lane_of(self.records[job_id].job.type)
+        pending = [r.job.job_id for r in self.records.values()
+                   if r.job.status == "pending" and lane_of(r.job.type) == lane]
         return pending.index(job_id) + 1 if job_id in pending else 0
 
     def listing(self) -> QueueListing:
@@ -126,7 +138,7 @@ class JobQueue:
                   progress=Progress(total_images=total_images), created_at=utc_timestamp(), params=params)
         self.records[job.job_id] = JobRecord(job, spec)
         await self.persist()
-        self._send.send_nowait(job.job_id)
+        self._enqueue(job)
         position = self.position(job.job_id)
         self.bus.publish("job_added", {"job_id": job.job_id, "type": job_type, "position": position})
         return JobAccepted(job.job_id, "pending", position)
@@ -135,8 +147,9 @@ class JobQueue:
         record = self.records.get(job_id)
         if record is None or record.job.status in TERMINAL:
             raise BadRequest("Cannot cancel job (not found or already processing)")
-        if record.job.status == "processing" and self._running and self._running[0] == job_id:
-            self._running[1].cancel()  # the worker kills the process group and records the cancellation
+        running = self._running.get(lane_of(record.job.type))
+        if record.job.status == "processing" and running and running[0] == job_id:
+            running[1].cancel()  # the worker kills the process group and records the cancellation
             return
         await self._set_status(record, "cancelled")
         self.bus.publish("job_cancelled", {"job_id": job_id})
@@ -176,19 +189,19 @@ class JobQueue:
                                               "percentage": progress.percentage})
         return report
 
-    async def run_worker(self, execute: Executor) -> None:
-        """Process jobs one at a time, forever (until the surrounding task group is cancelled)."""
-        async for job_id in self._receive:
+    async def run_worker(self, execute: Executor, lane: str = "generation") -> None:
+        """Process the lane's jobs one at a time, forever (until the surrounding task group is cancelled)."""
+        async for job_id in self._lanes[lane][1]:
             record = self.records.get(job_id)
             if record is None or record.job.status != "pending":
                 continue  # cancelled while waiting
-            await self._run_one(record, execute)
+            await self._run_one(record, execute, lane)
 
-    async def _run_one(self, record: JobRecord, execute: Executor) -> None:
+    async def _run_one(self, record: JobRecord, execute: Executor, lane: str) -> None:
         job = record.job
         await self._set_status(record, "processing")
         scope = anyio.CancelScope()
-        self._running = (job.job_id, scope)
+        self._running[lane] = (job.job_id, scope)
         outcome: tuple[str, str | None]
         try:
             with scope:
@@ -206,7 +219,7 @@ class JobQueue:
         except Exception as exc:  # a bug must fail the job, not the worker
             outcome = ("failed", f"Internal error: {type(exc).__name__}: {exc}")
         finally:
-            self._running = None
+            del self._running[lane]
         await self._set_status(record, *outcome)
         if outcome[0] == "cancelled":
             self.bus.publish("job_cancelled", {"job_id": job.job_id})

@@ -18,7 +18,7 @@ Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
 NonNegFloat = Annotated[float, Meta(ge=0.0)]
 Base64Image = Annotated[str, Meta(min_length=1)]
 
-JobType = Literal["txt2img", "img2img", "txt2vid", "upscale", "convert"]
+JobType = Literal["txt2img", "img2img", "txt2vid", "upscale", "convert", "download", "hash"]
 JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 RngType = Literal["std_default", "cuda", "cpu"]
 Prediction = Literal["", "eps", "v", "edm_v", "sd3_flow", "flux_flow", "flux2_flow"]

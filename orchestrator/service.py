@@ -22,7 +22,8 @@ from orchestrator.hashing import HashCache
 from orchestrator.library import ModelLibrary
 from orchestrator.models import ModelManager
 from orchestrator.conversion import ConversionService
-from orchestrator.queue import JobQueue, JobRecord, ProgressReport
+from orchestrator.downloads import DownloadService
+from orchestrator.queue import DOWNLOAD_TYPES, LANES, JobQueue, JobRecord, ProgressReport
 from orchestrator.schemas import LoadModelRequest
 from orchestrator.settings import Settings
 from orchestrator.upscaler import UpscalerLoadRequest, UpscalerManager
@@ -59,11 +60,14 @@ class Service:
         self.enhancer = PromptEnhancer(self.output_root / ".ollama_state.json", settings.ollama)
         self.assistant = Assistant(self.output_root / ".assistant_state.json", settings.assistant)
         self.conversion = ConversionService(self.queue, self.library, binaries.sd_cli, capabilities)
+        self.downloads = DownloadService(self.queue, self.library, self.hashes, settings.downloads)
 
     async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
-        """The queue worker's executor: conversions to the conversion service, the rest to generation."""
+        """The queue workers' executor: each job type to the service that runs it."""
         if record.job.type == "convert":
             return await self.conversion.execute(record)
+        if record.job.type in DOWNLOAD_TYPES:
+            return await self.downloads.execute(record, report)
         return await self.generation.execute(record, report)
 
     def status_data(self) -> dict[str, object]:
@@ -116,7 +120,8 @@ class Service:
         async with anyio.create_task_group() as tasks:
             self.models.task_group = tasks
             await self._restore()
-            tasks.start_soon(self.queue.run_worker, self.execute)
+            for lane in LANES:
+                tasks.start_soon(self.queue.run_worker, self.execute, lane)
             tasks.start_soon(self._heartbeat)
             try:
                 yield self

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import msgspec
 
 from orchestrator.model_types import MODEL_TYPES
+from orchestrator.downloads import DownloadSettings
 from orchestrator.prompt_help import LlmSettings
 from runners.paths import backend_dir, data_dir
 
@@ -49,6 +50,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     sd_cli: str = ""
     sd_server: str = ""
     limits: Limits = msgspec.field(default_factory=Limits)
+    downloads: DownloadSettings = msgspec.field(default_factory=DownloadSettings)
     ollama: LlmSettings = msgspec.field(default_factory=LlmSettings)
     assistant: LlmSettings = msgspec.field(default_factory=lambda: LlmSettings(timeout_seconds=120.0, max_history=50))
     log_level: str = "info"

@@ -7,6 +7,7 @@ import msgspec
 from litestar import Request, get, post
 
 from litestar_app.body import decode_body
+from orchestrator.downloads import DownloadRequest
 from orchestrator.model_types import MODEL_TYPES
 from orchestrator.schemas import LoadModelRequest, LoadModelResponse, ModelEntry, SuccessMessage
 from orchestrator.service import Service
@@ -78,4 +79,20 @@ def model_paths(service: Service) -> dict[str, str]:
     return {keys[folder]: str(path) for folder, path in service.library.folders.items()}
 
 
-ROUTES = [list_models, load_model, unload_model, model_hash, model_paths]
+@post("/models/download", status_code=202)
+async def download_model(request: Request, service: Service) -> dict[str, Any]:
+    return await service.downloads.submit(await decode_body(request, DownloadRequest))
+
+
+@get("/models/civitai/{reference:str}")
+async def civitai_info(service: Service, reference: str) -> dict[str, Any]:
+    return await service.downloads.civitai_info(reference)
+
+
+@get("/models/huggingface")
+async def huggingface_info(service: Service, repo_id: str, filename: str, revision: str = "main") -> dict[str, Any]:
+    return await service.downloads.huggingface_info(repo_id, filename, revision)
+
+
+ROUTES = [list_models, load_model, unload_model, model_hash, model_paths, download_model, civitai_info,
+          huggingface_info]
