@@ -1,0 +1,63 @@
+"""txt2vid on a full-size random Wan2.1 1.3B model (the smallest video model sd.cpp has): the slower tier.
+
+The model (2.84 GB f16, quantized once to an 816 MB q4_0 GGUF by the real sd-cli) is cached per machine
+under the user data folder, like the backend build, so only the first run pays for making it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fixtures.tiny_wan import TAEW_FILE, WAN_FILE, write_wan
+from orchestrator.settings import load_settings
+from runners.paths import data_dir
+from tests.support import server_fixture, wait_for_job
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+WAN_Q4 = WAN_FILE.replace(".safetensors", ".q4_0.gguf")
+WAN_LOAD = {"model_name": WAN_Q4, "model_type": "diffusion", "taesd": TAEW_FILE}
+
+
+@pytest.fixture(scope="module")
+def wan_models_dir() -> Path:
+    cache = data_dir() / "test-cache" / "wan-models"
+    quantized = cache / "diffusion_models" / WAN_Q4
+    if not quantized.is_file():
+        scratch = data_dir() / "test-cache" / "wan-scratch"
+        shutil.rmtree(scratch, ignore_errors=True)
+        f16, taew = write_wan(scratch)
+        sd_cli = load_settings().selected_backend().sd_cli
+        quantized.parent.mkdir(parents=True, exist_ok=True)
+        partial = quantized.with_name(".partial.gguf")
+        subprocess.run([sd_cli, "-M", "convert", "-m", str(f16), "--type", "q4_0", "-o", str(partial)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (cache / "taesd").mkdir(parents=True, exist_ok=True)
+        shutil.copy(taew, cache / "taesd" / TAEW_FILE)
+        partial.rename(quantized)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return cache
+
+
+server = server_fixture("wan_models_dir")
+
+
+def test_txt2vid_writes_a_webm_video(client: httpx.Client) -> None:
+    assert client.post("/models/load", json=WAN_LOAD, timeout=300).status_code == 200
+    assert client.get("/health").json()["model_architecture"] == "Wan"
+    accepted = client.post("/txt2vid", json={"prompt": "a cat walking", "width": 64, "height": 64,
+                                             "video_frames": 5, "steps": 2, "seed": 7, "preview": False})
+    assert accepted.status_code == 202, accepted.text
+    job = wait_for_job(client, accepted.json()["job_id"], timeout=300)
+    assert job["status"] == "completed", job.get("error")
+    assert job["outputs"] == [f"{job['job_id']}/video.webm"]
+    assert job["progress"]["step"] == job["progress"]["total_steps"] == 2
+    video = client.get(f"/output/{job['outputs'][0]}")
+    assert video.headers["content-type"] == "video/webm"
+    assert video.content[:4] == b"\x1a\x45\xdf\xa3"  # EBML header: a real WebM container
+    assert client.get(f"/output/{job['outputs'][0]}", headers={"Range": "bytes=0-3"}).status_code == 206
+    assert client.post("/txt2img", json={"prompt": "x", "width": 64, "height": 64, "steps": 1}).status_code == 202
