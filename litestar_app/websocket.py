@@ -93,7 +93,7 @@ async def standalone_server(service: Service, host: str, port: int) -> AsyncIter
 
     async def handler(connection: ServerConnection) -> None:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "/").query)
-        job_id = (query.get("job_id") or [None])[0]
+        job_id = query["job_id"][0] if query.get("job_id") else None
 
         async def receive_until_closed() -> None:
             try:

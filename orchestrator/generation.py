@@ -116,7 +116,9 @@ class GenerationService:
 
     def _save_inputs(self, request: Any, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         """Decode every input image into job_dir/inputs; returns (spec paths, params placeholders)."""
-        limits, paths, placeholders = self.limits, {}, {}
+        limits = self.limits
+        paths: dict[str, Any] = {}
+        placeholders: dict[str, Any] = {}
         for field, (target, mode) in IMAGE_INPUTS.items():
             data = getattr(request, field, None)
             if data:

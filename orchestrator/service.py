@@ -94,11 +94,11 @@ class Service:
     async def _restore(self) -> None:
         await anyio.to_thread.run_sync(self.queue.restore)
         if self.queue.restored_upscaler:
-            request = msgspec.convert(self.queue.restored_upscaler, UpscalerLoadRequest)
+            upscaler = msgspec.convert(self.queue.restored_upscaler, UpscalerLoadRequest)
             try:
-                await self.upscaler.load(request)
+                await self.upscaler.load(upscaler)
             except Exception as exc:
-                log.warning("could not restore upscaler %s: %s", request.model_name, exc)
+                log.warning("could not restore upscaler %s: %s", upscaler.model_name, exc)
         if self.queue.restored_model:
             request = msgspec.convert(self.queue.restored_model, LoadModelRequest)
             try:

@@ -111,7 +111,7 @@ def build(backend: str, jobs: int, force: bool) -> Path:
             archive.extractall(work, filter="data")
         source = Path(work) / f"stable_diffusion_cpp_python-{SDIST_VERSION}" / VENDORED_SOURCE
         build_dir = Path(work) / "build"
-        flags = [str(flag) for flag in wanted["cmake_flags"]]  # type: ignore[union-attr]
+        flags = [*COMMON_CMAKE_FLAGS, *BACKEND_CMAKE_FLAGS[backend]]
         say(f"configuring: cmake {' '.join(flags)}")
         subprocess.run(["cmake", "-S", str(source), "-B", str(build_dir), *flags], check=True)
         say(f"compiling {', '.join(TARGETS)} with {jobs} jobs (a few minutes on 2 cores)")

@@ -8,6 +8,7 @@ from litestar import Request, Response, get
 from litestar_app.browser_page import PLAY_SVG, render_listing
 from litestar_app.file_serving import serve_file
 from orchestrator.errors import BadRequest
+from orchestrator.output_folder import SortKey
 from orchestrator.service import Service
 
 
@@ -19,7 +20,7 @@ def _reject_absolute(request: Request) -> None:
             raise BadRequest("path must be relative to the output folder, not an absolute path")
 
 
-async def _browse_or_serve(request: Request, service: Service, path: str, sort: str, order: str) -> Response:
+async def _browse_or_serve(request: Request, service: Service, path: str, sort: SortKey, order: str) -> Response:
     _reject_absolute(request)
     folder = service.output
     relative, resolved = await anyio.to_thread.run_sync(folder.resolve, path)
@@ -31,13 +32,13 @@ async def _browse_or_serve(request: Request, service: Service, path: str, sort: 
 
 
 @get("/output", name="output_root")
-async def output_root(request: Request, service: Service, sort: Literal["name", "size", "date"] = "name",
+async def output_root(request: Request, service: Service, sort: SortKey = "name",
                       order: Literal["asc", "desc"] = "asc") -> Response:
     return await _browse_or_serve(request, service, "", sort, order)
 
 
 @get("/output/{path:path}")
-async def output_path(request: Request, service: Service, path: str, sort: Literal["name", "size", "date"] = "name",
+async def output_path(request: Request, service: Service, path: str, sort: SortKey = "name",
                       order: Literal["asc", "desc"] = "asc") -> Response:
     return await _browse_or_serve(request, service, path, sort, order)
 

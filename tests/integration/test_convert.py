@@ -10,7 +10,7 @@ import pytest
 from fixtures.tiny_models import write_tiny_models
 from orchestrator.architecture import detect_file, tensor_table
 from tests.conftest import TINY_LOAD
-from tests.support import ServerProcess, server_fixture, wait_for_job
+from tests.support import server_fixture, wait_for_job
 
 pytestmark = pytest.mark.integration
 
