@@ -202,11 +202,14 @@ def detect_file(path: Path, diffusion_only: bool) -> Architecture | None:
 
 
 class Preset(msgspec.Struct, frozen=True, rename={"required": "requiredComponents", "optional": "optionalComponents",
-                                                      "defaults": "generationDefaults"}):
+                                                      "defaults": "generationDefaults", "multiple": "sizeMultiple"}):
     display_name: str
     required: tuple[str, ...]
     optional: tuple[str, ...]
     defaults: dict[str, object]
+    # Width and height must be multiples of this (sd.cpp's vae_scale_factor x diffusion down factor);
+    # sd.cpp silently rounds other sizes up.
+    multiple: int = 8
 
 
 def _defaults(width: int, height: int, steps: int, cfg: float, sampler: str = "euler_a", **more: object) -> dict[str, object]:
@@ -217,26 +220,36 @@ def _defaults(width: int, height: int, steps: int, cfg: float, sampler: str = "e
 # "vae" is also satisfied by a TAESD (`taesd`), which can decode on its own.
 PRESETS: dict[str, Preset] = {
     "SD1": Preset("Stable Diffusion 1.x", (), ("vae", "taesd", "lora", "controlnet", "embedding"),
-                  _defaults(512, 512, 20, 7.0)),
-    "SD2": Preset("Stable Diffusion 2.x", (), ("vae", "taesd", "lora", "embedding"), _defaults(768, 768, 20, 7.0)),
+                  _defaults(512, 512, 20, 7.0), multiple=64),
+    "SD2": Preset("Stable Diffusion 2.x", (), ("vae", "taesd", "lora", "embedding"), _defaults(768, 768, 20, 7.0), multiple=64),
     "SDXL": Preset("Stable Diffusion XL", (), ("vae", "taesd", "lora", "controlnet", "embedding"),
-                   _defaults(1024, 1024, 25, 7.0)),
+                   _defaults(1024, 1024, 25, 7.0), multiple=64),
     "SD3": Preset("Stable Diffusion 3 / 3.5", ("clip_l", "clip_g", "t5xxl"), ("vae", "lora"),
                   _defaults(1024, 1024, 20, 4.5, "euler")),
     "Flux": Preset("FLUX.1", ("clip_l", "t5xxl", "vae"), ("lora", "controlnet"),
                    _defaults(1024, 1024, 20, 1.0, "euler", distilled_guidance=3.5)),
-    "FLUX.2": Preset("FLUX.2", ("llm", "vae"), ("lora", "taesd"), _defaults(1024, 1024, 20, 1.0, "euler")),
+    "FLUX.2": Preset("FLUX.2", ("llm", "vae"), ("lora", "taesd"), _defaults(1024, 1024, 20, 1.0, "euler"), multiple=16),
     "Chroma": Preset("Chroma", ("t5xxl", "vae"), ("lora",), _defaults(1024, 1024, 26, 4.0, "euler")),
     "Wan": Preset("Wan 2.x (video)", ("vae",), ("t5xxl", "clip_vision", "high_noise_diffusion_model", "lora"),
-                  _defaults(832, 480, 30, 6.0, "euler", video_frames=33, flow_shift=3.0)),
+                  _defaults(832, 480, 30, 6.0, "euler", video_frames=33, flow_shift=3.0), multiple=16),
     "Qwen-Image": Preset("Qwen-Image", ("llm", "vae"), ("llm_vision", "lora"),
                          _defaults(1024, 1024, 20, 2.5, "euler", flow_shift=3.0)),
     "Z-Image": Preset("Z-Image", ("llm", "vae"), ("lora",),
                       _defaults(1024, 1024, 8, 1.0, "euler", scheduler="smoothstep")),
-    "SVD": Preset("Stable Video Diffusion", (), ("vae",), _defaults(1024, 576, 25, 2.5)),
+    "SVD": Preset("Stable Video Diffusion", (), ("vae",), _defaults(1024, 576, 25, 2.5), multiple=64),
     "Anima": Preset("Anima", ("llm", "vae"), ("lora",), _defaults(1024, 1024, 30, 4.0, "euler")),
     "ERNIE-Image": Preset("ERNIE-Image", ("llm", "vae"), ("lora",), _defaults(1024, 1024, 20, 4.0, "euler")),
 }
+
+
+# Variants whose size multiple differs from their family's (Wan2.2 TI2V has a 16x VAE).
+VARIANT_MULTIPLES = {"Wan2.2 TI2V": 32}
+
+
+def size_multiple(architecture: Architecture | None) -> int | None:
+    if architecture is None or architecture.family not in PRESETS:
+        return None
+    return VARIANT_MULTIPLES.get(architecture.variant, PRESETS[architecture.family].multiple)
 
 
 def missing_components(family: str, provided: set[str], diffusion_only: bool) -> list[str]:

@@ -20,6 +20,7 @@ import anyio
 import msgspec
 from PIL import Image
 
+from orchestrator.architecture import size_multiple
 from orchestrator.errors import BadRequest
 from orchestrator.events import EventBus
 from orchestrator.previews import PreviewSettings, PreviewStore, PreviewWatcher
@@ -66,6 +67,19 @@ CLI_ONLY: tuple[tuple[Callable[[dict[str, Any]], bool], str], ...] = (
 )
 
 
+def with_load_defaults(fields: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Load options that sd.cpp applies per generation (VAE tiling, flow shift) become the job's defaults:
+    a request that says nothing about them gets what the model was loaded with."""
+    merged = dict(fields)
+    if context.get("vae_tiling") and not fields.get("vae_tiling"):
+        merged["vae_tiling"] = True
+        for key in ("vae_tile_size_x", "vae_tile_size_y", "vae_tile_overlap"):
+            merged[key] = context.get(key, fields.get(key))
+    if fields.get("flow_shift") is None and context.get("flow_shift") is not None:
+        merged["flow_shift"] = context["flow_shift"]
+    return merged
+
+
 def cli_reason(fields: dict[str, Any]) -> str | None:
     return next((reason for needs_cli, reason in CLI_ONLY if needs_cli(fields)), None)
 
@@ -107,6 +121,12 @@ class GenerationService:
         if job_type == "img2img" and not getattr(request, "init_image_base64", ""):
             raise BadRequest("init_image_base64 is required for img2img")
         architecture = loaded.architecture
+        multiple = size_multiple(architecture)
+        if multiple and (request.width % multiple or request.height % multiple):
+            rounded = (-(-request.width // multiple) * multiple, -(-request.height // multiple) * multiple)
+            raise BadRequest(f"width and height must be multiples of {multiple} for {architecture.variant} "
+                             f"(sd.cpp would silently make {request.width}x{request.height} into "
+                             f"{rounded[0]}x{rounded[1]})")
         if job_type == "txt2vid" and (architecture is None or architecture.family not in VIDEO_ARCHITECTURES):
             name = architecture.variant if architecture else "an unrecognised architecture"
             raise BadRequest(f"txt2vid needs a video model (Wan); the loaded model is {name}")
@@ -203,6 +223,7 @@ class GenerationService:
 
         async with self.models.in_use:
             loaded = self.models.require_loaded()
+            fields = with_load_defaults(fields, loaded.context)
             plan = await anyio.to_thread.run_sync(self._preview_plan, record.job.job_id, loaded, fields, mode, job_dir)
             reason = cli_reason(fields) or ("live previews are sd-cli only" if plan else None)
             if reason is None:

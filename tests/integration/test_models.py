@@ -77,7 +77,8 @@ def test_paths_options_and_architectures(client: httpx.Client, models_dir: Path)
     archs = client.get("/architectures").json()
     for family in ("SD1", "SD2", "SDXL", "SD3", "Flux", "FLUX.2", "Chroma", "Wan", "Qwen-Image", "Z-Image"):
         preset = archs["architectures"][family]
-        assert {"display_name", "requiredComponents", "optionalComponents", "generationDefaults"} <= set(preset)
+        assert {"display_name", "requiredComponents", "optionalComponents", "generationDefaults", "sizeMultiple"} <= set(preset)
+    assert archs["architectures"]["SDXL"]["sizeMultiple"] == 64 and archs["architectures"]["FLUX.2"]["sizeMultiple"] == 16
 
 
 def test_load_validates_components_and_option_values(client: httpx.Client) -> None:

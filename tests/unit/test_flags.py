@@ -43,3 +43,18 @@ def test_upscale_argv_disables_misleading_metadata() -> None:
     assert argv[:3] == ["sd-cli", "--mode", "upscale"]
     assert "--disable-image-metadata" in argv
     assert argv[argv.index("--upscale-repeats") + 1] == "2"
+
+
+def test_load_level_tiling_and_flow_shift_become_job_defaults() -> None:
+    from orchestrator.generation import with_load_defaults
+
+    context = {"vae_tiling": True, "vae_tile_size_x": 32, "vae_tile_size_y": 16, "vae_tile_overlap": 0.25,
+               "flow_shift": 3.0}
+    merged = with_load_defaults({"prompt": "x", "vae_tiling": False, "vae_tile_size_x": 0}, context)
+    argv = generation_argv("sd-cli", "img_gen", {}, merged, Path("o.png"))
+    assert "--vae-tiling" in argv and argv[argv.index("--vae-tile-size") + 1] == "32x16"
+    assert argv[argv.index("--vae-tile-overlap") + 1] == "0.25"
+    assert argv[argv.index("--flow-shift") + 1] == "3.0"
+    own = with_load_defaults({"prompt": "x", "flow_shift": 5.0, "vae_tiling": True, "vae_tile_size_x": 8,
+                              "vae_tile_size_y": 8}, context)
+    assert own["flow_shift"] == 5.0 and own["vae_tile_size_x"] == 8  # the request's own values win
