@@ -110,6 +110,17 @@ def api_job_polled(http: httpx.Client, body: dict[str, Any]) -> None:
     assert status == "completed"
 
 
+def health_during_job(http: httpx.Client, size: int) -> list[float]:
+    """GET /health latencies while a longer job runs: the event loop must stay free."""
+    job_id = http.post("/txt2img", json={"prompt": "busy", "width": size * 4, "height": size * 4, "steps": 8,
+                                         "sampler": "euler", "cfg_scale": 1.0}).json()["job_id"]
+    latencies = []
+    while http.get(f"/queue/{job_id}").json()["status"] in ("pending", "processing"):
+        latencies.append(timed(lambda: http.get("/health").raise_for_status()))
+        time.sleep(0.02)
+    return latencies
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--jobs", type=int, default=10)
@@ -138,6 +149,7 @@ def main() -> int:
                     server_times.append(timed(lambda: bare_server_job(bare, body)))
                     api_times.append(timed(lambda: api_job(http, ws, body)))
                     polled_times.append(timed(lambda: api_job_polled(http, body)))
+                health_times = health_during_job(http, args.size)
         finally:
             api.stop()
         latencies = measure(models, work, backend.sd_server, LOAD)
@@ -152,6 +164,9 @@ def main() -> int:
     print(f"ratio API job / bare sd-server job:        {api_median / server:7.3f}x  (target <= 1.05x)")
     print(f"ratio API job / bare sd-cli run:           {api_median / cli:7.3f}x")
     print(report(latencies))
+    health_ms = sorted(1000 * t for t in health_times)
+    print(f"GET /health while a job runs: median {statistics.median(health_ms):.1f} ms, "
+          f"max {health_ms[-1]:.1f} ms over {len(health_ms)} requests")
     total_api = load_s + sum(api_times)
     print(f"{args.jobs} jobs: API {total_api:.2f} s (incl. load) vs bare sd-cli {sum(cli_times):.2f} s "
           f"= {total_api / sum(cli_times):.3f}x")
