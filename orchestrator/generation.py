@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,8 +29,7 @@ from orchestrator.images import save_input
 from orchestrator.lora_tags import LORA_TAG, parse_lora_tags
 from orchestrator.models import LoadedModel, ModelManager
 from orchestrator.queue import JobFailed, JobQueue, JobRecord, ProgressReport
-from orchestrator.schemas import (GenerationRequest, Img2ImgRequest, JobAccepted, JobType, Txt2ImgRequest,
-                                  Txt2VidRequest, UpscaleRequest)
+from orchestrator.schemas import GenerationRequest, JobAccepted, JobType, UpscaleRequest
 from orchestrator.settings import Limits
 from orchestrator.store import atomic_write_json
 from orchestrator.upscaler import UpscalerManager
@@ -122,7 +122,7 @@ class GenerationService:
             raise BadRequest("init_image_base64 is required for img2img")
         architecture = loaded.architecture
         multiple = size_multiple(architecture)
-        if multiple and (request.width % multiple or request.height % multiple):
+        if multiple and architecture and (request.width % multiple or request.height % multiple):
             rounded = (-(-request.width // multiple) * multiple, -(-request.height // multiple) * multiple)
             raise BadRequest(f"width and height must be multiples of {multiple} for {architecture.variant} "
                              f"(sd.cpp would silently make {request.width}x{request.height} into "
@@ -160,7 +160,8 @@ class GenerationService:
                 placeholders[field] = [f"<image: {relative}>" for relative in saved]
         return paths, placeholders
 
-    async def _submit(self, job_type: JobType, request: Any, total_images: int) -> JobAccepted:
+    async def _submit(self, job_type: JobType, request: Any, total_images: int,
+                      extra_spec: dict[str, Any] | None = None) -> JobAccepted:
         job_id = self.queue.new_job_id()
         job_dir = self.queue.output_root / job_id
         try:
@@ -174,7 +175,7 @@ class GenerationService:
         params.update(placeholders)
         if "seed" in params and params["seed"] < 0:
             params["seed"] = random.randint(0, MAX_SEED)
-        spec = {**params, "inputs": inputs}
+        spec = {**params, "inputs": inputs, **(extra_spec or {})}
         return await self.queue.submit(job_type, params=params, spec=spec, total_images=total_images, job_id=job_id)
 
     async def submit(self, job_type: JobType, request: GenerationRequest) -> JobAccepted:
@@ -186,11 +187,13 @@ class GenerationService:
         upscaler = self.upscaler.require_loaded()
         passes = request.repeats
         if request.upscale_factor != upscaler.scale ** passes:
+            # With repeats 1, a factor that is a power of the model's scale sets the number of passes.
             achievable = {upscaler.scale ** k: k for k in range(1, 5)}
             if request.repeats != 1 or request.upscale_factor not in achievable:
                 raise BadRequest(f"upscale_factor {request.upscale_factor} is not reachable: the loaded upscaler "
                                  f"scales x{upscaler.scale} per pass (repeats {request.repeats})")
-        return await self._submit("upscale", request, 1)
+            passes = achievable[request.upscale_factor]
+        return await self._submit("upscale", request, 1, {"passes": passes})
 
     # -------------------------------------------------------------------------------------- execution
 
@@ -345,9 +348,7 @@ class GenerationService:
     async def _run_upscale(self, record: JobRecord, job_dir: Path) -> tuple[list[Path], dict[str, Any]]:
         upscaler = self.upscaler.require_loaded()
         spec = record.spec
-        passes = spec["repeats"]
-        if spec["upscale_factor"] != upscaler.scale ** passes and passes == 1:
-            passes = next(k for k in range(1, 5) if upscaler.scale ** k == spec["upscale_factor"])
+        passes = spec["passes"]
         target = job_dir / IMAGE_NAME.format(0)
         await self._upscale_file(Path(upscaler.path), job_dir / spec["inputs"]["image"], target, passes,
                                  spec["tile_size"], upscaler.request.n_threads, upscaler.scale)
@@ -419,9 +420,5 @@ def _write_server_result(mode: CliMode, result: dict[str, Any], job_dir: Path) -
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
-
-REQUEST_TYPES: dict[str, type] = {"txt2img": Txt2ImgRequest, "img2img": Img2ImgRequest, "txt2vid": Txt2VidRequest}
