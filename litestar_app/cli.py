@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -42,6 +43,23 @@ def describe(settings: Settings) -> None:
     log.info("backend '%s': sd-cli %s, sd-server %s", settings.backend, backend.sd_cli, backend.sd_server)
 
 
+def check_ports(settings: Settings) -> None:
+    """A port in use is a one-line start-up error, not a traceback from deep inside the server."""
+    for label, port in (("port", settings.port), ("ws-port", settings.ws_port)):
+        if not port:
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.host, port))
+            except OSError as exc:
+                raise PortInUse(f"cannot listen on {settings.host}:{port} (--{label}): {exc.strerror}") from None
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
 async def serve(settings: Settings) -> None:
     from litestar_app.app import create_app
 
@@ -63,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     describe(settings)
     try:
+        check_ports(settings)
         asyncio.run(serve(settings))
-    except BinaryNotFound as exc:
+    except (BinaryNotFound, PortInUse) as exc:
         print(f"sdcpp-restapi: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

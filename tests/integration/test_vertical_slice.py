@@ -151,3 +151,14 @@ def test_missing_binary_is_a_clear_startup_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "sd-cli binary not found" in result.stderr and "bin/build-backend cpu" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_a_clear_startup_error(server: ServerProcess, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "litestar_app", "serve", "--port", str(server.port), "--models-dir", str(tmp_path),
+         "--output-dir", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{server.port} (--port)" in result.stderr
+    assert "Traceback" not in result.stderr
