@@ -24,6 +24,14 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
+@pytest.fixture(scope="module")
+def own_models_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh tiny set for one test module, which may add or change files in it."""
+    models = tmp_path_factory.mktemp(f"models-{request.module.__name__.rsplit('.', 1)[-1]}")
+    write_tiny_models(models)
+    return models
+
+
 server = server_fixture("tiny_models_dir")
 
 

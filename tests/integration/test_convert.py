@@ -7,7 +7,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures.tiny_models import write_tiny_models
 from orchestrator.architecture import detect_file, tensor_table
 from tests.conftest import TINY_LOAD
 from tests.support import server_fixture, wait_for_job
@@ -16,10 +15,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    models = tmp_path_factory.mktemp("models-convert")
-    write_tiny_models(models)
-    return models
+def models_dir(own_models_dir: Path) -> Path:
+    return own_models_dir
 
 
 server = server_fixture("models_dir")

@@ -8,7 +8,6 @@ from typing import Iterator
 import httpx
 import pytest
 
-from fixtures.tiny_models import write_tiny_models
 from tests.conftest import TINY_LOAD
 from tests.fake_hubs import FakeHubs
 from tests.support import ServerProcess, running_server_with, wait_for_job
@@ -17,10 +16,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    models = tmp_path_factory.mktemp("models-downloads")
-    write_tiny_models(models)
-    return models
+def models_dir(own_models_dir: Path) -> Path:
+    return own_models_dir
 
 
 @pytest.fixture(scope="module")

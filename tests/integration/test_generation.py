@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from fixtures.tiny_models import write_mismatched_dit, write_tiny_models
+from fixtures.tiny_models import write_mismatched_dit
 from tests.conftest import TINY_LOAD
 from tests.support import ServerProcess, sd_processes, server_fixture, wait_for_job, wait_until
 
@@ -32,9 +32,8 @@ def fetch_image(client: httpx.Client, output: str) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    models = tmp_path_factory.mktemp("models-gen")
-    write_tiny_models(models)
+def models_dir(own_models_dir: Path) -> Path:
+    models = own_models_dir
     write_mismatched_dit(models / "diffusion_models" / "mismatched_dit.safetensors")
     return models
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures.tiny_models import write_tiny_models
 from tests.conftest import TINY_LOAD
 from tests.support import FAKES, ServerProcess, sd_processes, server_fixture, wait_for_job, wait_until
 
@@ -20,10 +19,9 @@ BACKEND_SERVER = Path(os.environ.get("SDCPP_RESTAPI_DATA_DIR", Path.home() / ".l
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def models_dir(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny set plus files that exercise listing and failure paths."""
-    models = tmp_path_factory.mktemp("models-mgmt")
-    write_tiny_models(models)
+    models = own_models_dir
     (models / "diffusion_models" / "garbage.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + os.urandom(4096))
     (models / "loras" / "Styles").mkdir()
     shutil.copy(models / "loras" / "tiny_lora.safetensors", models / "loras" / "Styles" / "Detail_Lora.safetensors")
