@@ -9,7 +9,7 @@ import msgspec
 
 from orchestrator.errors import BadRequest, NotFound
 from orchestrator.model_types import BY_NAME, MODEL_EXTENSIONS, MODEL_TYPES, ModelType
-from orchestrator.safe_paths import resolve_inside
+from orchestrator.safe_paths import resolve_inside, stat_inside
 
 
 class ModelFile(msgspec.Struct, frozen=True):
@@ -56,11 +56,8 @@ class ModelLibrary:
                 path = Path(directory) / file_name
                 if path.suffix.lower() not in MODEL_EXTENSIONS or file_name.startswith("."):
                     continue
-                try:
-                    if not path.resolve().is_relative_to(real_root):
-                        continue  # a symlink leaving the folder is never offered
-                    stat = path.stat()
-                except OSError:
+                stat = stat_inside(path, real_root)
+                if stat is None:
                     continue
                 found.append(ModelFile(kind.name, path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
         return sorted(found, key=lambda f: f.name.lower())

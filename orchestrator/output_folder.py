@@ -16,7 +16,7 @@ import msgspec
 from PIL import Image, ImageOps
 
 from orchestrator.errors import BadRequest, NotFound
-from orchestrator.safe_paths import check_relative
+from orchestrator.safe_paths import check_relative, stat_inside
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".avi", ".mov", ".mkv"})
@@ -106,11 +106,8 @@ class OutputFolder:
                 if is_internal(item.name):
                     continue
                 path = Path(item.path)
-                try:
-                    if not path.resolve().is_relative_to(real_root):
-                        continue  # symlinks leaving the output folder are not shown
-                    stat = item.stat()
-                except OSError:
+                stat = stat_inside(path, real_root)
+                if stat is None:
                     continue
                 child = f"{relative}/{item.name}" if relative else item.name
                 if item.is_dir():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from orchestrator.errors import BadRequest
@@ -21,6 +22,17 @@ def check_relative(name: str, field: str) -> PurePosixPath:
     if ".." in relative.parts:
         raise BadRequest(f"{field} must not contain '..'")
     return relative
+
+
+def stat_inside(path: Path, real_root: Path) -> os.stat_result | None:
+    """The file's stat if it resolves inside `real_root` (an already resolved folder); None for a symlink
+    that leaves it, or anything unreadable. Listings use it so they never offer an escaping entry."""
+    try:
+        if not path.resolve().is_relative_to(real_root):
+            return None
+        return path.stat()
+    except OSError:
+        return None
 
 
 def resolve_inside(root: Path, name: str, field: str) -> Path:
