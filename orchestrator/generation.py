@@ -256,7 +256,7 @@ class GenerationService:
         except anyio.get_cancelled_exc_class():
             # sd-server cannot interrupt a running generation: stop it; the next job restarts it.
             with anyio.CancelScope(shield=True):
-                await self.models.restart_server()
+                await self.models.stop_server()
             raise
         return await anyio.to_thread.run_sync(_write_server_result, mode, result, job_dir)
 

@@ -182,8 +182,9 @@ class ModelManager:
                 raise LoadFailed(self.last_error) from None
         return self.server
 
-    async def restart_server(self) -> None:
-        """Stop the resident server (e.g. to cancel its running job: sd-server cannot cancel one)."""
+    async def stop_server(self) -> None:
+        """Stop the resident server (e.g. to cancel its running job: sd-server cannot cancel one);
+        `ensure_server` starts it again for the next job."""
         await self._stop_server()
 
     # ------------------------------------------------------------------------------------- queries

@@ -102,6 +102,10 @@ class LlmFeature:
         await self.save()
         return self.settings
 
+    async def clear(self) -> None:
+        self.history = []
+        await self.save()
+
     async def status(self) -> dict[str, Any]:
         connected = self.settings.enabled and await self.client().reachable()
         return {"enabled": self.settings.enabled, "connected": connected, "base_url": self.settings.base_url,
@@ -143,10 +147,6 @@ class PromptEnhancer(LlmFeature):
         self.history.remove(self.entry(entry_id))
         await self.save()
 
-    async def clear(self) -> None:
-        self.history = []
-        await self.save()
-
 
 class Assistant(LlmFeature):
     disabled_message = "The assistant is disabled (PUT /assistant/settings with enabled: true)"
@@ -166,10 +166,6 @@ class Assistant(LlmFeature):
                          {"role": "assistant", "content": text, "timestamp": now}]
         await self.save()
         return {"success": True, "message": text, "actions": actions}
-
-    async def clear(self) -> None:
-        self.history = []
-        await self.save()
 
 
 def parse_assistant_reply(reply: str) -> tuple[str, list[dict[str, Any]]]:

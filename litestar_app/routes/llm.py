@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from litestar import Request, delete, get, post, put
 
 from litestar_app.body import decode_body
 from orchestrator.errors import BadRequest
-from orchestrator.prompt_help import ChatRequest, EnhanceRequest, LlmSettingsUpdate
+from orchestrator.prompt_help import ChatRequest, EnhanceRequest, LlmFeature, LlmSettingsUpdate
 from orchestrator.service import Service
 
 SUCCESS = {"success": True}
@@ -54,17 +54,6 @@ async def ollama_models(service: Service) -> dict[str, Any]:
     return {"models": await service.enhancer.client().models()}
 
 
-@get("/ollama/settings", sync_to_thread=False)
-def ollama_settings(service: Service) -> dict[str, Any]:
-    return service.enhancer.settings.public()
-
-
-@put("/ollama/settings")
-async def update_ollama_settings(request: Request, service: Service) -> dict[str, Any]:
-    settings = await service.enhancer.update(await decode_body(request, LlmSettingsUpdate))
-    return {"success": True, "settings": settings.public(with_key=False)}
-
-
 @post("/assistant/chat", status_code=200)
 async def assistant_chat(request: Request, service: Service) -> dict[str, Any]:
     body = await decode_body(request, ChatRequest)
@@ -87,17 +76,22 @@ async def assistant_status(service: Service) -> dict[str, Any]:
     return {**await service.assistant.status(), "timeout_seconds": service.assistant.settings.timeout_seconds}
 
 
-@get("/assistant/settings", sync_to_thread=False)
-def assistant_settings(service: Service) -> dict[str, Any]:
-    return service.assistant.settings.public()
+def settings_routes(prefix: str, feature: Callable[[Service], LlmFeature]) -> list[Any]:
+    """GET and PUT {prefix}/settings: the same contract for the Ollama enhancer and the assistant."""
 
+    @get(f"{prefix}/settings", sync_to_thread=False)
+    def read_settings(service: Service) -> dict[str, Any]:
+        return feature(service).settings.public()
 
-@put("/assistant/settings")
-async def update_assistant_settings(request: Request, service: Service) -> dict[str, Any]:
-    settings = await service.assistant.update(await decode_body(request, LlmSettingsUpdate))
-    return {"success": True, "settings": settings.public(with_key=False)}
+    @put(f"{prefix}/settings")
+    async def update_settings(request: Request, service: Service) -> dict[str, Any]:
+        settings = await feature(service).update(await decode_body(request, LlmSettingsUpdate))
+        return {"success": True, "settings": settings.public(with_key=False)}
+
+    return [read_settings, update_settings]
 
 
 ROUTES = [enhance, history, history_entry, delete_history_entry, clear_history, ollama_status, ollama_models,
-          ollama_settings, update_ollama_settings, assistant_chat, assistant_history, clear_assistant_history,
-          assistant_status, assistant_settings, update_assistant_settings]
+          assistant_chat, assistant_history, clear_assistant_history, assistant_status,
+          *settings_routes("/ollama", lambda service: service.enhancer),
+          *settings_routes("/assistant", lambda service: service.assistant)]
