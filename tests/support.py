@@ -78,6 +78,13 @@ def running_server_with(models_dir: Path, work: Path, *extra: str) -> Iterator[S
         process.stop()
 
 
+def running_server_with_config(models_dir: Path, work: Path, toml: str) -> Iterator[ServerProcess]:
+    """A server started with `--config` pointing at a TOML file holding `toml`."""
+    config = work / "config.toml"
+    config.write_text(toml)
+    yield from running_server_with(models_dir, work, "--config", str(config))
+
+
 def server_fixture(models_fixture: str = "tiny_models_dir"):  # type: ignore[no-untyped-def]
     """A module-scoped `server` fixture serving the models of the fixture named `models_fixture`."""
 

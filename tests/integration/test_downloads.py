@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TINY_LOAD
 from tests.fake_hubs import FakeHubs
-from tests.support import ServerProcess, running_server_with, wait_for_job
+from tests.support import ServerProcess, running_server_with_config, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,9 @@ def hubs(models_dir: Path) -> Iterator[FakeHubs]:
 
 @pytest.fixture(scope="module")
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory, hubs: FakeHubs) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("server-downloads")
-    config = work / "config.toml"
-    config.write_text(f'[downloads]\nhuggingface_url = "{hubs.url}"\ncivitai_url = "{hubs.url}"\n'
-                      'civitai_token = "civ-token"\n')
-    yield from running_server_with(models_dir, work, "--config", str(config))
+    yield from running_server_with_config(
+        models_dir, tmp_path_factory.mktemp("server-downloads"),
+        f'[downloads]\nhuggingface_url = "{hubs.url}"\ncivitai_url = "{hubs.url}"\ncivitai_token = "civ-token"\n')
 
 
 def test_hub_metadata(client: httpx.Client, hubs: FakeHubs) -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.fake_ollama import FakeOllama
-from tests.support import ServerProcess, free_port, running_server_with
+from tests.support import ServerProcess, free_port, running_server_with_config
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +22,10 @@ def ollama() -> Iterator[FakeOllama]:
 
 @pytest.fixture(scope="module")
 def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory, ollama: FakeOllama) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("server-llm")
-    config = work / "config.toml"
-    config.write_text(f'[ollama]\nbase_url = "{ollama.url}"\nmodel = "llama3.2"\napi_key = "sekrit"\n'
-                      f'[assistant]\nbase_url = "{ollama.url}"\nmodel = "llama3.2"\n')
-    yield from running_server_with(tiny_models_dir, work, "--config", str(config))
+    yield from running_server_with_config(
+        tiny_models_dir, tmp_path_factory.mktemp("server-llm"),
+        f'[ollama]\nbase_url = "{ollama.url}"\nmodel = "llama3.2"\napi_key = "sekrit"\n'
+        f'[assistant]\nbase_url = "{ollama.url}"\nmodel = "llama3.2"\n')
 
 
 def test_enhance_records_history(client: httpx.Client, ollama: FakeOllama) -> None:
