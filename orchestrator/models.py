@@ -129,7 +129,9 @@ class ModelManager:
             server.listener = None
         return server
 
-    async def _stop_server(self) -> None:
+    async def stop_server(self) -> None:
+        """Stop the resident server (on unload, shutdown, or to cancel its running job: sd-server cannot
+        cancel one); `ensure_server` starts it again for the next job while a model is loaded."""
         server, self.server = self.server, None
         if server is not None:
             await server.stop()
@@ -159,7 +161,7 @@ class ModelManager:
         return loaded
 
     async def _unload_locked(self) -> None:
-        await self._stop_server()
+        await self.stop_server()
         if self.loaded is not None:
             name, self.loaded = self.loaded.name, None
             self.bus.publish("model_unloaded", {"model_name": name})
@@ -167,9 +169,6 @@ class ModelManager:
     async def unload(self) -> None:
         async with self.in_use:
             await self._unload_locked()
-
-    async def shutdown(self) -> None:
-        await self._stop_server()
 
     async def ensure_server(self) -> ResidentServer:
         """The resident server of the loaded model, restarted if it died or was stopped (call with in_use)."""
@@ -182,10 +181,6 @@ class ModelManager:
                 raise LoadFailed(self.last_error) from None
         return self.server
 
-    async def stop_server(self) -> None:
-        """Stop the resident server (e.g. to cancel its running job: sd-server cannot cancel one);
-        `ensure_server` starts it again for the next job."""
-        await self._stop_server()
 
     # ------------------------------------------------------------------------------------- queries
 

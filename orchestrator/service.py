@@ -127,7 +127,7 @@ class Service:
                 yield self
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self.models.shutdown()
+                    await self.models.stop_server()
                 tasks.cancel_scope.cancel()
 
 

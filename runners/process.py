@@ -41,9 +41,7 @@ class RunResult(msgspec.Struct):
                 status = f"was killed by {signal.Signals(-self.returncode).name}"
             except ValueError:
                 status = f"was killed by signal {-self.returncode}"
-        elif self.returncode > 128:
-            status = f"exited with code {self.returncode}"
-        else:
+        else:  # exit 0 with [ERROR] lines: upscale mode reports failures that way
             status = f"exited with code {self.returncode}" if self.returncode else "reported an error"
         reasons = list(dict.fromkeys(self.error_lines))  # de-duplicated, order kept
         detail = "; ".join(reasons[-3:]) if reasons else (self.stdout_tail[-1] if self.stdout_tail else "no output")
