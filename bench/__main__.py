@@ -27,8 +27,8 @@ import msgspec
 from websockets.sync.client import ClientConnection, connect
 
 from fixtures.tiny_models import write_tiny_models
-from orchestrator.schemas import Txt2ImgRequest
-from orchestrator.settings import load_settings
+from core.generation.requests import Txt2ImgRequest
+from core.settings import load_settings
 from runners.options import build_server_body
 from runners.sdserver import free_loopback_port
 from bench.progress_latency import measure, report

@@ -1,22 +1,63 @@
-"""The Litestar application: routes, dependency wiring, error mapping and the service life cycle."""
+"""The Litestar application: routes, dependency wiring, OpenAPI, body limits, error mapping and the service
+life cycle."""
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterable
 
-from litestar import Litestar
+from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.response import Redirect
 
+from core.request_types import ErrorBody
+from core.service import Service
+from litestar_app import websocket
+from litestar_app.body import JsonRequest
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
-from litestar_app import websocket
 from litestar_app.routes import generation, health, info, llm, models, output, preview, queue, upscaler
 from litestar_app.websocket import standalone_server
-from orchestrator.service import Service
 
 ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, llm, websocket)
+SCHEMA_PATH = "/schema"  # /schema/openapi.json and the Swagger UI at /schema/swagger (/docs redirects there)
+ERROR_RESPONSES = {
+    status: ResponseSpec(ErrorBody, description=description, generate_examples=False)
+    for status, description in (
+        (400, "Bad request: the message names the field and the rule it broke"),
+        (404, "Not found"),
+        (413, "The request body is larger than limits.max_body_bytes"),
+        (500, "Internal error, or a model that could not be loaded"),
+    )
+}
+
+
+@get("/docs", include_in_schema=False, sync_to_thread=False)
+def docs() -> Redirect:
+    return Redirect(f"{SCHEMA_PATH}/swagger")
+
+
+def documented_errors(handlers: Iterable[BaseRouteHandler]) -> list[BaseRouteHandler]:
+    """Every HTTP route documents the error schema for the error statuses it can answer."""
+    listed = list(handlers)
+    for handler in listed:
+        if isinstance(handler, HTTPRouteHandler) and handler.include_in_schema:
+            handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
+    return listed
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="sdcpp-restapi", version="0.1.0",
+        description="REST API, job queue and live events around stable-diffusion.cpp (see README.md and "
+                    "shared/spec/API.md). WebSocket events: ws://<host>:<ws_port>/ and /ws on this port.",
+        path=SCHEMA_PATH, render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+    )
 
 
 def create_app(service: Service) -> Litestar:
@@ -30,12 +71,13 @@ def create_app(service: Service) -> Litestar:
                 yield
 
     return Litestar(
-        route_handlers=[handler for module in ROUTE_MODULES for handler in module.ROUTES],
+        route_handlers=[docs, *documented_errors(handler for module in ROUTE_MODULES for handler in module.ROUTES)],
         dependencies={"service": Provide(provide_service, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
         state=State({"service": service}),
-        request_max_body_size=None,  # bounded in litestar_app.body (base64 images are large)
-        openapi_config=None,
+        request_class=JsonRequest,
+        request_max_body_size=service.settings.limits.max_body_bytes,
+        openapi_config=openapi_config(),
         logging_config=None,  # logging is configured once, by the CLI
     )

@@ -7,7 +7,7 @@ import datetime as dt
 from html import escape
 from urllib.parse import quote
 
-from orchestrator.output_folder import PLAY_SVG, Entry, Listing
+from core.output.folder import PLAY_SVG, Entry, Listing
 
 __all__ = ["PLAY_SVG", "render_listing"]
 

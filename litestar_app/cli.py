@@ -10,8 +10,9 @@ import sys
 
 import uvicorn
 
-from orchestrator.service import build_service
-from orchestrator.settings import Settings, SettingsError, load_settings
+from core.service import build_service
+from core.settings import Settings, SettingsError, load_settings
+from core.store import StoreUnusable
 from runners.binaries import BinaryNotFound
 
 log = logging.getLogger("sdcpp_restapi")
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_ports(settings)
         asyncio.run(serve(settings))
-    except (BinaryNotFound, PortInUse) as exc:
+    except (BinaryNotFound, PortInUse, StoreUnusable) as exc:
         print(f"sdcpp-restapi: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

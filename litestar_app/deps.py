@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar.datastructures import State
 
-from orchestrator.service import Service
+from core.service import Service
 
 
 def provide_service(state: State) -> Service:

@@ -1,4 +1,4 @@
-"""Map every exception to a JSON `{"error": ...}` body; never a traceback to the client."""
+"""Map every exception to a JSON `{"error": ...}` body naming the field and the rule; never a traceback."""
 
 from __future__ import annotations
 
@@ -7,9 +7,26 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from orchestrator.errors import ServiceError
+from core.errors import ServiceError
 
 log = logging.getLogger("sdcpp_restapi")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _field_message(item: object) -> str:
+    """Litestar's {"key": "steps", "message": "Expected `int` >= 1"} -> "steps: expected `int` >= 1"."""
+    if not isinstance(item, dict):
+        return "invalid value"
+    key = str(item.get("key") or "body")
+    message = str(item.get("message") or "invalid value")
+    if key == "data":  # the body as a whole
+        if "`data`" in message or message == "'data'":  # no body at all
+            return "request body is required (JSON object)"
+        return f"invalid request body: {message}"
+    return f"{key}: {_lower_first(message)}"
 
 
 def service_error(_: Request, exc: ServiceError) -> Response:
@@ -19,9 +36,7 @@ def service_error(_: Request, exc: ServiceError) -> Response:
 def http_error(_: Request, exc: HTTPException) -> Response:
     message = exc.detail
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
-        # Query and path parameters: "sort: Invalid enum value 'bogus'"
-        message = "; ".join(f"{item.get('key', 'parameter')}: {item.get('message', 'invalid value')}"
-                            for item in exc.extra if isinstance(item, dict)) or message
+        message = "; ".join(_field_message(item) for item in exc.extra) or message
     return Response({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 

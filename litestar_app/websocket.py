@@ -1,6 +1,6 @@
 """The event stream over WebSocket: on its own port (the `websockets` package) and at `/ws` on the HTTP
 port for single-port deployments. Both adapters share `stream_events`; buffering and backpressure live in
-orchestrator.event_stream, so a stalled client only ever fills its own buffer."""
+core.events.stream, so a stalled client only ever fills its own buffer."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from litestar.exceptions import WebSocketDisconnect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from orchestrator.event_stream import Subscription
-from orchestrator.service import Service
+from core.events.stream import Subscription
+from core.service import Service
 
 log = logging.getLogger("sdcpp_restapi")
 SEND_TIMEOUT_S = 10.0  # a client that cannot take one message in this time is stuck: disconnect it

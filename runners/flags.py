@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 import msgspec
 
 FlagKind = Literal["value", "switch", "inverse_switch", "repeat"]
+# What the builders read: field name -> value (a struct works too, through its attributes).
+FlagSource = Mapping[str, object]
 
 
 class Flag(msgspec.Struct, frozen=True):
@@ -40,13 +42,13 @@ def empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == ()
 
 
-def _get(source: Any, field: str) -> Any:
+def _get(source: FlagSource | object, field: str) -> Any:
     if isinstance(source, Mapping):
         return source.get(field)
     return getattr(source, field, None)
 
 
-def build_argv(table: Iterable[Flag], source: Any) -> list[str]:
+def build_argv(table: Iterable[Flag], source: FlagSource | object) -> list[str]:
     argv: list[str] = []
     for spec in table:
         value = _get(source, spec.field)

@@ -7,13 +7,12 @@ survives a cancelled job.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 from collections import deque
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import anyio
 import msgspec
@@ -109,43 +108,43 @@ async def run_binary(
     return RunResult(returncode, error_lines, list(stdout_tail))
 
 
+class ChildBook(Protocol):
+    """Where the registry records children durably (the service's store); blocking calls."""
+
+    def record_child(self, pid: int, exe: str) -> None: ...
+
+    def forget_child(self, pid: int) -> None: ...
+
+    def recorded_children(self) -> dict[int, str]: ...
+
+    def forget_all_children(self) -> None: ...
+
+
 class ChildRegistry:
-    """The sd.cpp processes this service started, recorded in a small file. Children run in their own
-    session (so a cancel can kill the whole group), which also means they outlive a SIGKILLed service:
-    on the next start `reap_stale` kills the ones still running."""
+    """The sd.cpp processes this service started. Children run in their own session (so a cancel can kill the
+    whole group), which also means they outlive a SIGKILLed service: on the next start `reap_stale` kills the
+    ones still running. Recording is a hint for that clean-up; without a book nothing is recorded."""
 
     def __init__(self) -> None:
-        self.path: Path | None = None
-        self.pids: dict[int, str] = {}
+        self.book: ChildBook | None = None
 
-    def configure(self, path: Path) -> None:
-        self.path = path
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({str(pid): exe for pid, exe in self.pids.items()}))
-        os.replace(tmp, self.path)  # a best-effort hint: no fsync on the spawn path
+    def configure(self, book: ChildBook | None) -> None:
+        self.book = book
 
     def add(self, pid: int, exe: str) -> None:
-        self.pids[pid] = exe
-        self._save()
+        if self.book is not None:
+            self.book.record_child(pid, exe)
 
     def remove(self, pid: int) -> None:
-        if self.pids.pop(pid, None) is not None:
-            self._save()
+        if self.book is not None:
+            self.book.forget_child(pid)
 
     def reap_stale(self) -> list[int]:
-        """Kill recorded processes that still run the recorded binary; returns their pids."""
-        if self.path is None or not self.path.is_file():
+        """Kill recorded processes that still run the recorded binary; returns their pids. Blocking."""
+        if self.book is None:
             return []
-        try:
-            recorded = {int(pid): exe for pid, exe in json.loads(self.path.read_text()).items()}
-        except (OSError, ValueError):
-            recorded = {}
         killed = []
-        for pid, exe in recorded.items():
+        for pid, exe in self.book.recorded_children().items():
             try:
                 running = os.readlink(f"/proc/{pid}/exe")
             except OSError:
@@ -156,8 +155,7 @@ class ChildRegistry:
                     killed.append(pid)
                 except ProcessLookupError:
                     pass
-        self.pids = {}
-        self._save()
+        self.book.forget_all_children()
         return killed
 
 
@@ -170,7 +168,7 @@ async def spawn(argv: Sequence[str], cwd: str | os.PathLike[str] | None = None) 
         list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=cwd, start_new_session=True,
     )
-    CHILDREN.add(process.pid, str(Path(argv[0]).resolve()))
+    await anyio.to_thread.run_sync(CHILDREN.add, process.pid, str(Path(argv[0]).resolve()))
     return process
 
 
@@ -189,4 +187,4 @@ async def stop_process(process: Process, grace_s: float = TERMINATE_GRACE_S) -> 
 async def reap(process: Process) -> None:
     """Close the process's pipes once it has exited and forget it."""
     await process.aclose()
-    CHILDREN.remove(process.pid)
+    await anyio.to_thread.run_sync(CHILDREN.remove, process.pid)

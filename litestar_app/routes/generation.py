@@ -1,35 +1,38 @@
+"""POST /txt2img, /img2img, /txt2vid, /upscale and /convert: each accepted job is committed before its 202."""
+
 from __future__ import annotations
 
-from litestar import Request, post
+from litestar import post
 
-from litestar_app.body import decode_body
-from orchestrator.schemas import ConvertAccepted, ConvertRequest, Img2ImgRequest, JobAccepted, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
-from orchestrator.service import Service
-
-
-@post("/txt2img", status_code=202)
-async def txt2img(request: Request, service: Service) -> JobAccepted:
-    return await service.generation.submit("txt2img", await decode_body(request, Txt2ImgRequest))
+from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
+from core.jobs.schemas import JobAccepted
+from core.models.schemas import ConvertAccepted, ConvertRequest
+from core.service import Service
 
 
-@post("/img2img", status_code=202)
-async def img2img(request: Request, service: Service) -> JobAccepted:
-    return await service.generation.submit("img2img", await decode_body(request, Img2ImgRequest))
+@post("/txt2img", status_code=202, summary="Queue a text-to-image job")
+async def txt2img(data: Txt2ImgRequest, service: Service) -> JobAccepted:
+    return await service.generation.submit("txt2img", data)
 
 
-@post("/txt2vid", status_code=202)
-async def txt2vid(request: Request, service: Service) -> JobAccepted:
-    return await service.generation.submit("txt2vid", await decode_body(request, Txt2VidRequest))
+@post("/img2img", status_code=202, summary="Queue an image-to-image (or inpainting) job")
+async def img2img(data: Img2ImgRequest, service: Service) -> JobAccepted:
+    return await service.generation.submit("img2img", data)
 
 
-@post("/upscale", status_code=202)
-async def upscale(request: Request, service: Service) -> JobAccepted:
-    return await service.generation.submit_upscale(await decode_body(request, UpscaleRequest))
+@post("/txt2vid", status_code=202, summary="Queue a text-to-video job (needs a video model)")
+async def txt2vid(data: Txt2VidRequest, service: Service) -> JobAccepted:
+    return await service.generation.submit("txt2vid", data)
 
 
-@post("/convert", status_code=202)
-async def convert(request: Request, service: Service) -> ConvertAccepted:
-    return await service.conversion.submit(await decode_body(request, ConvertRequest))
+@post("/upscale", status_code=202, summary="Queue an upscale job with the loaded upscaler")
+async def upscale(data: UpscaleRequest, service: Service) -> JobAccepted:
+    return await service.generation.submit_upscale(data)
+
+
+@post("/convert", status_code=202, summary="Queue a model conversion (sd-cli -M convert)")
+async def convert(data: ConvertRequest, service: Service) -> ConvertAccepted:
+    return await service.conversion.submit(data)
 
 
 ROUTES = [txt2img, img2img, txt2vid, upscale, convert]

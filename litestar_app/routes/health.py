@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import msgspec
 from litestar import get
 
-from orchestrator.schemas import HealthResponse
-from orchestrator.service import Service
+from core.models.schemas import HealthResponse
+from core.service import Service
 
 
-@get("/health", sync_to_thread=False)
+@get("/health", sync_to_thread=False, summary="Server, model and upscaler state")
 def health(service: Service) -> HealthResponse:
     models = service.models
     loaded = models.loaded
+    upscaler = service.upscaler.loaded
     return HealthResponse(
         status="ok",
         model_loaded=loaded is not None,
@@ -19,9 +21,9 @@ def health(service: Service) -> HealthResponse:
         model_name=loaded.name if loaded else None,
         model_type=loaded.request.model_type if loaded else None,
         model_architecture=loaded.architecture.variant if loaded and loaded.architecture else None,
-        loaded_components=loaded.components() if loaded else {},
-        upscaler_loaded=service.upscaler.loaded is not None,
-        upscaler_name=service.upscaler.loaded.request.model_name if service.upscaler.loaded else None,
+        loaded_components=msgspec.structs.asdict(loaded.components()) if loaded else {},
+        upscaler_loaded=upscaler is not None,
+        upscaler_name=upscaler.request.model_name if upscaler else None,
     )
 
 

@@ -1,45 +1,58 @@
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from litestar import get
 
-from orchestrator.architecture import PRESETS
-from orchestrator.service import Service
+from core.models.architecture import PRESETS, Preset
+from core.service import Service
 from runners.capabilities import QUANT_INFO
 
 
-@get("/options", sync_to_thread=False)
-def options(service: Service) -> dict[str, Any]:
+class QuantizationType(msgspec.Struct):
+    id: str
+    name: str
+    bits: int
+
+
+class Options(msgspec.Struct):
+    samplers: list[str]
+    schedulers: list[str]
+    quantization_types: list[QuantizationType]
+    preview_modes: list[str]
+    rng_types: list[str]
+    # What this service cannot do with sd.cpp, so clients need not find out by trial: topic -> why.
+    unsupported: dict[str, str]
+
+
+class Architectures(msgspec.Struct):
+    architectures: dict[str, Preset]
+    current_architecture: str | None
+    current_preset: Preset | None
+
+
+UNSUPPORTED = {
+    "upscale_factor": "fixed by the ESRGAN model (x1, x2 or x4 per pass); other factors are reached only as powers "
+                      "of it via repeats",
+    "photo_maker": "PhotoMaker inputs (pm_*) run on sd-cli, never on the resident sd-server",
+}
+
+
+@get("/options", sync_to_thread=False, summary="Samplers, schedulers, quantizations and preview modes of the binary")
+def options(service: Service) -> Options:
     caps = service.capabilities
-    return {
-        "samplers": list(caps.samplers),
-        "schedulers": list(caps.schedulers),
-        "quantization_types": [
-            {"id": kind, "name": QUANT_INFO.get(kind, (kind.upper(), 0))[0], "bits": QUANT_INFO.get(kind, ("", 0))[1]}
-            for kind in caps.weight_types
-        ],
-        "preview_modes": list(caps.preview_modes),
-        "rng_types": list(caps.rng_types),
-        # What this service cannot do with sd.cpp, so clients need not find out by trial.
-        "unsupported": {
-            "upscale_factor": "fixed by the ESRGAN model (x1, x2 or x4 per pass); other factors are reached "
-                              "only as powers of it via repeats",
-            "photo_maker": "PhotoMaker inputs (pm_*) run on sd-cli, never on the resident sd-server",
-        },
-    }
+    return Options(
+        samplers=list(caps.samplers), schedulers=list(caps.schedulers),
+        quantization_types=[QuantizationType(kind, *QUANT_INFO.get(kind, (kind.upper(), 0)))
+                            for kind in caps.weight_types],
+        preview_modes=list(caps.preview_modes), rng_types=list(caps.rng_types), unsupported=UNSUPPORTED)
 
 
-@get("/architectures", sync_to_thread=False)
-def architectures(service: Service) -> dict[str, Any]:
+@get("/architectures", sync_to_thread=False, summary="Architecture presets and the loaded model's")
+def architectures(service: Service) -> Architectures:
     loaded = service.models.loaded
     preset_name = service.models.preset_name()
-    return {
-        "architectures": msgspec.to_builtins(PRESETS),
-        "current_architecture": loaded.architecture.variant if loaded and loaded.architecture else None,
-        "current_preset": msgspec.to_builtins(PRESETS[preset_name]) if preset_name else None,
-    }
+    return Architectures(PRESETS, loaded.architecture.variant if loaded and loaded.architecture else None,
+                         PRESETS[preset_name] if preset_name else None)
 
 
 ROUTES = [options, architectures]

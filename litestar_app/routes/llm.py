@@ -2,91 +2,95 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Annotated, Callable
 
-from litestar import Request, delete, get, post, put
+from litestar import delete, get, post, put
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import Parameter
 
-from litestar_app.body import decode_body
-from orchestrator.errors import BadRequest
-from orchestrator.prompt_help import ChatRequest, EnhanceRequest, LlmFeature, LlmSettingsUpdate
-from orchestrator.service import Service
-
-SUCCESS = {"success": True}
-
-
-@post("/ollama/enhance", status_code=200)
-async def enhance(request: Request, service: Service) -> dict[str, Any]:
-    body = await decode_body(request, EnhanceRequest)
-    return {"success": True, **await service.enhancer.enhance(body.prompt, body.system_prompt)}
+from core.prompt_help.features import LlmFeature
+from core.prompt_help.schemas import (ChatHistory, ChatRequest, ChatResponse, Enhancement, EnhancementPage,
+                                      EnhanceRequest, LlmSettingsUpdate, LlmStatus, OllamaModels, PublicLlmSettings,
+                                      SettingsUpdated, Success)
+from core.service import Service
 
 
-@get("/ollama/history", sync_to_thread=False)
-def history(service: Service, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    if limit < 0 or offset < 0:
-        raise BadRequest("limit and offset must not be negative")
-    return service.enhancer.page(limit, offset)
+@post("/ollama/enhance", status_code=200, summary="Enhance a prompt through Ollama")
+async def enhance(data: EnhanceRequest, service: Service) -> Enhancement:
+    return await service.enhancer.enhance(data.prompt, data.system_prompt)
 
 
-@get("/ollama/history/{entry_id:str}", sync_to_thread=False)
-def history_entry(service: Service, entry_id: str) -> dict[str, Any]:
-    return service.enhancer.entry(entry_id)
+@get("/ollama/history", summary="Enhancement history, newest first")
+async def history(service: Service, limit: Annotated[int, Parameter(ge=0)] = 50,
+                  offset: Annotated[int, Parameter(ge=0)] = 0) -> EnhancementPage:
+    return await service.enhancer.page(limit, offset)
 
 
-@delete("/ollama/history/{entry_id:str}", status_code=200)
-async def delete_history_entry(service: Service, entry_id: str) -> dict[str, Any]:
+@get("/ollama/history/{entry_id:str}", summary="One enhancement")
+async def history_entry(service: Service, entry_id: str) -> Enhancement:
+    return await service.enhancer.entry(entry_id)
+
+
+@delete("/ollama/history/{entry_id:str}", status_code=200, summary="Delete one enhancement")
+async def delete_history_entry(service: Service, entry_id: str) -> Success:
     await service.enhancer.delete(entry_id)
-    return SUCCESS
+    return Success()
 
 
-@delete("/ollama/history", status_code=200)
-async def clear_history(service: Service) -> dict[str, Any]:
+@delete("/ollama/history", status_code=200, summary="Clear the enhancement history")
+async def clear_history(service: Service) -> Success:
     await service.enhancer.clear()
-    return SUCCESS
+    return Success()
 
 
-@get("/ollama/status")
-async def ollama_status(service: Service) -> dict[str, Any]:
-    return {**await service.enhancer.status(), "max_history": service.enhancer.settings.max_history}
+@get("/ollama/status", summary="Whether Ollama is enabled and reachable")
+async def ollama_status(service: Service) -> LlmStatus:
+    status = await service.enhancer.status()
+    status.max_history = service.enhancer.settings.max_history
+    return status
 
 
-@get("/ollama/models")
-async def ollama_models(service: Service) -> dict[str, Any]:
-    return {"models": await service.enhancer.client().models()}
+@get("/ollama/models", summary="The models Ollama offers")
+async def ollama_models(service: Service) -> OllamaModels:
+    return OllamaModels(await service.enhancer.client().models())
 
 
-@post("/assistant/chat", status_code=200)
-async def assistant_chat(request: Request, service: Service) -> dict[str, Any]:
-    body = await decode_body(request, ChatRequest)
-    return await service.assistant.chat(body.message, body.context)
+@post("/assistant/chat", status_code=200, summary="Chat with the assistant; it may suggest actions")
+async def assistant_chat(data: ChatRequest, service: Service) -> ChatResponse:
+    return await service.assistant.chat(data.message, data.context)
 
 
-@get("/assistant/history", sync_to_thread=False)
-def assistant_history(service: Service) -> dict[str, Any]:
-    return {"messages": service.assistant.history, "count": len(service.assistant.history)}
+@get("/assistant/history", summary="The assistant conversation, oldest first")
+async def assistant_history(service: Service) -> ChatHistory:
+    return await service.assistant.history()
 
 
-@delete("/assistant/history", status_code=200)
-async def clear_assistant_history(service: Service) -> dict[str, Any]:
+@delete("/assistant/history", status_code=200, summary="Clear the assistant conversation")
+async def clear_assistant_history(service: Service) -> Success:
     await service.assistant.clear()
-    return SUCCESS
+    return Success()
 
 
-@get("/assistant/status")
-async def assistant_status(service: Service) -> dict[str, Any]:
-    return {**await service.assistant.status(), "timeout_seconds": service.assistant.settings.timeout_seconds}
+@get("/assistant/status", summary="Whether the assistant is enabled and its LLM reachable")
+async def assistant_status(service: Service) -> LlmStatus:
+    status = await service.assistant.status()
+    status.timeout_seconds = service.assistant.settings.timeout_seconds
+    return status
 
 
-def settings_routes(prefix: str, feature: Callable[[Service], LlmFeature]) -> list[Any]:
+def settings_routes(prefix: str, feature: Callable[[Service], LlmFeature]) -> list[HTTPRouteHandler]:
     """GET and PUT {prefix}/settings: the same contract for the Ollama enhancer and the assistant."""
+    section = prefix.strip("/")
 
-    @get(f"{prefix}/settings", sync_to_thread=False)
-    def read_settings(service: Service) -> dict[str, Any]:
+    @get(f"{prefix}/settings", sync_to_thread=False, summary=f"{section} settings (API key masked)",
+         operation_id=f"get_{section}_settings")
+    def read_settings(service: Service) -> PublicLlmSettings:
         return feature(service).settings.public()
 
-    @put(f"{prefix}/settings")
-    async def update_settings(request: Request, service: Service) -> dict[str, Any]:
-        settings = await feature(service).update(await decode_body(request, LlmSettingsUpdate))
-        return {"success": True, "settings": settings.public(with_key=False)}
+    @put(f"{prefix}/settings", summary=f"Change {section} settings (persisted)", operation_id=f"put_{section}_settings")
+    async def update_settings(data: LlmSettingsUpdate, service: Service) -> SettingsUpdated:
+        settings = await feature(service).update(data)
+        return SettingsUpdated(True, settings.public(with_key=False))
 
     return [read_settings, update_settings]
 

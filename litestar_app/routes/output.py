@@ -7,9 +7,9 @@ from litestar import Request, Response, get
 
 from litestar_app.browser_page import PLAY_SVG, render_listing
 from litestar_app.file_serving import serve_file
-from orchestrator.errors import BadRequest
-from orchestrator.output_folder import SortKey
-from orchestrator.service import Service
+from core.errors import BadRequest
+from core.output.folder import SortKey
+from core.service import Service
 
 
 def _reject_absolute(request: Request) -> None:

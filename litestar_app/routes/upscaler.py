@@ -1,28 +1,21 @@
 from __future__ import annotations
 
-from typing import Any
+from litestar import post
 
-from litestar import Request, post
-
-from litestar_app.body import decode_body
-from orchestrator.schemas import SuccessMessage
-from orchestrator.service import Service
-from orchestrator.upscaler import UpscalerLoadRequest
+from core.models.schemas import UpscalerLoaded, UpscalerLoadRequest
+from core.request_types import SuccessMessage
+from core.service import Service
 
 
-@post("/upscaler/load", status_code=200)
-async def load_upscaler(request: Request, service: Service) -> dict[str, Any]:
-    body = await decode_body(request, UpscalerLoadRequest)
-    loaded = await service.upscaler.load(body)
-    await service.queue.persist()
-    return {"success": True, "message": "Upscaler loaded successfully", "model_name": body.model_name,
-            "upscale_factor": loaded.scale}
+@post("/upscaler/load", status_code=200, summary="Load an ESRGAN upscaler")
+async def load_upscaler(data: UpscalerLoadRequest, service: Service) -> UpscalerLoaded:
+    loaded = await service.upscaler.load(data)
+    return UpscalerLoaded(True, "Upscaler loaded successfully", loaded.request.model_name or "", loaded.scale)
 
 
-@post("/upscaler/unload", status_code=200)
+@post("/upscaler/unload", status_code=200, summary="Unload the upscaler")
 async def unload_upscaler(service: Service) -> SuccessMessage:
-    service.upscaler.unload()
-    await service.queue.persist()
+    await service.upscaler.unload()
     return SuccessMessage(True, "Upscaler unloaded")
 
 

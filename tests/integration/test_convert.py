@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.architecture import detect_file, tensor_table
+from core.models.architecture import detect_file, tensor_table
 from tests.conftest import TINY_LOAD
 from tests.support import server_fixture, wait_for_job
 

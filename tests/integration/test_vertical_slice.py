@@ -103,7 +103,7 @@ def test_load_generate_and_fetch_png(client: httpx.Client, server: ServerProcess
 
     listing = client.get("/queue").json()
     assert listing["completed_count"] >= 1 and listing["total_count"] == len(listing["items"])
-    assert (server.output_dir / "queue_state.json").is_file()
+    assert (server.output_dir / ".sdcpp-restapi.sqlite3").is_file()  # the durable store
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from fixtures.tiny_wan import TAEW_FILE, WAN_FILE, write_wan
-from orchestrator.settings import load_settings
+from core.settings import load_settings
 from runners.paths import data_dir
 from tests.support import server_fixture, wait_for_job
 

@@ -3,35 +3,48 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from orchestrator.event_stream import EventHub, Subscription
-from orchestrator.events import Event, EventBus
+from core.events.bus import Event, EventBus, stamp
+from core.events.stream import EventHub, Subscription
+from core.events.types import JobAdded, JobPreview, JobProgress, JobStatusChanged
 
 
-def event(name: str, job_id: str = "j1", **data: object) -> Event:
-    return Event(name, "2024-01-01T00:00:00.000Z", {"job_id": job_id, **data})
+def status(state: str, job_id: str = "j1") -> Event:
+    return stamp(JobStatusChanged(job_id, state, "pending"))
+
+
+def progress(step: int, job_id: str = "j1") -> Event:
+    return stamp(JobProgress(job_id, step, 10, 0, 1, step * 10.0))
+
+
+def added(job_id: str) -> Event:
+    return stamp(JobAdded(job_id, "txt2img", 1))
+
+
+def preview(job_id: str) -> Event:
+    return stamp(JobPreview(job_id, 1, 1, 8, 8, False, "data:image/jpeg;base64,", "proj"))
 
 
 async def test_progress_is_coalesced_in_place_and_status_kept_in_order() -> None:
     sub = Subscription()
-    sub.offer(event("job_status_changed", status="processing"))
+    sub.offer(status("processing"))
     for step in range(1, 6):
-        sub.offer(event("job_progress", step=step))
-    sub.offer(event("job_status_changed", status="completed"))
+        sub.offer(progress(step))
+    sub.offer(status("completed"))
     got = await sub.next_events()
-    assert [(e.event, e.data.get("step") or e.data.get("status")) for e in got] == [
-        ("job_status_changed", "processing"), ("job_progress", 5), ("job_status_changed", "completed")]
+    described = [(e.event, e.data.step if isinstance(e.data, JobProgress) else e.data.status) for e in got]  # type: ignore[attr-defined]
+    assert described == [("job_status_changed", "processing"), ("job_progress", 5), ("job_status_changed", "completed")]
 
 
 async def test_previews_are_dropped_first_and_a_stuck_client_overflows() -> None:
     sub = Subscription(max_pending=4)
     for index in range(3):
-        sub.offer(event("job_preview", job_id=f"j{index}"))
+        sub.offer(preview(f"j{index}"))
     for index in range(2):
-        sub.offer(event("job_added", job_id=f"k{index}"))
+        sub.offer(added(f"k{index}"))
     pending = await sub.next_events()
     assert [e.event for e in pending] == ["job_added", "job_added"] and sub.dropped_previews == 3
     for index in range(5):
-        sub.offer(event("job_added", job_id=f"m{index}"))
+        sub.offer(added(f"m{index}"))
     assert sub.overflowed  # never drops a must-deliver event: the client is cut off instead
 
 
@@ -40,9 +53,9 @@ async def test_job_filter_and_hub_watching() -> None:
     hub = EventHub(bus)
     only = hub.open("wanted")
     assert hub.watching("wanted") and not hub.watching("other")
-    bus.publish("job_progress", {"job_id": "other", "step": 1})
-    bus.publish("job_progress", {"job_id": "wanted", "step": 2})
-    assert [e.data["job_id"] for e in await only.next_events()] == ["wanted"]
+    bus.publish(JobProgress("other", 1, 10, 0, 1, 10.0))
+    bus.publish(JobProgress("wanted", 2, 10, 0, 1, 20.0))
+    assert [e.data.job_key for e in await only.next_events()] == ["wanted"]
     everything = hub.open()
     assert hub.watching("other")
     hub.close(everything)
@@ -61,7 +74,7 @@ async def test_next_events_waits_until_something_arrives() -> None:
         tasks.start_soon(reader)
         await anyio.sleep(0.05)
         assert received == []
-        sub.offer(event("job_added"))
+        sub.offer(added("j1"))
     assert [e.event for e in received] == ["job_added"]
 
 
@@ -71,7 +84,7 @@ def test_render_bounds_the_preview(size: tuple[int, int]) -> None:
 
     from PIL import Image
 
-    from orchestrator.previews import render
+    from core.generation.previews import render
 
     buffer = io.BytesIO()
     Image.new("RGB", size, (10, 200, 30)).save(buffer, format="PNG")

@@ -46,7 +46,7 @@ def test_upscale_argv_disables_misleading_metadata() -> None:
 
 
 def test_load_level_tiling_and_flow_shift_become_job_defaults() -> None:
-    from orchestrator.generation import with_load_defaults
+    from core.generation.engine import with_load_defaults
 
     context = {"vae_tiling": True, "vae_tile_size_x": 32, "vae_tile_size_y": 16, "vae_tile_overlap": 0.25,
                "flow_shift": 3.0}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import BadRequest
-from orchestrator.safe_paths import resolve_inside
+from core.errors import BadRequest
+from core.safe_paths import resolve_inside
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.settings import SettingsError, load_settings
+from core.settings import SettingsError, load_settings
 
 
 def test_defaults_live_under_the_user_data_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

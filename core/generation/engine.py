@@ -1,0 +1,268 @@
+"""Queued generation jobs become sd-server or sd-cli runs.
+
+Engine choice: a job on a loaded model goes to its resident sd-server, unless it needs something only sd-cli has
+(`CLI_ONLY`, or live previews): then sd-cli runs with the same model flags. Each job's config.json records the
+engine and why.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Callable
+
+import anyio
+import msgspec
+
+from core.events.bus import EventBus
+from core.files import atomic_write_json
+from core.generation.lora_tags import LORA_TAG, parse_lora_tags
+from core.generation.previews import PreviewSettings, PreviewStore, PreviewWatcher
+from core.generation.specs import IMAGE_INPUTS, GenerationJob, JobConfig, Txt2VidJob, UpscaleJob
+from core.generation.upscale import Upscaling
+from core.jobs.queue import JobFailed, JobQueue, ProgressReport
+from core.jobs.specs import JobRecord
+from core.models.manager import LoadedModel, ModelManager
+from core.models.upscaler import UpscalerManager
+from runners.flags import FlagSource
+from runners.options import build_server_body
+from runners.process import run_binary
+from runners.progress import Bar, Piece, ProgressTracker
+from runners.sdcli import CliMode, generation_argv
+from runners.sdserver import ServerFailed, decode_images
+
+IMAGE_NAME = "image_{}.png"
+VIDEO_NAME = "video.webm"  # VP8 WebM: written by sd.cpp itself, plays and seeks in browsers
+PREVIEW_DIR = ".preview"  # hidden from the output browser
+SERVER_IMAGE_FIELDS = ("init_image", "mask_image", "control_image", "end_image")  # sent as base64
+SERVER_IMAGE_LISTS = ("ref_images", "control_frames")
+
+# What makes a job run on sd-cli instead of the resident sd-server, with the reason recorded in config.json.
+CLI_ONLY: tuple[tuple[Callable[[GenerationJob], bool], str], ...] = (
+    (lambda job: bool(job.inputs.pm_id_images or job.request.pm_id_embed_path), "PhotoMaker inputs exist only in sd-cli"),
+    (lambda job: job.request.batch_count > 8, "sd-server caps batch_count at 8"),
+    (lambda job: job.request.steps > 100, "sd-server caps steps at 100"),
+)
+
+
+class PreviewPlan(msgspec.Struct):
+    settings: PreviewSettings
+    context: dict[str, object]  # context overrides (a preview-only TAESD)
+    path: Path
+    note: str | None = None
+
+
+def flag_source(job: GenerationJob, job_dir: Path) -> dict[str, object]:
+    """The spec as the flag builders read it: request fields, input images as absolute paths (a folder where
+    sd-cli reads a folder), and `<list>_files` for the lists sd-server takes as base64."""
+    fields = msgspec.structs.asdict(job.request)
+    for image_input in IMAGE_INPUTS:
+        fields.pop(image_input.field, None)
+        saved = getattr(job.inputs, image_input.target)
+        if image_input.many and saved:
+            files = [str(job_dir / image.path) for image in saved]
+            if image_input.folder_flag:
+                fields[image_input.folder_flag] = str(job_dir / "inputs" / image_input.field)
+            else:
+                fields[image_input.target] = files
+            fields[f"{image_input.target}_files"] = files
+        elif not image_input.many and saved is not None:
+            fields[image_input.target] = str(job_dir / saved.path)
+    return fields
+
+
+def with_load_defaults(fields: dict[str, object], context: FlagSource) -> dict[str, object]:
+    """Load options that sd.cpp applies per generation (VAE tiling, flow shift) become the job's defaults:
+    a request that says nothing about them gets what the model was loaded with."""
+    merged = dict(fields)
+    if context.get("vae_tiling") and not fields.get("vae_tiling"):
+        merged["vae_tiling"] = True
+        for key in ("vae_tile_size_x", "vae_tile_size_y", "vae_tile_overlap"):
+            merged[key] = context.get(key, fields.get(key))
+    if fields.get("flow_shift") is None and context.get("flow_shift") is not None:
+        merged["flow_shift"] = context["flow_shift"]
+    return merged
+
+
+def cli_reason(job: GenerationJob) -> str | None:
+    return next((reason for needs_cli, reason in CLI_ONLY if needs_cli(job)), None)
+
+
+class GenerationEngine:
+    def __init__(self, queue: JobQueue, models: ModelManager, upscaler: UpscalerManager, sd_cli: Path,
+                 previews: PreviewStore, watched: Callable[[str], bool], bus: EventBus) -> None:
+        self.queue, self.models, self.upscaler, self.sd_cli = queue, models, upscaler, sd_cli
+        self.previews, self.watched, self.bus = previews, watched, bus
+        self.upscaling = Upscaling(upscaler, sd_cli)
+
+    async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
+        spec = record.spec
+        job_dir = self.queue.output_root / record.job.job_id
+        await anyio.to_thread.run_sync(lambda: job_dir.mkdir(parents=True, exist_ok=True))
+        if isinstance(spec, UpscaleJob):
+            outputs, config = await self.upscaling.run_job(spec, job_dir)
+        elif isinstance(spec, GenerationJob):
+            outputs, config = await self._run_generation(spec, record.job.job_id, job_dir, report)
+        else:
+            raise JobFailed(f"{record.job.type} is not a generation job")
+        config = msgspec.structs.replace(config, job_id=record.job.job_id, type=record.job.type,
+                                         params=record.job.params)
+        await anyio.to_thread.run_sync(atomic_write_json, job_dir / "config.json", config)
+        return [path.relative_to(self.queue.output_root).as_posix() for path in outputs]
+
+    async def _run_generation(self, job: GenerationJob, job_id: str, job_dir: Path,
+                              report: ProgressReport) -> tuple[list[Path], JobConfig]:
+        mode: CliMode = "vid_gen" if isinstance(job, Txt2VidJob) else "img_gen"
+        tracker = ProgressTracker()
+
+        def on_piece(piece: Piece) -> None:
+            if (step := tracker.observe(piece)) is not None:
+                report(step)
+
+        async with self.models.in_use:
+            loaded = self.models.require_loaded()
+            fields = with_load_defaults(flag_source(job, job_dir), loaded.context)
+            plan = await anyio.to_thread.run_sync(self._preview_plan, job_id, job, loaded, mode, job_dir)
+            reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
+            if reason is None:
+                outputs = await self._on_server(mode, job, fields, job_dir, on_piece)
+                engine = "sd-server (resident)"
+            else:
+                outputs = await self._on_cli(mode, loaded, job, fields, job_dir, on_piece, job_id, plan)
+                engine = f"sd-cli ({reason})"
+        config = JobConfig(job_id, "", {}, engine, model=loaded.name, model_type=loaded.request.model_type,
+                           model_architecture=loaded.architecture.variant if loaded.architecture else None,
+                           components=msgspec.structs.asdict(loaded.components()))
+        if job.request.upscale and mode == "img_gen":
+            outputs += await self.upscaling.chain(outputs, job.request.upscale_repeats)
+            config.upscaler = self.upscaler.loaded.request.model_name if self.upscaler.loaded else None
+            if job.request.upscale_auto_unload:
+                await self.upscaler.unload()
+        return outputs, config
+
+    async def _on_server(self, mode: CliMode, job: GenerationJob, fields: dict[str, object], job_dir: Path,
+                         on_piece: Callable[[Piece], None]) -> list[Path]:
+        server = await self.models.ensure_server()
+        body = await anyio.to_thread.run_sync(self._server_body, mode, job, fields)
+        try:
+            result = await server.generate(mode, body, on_piece)
+        except ServerFailed as exc:
+            raise JobFailed(f"sd-server failed: {exc}") from None
+        except anyio.get_cancelled_exc_class():
+            # sd-server cannot interrupt a running generation: stop it; the next job restarts it.
+            with anyio.CancelScope(shield=True):
+                await self.models.stop_server()
+            raise
+        return await anyio.to_thread.run_sync(_write_server_result, mode, result, job_dir)
+
+    def _server_body(self, mode: CliMode, job: GenerationJob, fields: dict[str, object]) -> dict[str, object]:
+        """sd-server takes images as base64 and LoRAs as a structured list (it ignores prompt tags).
+        Blocking (reads files): run off the event loop."""
+        prompt = job.request.prompt
+        tags = parse_lora_tags(prompt, self.models.library.folder_of("lora"))
+        source: dict[str, object] = {
+            **fields, "prompt": LORA_TAG.sub("", prompt).strip(),
+            "lora": [{"path": t.path, "multiplier": t.multiplier, "is_high_noise": t.is_high_noise} for t in tags]}
+        for target in SERVER_IMAGE_FIELDS:
+            if isinstance(path := fields.get(target), str):
+                source[target] = _b64_file(Path(path))
+        for field in SERVER_IMAGE_LISTS:
+            if isinstance(files := fields.get(f"{field}_files"), list):
+                source[field] = [_b64_file(Path(p)) for p in files]
+        body = build_server_body(source)
+        body["output_format"] = "webm" if mode == "vid_gen" else "png"
+        return body
+
+    def _preview_plan(self, job_id: str, job: GenerationJob, loaded: LoadedModel, mode: CliMode,
+                      job_dir: Path) -> PreviewPlan | None:
+        """Whether this job previews, and how. `tae` needs a TAESD: the model's own, else a fitting one from
+        taesd/ (preview-only), else the cheap `proj` projection (said in the events' `note`)."""
+        settings, wanted = self.previews.settings, job.request.preview
+        if wanted is False or (wanted is None and not (settings.active and self.watched(job_id))):
+            return None
+        if not settings.active:
+            settings = msgspec.structs.replace(settings, enabled=True, mode="proj")
+        context: dict[str, object] = {}
+        note = None
+        if settings.mode == "tae" and "taesd" not in loaded.context:
+            family = loaded.architecture.family if loaded.architecture else None
+            taesd = find_taesd(self.models.library.folder_of("taesd"), family)
+            if taesd is not None:
+                context = {"taesd": str(taesd), "tae_preview_only": True}
+            else:
+                settings = msgspec.structs.replace(settings, mode="proj")
+                note = f"no TAESD in taesd/ fits {family or 'this model'}: showing proj previews instead of tae"
+        extension = ".webp" if mode == "vid_gen" else ".png"  # animated WebP for video previews
+        return PreviewPlan(settings, context, job_dir / PREVIEW_DIR / f"preview{extension}", note)
+
+    async def _on_cli(self, mode: CliMode, loaded: LoadedModel, job: GenerationJob, fields: dict[str, object],
+                      job_dir: Path, on_piece: Callable[[Piece], None], job_id: str,
+                      plan: PreviewPlan | None) -> list[Path]:
+        context: FlagSource = loaded.context
+        watcher: PreviewWatcher | None = None
+        if plan is not None:
+            context = {**context, **plan.context}
+            fields = {**fields, "preview_mode": plan.settings.mode, "preview_path": str(plan.path)}
+            await anyio.Path(plan.path.parent).mkdir(parents=True, exist_ok=True)
+            watcher = PreviewWatcher(job_id, plan.path, plan.settings, self.previews, self.bus, plan.note)
+            inner = on_piece
+
+            def on_piece(piece: Piece) -> None:
+                if isinstance(piece, Bar) and piece.unit in ("it/s", "s/it"):
+                    watcher.on_step(piece.step, piece.total)
+                inner(piece)
+
+        if mode == "vid_gen":
+            output, expected = job_dir / VIDEO_NAME, [job_dir / VIDEO_NAME]
+        else:
+            output = job_dir / IMAGE_NAME.format("%d")
+            expected = [job_dir / IMAGE_NAME.format(i) for i in range(job.request.batch_count)]
+        argv = generation_argv(self.sd_cli, mode, context, fields, output)
+        if watcher is None:
+            result = await run_binary(argv, on_piece, cwd=job_dir)
+        else:
+            try:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(watcher.run)
+                    result = await run_binary(argv, on_piece, cwd=job_dir)
+                    tasks.cancel_scope.cancel()
+            finally:
+                self.previews.latest.pop(job_id, None)
+        written = [path for path in expected if path.is_file()]
+        if not result.ok or not written:
+            raise JobFailed(result.failure_reason("sd-cli"))
+        return written
+
+
+# Which TAESD file names fit which architecture family (madebyollin's naming).
+TAESD_NAMES: dict[str, tuple[str, ...]] = {
+    "SD1": ("taesd_", "taesd."), "SD2": ("taesd_", "taesd."), "SDXL": ("taesdxl",), "SD3": ("taesd3",),
+    "Flux": ("taef1",), "Chroma": ("taef1",), "FLUX.2": ("taef2",), "Wan": ("taew2",), "Qwen-Image": ("taew2_1", "taeqwen"),
+}
+
+
+def find_taesd(folder: Path, family: str | None) -> Path | None:
+    fragments = TAESD_NAMES.get(family or "", ())
+    if not fragments or not folder.is_dir():
+        return None
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and any(fragment in path.name.lower() for fragment in fragments):
+            return path
+    return None
+
+
+def _b64_file(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _write_server_result(mode: CliMode, result: dict[str, object], job_dir: Path) -> list[Path]:
+    if mode == "vid_gen":
+        target = job_dir / VIDEO_NAME
+        target.write_bytes(base64.b64decode(str(result["b64_json"])))
+        return [target]
+    written = []
+    for index, data in enumerate(decode_images(result)):
+        target = job_dir / IMAGE_NAME.format(index)
+        target.write_bytes(data)
+        written.append(target)
+    return written

@@ -1,0 +1,44 @@
+"""`<lora:name:weight>` prompt tags: parsed and checked against loras/ when a job is submitted."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+
+from core.errors import BadRequest
+from core.safe_paths import resolve_inside
+
+# The same pattern sd-cli uses (common.cpp): name up to ':' or '>', then the weight.
+LORA_TAG = re.compile(r"<lora:([^:>]+):([^>]+)>")
+# sd-cli tries the name as given, then with these extensions, in this order.
+LORA_EXTENSIONS = ("", ".gguf", ".safetensors", ".pt")
+HIGH_NOISE_PREFIX = "|high_noise|"
+
+
+class LoraTag(msgspec.Struct, frozen=True):
+    name: str
+    path: str  # relative to loras/, with extension
+    multiplier: float
+    is_high_noise: bool
+
+
+def parse_lora_tags(prompt: str, lora_dir: Path, field: str = "prompt") -> list[LoraTag]:
+    tags: list[LoraTag] = []
+    for raw_name, raw_weight in LORA_TAG.findall(prompt):
+        is_high_noise = raw_name.startswith(HIGH_NOISE_PREFIX)
+        name = raw_name.removeprefix(HIGH_NOISE_PREFIX)
+        try:
+            weight = float(raw_weight)
+        except ValueError:
+            raise BadRequest(f"{field}: LoRA tag <lora:{raw_name}:{raw_weight}> has a weight that is not a number") from None
+        base = resolve_inside(lora_dir, name, f"{field} LoRA name")
+        for extension in LORA_EXTENSIONS:
+            candidate = base.with_name(base.name + extension)
+            if candidate.is_file():
+                tags.append(LoraTag(name, candidate.relative_to(lora_dir.resolve()).as_posix(), weight, is_high_noise))
+                break
+        else:
+            raise BadRequest(f"{field}: unknown LoRA '{name}' (no such file in loras/)")
+    return tags

@@ -1,0 +1,106 @@
+"""Request bodies of the generation endpoints (/txt2img, /img2img, /txt2vid, /upscale).
+
+Defaults are declared here once: the job spec stores the request as understood (seed resolved, images moved
+to files), so what runs, what `GET /queue/{id}` shows and what config.json records all come from these.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from core.request_types import Base64Image, NonNegFloat, NonNegInt, PosInt, Request, Unit
+
+Seed = Annotated[int, Meta(description="below 0: random, resolved when the job is accepted")]
+
+
+class GenerationRequest(Request):
+    """Fields shared by txt2img, img2img and txt2vid (defaults are txt2img's)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: PosInt = 512
+    height: PosInt = 512
+    steps: PosInt = 20
+    cfg_scale: NonNegFloat = 7.0
+    distilled_guidance: NonNegFloat = 3.5
+    eta: NonNegFloat = 0.0
+    shifted_timestep: Annotated[int, Meta(ge=0, le=1000)] = 0
+    seed: Seed = -1
+    sampler: str = "euler_a"
+    scheduler: str = "discrete"
+    batch_count: PosInt = 1
+    clip_skip: int = -1
+    slg_scale: NonNegFloat = 0.0
+    skip_layers: list[NonNegInt] = msgspec.field(default_factory=lambda: [7, 8, 9])
+    slg_start: Unit = 0.01
+    slg_end: Unit = 0.2
+    custom_sigmas: list[float] = []
+    ref_images: list[Base64Image] = []
+    auto_resize_ref_image: bool = True
+    increase_ref_index: bool = False
+    control_image_base64: str | None = None
+    control_strength: Unit = 0.9
+    vae_tiling: bool = False
+    vae_tile_size_x: NonNegInt = 0
+    vae_tile_size_y: NonNegInt = 0
+    vae_tile_overlap: Unit = 0.5
+    easycache: bool = False
+    easycache_threshold: NonNegFloat = 0.2
+    easycache_start: Unit = 0.15
+    easycache_end: Unit = 0.95
+    pm_id_images: list[Base64Image] = []
+    pm_id_embed_path: str = ""
+    pm_style_strength: NonNegFloat = 20.0
+    upscale: bool = False
+    upscale_repeats: PosInt = 1
+    upscale_auto_unload: bool = True
+    # Not in the spec: live previews for this job. None follows the preview settings and previews only
+    # while a WebSocket client watches the job; true forces them (for clients polling
+    # /queue/{id}/preview); false never. Previewed jobs run on sd-cli (sd-server has no previews).
+    preview: bool | None = None
+
+
+class Txt2ImgRequest(GenerationRequest):
+    pass
+
+
+class Img2ImgRequest(GenerationRequest):
+    init_image_base64: Base64Image = ""
+    strength: Unit = 0.75
+    img_cfg_scale: float = -1.0
+    mask_image_base64: str | None = None
+
+
+class Txt2VidRequest(GenerationRequest):
+    width: PosInt = 832
+    height: PosInt = 480
+    steps: PosInt = 30
+    cfg_scale: NonNegFloat = 6.0
+    sampler: str = "euler"
+    video_frames: PosInt = 33
+    fps: PosInt = 16
+    flow_shift: float = 3.0
+    init_image_base64: str | None = None
+    end_image_base64: str | None = None
+    strength: Unit = 0.75
+    control_frames: list[Base64Image] = []
+    high_noise_steps: int = -1
+    high_noise_cfg_scale: NonNegFloat = 7.0
+    high_noise_sampler: str = ""
+    high_noise_distilled_guidance: NonNegFloat = 3.5
+    high_noise_slg_scale: NonNegFloat = 0.0
+    high_noise_skip_layers: list[NonNegInt] = msgspec.field(default_factory=lambda: [7, 8, 9])
+    high_noise_slg_start: Unit = 0.01
+    high_noise_slg_end: Unit = 0.2
+    moe_boundary: Unit = 0.875
+    vace_strength: NonNegFloat = 1.0
+
+
+class UpscaleRequest(Request):
+    image_base64: Base64Image
+    upscale_factor: PosInt = 4
+    tile_size: PosInt = 128
+    repeats: PosInt = 1

@@ -1,0 +1,138 @@
+"""Generation requests become queued jobs.
+
+Submission checks what the request structs cannot (configured limits, the binary's sampler list, LoRA files,
+the loaded model's abilities), decodes input images into the job folder and resolves the seed, so the stored
+spec runs the same after a restart.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import msgspec
+
+from core.errors import BadRequest
+from core.generation.input_images import save_input
+from core.generation.lora_tags import parse_lora_tags
+from core.generation.requests import GenerationRequest, Img2ImgRequest, UpscaleRequest
+from core.generation.specs import GENERATION_JOBS, IMAGE_INPUTS, InputFiles, InputImage, UpscaleJob
+from core.jobs.queue import JobQueue
+from core.jobs.schemas import JobAccepted
+from core.models.architecture import size_multiple
+from core.models.manager import LoadedModel, ModelManager
+from core.models.upscaler import UpscalerManager
+from core.settings import Limits
+from runners.capabilities import Capabilities
+
+MAX_SEED = 2**31 - 1
+VIDEO_FAMILIES = frozenset({"Wan", "SVD"})
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class GenerationSubmitter:
+    def __init__(self, queue: JobQueue, models: ModelManager, upscaler: UpscalerManager,
+                 capabilities: Capabilities, limits: Limits) -> None:
+        self.queue, self.models, self.upscaler = queue, models, upscaler
+        self.capabilities, self.limits = capabilities, limits
+
+    # ------------------------------------------------------------------------------------- validation
+
+    def validate(self, job_type: str, request: GenerationRequest) -> LoadedModel:
+        loaded = self.models.require_loaded()
+        limits = self.limits
+        bounds = {"width": limits.max_width, "height": limits.max_height, "steps": limits.max_steps,
+                  "batch_count": limits.max_batch_count}
+        for field, maximum in bounds.items():
+            if getattr(request, field) > maximum:
+                raise BadRequest(f"{field} must be at most {maximum} (got {getattr(request, field)})")
+        samplers = self.capabilities.samplers
+        for field, allowed in (("sampler", samplers), ("scheduler", self.capabilities.schedulers),
+                               ("high_noise_sampler", samplers)):
+            value = getattr(request, field, "")
+            if value and value not in allowed:
+                raise BadRequest(f"{field} '{value}' is not supported by this sd.cpp build; use one of: {', '.join(allowed)}")
+        if request.slg_start >= request.slg_end and request.slg_scale > 0:
+            raise BadRequest("slg_start must be below slg_end")
+        if request.easycache and not request.easycache_start < request.easycache_end:
+            raise BadRequest("easycache_start must be below easycache_end")
+        if isinstance(request, Img2ImgRequest) and not request.init_image_base64:
+            raise BadRequest("init_image_base64 is required for img2img")
+        architecture = loaded.architecture
+        multiple = size_multiple(architecture)
+        if multiple and architecture and (request.width % multiple or request.height % multiple):
+            rounded = (-(-request.width // multiple) * multiple, -(-request.height // multiple) * multiple)
+            raise BadRequest(f"width and height must be multiples of {multiple} for {architecture.variant} "
+                             f"(sd.cpp would silently make {request.width}x{request.height} into "
+                             f"{rounded[0]}x{rounded[1]})")
+        if job_type == "txt2vid" and (architecture is None or architecture.family not in VIDEO_FAMILIES):
+            name = architecture.variant if architecture else "an unrecognised architecture"
+            raise BadRequest(f"txt2vid needs a video model (Wan); the loaded model is {name}")
+        if request.upscale:
+            self.upscaler.require_loaded()
+        return loaded
+
+    # ----------------------------------------------------------------------------------------- inputs
+
+    def _save_inputs(self, request: msgspec.Struct, job_dir: Path) -> InputFiles:
+        """Decode every input image into job_dir/inputs. Blocking (decoding): run off the event loop."""
+        limits = self.limits
+        saved: dict[str, InputImage | list[InputImage]] = {}
+        for image_input in IMAGE_INPUTS:
+            data = getattr(request, image_input.field, None)
+            if not data:
+                continue
+            if image_input.many:
+                files = []
+                for index, item in enumerate(data):
+                    relative = f"inputs/{image_input.field}/{index:04d}.png"
+                    size = save_input(item, f"{image_input.field}[{index}]", job_dir / relative,
+                                      limits.max_image_bytes, limits.max_image_pixels, image_input.mode)
+                    files.append(InputImage(relative, *size))
+                saved[image_input.target] = files
+            else:
+                relative = f"inputs/{image_input.target}.png"
+                size = save_input(data, image_input.field, job_dir / relative, limits.max_image_bytes,
+                                  limits.max_image_pixels, image_input.mode)
+                saved[image_input.target] = InputImage(relative, *size)
+        return InputFiles(**saved)  # type: ignore[arg-type]
+
+    async def _with_inputs(self, request: S, job_id: str) -> tuple[S, InputFiles]:
+        """The request with its images moved to files (the spec stores paths, not base64)."""
+        job_dir = self.queue.output_root / job_id
+        try:
+            inputs = await anyio.to_thread.run_sync(self._save_inputs, request, job_dir)
+        except BaseException:
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(job_dir, ignore_errors=True))
+            raise
+        cleared = {i.field: [] if i.many else "" for i in IMAGE_INPUTS if hasattr(request, i.field)}
+        return msgspec.structs.replace(request, **cleared), inputs
+
+    # ------------------------------------------------------------------------------------- submission
+
+    async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted:
+        self.validate(job_type, request)
+        await anyio.to_thread.run_sync(parse_lora_tags, request.prompt, self.models.library.folder_of("lora"))
+        job_id = self.queue.new_job_id()
+        stored, inputs = await self._with_inputs(request, job_id)
+        if request.seed < 0:
+            stored = msgspec.structs.replace(stored, seed=random.randint(0, MAX_SEED))
+        spec = GENERATION_JOBS[job_type](request=stored, inputs=inputs)
+        return await self.queue.submit(spec, job_id)  # type: ignore[arg-type]
+
+    async def submit_upscale(self, request: UpscaleRequest) -> JobAccepted:
+        upscaler = self.upscaler.require_loaded()
+        passes = request.repeats
+        if request.upscale_factor != upscaler.scale ** passes:
+            # With repeats 1, a factor that is a power of the model's scale sets the number of passes.
+            achievable = {upscaler.scale ** k: k for k in range(1, 5)}
+            if request.repeats != 1 or request.upscale_factor not in achievable:
+                raise BadRequest(f"upscale_factor {request.upscale_factor} is not reachable: the loaded upscaler "
+                                 f"scales x{upscaler.scale} per pass (repeats {request.repeats})")
+            passes = achievable[request.upscale_factor]
+        job_id = self.queue.new_job_id()
+        stored, inputs = await self._with_inputs(request, job_id)
+        return await self.queue.submit(UpscaleJob(request=stored, passes=passes, inputs=inputs), job_id)

@@ -1,0 +1,240 @@
+"""The durable FIFO job queue and its workers, one per lane.
+
+Every job is committed to the store before its 202 is sent, and every status change is committed as it
+happens; progress lives in memory while a job runs. Pending and processing jobs are also kept in memory (they
+are few); finished ones are read from the store, so the cost of a status change does not grow with history.
+After a restart pending jobs run again, and a job that was processing is failed (it is never re-run blindly:
+it may be what crashed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import shutil
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Awaitable, Callable, get_args
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from core.errors import BadRequest, NotFound, ServiceError
+from core.events.bus import EventBus, utc_timestamp
+from core.events.types import JobAdded, JobCancelled, JobProgress, JobStatusChanged
+from core.jobs.schemas import TERMINAL, Job, JobAccepted, JobStatus, Lane, Progress, QueueListing, QueueQuery
+from core.jobs.specs import JobRecord, JobSpec
+from core.store import Store
+from runners.progress import SamplingStep
+
+log = logging.getLogger("sdcpp_restapi")
+INTERRUPTED = "Interrupted by a server restart while processing; not re-run automatically"
+LANES: tuple[Lane, ...] = get_args(Lane)
+
+
+class Retention(msgspec.Struct, forbid_unknown_fields=True):
+    """How much finished history to keep. Off by default: every job is kept."""
+
+    max_jobs: int = 0  # keep the newest N finished jobs (0: no limit)
+    max_age_days: float = 0.0  # forget finished jobs created longer ago (0: no limit)
+    delete_outputs: bool = False  # also delete a forgotten job's output folder (else it stays on disk)
+
+    @property
+    def active(self) -> bool:
+        return self.max_jobs > 0 or self.max_age_days > 0
+
+
+class JobFailed(Exception):
+    """A job's run failed; the message is the reason shown in the job's `error`."""
+
+
+ProgressReport = Callable[[SamplingStep], None]
+Executor = Callable[[JobRecord, ProgressReport], Awaitable[list[str]]]
+
+
+class JobQueue:
+    def __init__(self, store: Store, output_root: Path, bus: EventBus, retention: Retention | None = None) -> None:
+        self.store = store
+        self.output_root = output_root
+        self.bus = bus
+        self.retention = retention or Retention()
+        self.active: dict[str, JobRecord] = {}  # pending and processing jobs, in submission order
+        self.counts: Counter[str] = Counter()  # jobs per status over the whole history
+        self._lanes: dict[Lane, tuple[MemoryObjectSendStream[str], MemoryObjectReceiveStream[str]]] = {
+            lane: anyio.create_memory_object_stream[str](math.inf) for lane in LANES}
+        self._running: dict[Lane, tuple[str, anyio.CancelScope]] = {}
+
+    # ------------------------------------------------------------------------------------- durability
+
+    async def restore(self) -> None:
+        """Fail the jobs a restart interrupted, queue the pending ones again, apply the retention."""
+        now = utc_timestamp()
+        for record in await self.store.active_jobs():
+            job = record.job
+            if job.status == "processing" or record.spec is None:
+                job.status, job.completed_at = "failed", now
+                job.error = INTERRUPTED if record.spec else "Its spec could not be read after an upgrade"
+                await self.store.save_job(record)
+                continue
+            self.active[job.job_id] = record
+            self._enqueue(record)
+        self.counts = Counter(await self.store.status_counts())
+        await self.apply_retention()
+
+    async def apply_retention(self) -> None:
+        if not self.retention.active:
+            return
+        cutoff = None
+        if self.retention.max_age_days > 0:
+            moment = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=self.retention.max_age_days)
+            cutoff = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        forgotten = await self.store.prune_finished(self.retention.max_jobs, cutoff)
+        if not forgotten:
+            return
+        self.counts = Counter(await self.store.status_counts())
+        if self.retention.delete_outputs:
+            await anyio.to_thread.run_sync(self._delete_outputs, forgotten)
+        log.info("retention: forgot %d finished job(s)%s", len(forgotten),
+                 " and deleted their outputs" if self.retention.delete_outputs else "")
+
+    def _delete_outputs(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            if Path(job_id).name == job_id and job_id not in (".", ".."):
+                shutil.rmtree(self.output_root / job_id, ignore_errors=True)
+
+    # ----------------------------------------------------------------------------------------- queries
+
+    async def record(self, job_id: str) -> JobRecord | None:
+        return self.active.get(job_id) or await self.store.job(job_id)
+
+    async def get(self, job_id: str) -> Job:
+        record = await self.record(job_id)
+        if record is None:
+            raise NotFound("Job not found")
+        return record.job
+
+    def _enqueue(self, record: JobRecord) -> None:
+        assert record.spec is not None
+        self._lanes[record.spec.lane][0].send_nowait(record.job.job_id)
+
+    def position(self, job_id: str) -> int:
+        """1-based place among the pending jobs of the same lane (0 once it runs)."""
+        record = self.active.get(job_id)
+        if record is None or record.spec is None or record.job.status != "pending":
+            return 0
+        lane = record.spec.lane
+        pending = [r.job.job_id for r in self.active.values()
+                   if r.job.status == "pending" and r.spec is not None and r.spec.lane == lane]
+        return pending.index(job_id) + 1
+
+    def count(self, status: JobStatus) -> int:
+        return self.counts[status]
+
+    async def listing(self, query: QueueQuery = QueueQuery()) -> QueueListing:
+        jobs, matched = await self.store.list_jobs(query)
+        live = [self.active[job.job_id].job if job.job_id in self.active else job for job in jobs]
+        return QueueListing(self.count("pending"), self.count("processing"), self.count("completed"),
+                            self.count("failed"), sum(self.counts.values()), live, self.count("cancelled"),
+                            matched if query.filtered or query.limit is not None else None)
+
+    # ---------------------------------------------------------------------------------------- commands
+
+    @staticmethod
+    def new_job_id() -> str:
+        return str(uuid.uuid4())
+
+    async def submit(self, spec: JobSpec, job_id: str | None = None) -> JobAccepted:
+        """Commit the job to the store, then queue it: once this returns, the job survives a SIGKILL."""
+        job = Job(job_id=job_id or self.new_job_id(), type=spec.job_type, status="pending",
+                  progress=Progress(total_images=spec.total_images), created_at=utc_timestamp(), params=spec.params())
+        record = JobRecord(job, spec)
+        await self.store.add_job(record)
+        self.active[job.job_id] = record
+        self.counts["pending"] += 1
+        self._enqueue(record)
+        position = self.position(job.job_id)
+        self.bus.publish(JobAdded(job.job_id, job.type, position))
+        return JobAccepted(job.job_id, "pending", position)
+
+    async def cancel(self, job_id: str) -> None:
+        record = self.active.get(job_id)
+        if record is None or record.spec is None:
+            raise BadRequest("Cannot cancel job (not found or already processing)")
+        running = self._running.get(record.spec.lane)
+        if record.job.status == "processing" and running and running[0] == job_id:
+            running[1].cancel()  # the worker kills the process group and records the cancellation
+            return
+        await self._set_status(record, "cancelled")
+        self.bus.publish(JobCancelled(job_id))
+
+    async def _set_status(self, record: JobRecord, status: JobStatus, error: str | None = None) -> None:
+        job = record.job
+        previous, job.status = job.status, status
+        now = utc_timestamp()
+        if status == "processing":
+            job.started_at = now
+        elif status in TERMINAL:
+            job.completed_at = now
+        if error is not None:
+            job.error = error
+        with anyio.CancelScope(shield=True):  # a status change is always recorded, even while cancelling
+            await self.store.save_job(record)
+        self.counts[previous] -= 1
+        self.counts[status] += 1
+        if status in TERMINAL:
+            self.active.pop(job.job_id, None)
+        self.bus.publish(JobStatusChanged(job.job_id, status, previous, list(job.outputs)))
+        if status in TERMINAL:
+            await self.apply_retention()
+
+    # ------------------------------------------------------------------------------------------ worker
+
+    def _report(self, job: Job) -> ProgressReport:
+        def report(step: SamplingStep) -> None:
+            progress = job.progress
+            progress.step, progress.total_steps, progress.current_image = step.step, step.total, step.image_index
+            progress.all_steps = step.total * progress.total_images
+            progress.current_all_steps = step.image_index * step.total + step.step
+            progress.percentage = round(100.0 * progress.current_all_steps / max(progress.all_steps, 1), 2)
+            self.bus.publish(JobProgress(job.job_id, step.step, step.total, step.image_index, progress.total_images,
+                                         progress.percentage))
+        return report
+
+    async def run_worker(self, execute: Executor, lane: Lane = "generation") -> None:
+        """Process the lane's jobs one at a time, forever (until the surrounding task group is cancelled)."""
+        async for job_id in self._lanes[lane][1]:
+            record = self.active.get(job_id)
+            if record is None or record.job.status != "pending":
+                continue  # cancelled while waiting
+            await self._run_one(record, execute, lane)
+
+    async def _run_one(self, record: JobRecord, execute: Executor, lane: Lane) -> None:
+        job = record.job
+        await self._set_status(record, "processing")
+        scope = anyio.CancelScope()
+        self._running[lane] = (job.job_id, scope)
+        outcome: tuple[JobStatus, str | None]
+        try:
+            with scope:
+                job.outputs = await execute(record, self._report(job))
+                progress = job.progress
+                if progress.all_steps:
+                    progress.current_all_steps, progress.step = progress.all_steps, progress.total_steps
+                    progress.current_image = progress.total_images - 1
+                progress.percentage = 100.0
+                outcome = ("completed", None)
+            if scope.cancel_called:
+                outcome = ("cancelled", "Cancelled by client while processing")
+        except (JobFailed, ServiceError) as exc:
+            outcome = ("failed", str(exc))
+        except Exception as exc:  # a bug must fail the job, not the worker
+            log.exception("job %s failed with an internal error", job.job_id)
+            outcome = ("failed", f"Internal error: {type(exc).__name__}: {exc}")
+        finally:
+            del self._running[lane]
+        await self._set_status(record, *outcome)
+        if outcome[0] == "cancelled":
+            self.bus.publish(JobCancelled(job.job_id))

@@ -1,0 +1,101 @@
+"""The job as clients see it (`GET /queue`, `GET /queue/{id}`), and the base of every job type's spec."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, cast
+
+import msgspec
+from msgspec import Meta
+
+JobType = Literal["txt2img", "img2img", "txt2vid", "upscale", "convert", "download", "hash"]
+JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
+Lane = Literal["generation", "downloads"]
+ACTIVE: frozenset[str] = frozenset({"pending", "processing"})
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class JobSpecBase(msgspec.Struct, tag_field="type"):
+    """What a job of one type needs to run, stored with the job (one subclass per type, tagged by `type`)."""
+
+    # Jobs run one at a time per lane: downloads (network-bound) never hold up generation.
+    lane: ClassVar[Lane] = "generation"
+
+    def params(self) -> dict[str, object]:
+        """The job's parameters as clients see them in `params` (the request as understood)."""
+        raise NotImplementedError
+
+    @property
+    def job_type(self) -> JobType:
+        return cast(JobType, self.__struct_config__.tag)
+
+    @property
+    def total_images(self) -> int:
+        return 1
+
+    @property
+    def prompt(self) -> str:
+        """What `GET /queue?search=` matches."""
+        return ""
+
+
+class Progress(msgspec.Struct):
+    step: int = 0
+    total_steps: int = 0
+    current_image: int = 0
+    total_images: int = 1
+    all_steps: int = 0
+    current_all_steps: int = 0
+    percentage: float = 0.0
+
+
+class Job(msgspec.Struct, omit_defaults=True):
+    job_id: str
+    type: JobType
+    status: JobStatus
+    progress: Progress
+    created_at: str
+    outputs: list[str] = []
+    # The request as understood (seed resolved, input images replaced by their saved files): free-form by
+    # the contract, built by the job type's spec.
+    params: dict[str, object] = {}
+    started_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = None
+
+
+class JobAccepted(msgspec.Struct):
+    job_id: str
+    status: JobStatus
+    position: int
+
+
+class QueueListing(msgspec.Struct, omit_defaults=True):
+    """Counts cover the whole history; `items` is the window the query asked for, oldest first."""
+
+    pending_count: int
+    processing_count: int
+    completed_count: int
+    failed_count: int
+    total_count: int
+    items: list[Job]
+    cancelled_count: int = 0
+    matched_count: int | None = None  # jobs matching the filters, when a filter or a limit was given
+
+
+DEFAULT_FINISHED_LISTED = 100
+
+
+class QueueQuery(msgspec.Struct, frozen=True):
+    """`GET /queue` filters. Without `limit`: every pending and processing job plus the newest
+    DEFAULT_FINISHED_LISTED finished ones. With `limit`: pages counted back from the newest matching job
+    (`offset` skips that many newer ones); `limit=0` lists every matching job."""
+
+    status: tuple[JobStatus, ...] = ()
+    type: tuple[JobType, ...] = ()
+    search: str = ""
+    limit: Annotated[int, Meta(ge=0)] | None = None
+    offset: Annotated[int, Meta(ge=0)] = 0
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.status or self.type or self.search)

@@ -1,0 +1,104 @@
+"""The model folders on disk: listing with filters, and resolving a (type, name) to a file safely."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import msgspec
+
+from core.errors import BadRequest, NotFound
+from core.models.schemas import ModelEntry, ModelListing, ModelPaths
+from core.models.types import BY_NAME, MODEL_EXTENSIONS, MODEL_TYPES, ModelType
+from core.safe_paths import resolve_inside, stat_inside
+
+if TYPE_CHECKING:
+    from core.models.hashing import HashCache
+    from core.models.manager import LoadedModel
+
+# Folder key -> its key in GET /models/paths (the spec's example says "lora" and "controlnet").
+PATH_KEYS = {"checkpoints": "checkpoints", "diffusion_models": "diffusion_models", "vae": "vae", "loras": "lora",
+             "clip": "clip", "t5": "t5", "embeddings": "embeddings", "controlnet": "controlnet", "llm": "llm",
+             "esrgan": "esrgan", "taesd": "taesd"}
+
+
+class ModelFile(msgspec.Struct, frozen=True):
+    type: str
+    name: str  # path relative to the type's folder, with '/' separators
+    path: Path
+    size_bytes: int
+    mtime_ns: int
+
+
+class ModelLibrary:
+    def __init__(self, folders: dict[str, Path]) -> None:
+        self.folders = folders  # keyed by ModelType.folder
+
+    def folder_of(self, model_type: str, field: str = "model_type") -> Path:
+        kind = self.model_type(model_type, field)
+        return self.folders[kind.folder]
+
+    @staticmethod
+    def model_type(name: str, field: str = "model_type") -> ModelType:
+        kind = BY_NAME.get(name)
+        if kind is None:
+            raise BadRequest(f"{field} must be one of {', '.join(BY_NAME)}; got '{name}'")
+        return kind
+
+    def resolve(self, model_type: str, name: str, field: str) -> Path:
+        """The file for `name` inside the type's folder: 400 for unsafe names, 404 if missing."""
+        root = self.folder_of(model_type)
+        path = resolve_inside(root, name, field)
+        if not path.is_file():
+            raise NotFound(f"Model not found: {name}")
+        return path
+
+    def scan(self, kind: ModelType) -> list[ModelFile]:
+        """All model files under the type's folder, recursively, sorted by name. Blocking: run off-loop."""
+        root = self.folders[kind.folder]
+        if not root.is_dir():
+            return []
+        real_root = root.resolve()
+        found: list[ModelFile] = []
+        for directory, subdirs, files in os.walk(root, followlinks=False):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            for file_name in files:
+                path = Path(directory) / file_name
+                if path.suffix.lower() not in MODEL_EXTENSIONS or file_name.startswith("."):
+                    continue
+                stat = stat_inside(path, real_root)
+                if stat is None:
+                    continue
+                found.append(ModelFile(kind.name, path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
+        return sorted(found, key=lambda f: f.name.lower())
+
+    def scan_all(self) -> dict[str, list[ModelFile]]:
+        return {kind.name: self.scan(kind) for kind in MODEL_TYPES}
+
+    def paths(self) -> ModelPaths:
+        return ModelPaths(**{PATH_KEYS[folder]: str(path) for folder, path in self.folders.items()})
+
+    async def listing(self, hashes: HashCache, loaded: LoadedModel | None, type_filter: str | None,
+                      extension: str | None, search: str | None) -> ModelListing:
+        """GET /models: every type's list (filtered), with known hashes and which model is loaded."""
+        wanted_type = self.model_type(type_filter, "type").name if type_filter else None
+        wanted_ext = ("." + extension.lower().lstrip(".")) if extension else None
+        needle = (search or "").lower()
+        scanned = await anyio.to_thread.run_sync(self.scan_all)
+        loaded_key = (loaded.request.model_type, loaded.name) if loaded else None
+        lists: dict[str, list[ModelEntry]] = {}
+        for kind in MODEL_TYPES:
+            lists[kind.list_key] = [
+                ModelEntry(name=model.name, type=kind.name, file_extension=model.path.suffix.lower(),
+                           size_bytes=model.size_bytes, hash=hashes.known(model.path, model.size_bytes, model.mtime_ns),
+                           is_loaded=((kind.name, model.name) == loaded_key) if kind.loadable else None)
+                for model in scanned[kind.name]
+                if wanted_type in (None, kind.name) and not (wanted_ext and model.path.suffix.lower() != wanted_ext)
+                and not (needle and needle not in model.name.lower())]
+        filters = {"type": type_filter, "extension": extension, "search": search}
+        applied = {key: value for key, value in filters.items() if value}
+        return ModelListing(**lists, loaded_model=loaded.name if loaded else None,  # type: ignore[arg-type]
+                            loaded_model_type=loaded.request.model_type if loaded else None,
+                            applied_filters=applied or None)

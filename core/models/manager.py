@@ -1,0 +1,204 @@
+"""Which model is loaded, with which components and options, and its resident sd-server.
+
+"Loaded" means loaded: a load starts an sd-server with the model's flags on a private loopback port and
+keeps it for the following jobs. Unload stops it. A job holds `in_use` while it runs, so a load or unload
+waits for the running job instead of pulling the model from under it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from core.errors import BadRequest, NotFound, ServiceError
+from core.events.bus import EventBus
+from core.events.types import ModelLoaded, ModelLoadingProgress, ModelUnloaded
+from core.models.architecture import PRESETS, Architecture, UnreadableModel, detect_file, missing_components
+from core.models.library import ModelLibrary
+from core.models.schemas import COMPONENT_FIELDS, LoadedComponents, LoadModelRequest
+from core.store import Store
+from runners.flags import FlagSource, build_argv
+from runners.options import CONTEXT_FLAGS
+from runners.progress import Bar, LogLine, Piece
+from runners.sdserver import ResidentServer, ServerFailed
+
+LOADED_MODEL_KEY = "loaded_model"  # the load request, restored after a restart
+
+# Load-request field -> model type whose folder holds it.
+COMPONENT_TYPES: dict[str, str] = {
+    "vae": "vae",
+    "clip_l": "clip",
+    "clip_g": "clip",
+    "clip_vision": "clip",
+    "t5xxl": "t5",
+    "controlnet": "controlnet",
+    "llm": "llm",
+    "llm_vision": "llm",
+    "taesd": "taesd",
+    "high_noise_diffusion_model": "diffusion",
+    "photo_maker": "checkpoint",
+}
+
+
+class LoadFailed(ServiceError):
+    status = 500
+
+
+class LoadedModel(msgspec.Struct):
+    request: LoadModelRequest
+    # Flag source for runners.options.CONTEXT_FLAGS: role -> file path, plus the load options.
+    context: FlagSource
+    architecture: Architecture | None = None
+
+    @property
+    def name(self) -> str:
+        return self.request.model_name or ""
+
+    def components(self) -> LoadedComponents:
+        return LoadedComponents(**{field: getattr(self.request, field) for field in COMPONENT_FIELDS})
+
+
+class ModelManager:
+    def __init__(self, library: ModelLibrary, bus: EventBus, store: Store, sd_server: Path,
+                 ready_timeout_s: float = 600.0) -> None:
+        self.library = library
+        self.store = store
+        self.bus = bus
+        self.sd_server = sd_server
+        self.ready_timeout_s = ready_timeout_s
+        self.loaded: LoadedModel | None = None
+        self.server: ResidentServer | None = None
+        self.loading_name: str | None = None
+        self.last_error: str | None = None
+        self.in_use = anyio.Lock()
+        self.task_group: TaskGroup | None = None  # set by the service: resident servers live in it
+
+    # --------------------------------------------------------------------------------- resolution
+
+    def resolve_context(self, request: LoadModelRequest) -> tuple[FlagSource, Architecture | None]:
+        """Every named file resolved safely in its folder, and the main model's architecture.
+        Blocking (reads file headers): run off the event loop."""
+        if not request.model_name:
+            raise BadRequest("model_name is required")
+        try:
+            main = self.library.resolve(request.model_type, request.model_name, "model_name")
+        except NotFound:
+            raise LoadFailed(f"Internal error: Model not found: {request.model_name}") from None
+        context: dict[str, object] = {request.model_type: str(main)}
+        for field, model_type in COMPONENT_TYPES.items():
+            name = getattr(request, field)
+            if name:
+                try:
+                    context[field] = str(self.library.resolve(model_type, name, field))
+                except NotFound:
+                    raise BadRequest(f"{field}: model not found in the {model_type} folder: {name}") from None
+        diffusion_only = request.model_type == "diffusion"
+        try:
+            architecture = detect_file(main, diffusion_only)
+        except UnreadableModel:
+            architecture = None  # torch pickles are not inspected; sd.cpp itself decides at load
+        if architecture is not None:
+            missing = missing_components(architecture.family, set(context), diffusion_only)
+            if missing:
+                raise BadRequest(f"{architecture.variant} needs {', '.join(missing)}: add "
+                                 f"{' and '.join(repr(m) for m in missing)} to the load request")
+        context.update(msgspec.to_builtins(request.options))
+        context["lora_dir"] = str(self.library.folder_of("lora"))
+        embeddings = self.library.folder_of("embedding")
+        if embeddings.is_dir():
+            context["embeddings_dir"] = str(embeddings)
+        return context, architecture
+
+    # --------------------------------------------------------------------------------- life cycle
+
+    def _loading_listener(self, name: str) -> Callable[[Piece], None]:
+        def listen(piece: Piece) -> None:
+            if isinstance(piece, Bar) and piece.unit in ("MB/s", "GB/s"):
+                self.bus.publish(ModelLoadingProgress(name, step=piece.step, total_steps=piece.total,
+                                                      percentage=round(100.0 * piece.step / max(piece.total, 1), 1)))
+            elif isinstance(piece, LogLine) and piece.message.startswith("loading "):
+                self.bus.publish(ModelLoadingProgress(name, message=piece.message))
+        return listen
+
+    async def _start_server(self, loaded: LoadedModel) -> ResidentServer:
+        assert self.task_group is not None, "the service must be running"
+        server = ResidentServer([str(self.sd_server), *build_argv(CONTEXT_FLAGS, loaded.context)], self.ready_timeout_s)
+        server.listener = self._loading_listener(loaded.name)
+        try:
+            await self.task_group.start(server.run)
+        finally:
+            server.listener = None
+        return server
+
+    async def stop_server(self) -> None:
+        """Stop the resident server (on unload, shutdown, or to cancel its running job: sd-server cannot
+        cancel one); `ensure_server` starts it again for the next job while a model is loaded."""
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
+
+    async def load(self, request: LoadModelRequest) -> LoadedModel:
+        self.loading_name = request.model_name
+        try:
+            async with self.in_use:
+                self.bus.publish(ModelLoadingProgress(request.model_name, message="starting"))
+                try:
+                    context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
+                except ServiceError as exc:
+                    self.last_error = exc.message
+                    raise
+                loaded = LoadedModel(request, context, architecture)
+                await self._unload_locked()
+                try:
+                    self.server = await self._start_server(loaded)
+                except ServerFailed as exc:
+                    self.last_error = f"Failed to load model: {request.model_name}: {exc}"
+                    raise LoadFailed(self.last_error) from None
+                self.loaded, self.last_error = loaded, None
+        finally:
+            self.loading_name = None
+            with anyio.CancelScope(shield=True):
+                await self.store.set_value(LOADED_MODEL_KEY, self.loaded.request if self.loaded else None)
+        self.bus.publish(ModelLoaded(loaded.name, request.model_type, architecture.variant if architecture else None))
+        return loaded
+
+    async def _unload_locked(self) -> None:
+        await self.stop_server()
+        if self.loaded is not None:
+            name, self.loaded = self.loaded.name, None
+            self.bus.publish(ModelUnloaded(name))
+
+    async def unload(self) -> None:
+        async with self.in_use:
+            await self._unload_locked()
+            await self.store.set_value(LOADED_MODEL_KEY, None)
+
+    async def restore(self) -> LoadModelRequest | None:
+        """The model that was loaded when the server last stopped (loaded again by the service)."""
+        return await self.store.value(LOADED_MODEL_KEY, LoadModelRequest)
+
+    async def ensure_server(self) -> ResidentServer:
+        """The resident server of the loaded model, restarted if it died or was stopped (call with in_use)."""
+        loaded = self.require_loaded()
+        if self.server is None or not self.server.alive:
+            try:
+                self.server = await self._start_server(loaded)
+            except ServerFailed as exc:
+                self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
+                raise LoadFailed(self.last_error) from None
+        return self.server
+
+    # ------------------------------------------------------------------------------------- queries
+
+    def require_loaded(self) -> LoadedModel:
+        if self.loaded is None:
+            raise BadRequest("No model loaded")
+        return self.loaded
+
+    def preset_name(self) -> str | None:
+        architecture = self.loaded.architecture if self.loaded else None
+        return architecture.family if architecture and architecture.family in PRESETS else None

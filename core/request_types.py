@@ -1,0 +1,35 @@
+"""Building blocks of the request structs: the request base and constrained scalar types.
+
+Static rules (types, ranges, enums) live in the structs as msgspec metadata, so decoding a body already checks
+them, the error names the field, and the OpenAPI document shows them. Rules that depend on configuration
+(size limits, the binary's sampler list, model folders) are checked by the feature that owns them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+NonNegInt = Annotated[int, Meta(ge=0)]
+PosInt = Annotated[int, Meta(ge=1)]
+Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
+NonNegFloat = Annotated[float, Meta(ge=0.0)]
+NonEmptyStr = Annotated[str, Meta(min_length=1)]
+Base64Image = Annotated[str, Meta(description="base64 image, plain or as a data: URL")]
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=False):
+    """Base of request bodies: unknown fields are ignored, as A1111 and ComfyUI clients expect."""
+
+
+class SuccessMessage(msgspec.Struct):
+    success: bool
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    """Every 4xx and 5xx: `{"error": "<field>: <rule>"}` or a sentence saying what went wrong."""
+
+    error: str

@@ -1,0 +1,44 @@
+"""Resolve client-supplied names strictly inside a folder: no `..`, no absolute paths, no symlink escapes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from core.errors import BadRequest
+
+
+def check_relative(name: str, field: str) -> PurePosixPath:
+    """The name as a clean relative path, or BadRequest naming the field and the rule it broke."""
+    if not name:
+        raise BadRequest(f"{field} must not be empty")
+    if "\x00" in name:
+        raise BadRequest(f"{field} must not contain NUL characters")
+    if "\\" in name:
+        raise BadRequest(f"{field} must use '/' as separator, not '\\'")
+    if name.startswith("/") or PureWindowsPath(name).drive:
+        raise BadRequest(f"{field} must be a path relative to its folder, not an absolute path")
+    relative = PurePosixPath(name)
+    if ".." in relative.parts:
+        raise BadRequest(f"{field} must not contain '..'")
+    return relative
+
+
+def stat_inside(path: Path, real_root: Path) -> os.stat_result | None:
+    """The file's stat if it resolves inside `real_root` (an already resolved folder); None for a symlink
+    that leaves it, or anything unreadable. Listings use it so they never offer an escaping entry."""
+    try:
+        if not path.resolve().is_relative_to(real_root):
+            return None
+        return path.stat()
+    except OSError:
+        return None
+
+
+def resolve_inside(root: Path, name: str, field: str) -> Path:
+    """`root/name` with symlinks resolved, refused (400) if it would leave `root`."""
+    relative = check_relative(name, field)
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise BadRequest(f"{field} resolves outside its folder (symlink leaving {root.name}/)")
+    return resolved

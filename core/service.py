@@ -1,0 +1,162 @@
+"""The assembled service: settings -> store, library, model manager, upscaler, queue, generation and the other
+features; start-up restores the queue and the model and upscaler that were loaded."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import anyio
+
+from core.events.bus import Event, EventBus, stamp
+from core.events.stream import EventHub
+from core.events.types import ServerStatus
+from core.generation.engine import GenerationEngine
+from core.generation.previews import PreviewStore
+from core.generation.specs import GenerationJob, UpscaleJob
+from core.generation.submit import GenerationSubmitter
+from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
+from core.jobs.specs import JobRecord
+from core.models.conversion import ConversionService
+from core.models.downloads import DownloadService
+from core.models.hashing import HashCache
+from core.models.library import ModelLibrary
+from core.models.manager import ModelManager
+from core.models.specs import ConvertJob, DownloadJob, HashJob
+from core.models.upscaler import UpscalerManager
+from core.output.folder import OutputFolder
+from core.prompt_help.features import Assistant, PromptEnhancer
+from core.settings import Settings
+from core.store.legacy_json import import_legacy_files
+from core.store.sqlite import STORE_FILE, SqliteStore
+from runners.binaries import Binaries, locate_binaries
+from runners.capabilities import Capabilities, read_capabilities
+from runners.process import CHILDREN
+
+log = logging.getLogger("sdcpp_restapi")
+
+
+class Service:
+    def __init__(self, settings: Settings, binaries: Binaries, capabilities: Capabilities, store: SqliteStore) -> None:
+        self.settings = settings
+        self.binaries = binaries
+        self.capabilities = capabilities
+        self.store = store
+        self.bus = EventBus()
+        self.hub = EventHub(self.bus)
+        self.started_monotonic = time.monotonic()
+        self.output_root: Path = settings.output_root()
+        self.library = ModelLibrary(settings.model_folders())
+        self.models = ModelManager(self.library, self.bus, store, binaries.sd_server, settings.load_timeout_s)
+        self.upscaler = UpscalerManager(self.library, self.bus, store)
+        self.hashes = HashCache(store)
+        self.previews = PreviewStore(store)
+        self.output = OutputFolder(self.output_root)
+        self.queue = JobQueue(store, self.output_root, self.bus, settings.retention)
+        self.generation = GenerationSubmitter(self.queue, self.models, self.upscaler, capabilities, settings.limits)
+        self.engine = GenerationEngine(self.queue, self.models, self.upscaler, binaries.sd_cli, self.previews,
+                                       self.hub.watching, self.bus)
+        self.enhancer = PromptEnhancer(store, settings.ollama)
+        self.assistant = Assistant(store, settings.assistant)
+        self.conversion = ConversionService(self.queue, self.library, binaries.sd_cli, capabilities)
+        self.downloads = DownloadService(self.queue, self.library, self.hashes, settings.downloads)
+
+    async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
+        """The queue workers' executor: each job type to the feature that runs it."""
+        spec = record.spec
+        if isinstance(spec, (GenerationJob, UpscaleJob)):
+            return await self.engine.execute(record, report)
+        if isinstance(spec, ConvertJob):
+            return await self.conversion.execute(spec)
+        if isinstance(spec, DownloadJob):
+            return await self.downloads.download(spec, report)
+        if isinstance(spec, HashJob):
+            return await self.downloads.check_hash(spec, record.job.params)
+        raise JobFailed(f"no executor for {record.job.type} jobs")
+
+    def status(self) -> ServerStatus:
+        counts = self.queue.counts
+        loaded = self.models.loaded
+        return ServerStatus(
+            pending_count=counts["pending"], processing_count=counts["processing"],
+            completed_count=counts["completed"], failed_count=counts["failed"], total_count=sum(counts.values()),
+            model_loaded=loaded is not None, model_name=loaded.name if loaded else None,
+            model_loading=self.models.loading_name is not None, upscaler_loaded=self.upscaler.loaded is not None,
+            uptime_seconds=round(time.monotonic() - self.started_monotonic, 1))
+
+    def status_event(self) -> Event:
+        return stamp(self.status())
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.status_interval_s)
+            self.bus.publish(self.status())
+
+    async def _restore(self) -> None:
+        await self.hashes.restore()
+        await self.previews.restore()
+        await self.enhancer.restore()
+        await self.assistant.restore()
+        await self.queue.restore()
+        if upscaler := await self.upscaler.restore():
+            try:
+                await self.upscaler.load(upscaler)
+            except Exception as exc:
+                log.warning("could not restore upscaler %s: %s", upscaler.model_name, exc)
+        if model := await self.models.restore():
+            try:
+                await self.models.load(model)
+                log.info("restored loaded model %s", model.model_name)
+            except Exception as exc:  # the model may have been removed meanwhile: start without it
+                log.warning("could not restore model %s: %s", model.model_name, exc)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator["Service"]:
+        """Restore state, run the workers while the context is open; on exit stop the workers and any
+        resident sd-server."""
+        await anyio.to_thread.run_sync(self._prepare_folders)
+        CHILDREN.configure(self.store)
+        if stale := await anyio.to_thread.run_sync(CHILDREN.reap_stale):
+            log.warning("killed %d sd.cpp process(es) left by a previous run: %s", len(stale), stale)
+        async with anyio.create_task_group() as tasks:
+            self.models.task_group = tasks
+            await self._restore()
+            for lane in LANES:
+                tasks.start_soon(self.queue.run_worker, self.execute, lane)
+            tasks.start_soon(self._heartbeat)
+            try:
+                yield self
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.models.stop_server()
+                tasks.cancel_scope.cancel()
+        CHILDREN.configure(None)
+        await anyio.to_thread.run_sync(self.store.close)
+
+    def _prepare_folders(self) -> None:
+        for folder in self.library.folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        self.output_root.mkdir(parents=True, exist_ok=True)
+
+
+def open_store(output_root: Path) -> SqliteStore:
+    """The store in the output folder, with any state files of an older version imported first. Blocking;
+    raises StoreUnusable (the server stops) for a store or old file it cannot use."""
+    store = SqliteStore(output_root / STORE_FILE)
+    try:
+        import_legacy_files(store, output_root)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+async def build_service(settings: Settings) -> Service:
+    selected = settings.selected_backend()
+    binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server)
+    capabilities = await read_capabilities(binaries.sd_cli)
+    store = await anyio.to_thread.run_sync(open_store, settings.output_root())
+    return Service(settings, binaries, capabilities, store)

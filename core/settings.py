@@ -1,0 +1,135 @@
+"""Service settings: one msgspec struct, layered defaults < TOML file < environment < command line."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+import msgspec
+
+from core.jobs.queue import Retention
+from core.models.downloads import DownloadSettings
+from core.models.types import MODEL_TYPES
+from core.prompt_help.schemas import LlmSettings
+from runners.paths import backend_dir, data_dir
+
+ENV_PREFIX = "SDCPP_RESTAPI_"
+
+
+class Backend(msgspec.Struct, forbid_unknown_fields=True):
+    sd_cli: str
+    sd_server: str
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True):
+    """Bounds on what a client may ask for; sd.cpp itself would accept (and try) absurd values."""
+
+    max_width: int = 4096
+    max_height: int = 4096
+    max_steps: int = 1000
+    max_batch_count: int = 64
+    max_image_bytes: int = 50 * 1024 * 1024  # decoded size of one base64 input image
+    max_image_pixels: int = 64 * 1024 * 1024  # decompression-bomb guard for input images
+    # Request bodies larger than this get 413 before they are read (base64 images make bodies large).
+    max_body_bytes: int = 200 * 1024 * 1024
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    """Everything configurable. [ollama] and [assistant] are the starting values of those features'
+    settings; changes made with PUT /ollama/settings or /assistant/settings persist and win."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    ws_port: int = 8081
+    models_dir: str = ""
+    output_dir: str = ""
+    # Per-type folder overrides, keyed like the spec's directories (checkpoints, loras, taesd, ...).
+    paths: dict[str, str] = {}
+    backend: str = "cpu"
+    backends: dict[str, Backend] = {}
+    # Overrides of the selected backend's binaries (--sd-cli / --sd-server).
+    sd_cli: str = ""
+    sd_server: str = ""
+    limits: Limits = msgspec.field(default_factory=Limits)
+    downloads: DownloadSettings = msgspec.field(default_factory=DownloadSettings)
+    ollama: LlmSettings = msgspec.field(default_factory=LlmSettings)
+    assistant: LlmSettings = msgspec.field(default_factory=lambda: LlmSettings(timeout_seconds=120.0, max_history=50))
+    log_level: str = "info"
+    # How long a model load (sd-server start until it answers) may take; big models on slow disks need minutes.
+    load_timeout_s: float = 600.0
+    # How much finished job history the store keeps ([retention]; off by default: all of it).
+    retention: Retention = msgspec.field(default_factory=Retention)
+    # Period of the `server_status` heartbeat event.
+    status_interval_s: float = 5.0
+
+    def models_root(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else data_dir() / "models"
+
+    def output_root(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else data_dir() / "output"
+
+    def model_folder(self, folder: str) -> Path:
+        override = self.paths.get(folder)
+        return Path(override) if override else self.models_root() / folder
+
+    def model_folders(self) -> dict[str, Path]:
+        return {t.folder: self.model_folder(t.folder) for t in MODEL_TYPES}
+
+    def selected_backend(self) -> Backend:
+        configured = self.backends.get(self.backend) or default_backend(self.backend)
+        return Backend(
+            sd_cli=self.sd_cli or configured.sd_cli,
+            sd_server=self.sd_server or configured.sd_server,
+        )
+
+
+def default_backend(name: str) -> Backend:
+    """Where `bin/build-backend NAME` installs its binaries."""
+    folder = backend_dir(name)
+    return Backend(sd_cli=str(folder / "sd-cli"), sd_server=str(folder / "sd-server"))
+
+
+# Scalar settings that may come from SDCPP_RESTAPI_<NAME> and from a --<name> flag.
+OVERRIDABLE = ("host", "port", "ws_port", "models_dir", "output_dir", "backend", "sd_cli", "sd_server", "log_level")
+
+
+class SettingsError(ValueError):
+    """A config file, variable or flag that cannot be used; the message says which and why."""
+
+
+def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Layer the sources; `overrides` are command-line values (None means not given)."""
+    env = os.environ if environ is None else environ
+    layered: dict[str, Any] = msgspec.to_builtins(Settings())
+    config_path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        try:
+            layered = _merge(layered, tomllib.loads(Path(config_path).read_text()))
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from None
+    env_layer = {name: env[ENV_PREFIX + name.upper()] for name in OVERRIDABLE if ENV_PREFIX + name.upper() in env}
+    cli_layer = {name: value for name, value in (overrides or {}).items() if value is not None}
+    layered = _merge(_merge(layered, env_layer), cli_layer)
+    try:
+        # strict=False: environment values are strings ("8080" -> 8080).
+        return msgspec.convert(layered, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid setting: {exc}") from None

@@ -1,0 +1,147 @@
+"""The SQLite store on its own: schema versions, refusal of files it cannot use (left untouched), and the
+import of the JSON state files older versions wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from core.generation.previews import PreviewSettings
+from core.generation.specs import Img2ImgJob
+from core.models.specs import HashJob
+from core.prompt_help.schemas import ChatMessage, Enhancement
+from core.store import CachedHash, StoreUnusable
+from core.store.legacy_json import import_legacy_files
+from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_new_store_records_its_schema_version(tmp_path: Path) -> None:
+    SqliteStore(tmp_path / STORE_FILE).close()
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.parametrize("content", [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_a_damaged_store_is_refused_and_left_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / STORE_FILE
+    path.write_bytes(content)
+    with pytest.raises(StoreUnusable, match="damaged or not an SQLite database") as refused:
+        SqliteStore(path)
+    assert str(path) in str(refused.value) and "left untouched" in str(refused.value)
+    assert path.read_bytes() == content
+
+
+def test_a_store_from_a_newer_version_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / STORE_FILE
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.close()
+    before = digest(path)
+    with pytest.raises(StoreUnusable, match=f"newer version of sdcpp-restapi \\(schema {SCHEMA_VERSION + 1}"):
+        SqliteStore(path)
+    assert digest(path) == before
+
+
+def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / STORE_FILE
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE photos (id INTEGER)")
+    db.close()
+    before = digest(path)
+    with pytest.raises(StoreUnusable, match="not one of sdcpp-restapi"):
+        SqliteStore(path)
+    assert digest(path) == before
+
+
+OLD_JOB = {"job_id": "11111111-1111-1111-1111-111111111111", "type": "img2img", "status": "completed",
+           "progress": {"step": 2, "total_steps": 2, "current_image": 0, "total_images": 1, "all_steps": 2,
+                        "current_all_steps": 2, "percentage": 100.0},
+           "created_at": "2026-01-01T10:00:00.000Z", "started_at": "2026-01-01T10:00:01.000Z",
+           "completed_at": "2026-01-01T10:00:05.000Z",
+           "outputs": ["11111111-1111-1111-1111-111111111111/image_0.png"],
+           "params": {"prompt": "an old cat", "width": 64, "height": 64, "steps": 2, "seed": 42,
+                      "init_image_base64": "<64x48 image: inputs/init_image.png>"}}
+OLD_SPEC = {**OLD_JOB["params"], "inputs": {"init_image": "inputs/init_image.png"}}  # type: ignore[dict-item]
+OLD_PENDING_HASH = {"job_id": "22222222-2222-2222-2222-222222222222", "type": "hash", "status": "pending",
+                    "progress": {"step": 0, "total_steps": 0, "current_image": 0, "total_images": 1, "all_steps": 0,
+                                 "current_all_steps": 0, "percentage": 0.0},
+                    "created_at": "2026-01-01T11:00:00.000Z",
+                    "params": {"model_type": "lora", "path": "x.safetensors", "expected_sha256": None}}
+OLD_HASH_SPEC = {"target": "/models/loras/x.safetensors", "expected_sha256": None, "download_job_id": "d"}
+
+
+def write_old_state(folder: Path) -> dict[str, bytes]:
+    files = {
+        "queue_state.json": {"jobs": [{"job": OLD_JOB, "spec": OLD_SPEC},
+                                      {"job": OLD_PENDING_HASH, "spec": OLD_HASH_SPEC}],
+                             "loaded_model": {"model_name": "m.safetensors", "model_type": "diffusion"},
+                             "loaded_upscaler": None},
+        ".hash_cache.json": {"/models/a.safetensors": {"size": 3, "mtime_ns": 7, "sha256": "ab" * 32}},
+        ".preview_settings.json": {"enabled": False, "mode": "proj", "interval": 2, "max_size": 128, "quality": 60},
+        ".ollama_state.json": {"settings": {"enabled": True, "base_url": "http://127.0.0.1:9", "model": "m",
+                                            "timeout_seconds": 5.0, "max_history": 10, "api_key": ""},
+                               "history": [{"id": "e1", "original_prompt": "cat", "enhanced_prompt": "a cat",
+                                            "model_used": "m", "created_at": 1, "success": True, "error_message": ""}]},
+        ".assistant_state.json": {"settings": {"enabled": False, "base_url": "http://127.0.0.1:9", "model": "m",
+                                               "timeout_seconds": 5.0, "max_history": 10, "api_key": ""},
+                                  "history": [{"role": "user", "content": "hi", "timestamp": 1},
+                                              {"role": "assistant", "content": "hello", "timestamp": 2}]},
+        ".children.json": {"999999": "/nowhere/sd-server"},
+    }
+    written = {}
+    for name, value in files.items():
+        written[name] = json.dumps(value).encode()
+        (folder / name).write_bytes(written[name])
+    return written
+
+
+async def test_old_json_state_is_imported_then_renamed(tmp_path: Path) -> None:
+    written = write_old_state(tmp_path)
+    store = SqliteStore(tmp_path / STORE_FILE)
+    import_legacy_files(store, tmp_path)
+    for name, content in written.items():
+        assert not (tmp_path / name).exists()
+        assert (tmp_path / f"{name}.imported").read_bytes() == content
+    old = await store.job(OLD_JOB["job_id"])  # type: ignore[arg-type]
+    assert old is not None and old.job.status == "completed" and old.job.params == OLD_JOB["params"]
+    assert isinstance(old.spec, Img2ImgJob) and old.spec.request.seed == 42
+    assert old.spec.inputs.init_image is not None and (old.spec.inputs.init_image.width, old.spec.inputs.init_image.height) == (64, 48)
+    pending = await store.job(OLD_PENDING_HASH["job_id"])  # type: ignore[arg-type]
+    assert pending is not None and isinstance(pending.spec, HashJob) and pending.job.status == "pending"
+    assert (await store.value("loaded_model", dict))["model_name"] == "m.safetensors"  # type: ignore[index]
+    assert await store.hashes() == {"/models/a.safetensors": CachedHash(3, 7, "ab" * 32)}
+    assert (await store.value("preview_settings", dict))["mode"] == "proj"  # type: ignore[index]
+    assert [e.enhanced_prompt for e in await store.history_page("ollama", Enhancement, None)] == ["a cat"]
+    chat = await store.history_page("assistant", ChatMessage, None, newest_first=False)
+    assert [m.content for m in chat] == ["hi", "hello"]
+    assert store.recorded_children() == {999999: "/nowhere/sd-server"}
+    store.close()
+
+
+def test_an_old_file_that_does_not_decode_stops_the_import_untouched(tmp_path: Path) -> None:
+    (tmp_path / "queue_state.json").write_text('{"jobs": [{"job": ')
+    store = SqliteStore(tmp_path / STORE_FILE)
+    with pytest.raises(StoreUnusable, match="queue_state.json"):
+        import_legacy_files(store, tmp_path)
+    assert (tmp_path / "queue_state.json").read_text() == '{"jobs": [{"job": '
+    store.close()
+
+
+async def test_values_that_no_longer_fit_stop_the_server(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / STORE_FILE)
+    store.set_value_blocking("preview_settings", {"mode": "hologram"})
+    with pytest.raises(StoreUnusable, match="preview_settings"):
+        await store.value("preview_settings", PreviewSettings)
+    store.close()
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:  # not rewritten: the value is still there
+        assert db.execute("SELECT count(*) FROM state_values").fetchone() == (1,)
