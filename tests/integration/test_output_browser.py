@@ -7,12 +7,17 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
 from PIL import Image
+from selenium.webdriver import ActionChains, Chrome, Keys
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
-from tests import webdriver
+from tests import browser
 from tests.conftest import TINY_LOAD
 from tests.support import REPO, ServerProcess, wait_for_job
 
@@ -125,31 +130,46 @@ def test_thumbnails_are_cached_and_rebuilt(client: httpx.Client, job: dict, serv
     assert client.get(f"/thumb/{job['job_id']}/missing.png").status_code == 404
 
 
-@pytest.mark.skipif(not webdriver.available() and not os.environ.get("CI"),
+@pytest.fixture
+def driver() -> Iterator[Chrome]:
+    with browser.chrome() as chrome:
+        yield chrome
+
+
+@pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
                     reason="chromium / chromedriver not installed (.ci/run installs them)")
-def test_browse_click_and_lightbox_in_chromium(job: dict, server: ServerProcess) -> None:
+def test_browse_click_and_lightbox_in_chromium(job: dict, server: ServerProcess, driver: Chrome) -> None:
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    browser = webdriver.Browser()
-    try:
-        browser.get(f"{server.url}/output")
-        links = {browser.text(el): el for el in browser.find_all("a.entry-link")}
-        browser.click(links[f"{job['job_id']}/"])
-        browser.wait_for("return location.pathname.endsWith('/%s/')" % job["job_id"])
-        assert browser.wait_for("return document.getElementById('stats').textContent").startswith("0 folders · 6 files")
-        # thumbnails really load (120x120 JPEGs from /thumb)
-        assert browser.wait_for("const t = document.querySelectorAll('td.thumb img');"
-                                "return t.length >= 2 && Array.from(t).every(i => i.complete && i.naturalWidth === 120)")
-        names = [browser.text(el) for el in browser.find_all("a.entry-link")]
-        assert XSS_NAME in names and browser.script("return window.__xss === undefined")
-        browser.click(browser.find('a.media[data-name="image_1.png"]'))  # a real generated image
-        assert browser.wait_for("return document.getElementById('lightbox').classList.contains('open')")
-        shown = browser.wait_for("const i = document.getElementById('lightbox-img');"
-                                 "return i.complete && i.naturalWidth ? [i.src, i.naturalWidth, i.naturalHeight] : null")
-        assert shown[0].endswith("/image_1.png") and (shown[1], shown[2]) == (64, 48)
-        assert browser.script("return document.getElementById('lightbox-caption').textContent") == "image_1.png"
-        (artifacts / "output-browser-lightbox.png").write_bytes(browser.screenshot())
-        browser.script("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))")
-        assert browser.wait_for("return !document.getElementById('lightbox').classList.contains('open')")
-    finally:
-        browser.quit()
+    wait = WebDriverWait(driver, 15)
+    driver.get(f"{server.url}/output")
+    links = {el.text: el for el in driver.find_elements(By.CSS_SELECTOR, "a.entry-link")}
+    links[f"{job['job_id']}/"].click()
+    wait.until(EC.url_matches(rf"/{re.escape(job['job_id'])}/$"))
+    stats = wait.until(EC.presence_of_element_located((By.ID, "stats")))
+    assert stats.get_property("textContent").startswith("0 folders · 6 files")
+    # thumbnails really load (120x120 JPEGs from /thumb)
+    assert wait.until(lambda d: d.execute_script(
+        "const t = document.querySelectorAll('td.thumb img');"
+        "return t.length >= 2 && Array.from(t).every(i => i.complete && i.naturalWidth === 120)"))
+    names = [el.text for el in driver.find_elements(By.CSS_SELECTOR, "a.entry-link")]
+    assert XSS_NAME in names and driver.execute_script("return window.__xss === undefined")
+    # a real generated image
+    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, 'a.media[data-name="image_1.png"]'))).click()
+    lightbox = driver.find_element(By.ID, "lightbox")
+    wait.until(EC.visibility_of(lightbox))
+    assert "open" in lightbox.get_attribute("class").split()
+    shown = wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById('lightbox-img');"
+        "return i.complete && i.naturalWidth ? [i.src, i.naturalWidth, i.naturalHeight] : null"))
+    assert shown[0].endswith("/image_1.png") and (shown[1], shown[2]) == (64, 48)
+    assert driver.find_element(By.ID, "lightbox-caption").get_property("textContent") == "image_1.png"
+    assert driver.save_screenshot(str(artifacts / "output-browser-lightbox.png"))
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    wait.until(EC.invisibility_of_element(lightbox))
+    assert "open" not in lightbox.get_attribute("class").split()
+    # no console errors; chromium's own request for /favicon.ico (the page declares no icon) is a 404 by design
+    favicon = f"{server.url}/favicon.ico "
+    severe = [entry for entry in driver.get_log("browser")
+              if entry["level"] == "SEVERE" and not entry["message"].startswith(favicon)]
+    assert not severe, severe
