@@ -7,6 +7,9 @@
    busy machine hits both alike; both clients poll at the same interval.
 2. N jobs on a loaded model through the API (including the load) versus N bare sd-cli runs.
 The request body sent to the bare sd-server is the one the API builds, so both do the same work.
+3. Bookkeeping against history size (bench/store_scaling.py): 100, 10,000 and 100,000 finished jobs.
+
+    python -m bench --only store     # just part 3
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from core.generation.requests import Txt2ImgRequest
 from core.settings import load_settings
 from runners.options import build_server_body
 from runners.sdserver import free_loopback_port
+from bench import store_scaling
 from bench.progress_latency import measure, report
 from tests.support import ServerProcess
+
+RequestBody = dict[str, Any]  # a /txt2img JSON body
 
 # The same for both clients; much tighter polling steals CPU from the binary on a 2-core machine.
 POLL_S = 0.01
@@ -45,7 +51,7 @@ def model_flags(models: Path) -> list[str]:
             "--llm", str(models / "llm" / LOAD["llm"]), "--taesd", str(models / "taesd" / LOAD["taesd"])]
 
 
-def request(size: int, steps: int, seed: int) -> dict[str, Any]:
+def request(size: int, steps: int, seed: int) -> RequestBody:
     return {"prompt": "a cat", "width": size, "height": size, "steps": steps, "seed": seed,
             "sampler": "euler", "cfg_scale": 1.0}
 
@@ -56,7 +62,7 @@ def timed(run: Callable[[], None]) -> float:
     return time.perf_counter() - started
 
 
-def bare_cli(sd_cli: str, models: Path, out: Path, body: dict[str, Any]) -> None:
+def bare_cli(sd_cli: str, models: Path, out: Path, body: RequestBody) -> None:
     argv = [sd_cli, "-M", "img_gen", *model_flags(models), "-p", body["prompt"], "-W", str(body["width"]),
             "-H", str(body["height"]), "--steps", str(body["steps"]), "-s", str(body["seed"]),
             "--sampling-method", body["sampler"], "--cfg-scale", str(body["cfg_scale"]), "-o", str(out / "cli.png")]
@@ -83,14 +89,14 @@ def bare_server(sd_server: str, models: Path) -> Iterator[httpx.Client]:
         process.wait()
 
 
-def bare_server_job(http: httpx.Client, body: dict[str, Any]) -> None:
+def bare_server_job(http: httpx.Client, body: RequestBody) -> None:
     native = build_server_body(msgspec.to_builtins(msgspec.convert(body, Txt2ImgRequest)))
     poll = http.post("/sdcpp/v1/img_gen", json=native).json()["poll_url"]
     while http.get(poll).json()["status"] != "completed":
         time.sleep(POLL_S)
 
 
-def api_job(http: httpx.Client, ws: ClientConnection, body: dict[str, Any]) -> None:
+def api_job(http: httpx.Client, ws: ClientConnection, body: RequestBody) -> None:
     """Submit, then wait for the job's completion event: how a client waits without polling (sd-server
     offers only polling, which costs it next to nothing; polling our Python server every 10 ms would take
     CPU from the binary on a 2-core machine)."""
@@ -103,7 +109,7 @@ def api_job(http: httpx.Client, ws: ClientConnection, body: dict[str, Any]) -> N
             return
 
 
-def api_job_polled(http: httpx.Client, body: dict[str, Any]) -> None:
+def api_job_polled(http: httpx.Client, body: RequestBody) -> None:
     job_id = http.post("/txt2img", json=body).json()["job_id"]
     while (status := http.get(f"/queue/{job_id}").json()["status"]) not in ("completed", "failed"):
         time.sleep(POLL_S)
@@ -126,12 +132,16 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--only", choices=["store"], help="run one part only")
     args = parser.parse_args()
     backend = load_settings().selected_backend()
     with tempfile.TemporaryDirectory(prefix="sdcpp-bench-") as tmp:
         work = Path(tmp)
         models = work / "models"
         write_tiny_models(models)
+        if args.only == "store":
+            store_scaling.run(models, work, LOAD)
+            return 0
         print(f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True)
         bodies = [request(args.size, args.steps, seed) for seed in range(args.jobs)]
         cli_times = [timed(lambda: bare_cli(backend.sd_cli, models, work, body)) for body in bodies]
@@ -153,6 +163,7 @@ def main() -> int:
         finally:
             api.stop()
         latencies = measure(models, work, backend.sd_server, LOAD)
+        store_scaling.run(models, work, LOAD)
     cli, server, api_median = (statistics.median(t) for t in (cli_times, server_times, api_times))
     print(f"bare sd-cli run (load + generate):         {cli:7.3f} s  (median of {len(cli_times)})")
     print(f"bare sd-server job on a loaded model:      {server:7.3f} s")

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import msgspec
 
-from runners.flags import Flag, bracketed_ints, comma_floats, empty, negative
+from runners.flags import Flag, FlagSource, bracketed_ints, comma_floats, empty, negative
 
 
 def _zero(value: Any) -> bool:
@@ -131,9 +131,9 @@ PREVIEW_FLAGS: tuple[Flag, ...] = (
 )
 
 
-def derived_generation_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+def derived_generation_fields(fields: FlagSource) -> dict[str, object]:
     """Fields the binary spells as one flag from several API fields."""
-    derived: dict[str, Any] = {}
+    derived: dict[str, object] = {}
     if fields.get("easycache"):
         derived["cache_mode"] = "easycache"
         derived["cache_option"] = (
@@ -200,10 +200,10 @@ SERVER_FIELDS: tuple[JsonField, ...] = (
 )
 
 
-def build_server_body(fields: Mapping[str, Any]) -> dict[str, Any]:
+def build_server_body(fields: FlagSource) -> dict[str, object]:
     """sd-server's native request body for the given API fields (absent fields keep the server default)."""
     source = {**fields, **derived_generation_fields(fields)}
-    body: dict[str, Any] = {}
+    body: dict[str, object] = {}
     for spec in SERVER_FIELDS:
         value = source.get(spec.field)
         if value is None or (spec.omit_when is not None and spec.omit_when(value)):

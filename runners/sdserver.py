@@ -11,22 +11,53 @@ import base64
 import logging
 import socket
 from collections import deque
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import anyio
 import httpx
+import msgspec
 from anyio.abc import Process, TaskStatus
 
 from runners.process import pump_lines, reap, spawn, stop_process
 from runners.progress import LogLine, Piece, classify
 
 log = logging.getLogger("sdcpp_restapi.runners")
+T = TypeVar("T")
 
 READY_POLL_S = 0.05
 IDLE_POLL_S = 0.25
 FINISHING_POLL_S = 0.005
 # Log messages after which the result is about to be ready: poll fast from then on.
 FINISHING = ("generate_image completed", "generate_video completed", "generate failed")
+
+
+ServerBody = dict[str, object]  # sd-server's native img_gen / vid_gen request (built by runners.options)
+
+
+class ServerImage(msgspec.Struct):
+    index: int
+    b64_json: str
+
+
+class ServerResult(msgspec.Struct):
+    """What a completed sd-server job holds: images (img_gen) or one encoded video (vid_gen)."""
+
+    images: list[ServerImage] = []
+    b64_json: str | None = None
+
+
+class _ServerError(msgspec.Struct):
+    message: str | None = None
+
+
+class _ServerJob(msgspec.Struct):
+    status: str
+    result: ServerResult | None = None
+    error: _ServerError | None = None
+
+
+class _Submitted(msgspec.Struct):
+    poll_url: str
 
 
 class ServerFailed(RuntimeError):
@@ -141,7 +172,7 @@ class ResidentServer:
 
     # ------------------------------------------------------------------------------------------ jobs
 
-    async def generate(self, kind: str, body: dict[str, Any], listener: Callable[[Piece], None]) -> dict[str, Any]:
+    async def generate(self, kind: str, body: ServerBody, listener: Callable[[Piece], None]) -> ServerResult:
         """Submit to /sdcpp/v1/{kind} and wait for the result object (images or video as base64)."""
         if not self.alive:
             raise ServerFailed(self.reason("the resident sd-server is not running"))
@@ -152,18 +183,18 @@ class ResidentServer:
             submitted = await self._request("POST", f"/sdcpp/v1/{kind}", json=body)
             if submitted.status_code != 202:
                 raise ServerFailed(f"sd-server refused the job: {_error_text(submitted)}")
-            poll_url = submitted.json()["poll_url"]
+            poll_url = _decode(submitted, _Submitted).poll_url
             while True:
                 with anyio.move_on_after(IDLE_POLL_S):
                     await self._finishing.wait()
                 if self.exited.is_set():
                     raise ServerFailed(self.reason(f"sd-server exited with code {self.returncode} during the job"))
-                job = (await self._request("GET", poll_url)).json()
-                if job["status"] == "completed":
-                    return job["result"]
-                if job["status"] in ("failed", "cancelled"):
-                    error = job.get("error") or {}
-                    raise ServerFailed(self.reason(error.get("message", job["status"])))
+                job = _decode(await self._request("GET", poll_url), _ServerJob)
+                if job.status == "completed":
+                    return job.result or ServerResult()
+                if job.status in ("failed", "cancelled"):
+                    message = job.error.message if job.error else None
+                    raise ServerFailed(self.reason(message or job.status))
                 if self._finishing.is_set():
                     await anyio.sleep(FINISHING_POLL_S)
         finally:
@@ -183,6 +214,13 @@ def _error_text(response: httpx.Response) -> str:
         return response.text[:300]
 
 
-def decode_images(result: dict[str, Any]) -> list[bytes]:
+def _decode(response: httpx.Response, type_: type[T]) -> T:
+    try:
+        return msgspec.json.decode(response.content, type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ServerFailed(f"sd-server answered something unexpected: {exc}") from None
+
+
+def decode_images(result: ServerResult) -> list[bytes]:
     """Encoded image files (with sd.cpp's embedded metadata) in batch order."""
-    return [base64.b64decode(image["b64_json"]) for image in sorted(result["images"], key=lambda i: i["index"])]
+    return [base64.b64decode(image.b64_json) for image in sorted(result.images, key=lambda i: i.index)]

@@ -29,7 +29,7 @@ from runners.options import build_server_body
 from runners.process import run_binary
 from runners.progress import Bar, Piece, ProgressTracker
 from runners.sdcli import CliMode, generation_argv
-from runners.sdserver import ServerFailed, decode_images
+from runners.sdserver import ServerFailed, ServerResult, decode_images
 
 IMAGE_NAME = "image_{}.png"
 VIDEO_NAME = "video.webm"  # VP8 WebM: written by sd.cpp itself, plays and seeks in browsers
@@ -255,10 +255,12 @@ def _b64_file(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _write_server_result(mode: CliMode, result: dict[str, object], job_dir: Path) -> list[Path]:
+def _write_server_result(mode: CliMode, result: ServerResult, job_dir: Path) -> list[Path]:
     if mode == "vid_gen":
+        if not result.b64_json:
+            raise JobFailed("sd-server finished the video job without a video")
         target = job_dir / VIDEO_NAME
-        target.write_bytes(base64.b64decode(str(result["b64_json"])))
+        target.write_bytes(base64.b64decode(result.b64_json))
         return [target]
     written = []
     for index, data in enumerate(decode_images(result)):

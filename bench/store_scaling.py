@@ -1,0 +1,112 @@
+"""Bookkeeping cost against history size: the store filled with 100, 10,000 and 100,000 finished jobs.
+
+For each size: the store's cost per status change (a committed UPDATE of one job, in-process), the median
+`POST /txt2img` response through the real server (each job runs to completion before the next is sent, so the
+POST never competes with the binary), and the median `GET /queue?limit=50`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import anyio
+import httpx
+
+from core.generation.requests import Txt2ImgRequest
+from core.generation.specs import Txt2ImgJob
+from core.jobs.schemas import Job, Progress
+from core.jobs.specs import JobRecord
+from core.store.sqlite import STORE_FILE, SqliteStore
+from tests.support import ServerProcess, wait_for_job
+
+SIZES = (100, 10_000, 100_000)
+FILL_BATCH = 5_000
+
+
+def finished_record(index: int) -> JobRecord:
+    request = Txt2ImgRequest(prompt=f"history job {index}: a cat in a hat", width=64, height=64, steps=2, seed=index)
+    spec = Txt2ImgJob(request=request)
+    job = Job(job_id=f"00000000-0000-0000-0000-{index:012d}", type="txt2img", status="completed",
+              progress=Progress(step=2, total_steps=2, all_steps=2, current_all_steps=2, percentage=100.0),
+              created_at="2026-01-01T00:00:00.000Z", started_at="2026-01-01T00:00:01.000Z",
+              completed_at="2026-01-01T00:00:02.000Z", outputs=[f"{index}/image_0.png"], params=spec.params())
+    return JobRecord(job, spec)
+
+
+def fill(output: Path, count: int) -> None:
+    store = SqliteStore(output / STORE_FILE)
+    try:
+        for start in range(0, count, FILL_BATCH):
+            store.insert_jobs_blocking([finished_record(i) for i in range(start, min(start + FILL_BATCH, count))])
+    finally:
+        store.close()
+
+
+def status_change_ms(output: Path, changes: int = 200) -> float:
+    """Median cost of committing one job's status change, as the queue does it."""
+    store = SqliteStore(output / STORE_FILE)
+    record = finished_record(10**9)
+    record.job.status = "pending"
+
+    async def measure() -> list[float]:
+        await store.add_job(record)
+        times = []
+        for index in range(changes):
+            record.job.status = ("processing", "completed")[index % 2]
+            started = time.perf_counter()
+            await store.save_job(record)
+            times.append(time.perf_counter() - started)
+        return times
+
+    try:
+        return 1000 * statistics.median(anyio.run(measure))
+    finally:
+        store.close()
+
+
+def median_ms(action: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def run(models: Path, work: Path, load: dict[str, str], sizes: tuple[int, ...] = SIZES, submissions: int = 30) -> None:
+    rows = []
+    for size in sizes:
+        output = work / f"store-{size}"
+        output.mkdir(parents=True)
+        fill_s = median_ms(lambda: fill(output, size), 1) / 1000
+        change_ms = status_change_ms(output)
+        server = ServerProcess(models, output, work / f"store-{size}.log").start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                http.put("/preview/settings", json={"enabled": False}).raise_for_status()
+                http.post("/models/load", json=load).raise_for_status()
+                body = {"prompt": "a cat", "width": 64, "height": 64, "steps": 1, "seed": 1}
+                post_times = []
+                for _ in range(submissions):
+                    started = time.perf_counter()
+                    response = http.post("/txt2img", json=body)
+                    post_times.append(time.perf_counter() - started)
+                    assert response.status_code == 202, response.text
+                    wait_for_job(http, response.json()["job_id"])
+                post_ms = 1000 * statistics.median(post_times)
+                queue_ms = median_ms(lambda: http.get("/queue", params={"limit": 50}).raise_for_status(), 30)
+                total = http.get("/queue", params={"limit": 1}).json()["total_count"]
+        finally:
+            server.stop()
+        rows.append((size, fill_s, change_ms, post_ms, queue_ms, total))
+    print("store scaling (finished jobs in history):")
+    print("  history   fill s   status change ms   POST /txt2img ms   GET /queue?limit=50 ms   total_count")
+    for size, fill_s, change_ms, post_ms, queue_ms, total in rows:
+        print(f"  {size:>7}   {fill_s:6.1f}   {change_ms:16.2f}   {post_ms:16.2f}   {queue_ms:22.2f}   {total:>11}")
+    changes = [row[2] for row in rows]
+    posts = [row[3] for row in rows]
+    print(f"  spread: status change {max(changes) / min(changes):.2f}x, POST {max(posts) / min(posts):.2f}x "
+          f"(target: under 5 ms and within 1.2x; GET /queue?limit=50 under 10 ms at 100,000)")
