@@ -136,9 +136,10 @@ class JobQueue:
     async def listing(self, query: QueueQuery = QueueQuery()) -> QueueListing:
         jobs, matched = await self.store.list_jobs(query)
         live = [self.active[job.job_id].job if job.job_id in self.active else job for job in jobs]
+        total = sum(self.counts.values())
         return QueueListing(self.count("pending"), self.count("processing"), self.count("completed"),
-                            self.count("failed"), sum(self.counts.values()), live, self.count("cancelled"),
-                            matched if query.filtered or query.limit is not None else None)
+                            self.count("failed"), total, live, self.count("cancelled"),
+                            (total if matched is None else matched) if query.filtered or query.limit is not None else None)
 
     # ---------------------------------------------------------------------------------------- commands
 

@@ -83,13 +83,20 @@ class LlmFeature:
 
     async def status(self) -> LlmStatus:
         connected = self.settings.enabled and await self.client().reachable()
-        return LlmStatus(self.settings.enabled, connected, self.settings.base_url, self.settings.model,
-                         await self.store.history_count(self.name))
+        return self.with_details(LlmStatus(self.settings.enabled, connected, self.settings.base_url,
+                                           self.settings.model, await self.store.history_count(self.name)))
+
+    def with_details(self, status: LlmStatus) -> LlmStatus:
+        """What this feature's status adds (the spec gives each its own extra field)."""
+        return status
 
 
 class PromptEnhancer(LlmFeature):
     name = "ollama"
     disabled_message = "Ollama integration is disabled (PUT /ollama/settings with enabled: true)"
+
+    def with_details(self, status: LlmStatus) -> LlmStatus:
+        return msgspec.structs.replace(status, max_history=self.settings.max_history)
 
     async def enhance(self, prompt: str, system_prompt: str | None) -> Enhancement:
         client = self.require_enabled()
@@ -125,6 +132,9 @@ class PromptEnhancer(LlmFeature):
 class Assistant(LlmFeature):
     name = "assistant"
     disabled_message = "The assistant is disabled (PUT /assistant/settings with enabled: true)"
+
+    def with_details(self, status: LlmStatus) -> LlmStatus:
+        return msgspec.structs.replace(status, timeout_seconds=self.settings.timeout_seconds)
 
     async def history(self) -> ChatHistory:
         messages = await self.store.history_page(self.name, ChatMessage, None, newest_first=False)

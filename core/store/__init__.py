@@ -41,8 +41,9 @@ class Store(Protocol):
     async def active_jobs(self) -> list[JobRecord]:
         """Pending and processing jobs, oldest first."""
 
-    async def list_jobs(self, query: QueueQuery) -> tuple[list[Job], int]:
-        """The jobs the query selects, oldest first, and how many jobs match its filters."""
+    async def list_jobs(self, query: QueueQuery) -> tuple[list[Job], int | None]:
+        """The jobs the query selects, oldest first, and how many jobs match its filters (None when it has
+        none: then every job matches)."""
 
     async def status_counts(self) -> dict[JobStatus, int]: ...
 

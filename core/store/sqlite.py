@@ -138,7 +138,7 @@ class SqliteStore:
             args.append(f"%{escaped}%")
         return " AND ".join(clauses), args
 
-    def _list_blocking(self, query: QueueQuery) -> tuple[list[Job], int]:
+    def _list_blocking(self, query: QueueQuery) -> tuple[list[Job], int | None]:
         where, args = self._filters(query)
         with self._lock:
             db = self._db
@@ -151,11 +151,12 @@ class SqliteStore:
             else:
                 rows = db.execute(f"SELECT seq, job FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
                                   (*args, query.limit or -1, query.offset)).fetchall()
-            matched = db.execute(f"SELECT count(*) FROM jobs WHERE {where}", args).fetchone()[0]
+            # Counting scans the matches: only where a filter makes it differ from the caller's total.
+            matched = db.execute(f"SELECT count(*) FROM jobs WHERE {where}", args).fetchone()[0] if args else None
         rows.sort()
         return [_decode_job(job) for _, job in rows], matched
 
-    async def list_jobs(self, query: QueueQuery) -> tuple[list[Job], int]:
+    async def list_jobs(self, query: QueueQuery) -> tuple[list[Job], int | None]:
         return await self._off_loop(partial(self._list_blocking, query))
 
     async def status_counts(self) -> dict[JobStatus, int]:

@@ -37,19 +37,6 @@ async def delete_history_entry(service: Service, entry_id: str) -> Success:
     return Success()
 
 
-@delete("/ollama/history", status_code=200, summary="Clear the enhancement history")
-async def clear_history(service: Service) -> Success:
-    await service.enhancer.clear()
-    return Success()
-
-
-@get("/ollama/status", summary="Whether Ollama is enabled and reachable")
-async def ollama_status(service: Service) -> LlmStatus:
-    status = await service.enhancer.status()
-    status.max_history = service.enhancer.settings.max_history
-    return status
-
-
 @get("/ollama/models", summary="The models Ollama offers")
 async def ollama_models(service: Service) -> OllamaModels:
     return OllamaModels(await service.enhancer.client().models())
@@ -65,22 +52,21 @@ async def assistant_history(service: Service) -> ChatHistory:
     return await service.assistant.history()
 
 
-@delete("/assistant/history", status_code=200, summary="Clear the assistant conversation")
-async def clear_assistant_history(service: Service) -> Success:
-    await service.assistant.clear()
-    return Success()
-
-
-@get("/assistant/status", summary="Whether the assistant is enabled and its LLM reachable")
-async def assistant_status(service: Service) -> LlmStatus:
-    status = await service.assistant.status()
-    status.timeout_seconds = service.assistant.settings.timeout_seconds
-    return status
-
-
-def settings_routes(prefix: str, feature: Callable[[Service], LlmFeature]) -> list[HTTPRouteHandler]:
-    """GET and PUT {prefix}/settings: the same contract for the Ollama enhancer and the assistant."""
+def feature_routes(prefix: str, feature: Callable[[Service], LlmFeature]) -> list[HTTPRouteHandler]:
+    """GET/PUT {prefix}/settings, GET {prefix}/status and DELETE {prefix}/history: the same contract for the
+    Ollama enhancer and the assistant."""
     section = prefix.strip("/")
+
+    @get(f"{prefix}/status", summary=f"Whether {section} is enabled and its LLM reachable",
+         operation_id=f"get_{section}_status")
+    async def status(service: Service) -> LlmStatus:
+        return await feature(service).status()
+
+    @delete(f"{prefix}/history", status_code=200, summary=f"Clear the {section} history",
+            operation_id=f"clear_{section}_history")
+    async def clear_history(service: Service) -> Success:
+        await feature(service).clear()
+        return Success()
 
     @get(f"{prefix}/settings", sync_to_thread=False, summary=f"{section} settings (API key masked)",
          operation_id=f"get_{section}_settings")
@@ -92,10 +78,9 @@ def settings_routes(prefix: str, feature: Callable[[Service], LlmFeature]) -> li
         settings = await feature(service).update(data)
         return SettingsUpdated(True, settings.public(with_key=False))
 
-    return [read_settings, update_settings]
+    return [status, clear_history, read_settings, update_settings]
 
 
-ROUTES = [enhance, history, history_entry, delete_history_entry, clear_history, ollama_status, ollama_models,
-          assistant_chat, assistant_history, clear_assistant_history, assistant_status,
-          *settings_routes("/ollama", lambda service: service.enhancer),
-          *settings_routes("/assistant", lambda service: service.assistant)]
+ROUTES = [enhance, history, history_entry, delete_history_entry, ollama_models, assistant_chat, assistant_history,
+          *feature_routes("/ollama", lambda service: service.enhancer),
+          *feature_routes("/assistant", lambda service: service.assistant)]
