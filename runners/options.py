@@ -8,7 +8,7 @@ table (or `derived_generation_fields`) translates; a field absent from the sourc
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, cast
 
 import msgspec
 
@@ -140,8 +140,8 @@ def derived_generation_fields(fields: FlagSource) -> dict[str, object]:
             f"threshold={fields.get('easycache_threshold', 0.2)},"
             f"start={fields.get('easycache_start', 0.15)},end={fields.get('easycache_end', 0.95)}"
         )
-    tile_x, tile_y = fields.get("vae_tile_size_x") or 0, fields.get("vae_tile_size_y") or 0
-    if fields.get("vae_tiling") and tile_x > 0 and tile_y > 0:
+    tile_x, tile_y = fields.get("vae_tile_size_x"), fields.get("vae_tile_size_y")
+    if fields.get("vae_tiling") and isinstance(tile_x, int) and isinstance(tile_y, int) and tile_x > 0 and tile_y > 0:
         derived["vae_tile_size"] = f"{tile_x}x{tile_y}"
     return derived
 
@@ -210,6 +210,6 @@ def build_server_body(fields: FlagSource) -> dict[str, object]:
             continue
         node = body
         for key in spec.path[:-1]:
-            node = node.setdefault(key, {})
+            node = cast(dict[str, object], node.setdefault(key, {}))
         node[spec.path[-1]] = value
     return body

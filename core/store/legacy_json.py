@@ -8,7 +8,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import msgspec
 
@@ -26,6 +26,8 @@ from core.store import CachedHash, StoreUnusable
 from core.store.sqlite import SqliteStore
 
 log = logging.getLogger("sdcpp_restapi")
+T = TypeVar("T")
+E = TypeVar("E", Enhancement, ChatMessage)
 _SIZE = re.compile(r"^<(\d+)x(\d+) image: ")
 
 
@@ -121,7 +123,7 @@ def _record(old: _OldRecord) -> JobRecord:
         return JobRecord(job, None)
 
 
-def _read(path: Path, type_: type) -> object:
+def _read(path: Path, type_: type[T]) -> T:
     try:
         return msgspec.json.decode(path.read_bytes(), type=type_)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -131,32 +133,30 @@ def _read(path: Path, type_: type) -> object:
 
 def _queue(store: SqliteStore, path: Path) -> None:
     state = _read(path, _OldQueue)
-    assert isinstance(state, _OldQueue)
     store.insert_jobs_blocking([_record(old) for old in state.jobs])
     store.set_value_blocking(LOADED_MODEL_KEY, state.loaded_model)
     store.set_value_blocking(LOADED_UPSCALER_KEY, state.loaded_upscaler)
 
 
 def _hashes(store: SqliteStore, path: Path) -> None:
-    store.set_hashes_blocking(_read(path, dict[str, CachedHash]))  # type: ignore[arg-type]
+    store.set_hashes_blocking(_read(path, dict[str, CachedHash]))
 
 
 def _preview(store: SqliteStore, path: Path) -> None:
     store.set_value_blocking(PREVIEW_SETTINGS_KEY, _read(path, PreviewSettings))
 
 
-def _llm(feature: str, entry: type, entry_id: Callable[[object], str | None]) -> Callable[[SqliteStore, Path], None]:
+def _llm(feature: str, entry: type[E], entry_id: Callable[[E], str | None]) -> Callable[[SqliteStore, Path], None]:
     def import_state(store: SqliteStore, path: Path) -> None:
         state = _read(path, _OldLlmState)
-        assert isinstance(state, _OldLlmState)
-        entries = [msgspec.json.decode(raw, type=entry) for raw in state.history]
+        entries: list[E] = [msgspec.json.decode(raw, type=entry) for raw in state.history]
         store.set_value_blocking(f"{feature}_settings", state.settings)
         store.history_add_blocking(feature, [(entry_id(e), e) for e in entries], max(len(entries), 1))
     return import_state
 
 
 def _children(store: SqliteStore, path: Path) -> None:
-    for pid, exe in (_read(path, dict[int, str]) or {}).items():  # type: ignore[union-attr]
+    for pid, exe in _read(path, dict[int, str]).items():
         store.record_child(pid, exe)
 
 
@@ -165,7 +165,7 @@ LEGACY_FILES: tuple[tuple[str, Callable[[SqliteStore, Path], None]], ...] = (
     ("queue_state.json", _queue),
     (".hash_cache.json", _hashes),
     (".preview_settings.json", _preview),
-    (".ollama_state.json", _llm("ollama", Enhancement, lambda e: e.id)),  # type: ignore[attr-defined]
+    (".ollama_state.json", _llm("ollama", Enhancement, lambda e: e.id)),
     (".assistant_state.json", _llm("assistant", ChatMessage, lambda e: None)),
     (".children.json", _children),
 )

@@ -254,10 +254,9 @@ class SqliteStore:
         return msgspec.json.decode(row[0], type=type_) if row else None
 
     async def history_delete(self, feature: str, entry_id: str | None = None) -> int:
-        if entry_id is None:
-            sql, args = "DELETE FROM history WHERE feature = ?", (feature,)
-        else:
-            sql, args = "DELETE FROM history WHERE feature = ? AND entry_id = ?", (feature, entry_id)
+        sql, args = "DELETE FROM history WHERE feature = ?", [feature]
+        if entry_id is not None:
+            sql, args = sql + " AND entry_id = ?", [feature, entry_id]
         cursor = await self._off_loop(partial(self._run, lambda db: db.execute(sql, args)))
         return cursor.rowcount
 
