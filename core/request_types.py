@@ -12,8 +12,10 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-NonNegInt = Annotated[int, Meta(ge=0)]
-PosInt = Annotated[int, Meta(ge=1)]
+INT_MAX = 2**31 - 1  # sd.cpp reads these as C ints
+CInt = Annotated[int, Meta(ge=-INT_MAX - 1, le=INT_MAX)]
+NonNegInt = Annotated[int, Meta(ge=0, le=INT_MAX)]
+PosInt = Annotated[int, Meta(ge=1, le=INT_MAX)]
 Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
 NonNegFloat = Annotated[float, Meta(ge=0.0)]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]

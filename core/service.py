@@ -4,6 +4,7 @@ features; start-up restores the queue and the model and upscaler that were loade
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,8 +41,10 @@ log = logging.getLogger("sdcpp_restapi")
 
 
 class Service:
-    def __init__(self, settings: Settings, binaries: Binaries, capabilities: Capabilities, store: SqliteStore) -> None:
+    def __init__(self, settings: Settings, binaries: Binaries, capabilities: Capabilities, store: SqliteStore,
+                 session_secret: bytes = b"") -> None:
         self.settings = settings
+        self.session_secret = session_secret or secrets.token_bytes(32)  # signs login cookies
         self.binaries = binaries
         self.capabilities = capabilities
         self.store = store
@@ -55,7 +58,7 @@ class Service:
         self.hashes = HashCache(store)
         self.previews = PreviewStore(store)
         self.output = OutputFolder(self.output_root)
-        self.queue = JobQueue(store, self.output_root, self.bus, settings.retention)
+        self.queue = JobQueue(store, self.output_root, self.bus, settings.retention, settings.limits.max_pending)
         self.generation = GenerationSubmitter(self.queue, self.models, self.upscaler, capabilities, settings.limits)
         self.engine = GenerationEngine(self.queue, self.models, self.upscaler, binaries.sd_cli, self.previews,
                                        self.hub.watching, self.bus)
@@ -142,6 +145,18 @@ class Service:
         self.output_root.mkdir(parents=True, exist_ok=True)
 
 
+SESSION_SECRET_KEY = "session_secret"
+
+
+async def session_secret(store: SqliteStore) -> bytes:
+    """A random secret made once and kept in the store, so login cookies survive a restart."""
+    if stored := await store.value(SESSION_SECRET_KEY, str):
+        return bytes.fromhex(stored)
+    made = secrets.token_bytes(32)
+    await store.set_value(SESSION_SECRET_KEY, made.hex())
+    return made
+
+
 def open_store(output_root: Path) -> SqliteStore:
     """The store in the output folder, with any state files of an older version imported first. Blocking;
     raises StoreUnusable (the server stops) for a store or old file it cannot use."""
@@ -159,4 +174,4 @@ async def build_service(settings: Settings) -> Service:
     binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server)
     capabilities = await read_capabilities(binaries.sd_cli)
     store = await anyio.to_thread.run_sync(open_store, settings.output_root())
-    return Service(settings, binaries, capabilities, store)
+    return Service(settings, binaries, capabilities, store, await session_secret(store))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -34,6 +35,21 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
     max_image_pixels: int = 64 * 1024 * 1024  # decompression-bomb guard for input images
     # Request bodies larger than this get 413 before they are read (base64 images make bodies large).
     max_body_bytes: int = 200 * 1024 * 1024
+    max_prompt_chars: int = 20_000  # prompt and negative_prompt, each
+    max_pending: int = 1000  # jobs waiting in the queue; past it, 429 with Retry-After
+
+
+class Auth(msgspec.Struct, forbid_unknown_fields=True):
+    """API keys ([auth] api_keys, or SDCPP_RESTAPI_API_KEYS as a comma-separated list). Empty: no key needed,
+    which the server allows only on a loopback address unless started with --no-auth."""
+
+    api_keys: list[str] = []
+
+
+class Cors(msgspec.Struct, forbid_unknown_fields=True):
+    """Web origins (scheme://host[:port]) other than the server's own that may call the API from a browser."""
+
+    allow_origins: list[str] = []
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -63,6 +79,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     retention: Retention = msgspec.field(default_factory=Retention)
     # Period of the `server_status` heartbeat event.
     status_interval_s: float = 5.0
+    auth: Auth = msgspec.field(default_factory=Auth)
+    cors: Cors = msgspec.field(default_factory=Cors)
+    # Host names (besides loopback ones) that requests may name while the server is bound to loopback: a
+    # guard against DNS rebinding.
+    allowed_hosts: list[str] = []
+    # Serve on a non-loopback address without API keys (--no-auth): anyone who reaches the port may use it.
+    no_auth: bool = False
+
+    @property
+    def on_loopback(self) -> bool:
+        return is_loopback(self.host)
 
     def models_root(self) -> Path:
         return Path(self.models_dir) if self.models_dir else data_dir() / "models"
@@ -85,6 +112,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         )
 
 
+def is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def default_backend(name: str) -> Backend:
     """Where `bin/build-backend NAME` installs its binaries."""
     folder = backend_dir(name)
@@ -92,7 +129,9 @@ def default_backend(name: str) -> Backend:
 
 
 # Scalar settings that may come from SDCPP_RESTAPI_<NAME> and from a --<name> flag.
-OVERRIDABLE = ("host", "port", "ws_port", "models_dir", "output_dir", "backend", "sd_cli", "sd_server", "log_level")
+OVERRIDABLE = ("host", "port", "ws_port", "models_dir", "output_dir", "backend", "sd_cli", "sd_server", "log_level",
+               "no_auth")
+API_KEYS_VARIABLE = ENV_PREFIX + "API_KEYS"  # comma-separated; adds to [auth] api_keys
 
 
 class SettingsError(ValueError):
@@ -128,6 +167,8 @@ def load_settings(
     env_layer = {name: env[ENV_PREFIX + name.upper()] for name in OVERRIDABLE if ENV_PREFIX + name.upper() in env}
     cli_layer = {name: value for name, value in (overrides or {}).items() if value is not None}
     layered = _merge(_merge(layered, env_layer), cli_layer)
+    if keys := [key.strip() for key in env.get(API_KEYS_VARIABLE, "").split(",") if key.strip()]:
+        layered["auth"] = {**layered.get("auth", {}), "api_keys": [*layered.get("auth", {}).get("api_keys", []), *keys]}
     try:
         # strict=False: environment values are strings ("8080" -> 8080).
         return msgspec.convert(layered, Settings, strict=False)

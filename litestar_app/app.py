@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Iterable
 
 from litestar import Litestar, get
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
@@ -21,18 +22,24 @@ from litestar_app import websocket
 from litestar_app.body import JsonRequest
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
-from litestar_app.routes import generation, health, info, llm, models, output, preview, queue, upscaler
+from litestar_app.routes import generation, health, info, llm, login, models, output, preview, queue, upscaler
+from litestar_app.security import SecurityMiddleware, SecurityPolicy
 from litestar_app.websocket import standalone_server
 
-ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, llm, websocket)
+ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, llm, login, websocket)
 SCHEMA_PATH = "/schema"  # /schema/openapi.json and the Swagger UI at /schema/swagger (/docs redirects there)
 ERROR_RESPONSES = {
     status: ResponseSpec(ErrorBody, description=description, generate_examples=False)
     for status, description in (
         (400, "Bad request: the message names the field and the rule it broke"),
+        (401, "An API key is required (see the Security section of README.md)"),
+        (403, "Cross-site request, or a Host name that is not allowed"),
         (404, "Not found"),
         (413, "The request body is larger than limits.max_body_bytes"),
+        (415, "A request body must be declared as application/json"),
+        (429, "The queue is full (limits.max_pending); see Retry-After"),
         (500, "Internal error, or a model that could not be loaded"),
+        (502, "An upstream service (Ollama, CivitAI, HuggingFace) failed"),
     )
 }
 
@@ -65,17 +72,23 @@ def create_app(service: Service) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with service.running():
             if service.settings.ws_port:
-                async with standalone_server(service, service.settings.host, service.settings.ws_port):
+                async with standalone_server(service, service.settings.host, service.settings.ws_port, policy):
                     yield
             else:
                 yield
 
+    settings = service.settings
+    policy = SecurityPolicy(settings, service.session_secret)
+    cors = CORSConfig(allow_origins=settings.cors.allow_origins, allow_credentials=True,
+                      allow_headers=["Authorization", "X-API-Key", "Content-Type"]) if settings.cors.allow_origins else None
     return Litestar(
         route_handlers=[docs, *documented_errors(handler for module in ROUTE_MODULES for handler in module.ROUTES)],
         dependencies={"service": Provide(provide_service, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        state=State({"service": service}),
+        state=State({"service": service, "policy": policy}),
+        middleware=[SecurityMiddleware(policy)],
+        cors_config=cors,
         request_class=JsonRequest,
         request_max_body_size=service.settings.limits.max_body_bytes,
         openapi_config=openapi_config(),

@@ -36,6 +36,8 @@ class JsonRequest(Request[Any, Any, Any]):
                 value = await anyio.to_thread.run_sync(lambda: decode_json(body, type_decoders=type_decoders))
             else:
                 value = decode_json(body, type_decoders=type_decoders)
+        except UnicodeDecodeError:
+            raise BadRequest("request body is not valid JSON: it is not valid UTF-8") from None
         except (SerializationException, msgspec.DecodeError) as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
         self._json = self._connection_state.json = value

@@ -32,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--sd-cli", dest="sd_cli", help="path of the sd-cli binary to use")
     serve.add_argument("--sd-server", dest="sd_server", help="path of the sd-server binary to use")
     serve.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--no-auth", dest="no_auth", action="store_true", default=None,
+                       help="serve on a non-loopback address without API keys (anyone who reaches it may use it)")
     return root
 
 
@@ -42,6 +44,8 @@ def describe(settings: Settings) -> None:
         log.info("  %-16s %s", folder, path)
     log.info("output folder: %s", settings.output_root())
     log.info("backend '%s': sd-cli %s, sd-server %s", settings.backend, backend.sd_cli, backend.sd_server)
+    keys = len(settings.auth.api_keys)  # never the keys themselves
+    log.info("API keys: %s", f"{keys} configured" if keys else "none (open to whoever reaches the address)")
 
 
 def check_ports(settings: Settings) -> None:
@@ -59,6 +63,19 @@ def check_ports(settings: Settings) -> None:
 
 class PortInUse(RuntimeError):
     pass
+
+
+class Unprotected(RuntimeError):
+    """Bound beyond loopback with no key: refused unless the user says --no-auth."""
+
+
+def check_exposure(settings: Settings) -> None:
+    if settings.on_loopback or settings.auth.api_keys or settings.no_auth:
+        return
+    raise Unprotected(
+        f"refusing to listen on {settings.host} without an API key: anyone who can reach this address could use "
+        "the server. Set a key ([auth] api_keys = [\"...\"] in the config, or SDCPP_RESTAPI_API_KEYS=key1,key2), "
+        "or pass --no-auth if the network is trusted.")
 
 
 async def serve(settings: Settings) -> None:
@@ -82,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     describe(settings)
     try:
+        check_exposure(settings)
         check_ports(settings)
         asyncio.run(serve(settings))
-    except (BinaryNotFound, PortInUse, StoreUnusable) as exc:
+    except (BinaryNotFound, PortInUse, StoreUnusable, Unprotected) as exc:
         print(f"sdcpp-restapi: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -30,7 +30,7 @@ def _field_message(item: object) -> str:
 
 
 def service_error(_: Request, exc: ServiceError) -> Response:
-    return Response({"error": exc.message}, status_code=exc.status)
+    return Response({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
 def http_error(_: Request, exc: HTTPException) -> Response:

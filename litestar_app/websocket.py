@@ -7,17 +7,20 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Awaitable, Callable
-from urllib.parse import parse_qs, urlsplit
+from http import HTTPStatus
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import anyio
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request as WsRequest, Response as WsResponse
 from websockets.exceptions import ConnectionClosed
 
 from core.events.stream import Subscription
 from core.service import Service
+from litestar_app.security import RequestFacts, SecurityPolicy
 
 log = logging.getLogger("sdcpp_restapi")
 SEND_TIMEOUT_S = 10.0  # a client that cannot take one message in this time is stuck: disconnect it
@@ -88,8 +91,18 @@ ROUTES = [events_socket]
 
 
 @asynccontextmanager
-async def standalone_server(service: Service, host: str, port: int) -> AsyncIterator[None]:
-    """The same stream on its own port (default 8081), as the spec's `ws://host:8081`."""
+async def standalone_server(service: Service, host: str, port: int, policy: SecurityPolicy) -> AsyncIterator[None]:
+    """The same stream on its own port (default 8081), as the spec's `ws://host:8081`, behind the same policy
+    as the HTTP port (a refused handshake gets the HTTP status and the reason)."""
+
+    def check_handshake(connection: ServerConnection, request: WsRequest) -> WsResponse | None:
+        split = urlsplit(request.path)
+        headers = {name.lower(): value for name, value in request.headers.raw_items()}
+        facts = RequestFacts("GET", split.path, headers, dict(reversed(parse_qsl(split.query))), "ws", websocket=True)
+        refusal = policy.refusal(facts)
+        if refusal is None:
+            return None
+        return connection.respond(HTTPStatus(refusal.status), refusal.message + "\n")
 
     async def handler(connection: ServerConnection) -> None:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "/").query)
@@ -107,6 +120,6 @@ async def standalone_server(service: Service, host: str, port: int) -> AsyncIter
 
         await _serve_until_closed(service, job_id, connection.send, receive_until_closed, close)
 
-    async with serve(handler, host, port, max_queue=16, write_limit=2**20):
+    async with serve(handler, host, port, max_queue=16, write_limit=2**20, process_request=check_handshake):
         log.info("WebSocket events on ws://%s:%d", host, port)
         yield

@@ -11,9 +11,10 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from core.request_types import Base64Image, NonNegFloat, NonNegInt, PosInt, Request, Unit
+from core.request_types import Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Request, Unit
 
-Seed = Annotated[int, Meta(description="below 0: random, resolved when the job is accepted")]
+# sd.cpp's seed is an int64; below 0 means random (resolved when the job is accepted).
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1, description="below 0: random, resolved when the job is accepted")]
 
 
 class GenerationRequest(Request):
@@ -32,7 +33,7 @@ class GenerationRequest(Request):
     sampler: str = "euler_a"
     scheduler: str = "discrete"
     batch_count: PosInt = 1
-    clip_skip: int = -1
+    clip_skip: CInt = -1
     slg_scale: NonNegFloat = 0.0
     skip_layers: list[NonNegInt] = msgspec.field(default_factory=lambda: [7, 8, 9])
     slg_start: Unit = 0.01
@@ -87,7 +88,7 @@ class Txt2VidRequest(GenerationRequest):
     end_image_base64: str | None = None
     strength: Unit = 0.75
     control_frames: list[Base64Image] = []
-    high_noise_steps: int = -1
+    high_noise_steps: CInt = -1
     high_noise_cfg_scale: NonNegFloat = 7.0
     high_noise_sampler: str = ""
     high_noise_distilled_guidance: NonNegFloat = 3.5

@@ -44,6 +44,9 @@ class GenerationSubmitter:
     def validate(self, job_type: str, request: GenerationRequest) -> LoadedModel:
         loaded = self.models.require_loaded()
         limits = self.limits
+        for field in ("prompt", "negative_prompt"):
+            if len(text := getattr(request, field)) > limits.max_prompt_chars:
+                raise BadRequest(f"{field}: at most {limits.max_prompt_chars} characters (got {len(text)})")
         bounds = {"width": limits.max_width, "height": limits.max_height, "steps": limits.max_steps,
                   "batch_count": limits.max_batch_count}
         for field, maximum in bounds.items():

@@ -22,7 +22,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from core.errors import BadRequest, NotFound, ServiceError
+from core.errors import BadRequest, NotFound, ServiceError, TooManyRequests
 from core.events.bus import EventBus, utc_timestamp
 from core.events.types import JobAdded, JobCancelled, JobProgress, JobStatusChanged
 from core.jobs.schemas import TERMINAL, Job, JobAccepted, JobStatus, Lane, Progress, QueueListing, QueueQuery
@@ -33,6 +33,7 @@ from runners.progress import SamplingStep
 log = logging.getLogger("sdcpp_restapi")
 INTERRUPTED = "Interrupted by a server restart while processing; not re-run automatically"
 LANES: tuple[Lane, ...] = get_args(Lane)
+RETRY_AFTER_S = 10
 
 
 class Retention(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,8 +57,10 @@ Executor = Callable[[JobRecord, ProgressReport], Awaitable[list[str]]]
 
 
 class JobQueue:
-    def __init__(self, store: Store, output_root: Path, bus: EventBus, retention: Retention | None = None) -> None:
+    def __init__(self, store: Store, output_root: Path, bus: EventBus, retention: Retention | None = None,
+                 max_pending: int = 0) -> None:
         self.store = store
+        self.max_pending = max_pending  # 0: no limit
         self.output_root = output_root
         self.bus = bus
         self.retention = retention or Retention()
@@ -149,6 +152,9 @@ class JobQueue:
 
     async def submit(self, spec: JobSpec, job_id: str | None = None) -> JobAccepted:
         """Commit the job to the store, then queue it: once this returns, the job survives a SIGKILL."""
+        if self.max_pending and self.count("pending") >= self.max_pending:
+            raise TooManyRequests(f"the queue holds {self.count('pending')} pending jobs, the most it takes "
+                                  "(limits.max_pending); try again later", {"Retry-After": str(RETRY_AFTER_S)})
         job = Job(job_id=job_id or self.new_job_id(), type=spec.job_type, status="pending",
                   progress=Progress(total_images=spec.total_images), created_at=utc_timestamp(), params=spec.params())
         record = JobRecord(job, spec)

@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from core.request_types import NonEmptyStr, NonNegInt, PosInt, Request, Unit
+from core.request_types import CInt, NonEmptyStr, NonNegInt, PosInt, Request, Unit
 
 RngType = Literal["std_default", "cuda", "cpu"]
 Prediction = Literal["", "eps", "v", "edm_v", "sd3_flow", "flux_flow", "flux2_flow"]
 LoraApplyMode = Literal["auto", "immediately", "at_runtime"]
 MainModelType = Literal["checkpoint", "diffusion"]
 class LoadOptions(Request):
-    n_threads: int = -1
+    n_threads: CInt = -1
     keep_clip_on_cpu: bool = True
     keep_vae_on_cpu: bool = False
     keep_controlnet_on_cpu: bool = False
@@ -153,7 +153,7 @@ class ModelPaths(msgspec.Struct):
 
 class UpscalerLoadRequest(Request):
     model_name: NonEmptyStr | None = None
-    n_threads: int = -1
+    n_threads: CInt = -1
     tile_size: PosInt = 128
 
 

@@ -1,0 +1,68 @@
+"""A small login form for browsers when API keys are configured: it sets an HttpOnly, SameSite=Strict cookie
+so that pages (the output browser, later the web UI) can show files and call the API."""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+
+from litestar_app.security import SESSION_COOKIE, SecurityPolicy
+
+SESSION_DAYS = 30
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport"
+content="width=device-width,initial-scale=1"><title>sdcpp-restapi: sign in</title><style>
+body{{font:16px system-ui,sans-serif;display:grid;place-items:center;min-height:90vh;margin:0}}
+form{{display:grid;gap:.6rem;min-width:18rem}}input,button{{font:inherit;padding:.5rem}}.error{{color:#b91c1c}}
+@media (prefers-color-scheme:dark){{body{{background:#111827;color:#f9fafb}}}}</style></head><body>
+<form method="post" action="/login"><h1>sdcpp-restapi</h1>{message}
+<label for="key">API key</label><input id="key" name="key" type="password" autocomplete="current-password" required
+autofocus><input type="hidden" name="next" value="{next}"><button type="submit">Sign in</button></form></body></html>"""
+
+
+class LoginForm(msgspec.Struct):
+    key: str = ""
+    next: str = "/output"
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this server (no scheme, no //host): the form must not redirect elsewhere."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/output"
+
+
+def _page(next_path: str, message: str = "", status: int = 200) -> Response[str]:
+    shown = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
+    return Response(PAGE.format(message=shown, next=html.escape(_safe_next(next_path))), status_code=status,
+                    media_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+@get("/login", sync_to_thread=False, include_in_schema=False)
+def login_page(next: str = "/output") -> Response[str]:
+    return _page(next)
+
+
+@post("/login", include_in_schema=False)
+async def login(request: Request, data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
+                ) -> Response[str]:
+    policy: SecurityPolicy = request.app.state.policy
+    if not policy.keys_required:
+        return Response("", status_code=303, headers={"Location": _safe_next(data.next)})
+    if not policy.valid_key(data.key):
+        return _page(data.next, "That key is not valid.", status=401)
+    cookie = Cookie(key=SESSION_COOKIE, value=policy.session_token(data.key), httponly=True, samesite="strict",
+                    path="/", max_age=SESSION_DAYS * 86400)
+    return Response("", status_code=303, headers={"Location": _safe_next(data.next)}, cookies=[cookie])
+
+
+@post("/logout", status_code=303, include_in_schema=False)
+async def logout() -> Response[str]:
+    cookie = Cookie(key=SESSION_COOKIE, value="", httponly=True, samesite="strict", path="/", max_age=0)
+    return Response("", status_code=303, headers={"Location": "/login"}, cookies=[cookie])
+
+
+ROUTES = [login_page, login, logout]

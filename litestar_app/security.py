@@ -1,0 +1,192 @@
+"""Who may use the server: API keys, cross-site protection, DNS-rebinding protection, declared body types.
+
+One policy (`SecurityPolicy.refusal`) judges every HTTP request and WebSocket handshake, on both the HTTP port
+(the `SecurityMiddleware` below) and the standalone WebSocket port (litestar_app.websocket):
+
+1. Host: while bound to loopback, a Host that is neither a loopback name nor in `allowed_hosts` is refused
+   (a web page that rebinds its own domain to 127.0.0.1 still sends its own name).
+2. Origin: a state-changing request (POST, PUT, PATCH, DELETE) or a WebSocket handshake whose Origin is not the
+   server's own nor in `[cors] allow_origins` is refused. Browsers send Origin on every such cross-site request;
+   curl and scripts send none and are not affected.
+3. Key: with API keys configured, everything but GET /health and the login page needs one: Bearer, X-API-Key,
+   the password of HTTP Basic, `?token=` (WebSocket handshakes only), or the login cookie.
+4. Body type: a request with a body must declare it as JSON (the login form as a urlencoded form).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from http.cookies import SimpleCookie
+from typing import Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from core.settings import Settings, is_loopback
+
+SESSION_COOKIE = "sdcpp_session"
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# (method, path) reachable without a key.
+PUBLIC = frozenset({("GET", "/health"), ("GET", "/login"), ("POST", "/login")})
+# Paths whose body may be a urlencoded form (the login page); every other body is JSON.
+FORM_PATHS = frozenset({"/login"})
+JSON_TYPES = frozenset({"application/json"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    status: int
+    message: str
+    headers: dict[str, str] = {}
+
+
+class RequestFacts(msgspec.Struct, frozen=True):
+    """What the policy looks at, from either transport."""
+
+    method: str  # "GET" for a WebSocket handshake
+    path: str
+    headers: Mapping[str, str]  # lower-case names
+    query: Mapping[str, str]
+    scheme: str  # http / https / ws / wss
+    websocket: bool = False
+
+
+def _host_name(host: str) -> str:
+    """'127.0.0.1:8080' -> '127.0.0.1', '[::1]:8080' -> '::1'."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+class SecurityPolicy:
+    def __init__(self, settings: Settings, session_secret: bytes) -> None:
+        self.keys = tuple(key.encode() for key in settings.auth.api_keys)
+        self.allow_origins = frozenset(origin.rstrip("/").lower() for origin in settings.cors.allow_origins)
+        self.allowed_hosts = frozenset(name.lower() for name in settings.allowed_hosts)
+        self.check_host = settings.on_loopback
+        self.session_secret = session_secret
+
+    @property
+    def keys_required(self) -> bool:
+        return bool(self.keys)
+
+    # ------------------------------------------------------------------------------------------ keys
+
+    def valid_key(self, presented: str) -> bool:
+        """Constant-time comparison against every configured key."""
+        candidate = presented.encode()
+        return any([hmac.compare_digest(candidate, key) for key in self.keys])
+
+    def session_token(self, key: str) -> str:
+        """The login cookie's value: a MAC of the key, never the key itself."""
+        return hmac.new(self.session_secret, key.encode(), hashlib.sha256).hexdigest()
+
+    def _valid_session(self, token: str) -> bool:
+        expected = [hmac.new(self.session_secret, key, hashlib.sha256).hexdigest().encode() for key in self.keys]
+        return any([hmac.compare_digest(token.encode(), value) for value in expected])
+
+    def _authorised(self, facts: RequestFacts) -> bool:
+        headers = facts.headers
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and self.valid_key(credentials.strip()):
+            return True
+        if scheme.lower() == "basic":
+            try:
+                _, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                password = ""
+            if password and self.valid_key(password):
+                return True
+        if (key := headers.get("x-api-key")) and self.valid_key(key):
+            return True
+        if facts.websocket and (token := facts.query.get("token")) and self.valid_key(token):
+            return True
+        cookie = SimpleCookie()
+        try:
+            cookie.load(headers.get("cookie", ""))
+        except Exception:  # a malformed Cookie header is no credential
+            return False
+        session = cookie.get(SESSION_COOKIE)
+        return session is not None and self._valid_session(session.value)
+
+    # ---------------------------------------------------------------------------------------- policy
+
+    def _same_origin(self, origin: str, facts: RequestFacts) -> bool:
+        parts = urlsplit(origin)
+        own_scheme = {"ws": "http", "wss": "https"}.get(facts.scheme, facts.scheme)
+        return parts.scheme == own_scheme and parts.netloc.lower() == facts.headers.get("host", "").lower()
+
+    def refusal(self, facts: RequestFacts) -> Refusal | None:
+        headers = facts.headers
+        host = headers.get("host", "")
+        if self.check_host:
+            name = _host_name(host).lower()
+            if not (is_loopback(name) or name in self.allowed_hosts):
+                return Refusal(403, f"Host '{host}' is not allowed: the server is bound to loopback; add the "
+                                    "name to allowed_hosts to reach it under that name")
+        if facts.method == "OPTIONS":
+            return None  # CORS preflight: answered by the CORS layer, never acts
+        origin = headers.get("origin")
+        if (facts.websocket or facts.method in STATE_CHANGING) and origin is not None:
+            if origin.rstrip("/").lower() not in self.allow_origins and not self._same_origin(origin, facts):
+                return Refusal(403, f"cross-site request refused: Origin '{origin}' is neither this server nor in "
+                                    "[cors] allow_origins")
+        if self.keys and (facts.method, facts.path) not in PUBLIC and not self._authorised(facts):
+            return Refusal(401, "an API key is required: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' "
+                                "or HTTP Basic with the key as password (WebSocket: ?token=<key>; browsers: "
+                                "/login)", {"WWW-Authenticate": 'Bearer realm="sdcpp-restapi"'})
+        if not facts.websocket and self._has_body(headers):
+            media_type = _media_type(headers.get("content-type", ""))
+            allowed = JSON_TYPES | (FORM_TYPES if facts.path in FORM_PATHS else frozenset())
+            if media_type not in allowed:
+                return Refusal(415, f"Content-Type must be application/json for a request body (got "
+                                    f"'{media_type or 'none'}')")
+        return None
+
+    @staticmethod
+    def _has_body(headers: Mapping[str, str]) -> bool:
+        length = headers.get("content-length", "0").strip() or "0"
+        return "transfer-encoding" in headers or not length.isdigit() or int(length) > 0
+
+
+def facts_from_scope(scope: Scope) -> RequestFacts:
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+    query = dict(reversed(parse_qsl(scope.get("query_string", b"").decode("latin-1"))))  # the first value wins
+    websocket = scope["type"] == ScopeType.WEBSOCKET
+    return RequestFacts("GET" if websocket else scope.get("method", "GET"), scope.get("path", ""), headers, query,
+                        scope.get("scheme", "http"), websocket)
+
+
+class SecurityMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
+
+    def __init__(self, policy: SecurityPolicy) -> None:
+        self.policy = policy
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        facts = facts_from_scope(scope)
+        refusal = self.policy.refusal(facts)
+        if refusal is None:
+            await next_app(scope, receive, send)
+        elif refusal.status == 401 and facts.method == "GET" and "text/html" in facts.headers.get("accept", ""):
+            await _redirect(send, "/login?" + urlencode({"next": facts.path}))  # a person in a browser
+        else:
+            raise HTTPException(status_code=refusal.status, detail=refusal.message, headers=refusal.headers)
+
+
+async def _redirect(send: Send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0"),
+                            (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": b""})
