@@ -93,8 +93,8 @@ class QueueQuery(msgspec.Struct, frozen=True):
     status: tuple[JobStatus, ...] = ()
     type: tuple[JobType, ...] = ()
     search: str = ""
-    limit: Annotated[int, Meta(ge=0)] | None = None
-    offset: Annotated[int, Meta(ge=0)] = 0
+    limit: Annotated[int, Meta(ge=0, le=2**31 - 1)] | None = None
+    offset: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 0
 
     @property
     def filtered(self) -> bool:

@@ -10,9 +10,10 @@ never stored in the queue state.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 import httpx
@@ -30,6 +31,8 @@ from runners.progress import SamplingStep
 
 T = TypeVar("T")
 MIB = 1024 * 1024
+HF_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)
+HF_REVISION = re.compile(r"[\w][\w./-]*", re.ASCII)
 # CivitAI's model types -> ours
 CIVITAI_TYPES = {"Checkpoint": "checkpoint", "LORA": "lora", "LoCon": "lora", "DoRA": "lora",
                  "TextualInversion": "embedding", "VAE": "vae", "Controlnet": "controlnet", "Upscaler": "esrgan"}
@@ -119,9 +122,14 @@ class DownloadService:
             download_url=chosen.downloadUrl or version.downloadUrl)
 
     async def huggingface_info(self, repo_id: str, filename: str, revision: str = "main") -> HuggingfaceInfo:
-        check_relative(repo_id, "repo_id")
+        if not HF_REPO_ID.fullmatch(repo_id):
+            raise BadRequest("repo_id must be '<owner>/<name>' of letters, digits, '-', '_' and '.'")
+        if not HF_REVISION.fullmatch(revision) or ".." in revision:
+            raise BadRequest("revision must be a branch, tag or commit name (letters, digits, '-', '_', '.', '/')")
         check_relative(filename, "filename")
-        url = f"{self.settings.huggingface_url.rstrip('/')}/{repo_id}/resolve/{revision}/{filename}"
+        if not filename.isprintable():
+            raise BadRequest("filename must not contain control characters")
+        url = f"{self.settings.huggingface_url.rstrip('/')}/{repo_id}/resolve/{revision}/{quote(filename)}"
         try:
             async with httpx.AsyncClient(timeout=30, follow_redirects=False) as http:
                 response = await http.head(url, headers=self._auth("huggingface"))
@@ -167,6 +175,10 @@ class DownloadService:
         else:
             if not request.url or urlsplit(request.url).scheme not in ("http", "https"):
                 raise BadRequest("url is required for a URL download and must be http(s)")
+            try:
+                httpx.URL(request.url)
+            except httpx.InvalidURL as exc:
+                raise BadRequest(f"url is not a valid URL: {exc}") from None
             url = request.url
             filename = request.filename or unquote(PurePosixPath(urlsplit(url).path).name)
         if not url or not filename:

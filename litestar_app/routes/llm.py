@@ -12,6 +12,7 @@ from core.prompt_help.features import LlmFeature
 from core.prompt_help.schemas import (ChatHistory, ChatRequest, ChatResponse, Enhancement, EnhancementPage,
                                       EnhanceRequest, LlmSettingsUpdate, LlmStatus, OllamaModels, PublicLlmSettings,
                                       SettingsUpdated, Success)
+from core.request_types import INT_MAX
 from core.service import Service
 
 
@@ -21,8 +22,8 @@ async def enhance(data: EnhanceRequest, service: Service) -> Enhancement:
 
 
 @get("/ollama/history", summary="Enhancement history, newest first")
-async def history(service: Service, limit: Annotated[int, Parameter(ge=0)] = 50,
-                  offset: Annotated[int, Parameter(ge=0)] = 0) -> EnhancementPage:
+async def history(service: Service, limit: Annotated[int, Parameter(ge=0, le=INT_MAX)] = 50,
+                  offset: Annotated[int, Parameter(ge=0, le=INT_MAX)] = 0) -> EnhancementPage:
     return await service.enhancer.page(limit, offset)
 
 

@@ -31,19 +31,19 @@ async def _browse_or_serve(request: Request, service: Service, path: str, sort: 
     return await serve_file(request, resolved)
 
 
-@get("/output", name="output_root")
+@get("/output", name="output_root", media_type="text/html", summary="The output browser (HTML)")
 async def output_root(request: Request, service: Service, sort: SortKey = "name",
                       order: Literal["asc", "desc"] = "asc") -> Response:
     return await _browse_or_serve(request, service, "", sort, order)
 
 
-@get("/output/{path:path}")
+@get("/output/{path:path}", media_type="*/*", summary="A file (ranges, revalidation) or a folder listing (HTML)")
 async def output_path(request: Request, service: Service, path: str, sort: SortKey = "name",
                       order: Literal["asc", "desc"] = "asc") -> Response:
     return await _browse_or_serve(request, service, path, sort, order)
 
 
-@get("/thumb/{path:path}")
+@get("/thumb/{path:path}", media_type="image/*", summary="A 120x120 JPEG thumbnail (an SVG play button for videos)")
 async def thumbnail(request: Request, service: Service, path: str) -> Response:
     _reject_absolute(request)
     folder = service.output

@@ -6,7 +6,7 @@ from litestar import delete, get
 from litestar.params import Parameter
 
 from core.jobs.schemas import Job, JobStatus, JobType, QueueListing, QueueQuery
-from core.request_types import SuccessMessage
+from core.request_types import INT_MAX, SuccessMessage
 from core.service import Service
 
 
@@ -16,10 +16,10 @@ async def list_queue(
     status: Annotated[list[JobStatus] | None, Parameter(description="only jobs with these statuses")] = None,
     type: Annotated[list[JobType] | None, Parameter(description="only jobs of these types")] = None,
     search: Annotated[str | None, Parameter(description="prompt contains this text (case-insensitive)")] = None,
-    limit: Annotated[int | None, Parameter(ge=0, description=(
+    limit: Annotated[int | None, Parameter(ge=0, le=INT_MAX, description=(
         "page size, counted back from the newest job; 0 lists every matching job. Without it: all pending "
         "and processing jobs plus the newest 100 finished ones"))] = None,
-    offset: Annotated[int, Parameter(ge=0, description="skip this many newer jobs (with limit)")] = 0,
+    offset: Annotated[int, Parameter(ge=0, le=INT_MAX, description="skip this many newer jobs (with limit)")] = 0,
 ) -> QueueListing:
     query = QueueQuery(tuple(status or ()), tuple(type or ()), search or "", limit, offset)
     return await service.queue.listing(query)
