@@ -4,6 +4,7 @@ from typing import Literal
 
 import anyio
 from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from litestar_app.browser_page import PLAY_SVG, render_listing
 from litestar_app.file_serving import serve_file
@@ -37,13 +38,17 @@ async def output_root(request: Request, service: Service, sort: SortKey = "name"
     return await _browse_or_serve(request, service, "", sort, order)
 
 
-@get("/output/{path:path}", media_type="*/*", summary="A file (ranges, revalidation) or a folder listing (HTML)")
+@get("/output/{path:path}", summary="A file (ranges, revalidation) or a folder listing (HTML)",
+     responses={200: ResponseSpec(bytes, media_type="*/*", description="the file, or the folder's HTML listing",
+                                  generate_examples=False)})
 async def output_path(request: Request, service: Service, path: str, sort: SortKey = "name",
                       order: Literal["asc", "desc"] = "asc") -> Response:
     return await _browse_or_serve(request, service, path, sort, order)
 
 
-@get("/thumb/{path:path}", media_type="image/*", summary="A 120x120 JPEG thumbnail (an SVG play button for videos)")
+@get("/thumb/{path:path}", summary="A 120x120 JPEG thumbnail (an SVG play button for videos)",
+     responses={200: ResponseSpec(bytes, media_type="image/*", description="image/jpeg, or image/svg+xml for a video",
+                                  generate_examples=False)})
 async def thumbnail(request: Request, service: Service, path: str) -> Response:
     _reject_absolute(request)
     folder = service.output
