@@ -14,6 +14,8 @@ from msgspec import Meta
 from core.request_types import Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Request, Unit
 
 # sd.cpp's seed is an int64; below 0 means random (resolved when the job is accepted).
+# sd-cli upscales in passes (x1, x2 or x4 each): more than 4 passes is beyond any image size it can write.
+Passes = Annotated[int, Meta(ge=1, le=4)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1, description="below 0: random, resolved when the job is accepted")]
 
 
@@ -56,7 +58,7 @@ class GenerationRequest(Request):
     pm_id_embed_path: str = ""
     pm_style_strength: NonNegFloat = 20.0
     upscale: bool = False
-    upscale_repeats: PosInt = 1
+    upscale_repeats: Passes = 1
     upscale_auto_unload: bool = True
     # Not in the spec: live previews for this job. None follows the preview settings and previews only
     # while a WebSocket client watches the job; true forces them (for clients polling
@@ -102,6 +104,6 @@ class Txt2VidRequest(GenerationRequest):
 
 class UpscaleRequest(Request):
     image_base64: Base64Image
-    upscale_factor: PosInt = 4
-    tile_size: PosInt = 128
-    repeats: PosInt = 1
+    upscale_factor: Annotated[int, Meta(ge=1, le=256)] = 4
+    tile_size: Annotated[int, Meta(ge=1, le=4096)] = 128
+    repeats: Passes = 1

@@ -154,7 +154,7 @@ class ModelPaths(msgspec.Struct):
 class UpscalerLoadRequest(Request):
     model_name: NonEmptyStr | None = None
     n_threads: CInt = -1
-    tile_size: PosInt = 128
+    tile_size: Annotated[int, Meta(ge=1, le=4096)] = 128
 
 
 class UpscalerLoaded(msgspec.Struct):

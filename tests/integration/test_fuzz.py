@@ -4,9 +4,10 @@ Each operation is one pytest sub-test with a bounded number of generated request
 (`SDCPP_FUZZ_EXAMPLES`, default 25; `SDCPP_FUZZ_SEED` picks another run). Every response must be no 5xx, have
 a documented status code and content type, a body matching the documented schema and documented headers.
 
-Traffic stays on 127.0.0.1: the test only calls the server, and the server's Ollama, CivitAI and HuggingFace
-base URLs point at a closed local port; any other URL a request names (a download URL, a base URL set with
-PUT /ollama/settings) goes through a proxy on that closed port, so every upstream call fails at once.
+Traffic stays on 127.0.0.1: the server's Ollama, CivitAI and HuggingFace base URLs point at the local servers
+of tests/fake_ollama.py and tests/fake_hubs.py (their real protocols), restored before every case; any other URL
+a request names (a download URL, a base URL set with PUT /ollama/settings) goes through a proxy on a closed local
+port, so such a call fails at once.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import TINY_LOAD
+from tests.fake_hubs import FakeHubs
+from tests.fake_ollama import FakeOllama
 from tests.support import ServerProcess, free_port, sd_processes
 
 pytestmark = pytest.mark.integration
 
 UPSCALER_LOAD = {"model_name": "esrgan_tiny_x4.safetensors"}
+LLM_SETTINGS: dict[str, Any] = {"enabled": True, "model": "llama3.2", "timeout_seconds": 10}  # + base_url
 
 CONFIG = SchemathesisConfig.from_dict({
     "seed": int(os.environ.get("SDCPP_FUZZ_SEED", "20240601")),
@@ -77,12 +81,21 @@ def bound_generation(case: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def upstreams() -> Iterator[tuple[FakeOllama, FakeHubs]]:
+    with FakeOllama() as ollama, FakeHubs(b"fuzzed download") as hubs:
+        yield ollama, hubs  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+           upstreams: tuple[FakeOllama, FakeHubs]) -> Iterator[ServerProcess]:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    ollama, hubs = upstreams
+    LLM_SETTINGS["base_url"] = ollama.url
     work = tmp_path_factory.mktemp("server-fuzz")
     config = work / "config.toml"
-    config.write_text(f'[ollama]\nbase_url = "{dead}"\n[assistant]\nbase_url = "{dead}"\n'
-                      f'[downloads]\nhuggingface_url = "{dead}"\ncivitai_url = "{dead}"\n' + LIMITS)
+    config.write_text(f'[ollama]\nbase_url = "{ollama.url}"\n[assistant]\nbase_url = "{ollama.url}"\n'
+                      f'[downloads]\nhuggingface_url = "{hubs.url}"\ncivitai_url = "{hubs.url}"\n' + LIMITS)
     proxies = {name: dead for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                                        "all_proxy")}
     local = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
@@ -120,6 +133,9 @@ def ensure_loaded(server: ServerProcess) -> None:
 
 
 def load(server: ServerProcess, health: dict[str, Any]) -> None:
+    for feature in ("ollama", "assistant"):  # a case may have pointed them elsewhere or disabled them
+        response = httpx.put(f"{server.url}/{feature}/settings", json=LLM_SETTINGS, timeout=10)
+        assert response.status_code == 200, response.text
     if not health["model_loaded"]:
         response = httpx.post(server.url + "/models/load", json=TINY_LOAD, timeout=60)
         assert response.status_code == 200, response.text
