@@ -6,6 +6,7 @@ the decoded value into the handler's msgspec struct (validation errors become 40
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -18,6 +19,8 @@ from litestar.types import Empty
 from core.errors import BadRequest
 
 OFF_LOOP_BYTES = 1024 * 1024  # base64 images make bodies of megabytes: parse those in a worker thread
+# The JSON escape for NUL (\u0000), not preceded by an escaped backslash.
+NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 
 
 class JsonRequest(Request[Any, Any, Any]):
@@ -30,6 +33,8 @@ class JsonRequest(Request[Any, Any, Any]):
         body = await self.body()
         if not body.strip():
             raise BadRequest("request body is required (JSON object)")
+        if NUL_ESCAPE.search(body):  # sd.cpp takes C strings: a NUL would cut a prompt or a path short
+            raise BadRequest("request body: strings must not contain NUL characters (\\u0000)")
         type_decoders = self.route_handler.resolve_type_decoders()
         try:
             if len(body) > OFF_LOOP_BYTES:

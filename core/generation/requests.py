@@ -37,11 +37,11 @@ class GenerationRequest(Request):
     batch_count: PosInt = 1
     clip_skip: CInt = -1
     slg_scale: NonNegFloat = 0.0
-    skip_layers: list[NonNegInt] = msgspec.field(default_factory=lambda: [7, 8, 9])
+    skip_layers: Annotated[list[NonNegInt], Meta(max_length=128)] = msgspec.field(default_factory=lambda: [7, 8, 9])
     slg_start: Unit = 0.01
     slg_end: Unit = 0.2
-    custom_sigmas: list[float] = []
-    ref_images: list[Base64Image] = []
+    custom_sigmas: Annotated[list[float], Meta(max_length=1000)] = []
+    ref_images: Annotated[list[Base64Image], Meta(max_length=16)] = []
     auto_resize_ref_image: bool = True
     increase_ref_index: bool = False
     control_image_base64: str | None = None
@@ -54,8 +54,8 @@ class GenerationRequest(Request):
     easycache_threshold: NonNegFloat = 0.2
     easycache_start: Unit = 0.15
     easycache_end: Unit = 0.95
-    pm_id_images: list[Base64Image] = []
-    pm_id_embed_path: str = ""
+    pm_id_images: Annotated[list[Base64Image], Meta(max_length=64)] = []
+    pm_id_embed_path: str = ""  # a file in the embeddings folder
     pm_style_strength: NonNegFloat = 20.0
     upscale: bool = False
     upscale_repeats: Passes = 1
@@ -89,13 +89,13 @@ class Txt2VidRequest(GenerationRequest):
     init_image_base64: str | None = None
     end_image_base64: str | None = None
     strength: Unit = 0.75
-    control_frames: list[Base64Image] = []
+    control_frames: Annotated[list[Base64Image], Meta(max_length=1000)] = []
     high_noise_steps: CInt = -1
     high_noise_cfg_scale: NonNegFloat = 7.0
     high_noise_sampler: str = ""
     high_noise_distilled_guidance: NonNegFloat = 3.5
     high_noise_slg_scale: NonNegFloat = 0.0
-    high_noise_skip_layers: list[NonNegInt] = msgspec.field(default_factory=lambda: [7, 8, 9])
+    high_noise_skip_layers: Annotated[list[NonNegInt], Meta(max_length=128)] = msgspec.field(default_factory=lambda: [7, 8, 9])
     high_noise_slg_start: Unit = 0.01
     high_noise_slg_end: Unit = 0.2
     moe_boundary: Unit = 0.875

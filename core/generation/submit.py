@@ -119,6 +119,10 @@ class GenerationSubmitter:
     async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted:
         self.validate(job_type, request)
         await anyio.to_thread.run_sync(parse_lora_tags, request.prompt, self.models.library.folder_of("lora"))
+        if request.pm_id_embed_path:  # sd-cli reads it: only a file inside the model folders
+            embed = await anyio.to_thread.run_sync(self.models.library.resolve, "embedding", request.pm_id_embed_path,
+                                                   "pm_id_embed_path")
+            request = msgspec.structs.replace(request, pm_id_embed_path=str(embed))
         job_id = self.queue.new_job_id()
         stored, inputs = await self._with_inputs(request, job_id)
         if request.seed < 0:

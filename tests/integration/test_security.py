@@ -123,6 +123,11 @@ def test_hostile_values_are_refused_with_the_field_named(open_server: ServerProc
             ({"prompt": "x", "batch_count": 2**33}, "batch_count"),
             ({"prompt": "x" * (5 * 1024 * 1024)}, "prompt: at most"),
             ({"prompt": "x", "negative_prompt": "y" * 20_001}, "negative_prompt: at most"),
+            ({"prompt": "a\u0000--model /etc/passwd"}, "NUL"),
+            ({"prompt": "x", "ref_images": [png_b64((8, 8))] * 17}, "ref_images"),
+            ({"prompt": "x", "custom_sigmas": [1.0] * 1001}, "custom_sigmas"),
+            ({"prompt": "x", "pm_id_embed_path": "/etc/passwd"}, "pm_id_embed_path"),
+            ({"prompt": "x", "pm_id_embed_path": "../../../etc/passwd"}, "pm_id_embed_path"),
         ]
         for body, fragment in cases:
             response = http.post("/txt2img", json=body)
