@@ -7,6 +7,7 @@ them, the error names the field, and the OpenAPI document shows them. Rules that
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
@@ -35,3 +36,16 @@ class ErrorBody(msgspec.Struct):
     """Every 4xx and 5xx: `{"error": "<field>: <rule>"}` or a sentence saying what went wrong."""
 
     error: str
+
+
+_AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+
+def describe_validation_error(exc: msgspec.ValidationError) -> str:
+    """msgspec says "Expected `int` >= 1 - at `$.steps`"; clients get "steps: expected `int` >= 1"."""
+    text = str(exc)
+    match = _AT_PATH.search(text)
+    if not match or not match["path"]:
+        return f"invalid arguments: {text[: match.start()] if match else text}"
+    rule = text[: match.start()]
+    return f"{match['path']}: {rule[:1].lower()}{rule[1:]}"

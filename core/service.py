@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import anyio
+import msgspec
 
 from core.events.bus import Event, EventBus, stamp
 from core.events.stream import EventHub
@@ -25,7 +26,9 @@ from core.models.conversion import ConversionService
 from core.models.downloads import DownloadService
 from core.models.hashing import HashCache
 from core.models.library import ModelLibrary
+from core.models.architecture import PRESETS, Architectures
 from core.models.manager import ModelManager
+from core.models.schemas import HealthResponse
 from core.models.specs import ConvertJob, DownloadJob, HashJob
 from core.models.upscaler import UpscalerManager
 from core.output.folder import OutputFolder
@@ -79,6 +82,23 @@ class Service:
         if isinstance(spec, HashJob):
             return await self.downloads.check_hash(spec, record.job.params)
         raise JobFailed(f"no executor for {record.job.type} jobs")
+
+    def health(self) -> HealthResponse:
+        models, upscaler = self.models, self.upscaler.loaded
+        loaded = models.loaded
+        return HealthResponse(
+            status="ok", model_loaded=loaded is not None, model_loading=models.loading_name is not None,
+            loading_model_name=models.loading_name, last_error=models.last_error,
+            model_name=loaded.name if loaded else None, model_type=loaded.request.model_type if loaded else None,
+            model_architecture=loaded.architecture.variant if loaded and loaded.architecture else None,
+            loaded_components=msgspec.structs.asdict(loaded.components()) if loaded else {},
+            upscaler_loaded=upscaler is not None, upscaler_name=upscaler.request.model_name if upscaler else None)
+
+    def architectures(self) -> Architectures:
+        loaded = self.models.loaded
+        preset_name = self.models.preset_name()
+        return Architectures(PRESETS, loaded.architecture.variant if loaded and loaded.architecture else None,
+                             PRESETS[preset_name] if preset_name else None)
 
     def status(self) -> ServerStatus:
         counts = self.queue.counts

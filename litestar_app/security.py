@@ -27,7 +27,7 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 from core.settings import Settings, is_loopback
 
@@ -164,8 +164,8 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
     query = dict(reversed(parse_qsl(scope.get("query_string", b"").decode("latin-1"))))  # the first value wins
     websocket = scope["type"] == ScopeType.WEBSOCKET
-    return RequestFacts("GET" if websocket else scope.get("method", "GET"), scope.get("path", ""), headers, query,
-                        scope.get("scheme", "http"), websocket)
+    method = "GET" if websocket else str(scope.get("method", "GET"))
+    return RequestFacts(method, scope.get("path", ""), headers, query, scope.get("scheme", "http"), websocket)
 
 
 class SecurityMiddleware(ASGIMiddleware):
@@ -186,7 +186,9 @@ class SecurityMiddleware(ASGIMiddleware):
 
 
 async def _redirect(send: Send, location: str) -> None:
-    await send({"type": "http.response.start", "status": 303,
-                "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0"),
-                            (b"cache-control", b"no-store")]})
-    await send({"type": "http.response.body", "body": b""})
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start", "status": 303,
+        "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0"), (b"cache-control", b"no-store")]}
+    body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": b"", "more_body": False}
+    await send(start)
+    await send(body)

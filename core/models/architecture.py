@@ -256,6 +256,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+class Architectures(msgspec.Struct):
+    """GET /architectures."""
+
+    architectures: dict[str, Preset]
+    current_architecture: str | None
+    current_preset: Preset | None
+
+
 # Variants whose size multiple differs from their family's (Wan2.2 TI2V has a 16x VAE).
 VARIANT_MULTIPLES = {"Wan2.2 TI2V": 32}
 

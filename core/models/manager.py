@@ -27,6 +27,7 @@ from runners.progress import Bar, LogLine, Piece
 from runners.sdserver import ResidentServer, ServerFailed
 
 LOADED_MODEL_KEY = "loaded_model"  # the load request, restored after a restart
+LOAD_PROFILES_KEY = "load_profiles"  # model name -> its last successful load request
 
 # Load-request field -> model type whose folder holds it.
 COMPONENT_TYPES: dict[str, str] = {
@@ -159,6 +160,9 @@ class ModelManager:
                     self.last_error = f"Failed to load model: {request.model_name}: {exc}"
                     raise LoadFailed(self.last_error) from None
                 self.loaded, self.last_error = loaded, None
+                profiles = await self.store.value(LOAD_PROFILES_KEY, dict[str, LoadModelRequest]) or {}
+                profiles[loaded.name] = request
+                await self.store.set_value(LOAD_PROFILES_KEY, profiles)
         finally:
             self.loading_name = None
             with anyio.CancelScope(shield=True):
@@ -176,6 +180,11 @@ class ModelManager:
         async with self.in_use:
             await self._unload_locked()
             await self.store.set_value(LOADED_MODEL_KEY, None)
+
+    async def load_profile(self, model_name: str) -> LoadModelRequest | None:
+        """The components and options of the model's last successful load, if any."""
+        profiles = await self.store.value(LOAD_PROFILES_KEY, dict[str, LoadModelRequest]) or {}
+        return profiles.get(model_name)
 
     async def restore(self) -> LoadModelRequest | None:
         """The model that was loaded when the server last stopped (loaded again by the service)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 import msgspec
 from litestar import get
 
-from core.models.architecture import PRESETS, Preset
+from core.models.architecture import Architectures
 from core.service import Service
 from runners.capabilities import QUANT_INFO
 
@@ -22,12 +22,6 @@ class Options(msgspec.Struct):
     rng_types: list[str]
     # What this service cannot do with sd.cpp, so clients need not find out by trial: topic -> why.
     unsupported: dict[str, str]
-
-
-class Architectures(msgspec.Struct):
-    architectures: dict[str, Preset]
-    current_architecture: str | None
-    current_preset: Preset | None
 
 
 UNSUPPORTED = {
@@ -49,10 +43,7 @@ def options(service: Service) -> Options:
 
 @get("/architectures", sync_to_thread=False, summary="Architecture presets and the loaded model's")
 def architectures(service: Service) -> Architectures:
-    loaded = service.models.loaded
-    preset_name = service.models.preset_name()
-    return Architectures(PRESETS, loaded.architecture.variant if loaded and loaded.architecture else None,
-                         PRESETS[preset_name] if preset_name else None)
+    return service.architectures()
 
 
 ROUTES = [options, architectures]
