@@ -28,7 +28,7 @@ from core.models.hashing import HashCache
 from core.models.library import ModelLibrary
 from core.models.architecture import PRESETS, Architectures
 from core.models.manager import ModelManager
-from core.models.schemas import HealthResponse
+from core.models.schemas import HealthResponse, LoadedModelInfo
 from core.models.specs import ConvertJob, DownloadJob, HashJob
 from core.models.upscaler import UpscalerManager
 from core.output.folder import OutputFolder
@@ -93,6 +93,13 @@ class Service:
             model_architecture=loaded.architecture.variant if loaded and loaded.architecture else None,
             loaded_components=msgspec.structs.asdict(loaded.components()) if loaded else {},
             upscaler_loaded=upscaler is not None, upscaler_name=upscaler.request.model_name if upscaler else None)
+
+    def loaded_model(self) -> LoadedModelInfo:
+        loaded, upscaler = self.models.loaded, self.upscaler.loaded
+        return LoadedModelInfo(
+            model_name=loaded.name if loaded else None, model_type=loaded.request.model_type if loaded else None,
+            model_architecture=loaded.architecture.variant if loaded and loaded.architecture else None,
+            load_request=loaded.request if loaded else None, upscaler_name=upscaler.request.model_name if upscaler else None)
 
     def architectures(self) -> Architectures:
         loaded = self.models.loaded

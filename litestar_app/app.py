@@ -22,6 +22,7 @@ from litestar_app import websocket
 from litestar_app.body import JsonRequest
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
+from litestar_app.mcp_server import mcp_endpoint
 from litestar_app.routes import generation, health, info, llm, login, models, output, preview, queue, upscaler
 from litestar_app.security import SecurityMiddleware, SecurityPolicy
 from litestar_app.websocket import standalone_server
@@ -68,9 +69,11 @@ def openapi_config() -> OpenAPIConfig:
 
 
 def create_app(service: Service) -> Litestar:
+    mcp, mcp_sessions = mcp_endpoint(service)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with service.running():
+        async with service.running(), mcp_sessions.run():
             if service.settings.ws_port:
                 async with standalone_server(service, service.settings.host, service.settings.ws_port, policy):
                     yield
@@ -82,7 +85,7 @@ def create_app(service: Service) -> Litestar:
     cors = CORSConfig(allow_origins=settings.cors.allow_origins, allow_credentials=True,
                       allow_headers=["Authorization", "X-API-Key", "Content-Type"]) if settings.cors.allow_origins else None
     return Litestar(
-        route_handlers=[docs, *documented_errors(handler for module in ROUTE_MODULES for handler in module.ROUTES)],
+        route_handlers=[docs, mcp, *documented_errors(handler for module in ROUTE_MODULES for handler in module.ROUTES)],
         dependencies={"service": Provide(provide_service, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],

@@ -96,6 +96,16 @@ class HealthResponse(msgspec.Struct):
     upscaler_name: str | None
 
 
+class LoadedModelInfo(msgspec.Struct):
+    """The loaded model with everything it was loaded with (null fields while none is)."""
+
+    model_name: str | None
+    model_type: str | None
+    model_architecture: str | None
+    load_request: LoadModelRequest | None
+    upscaler_name: str | None
+
+
 class ModelEntry(msgspec.Struct, omit_defaults=True):
     name: str
     type: str
