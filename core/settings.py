@@ -12,6 +12,7 @@ import msgspec
 
 from core.jobs.queue import Retention
 from core.models.downloads import DownloadSettings
+from core.models.schemas import LoadModelRequest
 from core.models.types import MODEL_TYPES
 from core.prompt_help.schemas import LlmSettings
 from runners.paths import backend_dir, data_dir
@@ -79,6 +80,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     retention: Retention = msgspec.field(default_factory=Retention)
     # Period of the `server_status` heartbeat event.
     status_interval_s: float = 5.0
+    # Load profiles by model name ([models."flux.safetensors"] llm = "...", vae = "..."): how a model chosen by
+    # name (AUTOMATIC1111 / OpenAI clients, MCP) is loaded when it has never been loaded through /models/load.
+    models: dict[str, LoadModelRequest] = {}
     auth: Auth = msgspec.field(default_factory=Auth)
     cors: Cors = msgspec.field(default_factory=Cors)
     # Host names (besides loopback ones) that requests may name while the server is bound to loopback: a

@@ -8,7 +8,6 @@ tool error naming the field and the rule, as the REST API's 400 does.
 from __future__ import annotations
 
 import io
-import math
 from typing import Annotated, Awaitable, Callable, Literal, TypeVar
 
 import anyio
@@ -17,10 +16,10 @@ from msgspec import Meta
 from PIL import Image
 
 from core.errors import ServiceError
-from core.events.bus import Event
-from core.events.types import JobProgress, JobStatusChanged
+from core.events.types import JobProgress
 from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
-from core.jobs.schemas import TERMINAL, Job, JobAccepted, JobStatus, JobType, QueueQuery
+from core.jobs.schemas import Job, JobAccepted, JobStatus, JobType, QueueQuery
+from core.jobs.waiting import Update, wait_for_job
 from core.models.schemas import LoadModelRequest
 from core.request_types import describe_validation_error
 from core.service import Service
@@ -146,32 +145,15 @@ class AgentTools:
                               error=job.error)
 
     async def _wait(self, job_id: str, timeout_s: float, progress: Progress) -> Job:
-        """Until the job finishes, relaying its progress events (the bus is synchronous: a stream decouples)."""
-        send, receive = anyio.create_memory_object_stream[Event](math.inf)
+        async def relay(update: Update) -> None:
+            if isinstance(update, JobProgress):
+                await progress(update.percentage, 100.0, f"image {update.current_image + 1}/{update.total_images}, "
+                                                          f"step {update.step}/{update.total_steps}")
 
-        def relay(event: Event) -> None:
-            if event.data.job_key == job_id and isinstance(event.data, (JobProgress, JobStatusChanged)):
-                send.send_nowait(event)
-
-        unsubscribe = self.service.bus.subscribe(relay)
-        try:
-            with anyio.move_on_after(timeout_s):
-                job = await self.service.queue.get(job_id)
-                while job.status not in TERMINAL:
-                    event = await receive.receive()
-                    if isinstance(event.data, JobProgress):
-                        data = event.data
-                        await progress(data.percentage, 100.0, f"image {data.current_image + 1}/{data.total_images}, "
-                                                                f"step {data.step}/{data.total_steps}")
-                    else:
-                        job = await self.service.queue.get(job_id)
-                return job
-            raise ToolFailure(f"job {job_id} did not finish within {timeout_s:.0f}s; it goes on: follow it with the "
-                              "job tool (action=status)")
-        finally:
-            unsubscribe()
-            send.close()
-            receive.close()
+        with anyio.move_on_after(timeout_s):
+            return await wait_for_job(self.service.queue, self.service.bus, job_id, relay)
+        raise ToolFailure(f"job {job_id} did not finish within {timeout_s:.0f}s; it goes on: follow it with the job "
+                          "tool (action=status)")
 
     async def model(self, arguments: dict[str, object]) -> msgspec.Struct:
         args = _convert(arguments, ModelArgs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from core.models.hashing import HashCache
     from core.models.manager import LoadedModel
 
+A1111_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")  # "model.safetensors [6ce0161689]"
 # Folder key -> its key in GET /models/paths (the spec's example says "lora" and "controlnet").
 PATH_KEYS = {"checkpoints": "checkpoints", "diffusion_models": "diffusion_models", "vae": "vae", "loras": "lora",
              "clip": "clip", "t5": "t5", "embeddings": "embeddings", "controlnet": "controlnet", "llm": "llm",
@@ -73,6 +75,18 @@ class ModelLibrary:
                     continue
                 found.append(ModelFile(kind.name, path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
         return sorted(found, key=lambda f: f.name.lower())
+
+    def find_main_model(self, name: str, field: str = "model") -> ModelFile:
+        """A checkpoint or diffusion model by the name a client gives: its file name relative to the folder, with
+        or without extension, or an AUTOMATIC1111 title ("name.safetensors [hash]"). Blocking: run off-loop."""
+        wanted = A1111_TITLE_HASH.sub("", name).strip()
+        candidates = [model for kind in MODEL_TYPES if kind.loadable for model in self.scan(kind)]
+        for matches in (lambda m: m.name == wanted, lambda m: Path(m.name).with_suffix("").as_posix() == wanted,
+                        lambda m: Path(m.name).name == wanted or Path(m.name).stem == wanted):
+            found = [model for model in candidates if matches(model)]
+            if found:
+                return found[0]
+        raise BadRequest(f"{field}: no checkpoint or diffusion model named '{name}' (see GET /models)")
 
     def scan_all(self) -> dict[str, list[ModelFile]]:
         return {kind.name: self.scan(kind) for kind in MODEL_TYPES}

@@ -8,7 +8,7 @@ waits for the running job instead of pulling the model from under it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import anyio
 import msgspec
@@ -185,6 +185,17 @@ class ModelManager:
         """The components and options of the model's last successful load, if any."""
         profiles = await self.store.value(LOAD_PROFILES_KEY, dict[str, LoadModelRequest]) or {}
         return profiles.get(model_name)
+
+    async def select(self, name: str, configured: Mapping[str, LoadModelRequest], field: str = "model") -> LoadedModel:
+        """The model a client names, loaded if it is not already: with its load profile, else the config's
+        `[models."<name>"]` table, else the file alone (a missing component is a 400 naming it)."""
+        found = await anyio.to_thread.run_sync(self.library.find_main_model, name, field)
+        if self.loaded is not None and self.loaded.name == found.name and self.loaded.request.model_type == found.type:
+            return self.loaded
+        stem = Path(found.name).with_suffix("").as_posix()
+        request = (await self.load_profile(found.name) or configured.get(found.name) or configured.get(stem)
+                   or LoadModelRequest(model_name=found.name, model_type=found.type))  # type: ignore[arg-type]
+        return await self.load(msgspec.structs.replace(request, model_name=found.name, model_type=found.type))
 
     async def restore(self) -> LoadModelRequest | None:
         """The model that was loaded when the server last stopped (loaded again by the service)."""
