@@ -33,11 +33,14 @@ def service_error(_: Request, exc: ServiceError) -> Response:
     return Response({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
-def http_error(_: Request, exc: HTTPException) -> Response:
-    message = exc.detail
+def http_message(exc: HTTPException) -> str:
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
-        message = "; ".join(_field_message(item) for item in exc.extra) or message
-    return Response({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        return "; ".join(_field_message(item) for item in exc.extra) or exc.detail
+    return exc.detail
+
+
+def http_error(_: Request, exc: HTTPException) -> Response:
+    return Response({"error": http_message(exc)}, status_code=exc.status_code, headers=exc.headers)
 
 
 def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -8,7 +8,7 @@ table (or `derived_generation_fields`) translates; a field absent from the sourc
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, cast
+from typing import Any, Callable, Mapping, cast
 
 import msgspec
 
@@ -213,3 +213,16 @@ def build_server_body(fields: FlagSource) -> dict[str, object]:
             node = cast(dict[str, object], node.setdefault(key, {}))
         node[spec.path[-1]] = value
     return body
+
+
+def fields_from_server_body(body: Mapping[str, object]) -> dict[str, object]:
+    """The inverse of `build_server_body`: API fields from a native sd-server body (what sd-server's clients embed
+    as `<sd_cpp_extra_args>{...}</sd_cpp_extra_args>`). Paths the table does not know are left out."""
+    fields: dict[str, object] = {}
+    for spec in SERVER_FIELDS:
+        node: object = body
+        for key in spec.path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is not None:
+            fields[spec.field] = node
+    return fields

@@ -1,0 +1,244 @@
+"""AUTOMATIC1111's `/sdapi/v1` shapes (modules/api/models.py) and their translation into ordinary jobs.
+
+Unknown fields are ignored, as A1111 does: clients such as webuiapi send every field A1111 has. A field left out
+(None here) takes this server's default, so that a client's silence means what it means on our REST API.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+from PIL import ImageOps
+
+from core.compat.samplers import sd_sampler
+from core.compat.sd_server import LoraItem, extract_extra_args, lora_tags
+from core.errors import BadRequest
+from core.generation.input_images import decode_image
+from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from core.jobs.schemas import Job
+from core.request_types import Request, describe_validation_error
+
+Count = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+
+
+class A1111Generation(Request):
+    prompt: str = ""
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    seed: int | None = None
+    sampler_name: str | None = None
+    sampler_index: str | None = None  # A1111 before 1.6 named the sampler here
+    scheduler: str | None = None
+    batch_size: Count = 1
+    n_iter: Count = 1
+    clip_skip: int | None = None
+    override_settings: dict[str, object] = {}  # free-form in A1111: sd_model_checkpoint, CLIP_stop_at_last_layers
+    model: str | None = None  # SillyTavern and others name the checkpoint here
+    lora: list[LoraItem] = []  # sd-server's structured LoRA list
+    send_images: bool = True
+
+
+class A1111Txt2Img(A1111Generation):
+    denoising_strength: float | None = None  # hires fix only in A1111: not supported, ignored
+
+
+class A1111Img2Img(A1111Generation):
+    init_images: list[str] = []
+    mask: str | None = None
+    inpainting_mask_invert: int | bool = 0
+    denoising_strength: float | None = None
+
+
+class A1111Options(Request):
+    """POST /sdapi/v1/options: only the checkpoint is honoured; the rest is A1111's UI state."""
+
+    sd_model_checkpoint: str | None = None
+
+
+class GenerationResponse(msgspec.Struct):
+    images: list[str]
+    parameters: dict[str, object]  # the request as understood (free-form, as A1111's)
+    info: str  # a JSON string, as A1111 sends it
+
+
+class Progress(msgspec.Struct):
+    progress: float
+    eta_relative: float
+    state: dict[str, object]
+    current_image: str | None
+    textinfo: str | None
+
+
+class SdModel(msgspec.Struct):
+    title: str
+    model_name: str
+    hash: str | None
+    sha256: str | None
+    filename: str
+    config: str | None = None
+
+
+class NamedFile(msgspec.Struct):
+    model_name: str
+    filename: str
+
+
+class Sampler(msgspec.Struct):
+    name: str
+    aliases: list[str]
+    options: dict[str, str]
+
+
+class Scheduler(msgspec.Struct):
+    name: str
+    label: str
+    aliases: list[str] | None
+    default_rho: float
+    need_inner_model: bool
+
+
+class Upscaler(msgspec.Struct):
+    name: str
+    model_name: str | None
+    model_path: str | None
+    model_url: str | None
+    scale: float
+
+
+class Lora(msgspec.Struct):
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, object]
+
+
+class ExtraSingleImage(Request):
+    image: str = ""
+    upscaling_resize: float = 2.0
+    upscaler_1: str | None = None
+
+
+class ExtraSingleImageResponse(msgspec.Struct):
+    html_info: str
+    image: str
+
+
+class A1111Error(msgspec.Struct):
+    """How A1111 answers a refused request: `{"error": <type>, "detail": <message>}`."""
+
+    error: str
+    detail: str
+    body: str = ""
+    errors: str = ""
+
+
+def model_choice(request: A1111Generation) -> str | None:
+    """The checkpoint a request names (override_settings wins over the top-level `model`)."""
+    chosen = request.override_settings.get("sd_model_checkpoint") or request.model
+    return str(chosen) if chosen else None
+
+
+def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: tuple[str, ...]) -> GenerationRequest:
+    """Our txt2img / img2img request for an A1111 one (sd-server's extra args and LoRA list applied)."""
+    prompt, extra = extract_extra_args(request.prompt)
+    if request.lora:
+        prompt = f"{prompt} {lora_tags(request.lora)}".strip()
+    fields: dict[str, object] = {"prompt": prompt, "batch_count": request.batch_size * request.n_iter}
+    for name in ("negative_prompt", "width", "height", "steps", "cfg_scale", "seed", "clip_skip"):
+        if (value := getattr(request, name)) is not None:
+            fields[name] = value
+    if (stop := request.override_settings.get("CLIP_stop_at_last_layers")) and "clip_skip" not in fields:
+        fields["clip_skip"] = stop
+    sampler_name = request.sampler_name or request.sampler_index
+    if sampler_name or request.scheduler:
+        sampler, scheduler = sd_sampler(sampler_name or "", request.scheduler, samplers, schedulers)
+        if sampler:
+            fields["sampler"] = sampler
+        if scheduler:
+            fields["scheduler"] = scheduler
+    if isinstance(request, A1111Img2Img):
+        if not request.init_images:
+            raise BadRequest("init_images: at least one image is required for img2img")
+        fields["init_image_base64"] = request.init_images[0]
+        if request.denoising_strength is not None:
+            fields["strength"] = min(max(request.denoising_strength, 0.0), 1.0)
+        if request.mask:
+            fields["mask_image_base64"] = request.mask
+    fields.update(extra)
+    try:
+        return msgspec.convert(fields, Img2ImgRequest if isinstance(request, A1111Img2Img) else Txt2ImgRequest)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None
+
+
+def parameters(request: A1111Generation) -> dict[str, object]:
+    """The request as understood, without its images (A1111's `parameters`)."""
+    shown = msgspec.to_builtins(request)
+    for name in ("init_images", "mask"):
+        shown.pop(name, None)
+    return shown
+
+
+def info(job: Job, request: A1111Generation, model: str | None, infotexts: list[str]) -> str:
+    """A1111's `info`: a JSON string; the seed is the one really used (sd.cpp numbers batch images seed + i)."""
+    params = job.params
+    seed = int(str(params.get("seed", -1)))
+    count = int(str(params.get("batch_count", 1)))
+    return json.dumps({
+        "prompt": params.get("prompt"), "all_prompts": [params.get("prompt")] * count,
+        "negative_prompt": params.get("negative_prompt"), "all_negative_prompts": [params.get("negative_prompt")] * count,
+        "seed": seed, "all_seeds": [seed + i for i in range(count)], "subseed": -1, "all_subseeds": [-1] * count,
+        "subseed_strength": 0, "width": params.get("width"), "height": params.get("height"),
+        "sampler_name": request.sampler_name or request.sampler_index or params.get("sampler"),
+        "scheduler": params.get("scheduler"), "cfg_scale": params.get("cfg_scale"), "steps": params.get("steps"),
+        "batch_size": request.batch_size, "n_iter": request.n_iter, "clip_skip": params.get("clip_skip"),
+        "denoising_strength": params.get("strength"), "sd_model_name": model, "sd_model_hash": None,
+        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "styles": [], "extra_generation_params": {},
+        "index_of_first_image": 0, "infotexts": infotexts, "job_timestamp": _timestamp(job.started_at),
+        "is_using_inpainting_conditioning": False, "version": "sdcpp-restapi", "job_id": job.job_id})
+
+
+def progress(job: Job | None, queued: int, preview_b64: str | None) -> Progress:
+    """`/sdapi/v1/progress` for the running generation job (all zero when none runs)."""
+    if job is None:
+        state: dict[str, object] = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "",
+                                    "job_count": queued, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
+                                    "sampling_steps": 0}
+        return Progress(0.0, 0.0, state, None, None)
+    fraction = job.progress.percentage / 100.0
+    elapsed = _elapsed(job.started_at)
+    eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
+    state = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": job.job_id,
+             "job_count": queued, "job_timestamp": _timestamp(job.started_at), "job_no": job.progress.current_image,
+             "sampling_step": job.progress.step, "sampling_steps": job.progress.total_steps}
+    return Progress(round(fraction, 4), round(eta, 2), state, preview_b64, None)
+
+
+def _parse(timestamp: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")) if timestamp else None
+
+
+def _timestamp(timestamp: str | None) -> str:
+    moment = _parse(timestamp)
+    return moment.strftime("%Y%m%d%H%M%S") if moment else "0"
+
+
+def _elapsed(timestamp: str | None) -> float:
+    moment = _parse(timestamp)
+    return (dt.datetime.now(dt.timezone.utc) - moment).total_seconds() if moment else 0.0
+
+
+def inverted_mask(data: str, max_bytes: int, max_pixels: int) -> str:
+    """`inpainting_mask_invert`: the mask with black and white swapped, as a base64 PNG. Blocking."""
+    buffer = io.BytesIO()
+    ImageOps.invert(decode_image(data, "mask", max_bytes, max_pixels, "L")).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,59 @@
+"""Running a compatibility request as an ordinary job: choose the model by name, submit, wait, read the images
+back. Shared by the AUTOMATIC1111 and OpenAI routes."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import anyio
+from PIL import Image
+
+from core.errors import ServiceError
+from core.generation.requests import GenerationRequest, UpscaleRequest
+from core.jobs.schemas import Job, JobAccepted
+from core.service import Service
+
+
+class JobDidNotComplete(ServiceError):
+    """The job behind a waiting request failed or was cancelled: the request fails with its reason."""
+
+    status = 500
+
+
+class CompatRuns:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def choose_model(self, name: str | None, field: str = "model") -> None:
+        """Load the named model (waiting for the running job) unless it is the loaded one; None keeps it."""
+        if name:
+            await self.service.models.select(name, self.service.settings.models, field)
+
+    async def submit(self, job_type: str, request: GenerationRequest | UpscaleRequest) -> JobAccepted:
+        generation = self.service.generation
+        if isinstance(request, UpscaleRequest):
+            return await generation.submit_upscale(request)
+        return await generation.submit(job_type, request)
+
+    @staticmethod
+    def require_completed(job: Job) -> Job:
+        if job.status != "completed":
+            raise JobDidNotComplete(f"job {job.job_id} {job.status}: {job.error or 'no reason given'}")
+        return job
+
+    async def images(self, job: Job) -> list[tuple[bytes, str]]:
+        """(PNG bytes, sd.cpp's `parameters` text) of each image the job wrote, in order."""
+        root = self.service.output_root
+        paths = [root / output for output in job.outputs if output.endswith(".png")]
+        return await anyio.to_thread.run_sync(lambda: [_read_png(path) for path in paths])
+
+    @staticmethod
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+
+def _read_png(path: Path) -> tuple[bytes, str]:
+    data = path.read_bytes()
+    with Image.open(path) as image:
+        return data, str(image.info.get("parameters", ""))

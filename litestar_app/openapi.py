@@ -1,0 +1,55 @@
+"""The OpenAPI document (/schema/openapi.json), the Swagger UI (/docs) and the error responses every route
+documents."""
+
+from __future__ import annotations
+
+from typing import Iterable, TypeVar
+
+from litestar import get
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.response import Redirect
+
+from core.request_types import ErrorBody
+
+H = TypeVar("H")
+SCHEMA_PATH = "/schema"  # /schema/openapi.json and the Swagger UI at /schema/swagger (/docs redirects there)
+ERROR_RESPONSES = {
+    status: ResponseSpec(ErrorBody, description=description, generate_examples=False)
+    for status, description in (
+        (400, "Bad request: the message names the field and the rule it broke"),
+        (401, "An API key is required (see the Security section of README.md)"),
+        (403, "Cross-site request, or a Host name that is not allowed"),
+        (404, "Not found"),
+        (413, "The request body is larger than limits.max_body_bytes"),
+        (415, "A request body must be declared as application/json"),
+        (429, "The queue is full (limits.max_pending); see Retry-After"),
+        (500, "Internal error, or a model that could not be loaded"),
+        (502, "An upstream service (Ollama, CivitAI, HuggingFace) failed"),
+    )
+}
+
+
+@get("/docs", include_in_schema=False, sync_to_thread=False)
+def docs() -> Redirect:
+    return Redirect(f"{SCHEMA_PATH}/swagger")
+
+
+def documented_errors(handlers: Iterable[H]) -> list[H]:
+    """Every HTTP route documents the error schema for the error statuses it can answer."""
+    listed = list(handlers)
+    for handler in listed:
+        if isinstance(handler, HTTPRouteHandler) and handler.include_in_schema:
+            handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
+    return listed
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="sdcpp-restapi", version="0.1.0",
+        description="REST API, job queue and live events around stable-diffusion.cpp (see README.md and "
+                    "shared/spec/API.md). WebSocket events: ws://<host>:<ws_port>/ and /ws on this port.",
+        path=SCHEMA_PATH, render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+    )
