@@ -10,7 +10,8 @@ One policy (`SecurityPolicy.refusal`) judges every HTTP request and WebSocket ha
    curl and scripts send none and are not affected.
 3. Key: with API keys configured, everything but GET /health and the login page needs one: Bearer, X-API-Key,
    the password of HTTP Basic, `?token=` (WebSocket handshakes only), or the login cookie.
-4. Body type: a request with a body must declare it as JSON (the login form as a urlencoded form).
+4. Body type: a request with a body must declare it as JSON (the login form may be urlencoded, OpenAI's image
+   edits multipart, as those clients send them).
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ SESSION_COOKIE = "sdcpp_session"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # (method, path) reachable without a key.
 PUBLIC = frozenset({("GET", "/health"), ("GET", "/login"), ("POST", "/login")})
-# Paths whose body may be a urlencoded form (the login page); every other body is JSON.
-FORM_PATHS = frozenset({"/login"})
 JSON_TYPES = frozenset({"application/json"})
-FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
+# Paths whose body may be something else (documented there); every other body is JSON.
+BODY_TYPES = {"/login": JSON_TYPES | {"application/x-www-form-urlencoded"},
+              "/v1/images/edits": JSON_TYPES | {"multipart/form-data"}}
 
 
 class Refusal(msgspec.Struct, frozen=True):
@@ -148,7 +149,7 @@ class SecurityPolicy:
                                 "/login)", {"WWW-Authenticate": 'Bearer realm="sdcpp-restapi"'})
         if not facts.websocket and self._has_body(headers):
             media_type = _media_type(headers.get("content-type", ""))
-            allowed = JSON_TYPES | (FORM_TYPES if facts.path in FORM_PATHS else frozenset())
+            allowed = BODY_TYPES.get(facts.path, JSON_TYPES)
             if media_type not in allowed:
                 return Refusal(415, f"Content-Type must be application/json for a request body (got "
                                     f"'{media_type or 'none'}')")

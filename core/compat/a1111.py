@@ -153,10 +153,13 @@ def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: 
     if request.lora:
         prompt = f"{prompt} {lora_tags(request.lora)}".strip()
     fields: dict[str, object] = {"prompt": prompt, "batch_count": request.batch_size * request.n_iter}
-    for name in ("negative_prompt", "width", "height", "steps", "cfg_scale", "seed", "clip_skip"):
+    for name in ("negative_prompt", "width", "height", "steps", "cfg_scale", "seed"):
         if (value := getattr(request, name)) is not None:
             fields[name] = value
-    if (stop := request.override_settings.get("CLIP_stop_at_last_layers")) and "clip_skip" not in fields:
+    # A1111's "stop at last layer 1" is no skip; sd.cpp's default (-1) already picks what the model wants (2 for
+    # SDXL), where a literal 1 would override it. Larger values are passed.
+    stop = request.clip_skip if request.clip_skip is not None else request.override_settings.get("CLIP_stop_at_last_layers")
+    if isinstance(stop, int) and stop > 1:
         fields["clip_skip"] = stop
     sampler_name = request.sampler_name or request.sampler_index
     if sampler_name or request.scheduler:

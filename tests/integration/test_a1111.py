@@ -155,20 +155,24 @@ def test_old_style_karras_sampler_and_sd_server_conventions(server: ServerProces
     assert params["prompt"] == "a cat <lora:tiny_lora:0.5>"
 
 
-OPEN_WEBUI_TXT2IMG = {"prompt": "A cat on a sofa", "batch_size": 1, "width": 64, "height": 64, "steps": 2,
-                      "negative_prompt": ""}
+# Verbatim from their public source (Open WebUI backend/open_webui/routers/images.py with its default settings;
+# SillyTavern public/scripts/extensions/stable-diffusion/index.js generateAutoImage, forwarded whole by its server).
+OPEN_WEBUI_TXT2IMG = {"prompt": "a red fox in the snow", "batch_size": 1, "width": 512, "height": 512, "steps": 50}
 SILLYTAVERN_TXT2IMG = {
-    "prompt": "a cat, masterpiece", "negative_prompt": "lowres, bad anatomy", "sampler_name": "Euler a",
-    "scheduler": "Automatic", "steps": 2, "cfg_scale": 7, "width": 64, "height": 64, "restore_faces": False,
-    "enable_hr": False, "hr_upscaler": "Latent", "hr_scale": 2, "hr_additional_modules": [],
-    "denoising_strength": 0.7, "hr_second_pass_steps": 0, "seed": -1, "clip_skip": 1, "model": "flux2_tiny_dit",
-    "override_settings": {"CLIP_stop_at_last_layers": 1}, "override_settings_restore_afterwards": True,
-    "save_images": True, "send_images": True, "do_not_save_grid": False, "do_not_save_samples": False}
+    "url": "http://localhost:7860", "auth": "", "prompt": "best quality, absurdres, aesthetic, 1girl, red hair",
+    "negative_prompt": "lowres, bad anatomy, bad hands, text, error, cropped, worst quality, low quality, normal "
+                       "quality, jpeg artifacts, signature, watermark, username, blurry",
+    "sampler_name": "DDIM", "scheduler": "normal", "steps": 20, "cfg_scale": 7, "width": 512, "height": 512,
+    "restore_faces": False, "enable_hr": False, "hr_upscaler": "Latent", "hr_scale": 2, "hr_additional_modules": [],
+    "denoising_strength": 0.7, "hr_second_pass_steps": 0, "override_settings": {"CLIP_stop_at_last_layers": 1},
+    "override_settings_restore_afterwards": True, "clip_skip": 1, "save_images": True, "send_images": True,
+    "do_not_save_grid": False, "do_not_save_samples": False}
 
 
 @pytest.mark.parametrize("body", [OPEN_WEBUI_TXT2IMG, SILLYTAVERN_TXT2IMG], ids=["open-webui", "sillytavern"])
 def test_the_bodies_open_webui_and_sillytavern_send(server: ServerProcess, body: dict) -> None:
-    response = httpx.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120)
+    response = httpx.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=300)
     assert response.status_code == 200, response.text
     images = response.json()["images"]
-    assert len(images) == 1 and Image.open(io.BytesIO(base64.b64decode(images[0]))).size == (64, 64)
+    assert len(images) == 1 and Image.open(io.BytesIO(base64.b64decode(images[0]))).size == (512, 512)
+    assert json.loads(response.json()["info"])["seed"] >= 0

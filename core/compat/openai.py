@@ -1,0 +1,164 @@
+"""OpenAI's images API shapes (`/v1/images/generations`, `/v1/images/edits`, `/v1/models`) and their translation
+into ordinary jobs. Fields OpenAI's own models use and sd.cpp has no counterpart for (quality, background, style,
+moderation, user) are accepted and ignored; `model` selects one of our models when it names one."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+from PIL import Image
+
+from core.compat.sd_server import extract_extra_args
+from core.errors import BadRequest
+from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from core.models.architecture import Architecture, GenerationDefaults, PRESETS
+from core.request_types import Request, describe_validation_error
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+DEFAULT_SIZE = (512, 512)  # "auto" for an architecture without a preset
+PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+class ImageGeneration(Request):
+    prompt: Annotated[str, Meta(min_length=1)]
+    model: str | None = None
+    n: Annotated[int, Meta(ge=1, le=64)] = 1
+    size: str = "auto"
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    output_format: OutputFormat = "png"
+    output_compression: Annotated[int, Meta(ge=0, le=100)] = 100
+    stream: bool = False
+    partial_images: Annotated[int, Meta(ge=0, le=3)] = 0
+    quality: str | None = None  # accepted, ignored: sd.cpp's quality is steps and cfg
+    background: str | None = None
+    style: str | None = None
+    moderation: str | None = None
+    user: str | None = None
+
+
+class ImageData(msgspec.Struct, omit_defaults=True):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class TokenDetails(msgspec.Struct):
+    text_tokens: int = 0
+    image_tokens: int = 0
+
+
+class Usage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    input_tokens_details: TokenDetails = msgspec.field(default_factory=TokenDetails)
+
+
+class ImagesResponse(msgspec.Struct):
+    created: int
+    data: list[ImageData]
+    background: str
+    output_format: OutputFormat
+    quality: str
+    size: str
+    usage: Usage
+
+
+class StreamEvent(msgspec.Struct, omit_defaults=True):
+    """`image_generation.partial_image` / `.completed` (and `image_edit.*`), as the openai client parses them."""
+
+    type: str
+    b64_json: str
+    created_at: int
+    size: str
+    quality: str
+    background: str
+    output_format: OutputFormat
+    partial_image_index: int | None = None
+    usage: Usage | None = None
+
+
+class ModelCard(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(msgspec.Struct):
+    object: str
+    data: list[ModelCard]
+
+
+class ErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(msgspec.Struct):
+    error: ErrorDetail
+
+
+def error_body(message: str, status: int) -> OpenAIError:
+    """OpenAI's error shape; `param` is the field our message names ("steps: ..." -> "steps")."""
+    field = re.match(r"^([\w.\[\]]+):", message)
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return OpenAIError(ErrorDetail(message, kind, field[1] if field else None, None))
+
+
+def native_size(architecture: Architecture | None) -> tuple[int, int]:
+    preset = PRESETS.get(architecture.family) if architecture else None
+    defaults: GenerationDefaults | None = preset.defaults if preset else None
+    return (defaults.width, defaults.height) if defaults else DEFAULT_SIZE
+
+
+def parse_size(size: str, architecture: Architecture | None) -> tuple[int, int]:
+    if size in ("", "auto"):
+        return native_size(architecture)
+    match = SIZE.match(size)
+    if not match:
+        raise BadRequest(f"size: must be 'auto' or 'WIDTHxHEIGHT' (got '{size}')")
+    return int(match[1]), int(match[2])
+
+
+def to_request(prompt: str, n: int, size: tuple[int, int], preview: bool, init_image: str | None = None,
+               mask: str | None = None, references: list[str] | None = None) -> GenerationRequest:
+    """Our request: txt2img, or img2img when an image is given (the edit endpoint)."""
+    clean, extra = extract_extra_args(prompt)
+    fields: dict[str, object] = {"prompt": clean, "batch_count": n, "width": size[0], "height": size[1]}
+    if preview:
+        fields["preview"] = True  # partial images come from the live previews
+    if init_image is not None:
+        fields["init_image_base64"] = init_image
+        if mask is not None:
+            fields["mask_image_base64"] = mask
+        if references:
+            fields["ref_images"] = references
+    fields.update(extra)
+    try:
+        return msgspec.convert(fields, Img2ImgRequest if init_image is not None else Txt2ImgRequest)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None
+
+
+def encode(data: bytes, output_format: OutputFormat, compression: int) -> bytes:
+    """An image file in the requested format (sd.cpp writes PNG; previews are JPEG). Blocking."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format == PIL_FORMATS[output_format]:
+            return data
+        buffer = io.BytesIO()
+        converted = image.convert("RGB") if output_format == "jpeg" else image
+        converted.save(buffer, format=PIL_FORMATS[output_format], quality=max(compression, 1))
+        return buffer.getvalue()
+
+
+def now() -> int:
+    return int(time.time())

@@ -1,0 +1,166 @@
+"""OpenAI's images API (`/v1/images/generations`, `/v1/images/edits`, `/v1/models`) on the same queue: each request
+is an ordinary job the request waits for, or, with `stream: true`, follows as server-sent events fed from the live
+previews. Errors use OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+from __future__ import annotations
+
+import base64
+from typing import AsyncIterator
+
+import anyio
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import HTTPException
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+
+from core.compat.openai import (ImageData, ImageGeneration, ImagesResponse, ModelCard, ModelList, OutputFormat,
+                                StreamEvent, Usage, encode, error_body, now, parse_size, to_request)
+from core.compat.runs import CompatRuns
+from core.errors import BadRequest, ServiceError
+from core.events.types import JobPreview, JobProgress
+from core.generation.requests import GenerationRequest
+from core.jobs.schemas import Job
+from core.jobs.waiting import job_updates
+from core.request_types import describe_validation_error
+from core.service import Service
+from litestar_app.client_wait import wait_or_cancel
+from litestar_app.errors import http_message
+from litestar_app.openapi import documented_errors
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def _choose_model(service: Service, name: str | None) -> None:
+    """OpenAI's `model` selects one of ours when it names one; other names (dall-e-3, gpt-image-1) keep the loaded
+    model, and with none loaded the request is refused."""
+    runs = CompatRuns(service)
+    if name:
+        try:
+            await runs.choose_model(name, "model")
+            return
+        except BadRequest:
+            if service.models.loaded is None:
+                raise
+    service.models.require_loaded()
+
+
+async def _respond(request: Request, service: Service, options: ImageGeneration, generation: GenerationRequest,
+                   job_type: str, kind: str) -> Response[ImagesResponse] | ServerSentEvent:
+    runs = CompatRuns(service)
+    accepted = await runs.submit(job_type, generation)
+    size = f"{generation.width}x{generation.height}"
+    if options.stream:
+        return ServerSentEvent(_stream(service, accepted.job_id, options, size, kind))
+    job = runs.require_completed(await wait_or_cancel(request, service, accepted.job_id))
+    images = await runs.images(job)
+    if options.response_format == "url":
+        host = request.headers.get("host", "")
+        data = [ImageData(url=f"{request.url.scheme}://{host}/output/{path}") for path in job.outputs
+                if path.endswith(".png")]
+        output_format: OutputFormat = "png"
+    else:
+        encoded = await anyio.to_thread.run_sync(
+            lambda: [encode(png, options.output_format, options.output_compression) for png, _ in images])
+        data, output_format = [ImageData(b64_json=runs.b64(image)) for image in encoded], options.output_format
+    return Response(ImagesResponse(now(), data, "opaque", output_format, options.quality or "auto", size, Usage()))
+
+
+async def _stream(service: Service, job_id: str, options: ImageGeneration, size: str, kind: str
+                  ) -> AsyncIterator[ServerSentEventMessage]:
+    """Partial images at evenly spaced points of the progress (from the previews), then one completed event per
+    image. A client that leaves cancels the job."""
+    thresholds = [100.0 * (k + 1) / (options.partial_images + 1) for k in range(options.partial_images)]
+    percentage, sent, finished = 0.0, 0, False
+
+    async def message(event_type: str, image: bytes, index: int | None = None) -> ServerSentEventMessage:
+        encoded = await anyio.to_thread.run_sync(encode, image, options.output_format, options.output_compression)
+        event = StreamEvent(type=event_type, b64_json=CompatRuns.b64(encoded), created_at=now(), size=size,
+                            quality=options.quality or "auto", background="opaque", output_format=options.output_format,
+                            partial_image_index=index, usage=None if index is not None else Usage())
+        return ServerSentEventMessage(data=_encode(event).decode(), event=event.type)
+
+    try:
+        async for item in job_updates(service.queue, service.bus, job_id):
+            if isinstance(item, JobProgress):
+                percentage = item.percentage
+            elif isinstance(item, JobPreview) and sent < len(thresholds) and percentage >= thresholds[sent]:
+                yield await message(f"{kind}.partial_image", base64.b64decode(item.image.split(",", 1)[1]), sent)
+                sent += 1
+            elif isinstance(item, Job):
+                finished = True
+                job = CompatRuns.require_completed(item)
+                images = await CompatRuns(service).images(job)
+                for png, _ in images:
+                    yield await message(f"{kind}.completed", png)
+    except ServiceError as exc:
+        yield ServerSentEventMessage(data=_encode(error_body(exc.message, exc.status)).decode(), event="error")
+    finally:
+        if not finished:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await service.queue.cancel(job_id)
+                except ServiceError:
+                    pass
+
+
+@post("/images/generations", status_code=200, summary="OpenAI images.generate: txt2img on the queue")
+async def generations(request: Request, data: ImageGeneration, service: Service
+                      ) -> Response[ImagesResponse] | ServerSentEvent:
+    await _choose_model(service, data.model)
+    loaded = service.models.require_loaded()
+    generation = to_request(data.prompt, data.n, parse_size(data.size, loaded.architecture),
+                            data.stream and data.partial_images > 0)
+    return await _respond(request, service, data, generation, "txt2img", "image_generation")
+
+
+async def _upload_b64(upload: object, field: str) -> str:
+    if not isinstance(upload, UploadFile):
+        raise BadRequest(f"{field}: must be an image file (multipart upload)")
+    return base64.b64encode(await upload.read()).decode("ascii")
+
+
+@post("/images/edits", status_code=200, summary="OpenAI images.edit (multipart): img2img, with a mask when given")
+async def edits(request: Request, service: Service) -> Response[ImagesResponse] | ServerSentEvent:
+    form = await request.form()
+    uploads = [*form.getall("image[]", []), *form.getall("image", [])]
+    if not uploads:
+        raise BadRequest("image: at least one image file is required (image or image[])")
+    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    try:
+        options = msgspec.convert(fields, ImageGeneration, strict=False)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None
+    images = [await _upload_b64(upload, "image") for upload in uploads]
+    mask = await _upload_b64(form["mask"], "mask") if "mask" in form else None
+    await _choose_model(service, options.model)
+    loaded = service.models.require_loaded()
+    generation = to_request(options.prompt, options.n, parse_size(options.size, loaded.architecture),
+                            options.stream and options.partial_images > 0, images[0], mask, images[1:])
+    return await _respond(request, service, options, generation, "img2img", "image_edit")
+
+
+@get("/models", summary="OpenAI models.list: the generation models (checkpoints and diffusion models)")
+async def models(service: Service) -> ModelList:
+    scanned = await anyio.to_thread.run_sync(service.library.scan_all)
+    return ModelList("list", [ModelCard(model.name, "model", model.mtime_ns // 10**9, "sdcpp-restapi")
+                              for kind in ("checkpoint", "diffusion") for model in scanned[kind]])
+
+
+NO_RETRY = {"x-should-retry": "false"}  # the openai client retries 5xx and 429, which would run a job again
+
+
+def openai_error(_: Request, exc: Exception) -> Response[object]:
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.message, exc.status), status_code=exc.status, headers={**exc.headers, **NO_RETRY})
+    if isinstance(exc, HTTPException):
+        return Response(error_body(http_message(exc), exc.status_code), status_code=exc.status_code,
+                        headers={**(exc.headers or {}), **NO_RETRY})
+    return Response(error_body(f"Internal error: {type(exc).__name__}", 500), status_code=500, headers=NO_RETRY)
+
+
+ROUTER = Router("/v1", route_handlers=documented_errors([generations, edits, models]),
+                exception_handlers={ServiceError: openai_error, HTTPException: openai_error, Exception: openai_error},
+                tags=["OpenAI compatibility"])
+ROUTES = [ROUTER]

@@ -1,0 +1,119 @@
+"""OpenAI's images API through the `openai` package (base_url pointing at the test server): generate with
+b64_json and url, edit with a mask (multipart), streaming partial images from the live previews, models.list,
+errors in OpenAI's shape, the exact body Open WebUI sends; jobs are ordinary queue jobs."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY_LOAD
+from tests.support import ServerProcess, running_server_with
+
+pytestmark = pytest.mark.integration
+KEY = "openai-test-key"
+
+
+@pytest.fixture(scope="module")
+def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    work = tmp_path_factory.mktemp("openai")
+    process = ServerProcess(own_models_dir, work / "output", work / "server.log",
+                            env={"SDCPP_RESTAPI_API_KEYS": KEY}).start()
+    try:
+        httpx.post(process.url + "/models/load", json=TINY_LOAD, headers={"Authorization": f"Bearer {KEY}"}
+                   ).raise_for_status()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def decoded(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def png(size: tuple[int, int], mode: str = "RGB", color: object = (10, 200, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_generate_b64_json(client: openai.OpenAI, server: ServerProcess) -> None:
+    result = client.images.generate(model="dall-e-3", prompt="an openai cat", n=2, size="64x48",
+                                    response_format="b64_json")
+    assert [decoded(item.b64_json).size for item in result.data] == [(64, 48), (64, 48)]
+    assert result.size == "64x48" and result.output_format == "png" and result.created > 0
+    assert result.usage is not None and result.usage.total_tokens == 0
+    jobs = httpx.get(server.url + "/queue", params={"search": "an openai cat"},
+                     headers={"Authorization": f"Bearer {KEY}"}).json()["items"]
+    assert [(job["type"], job["status"], job["params"]["batch_count"]) for job in jobs] == [("txt2img", "completed", 2)]
+
+
+def test_generate_url_and_jpeg(client: openai.OpenAI) -> None:
+    result = client.images.generate(model=TINY_LOAD["model_name"], prompt="by url", size="64x64", response_format="url")
+    url = result.data[0].url
+    assert url is not None and "/output/" in url
+    fetched = httpx.get(url, headers={"Authorization": f"Bearer {KEY}"})
+    assert fetched.status_code == 200 and Image.open(io.BytesIO(fetched.content)).size == (64, 64)
+    jpeg = client.images.generate(prompt="as jpeg", size="64x64", output_format="jpeg")
+    assert decoded(jpeg.data[0].b64_json).format == "JPEG" and jpeg.output_format == "jpeg"
+
+
+def test_edit_with_a_mask(client: openai.OpenAI) -> None:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    result = client.images.edit(image=("frog.png", png((64, 64)), "image/png"), mask=("mask.png", buffer.getvalue(),
+                                "image/png"), prompt="a frog wearing a hat", size="64x64")
+    assert decoded(result.data[0].b64_json).size == (64, 64)
+
+
+def test_streaming_sends_partial_images_then_the_result(client: openai.OpenAI) -> None:
+    stream = client.images.generate(prompt="streamed cat", size="64x64", stream=True, partial_images=2,
+                                    extra_body={"n": 1})
+    events = list(stream)
+    kinds = [event.type for event in events]
+    assert kinds.count("image_generation.partial_image") >= 1 and kinds[-1] == "image_generation.completed"
+    partial = [event for event in events if event.type == "image_generation.partial_image"]
+    assert [event.partial_image_index for event in partial] == list(range(len(partial)))
+    assert decoded(events[-1].b64_json).size == (64, 64) and events[-1].usage.total_tokens == 0
+
+
+def test_models_list(client: openai.OpenAI) -> None:
+    ids = [model.id for model in client.models.list()]
+    assert TINY_LOAD["model_name"] in ids
+
+
+def test_errors_come_in_openai_shape(client: openai.OpenAI, server: ServerProcess) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.images.generate(prompt="x", size="huge")
+    assert refused.value.param == "size" and "WIDTHxHEIGHT" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as rounded:
+        client.images.generate(prompt="x", size="72x40")
+    assert "multiples of 16" in rounded.value.message
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+# Verbatim from Open WebUI (backend/open_webui/routers/images.py, default settings: dall-e-2, 512x512).
+OPEN_WEBUI_GENERATIONS = {"model": "dall-e-2", "prompt": "a red fox in the snow", "n": 1, "size": "512x512",
+                          "response_format": "b64_json"}
+
+
+def test_the_body_open_webui_sends(server: ServerProcess) -> None:
+    response = httpx.post(server.url + "/v1/images/generations", json=OPEN_WEBUI_GENERATIONS,
+                          headers={"Authorization": f"Bearer {KEY}"}, timeout=300)
+    assert response.status_code == 200, response.text
+    assert decoded(response.json()["data"][0]["b64_json"]).size == (512, 512)
