@@ -16,20 +16,17 @@ from core.request_types import ErrorBody
 
 H = TypeVar("H")
 SCHEMA_PATH = "/schema"  # /schema/openapi.json and the Swagger UI at /schema/swagger (/docs redirects there)
-ERROR_RESPONSES = {
-    status: ResponseSpec(ErrorBody, description=description, generate_examples=False)
-    for status, description in (
-        (400, "Bad request: the message names the field and the rule it broke"),
-        (401, "An API key is required (see the Security section of README.md)"),
-        (403, "Cross-site request, or a Host name that is not allowed"),
-        (404, "Not found"),
-        (413, "The request body is larger than limits.max_body_bytes"),
-        (415, "A request body must be declared as application/json"),
-        (429, "The queue is full (limits.max_pending); see Retry-After"),
-        (500, "Internal error, or a model that could not be loaded"),
-        (502, "An upstream service (Ollama, CivitAI, HuggingFace) failed"),
-    )
-}
+ERROR_STATUSES: tuple[tuple[int, str], ...] = (
+    (400, "Bad request: the message names the field and the rule it broke"),
+    (401, "An API key is required (see the Security section of README.md)"),
+    (403, "Cross-site request, or a Host name that is not allowed"),
+    (404, "Not found"),
+    (413, "The request body is larger than limits.max_body_bytes"),
+    (415, "A request body must be declared as application/json"),
+    (429, "The queue is full (limits.max_pending); see Retry-After"),
+    (500, "Internal error, or a model that could not be loaded"),
+    (502, "An upstream service (Ollama, CivitAI, HuggingFace) failed"),
+)
 
 
 @get("/docs", include_in_schema=False, sync_to_thread=False)
@@ -37,12 +34,15 @@ def docs() -> Redirect:
     return Redirect(f"{SCHEMA_PATH}/swagger")
 
 
-def documented_errors(handlers: Iterable[H]) -> list[H]:
-    """Every HTTP route documents the error schema for the error statuses it can answer."""
+def documented_errors(handlers: Iterable[H], body: type = ErrorBody) -> list[H]:
+    """Every HTTP route documents the error statuses it can answer, with its API's error body (ours, or the shape
+    AUTOMATIC1111 or OpenAI clients expect on their routes)."""
+    responses = {status: ResponseSpec(body, description=description, generate_examples=False)
+                 for status, description in ERROR_STATUSES}
     listed = list(handlers)
     for handler in listed:
         if isinstance(handler, HTTPRouteHandler) and handler.include_in_schema:
-            handler.responses = {**ERROR_RESPONSES, **(handler.responses or {})}
+            handler.responses = {**responses, **(handler.responses or {})}
     return listed
 
 

@@ -219,5 +219,7 @@ def a1111_error(_: Request, exc: Exception) -> Response[A1111Error]:
 ROUTER = Router("/sdapi/v1", route_handlers=documented_errors([
     txt2img, img2img, get_progress, interrupt, skip, get_options, set_options, sd_models, refresh_checkpoints,
     samplers, schedulers, upscalers, latent_upscale_modes, sd_vae, sd_modules, loras, embeddings, scripts, memory,
-    extra_single_image]), exception_handlers={ServiceError: a1111_error, HTTPException: a1111_error, Exception: a1111_error}, tags=["AUTOMATIC1111 compatibility"])
+    extra_single_image], A1111Error),
+    exception_handlers={ServiceError: a1111_error, HTTPException: a1111_error, Exception: a1111_error},
+    tags=["AUTOMATIC1111 compatibility"])
 ROUTES = [ROUTER]

@@ -15,7 +15,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from core.compat.openai import (ImageData, ImageGeneration, ImagesResponse, ModelCard, ModelList, OutputFormat,
+from core.compat.openai import (ImageData, OpenAIError, ImageGeneration, ImagesResponse, ModelCard, ModelList, OutputFormat,
                                 StreamEvent, Usage, encode, error_body, now, parse_size, to_request)
 from core.compat.runs import CompatRuns
 from core.errors import BadRequest, ServiceError
@@ -160,7 +160,7 @@ def openai_error(_: Request, exc: Exception) -> Response[object]:
     return Response(error_body(f"Internal error: {type(exc).__name__}", 500), status_code=500, headers=NO_RETRY)
 
 
-ROUTER = Router("/v1", route_handlers=documented_errors([generations, edits, models]),
+ROUTER = Router("/v1", route_handlers=documented_errors([generations, edits, models], OpenAIError),
                 exception_handlers={ServiceError: openai_error, HTTPException: openai_error, Exception: openai_error},
                 tags=["OpenAI compatibility"])
 ROUTES = [ROUTER]
