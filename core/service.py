@@ -56,7 +56,8 @@ class Service:
         self.started_monotonic = time.monotonic()
         self.output_root: Path = settings.output_root()
         self.library = ModelLibrary(settings.model_folders())
-        self.models = ModelManager(self.library, self.bus, store, binaries.sd_server, settings.load_timeout_s)
+        self.models = ModelManager(self.library, self.bus, store, binaries.sd_server, settings.load_timeout_s,
+                                   binaries.worker, settings.worker_stall_timeout_s)
         self.upscaler = UpscalerManager(self.library, self.bus, store)
         self.hashes = HashCache(store)
         self.previews = PreviewStore(store)
@@ -198,7 +199,7 @@ def open_store(output_root: Path) -> SqliteStore:
 
 async def build_service(settings: Settings) -> Service:
     selected = settings.selected_backend()
-    binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server)
+    binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server, selected.sd_worker)
     capabilities = await read_capabilities(binaries.sd_cli)
     store = await anyio.to_thread.run_sync(open_store, settings.output_root())
     return Service(settings, binaries, capabilities, store, await session_secret(store))

@@ -23,6 +23,7 @@ ENV_PREFIX = "SDCPP_RESTAPI_"
 class Backend(msgspec.Struct, forbid_unknown_fields=True):
     sd_cli: str
     sd_server: str
+    sd_worker: str = ""  # our resident worker; "" or a missing file: none
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,9 +67,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     paths: dict[str, str] = {}
     backend: str = "cpu"
     backends: dict[str, Backend] = {}
-    # Overrides of the selected backend's binaries (--sd-cli / --sd-server).
+    # Overrides of the selected backend's binaries (--sd-cli / --sd-server / --sd-worker; "none" turns the
+    # worker off, so that sd-server and sd-cli do the work as with a plain sd.cpp release).
     sd_cli: str = ""
     sd_server: str = ""
+    sd_worker: str = ""
+    # How long the worker may print nothing while a job runs before it is stopped and the job failed.
+    worker_stall_timeout_s: float = 300.0
     limits: Limits = msgspec.field(default_factory=Limits)
     downloads: DownloadSettings = msgspec.field(default_factory=DownloadSettings)
     ollama: LlmSettings = msgspec.field(default_factory=LlmSettings)
@@ -110,9 +115,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
     def selected_backend(self) -> Backend:
         configured = self.backends.get(self.backend) or default_backend(self.backend)
+        worker = self.sd_worker or configured.sd_worker
         return Backend(
             sd_cli=self.sd_cli or configured.sd_cli,
             sd_server=self.sd_server or configured.sd_server,
+            sd_worker="" if worker == "none" else worker,
         )
 
 
@@ -129,12 +136,13 @@ def is_loopback(host: str) -> bool:
 def default_backend(name: str) -> Backend:
     """Where `bin/build-backend NAME` installs its binaries."""
     folder = backend_dir(name)
-    return Backend(sd_cli=str(folder / "sd-cli"), sd_server=str(folder / "sd-server"))
+    return Backend(sd_cli=str(folder / "sd-cli"), sd_server=str(folder / "sd-server"),
+                   sd_worker=str(folder / "sdcpp-worker"))
 
 
 # Scalar settings that may come from SDCPP_RESTAPI_<NAME> and from a --<name> flag.
-OVERRIDABLE = ("host", "port", "ws_port", "models_dir", "output_dir", "backend", "sd_cli", "sd_server", "log_level",
-               "no_auth")
+OVERRIDABLE = ("host", "port", "ws_port", "models_dir", "output_dir", "backend", "sd_cli", "sd_server", "sd_worker",
+               "log_level", "no_auth")
 API_KEYS_VARIABLE = ENV_PREFIX + "API_KEYS"  # comma-separated; adds to [auth] api_keys
 
 

@@ -31,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--backend", help="backend name from the config (default: cpu)")
     serve.add_argument("--sd-cli", dest="sd_cli", help="path of the sd-cli binary to use")
     serve.add_argument("--sd-server", dest="sd_server", help="path of the sd-server binary to use")
+    serve.add_argument("--sd-worker", dest="sd_worker",
+                       help="path of our resident worker (sdcpp-worker), or 'none' to use sd-server and sd-cli only")
     serve.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--no-auth", dest="no_auth", action="store_true", default=None,
                        help="serve on a non-loopback address without API keys (anyone who reaches it may use it)")
@@ -43,7 +45,8 @@ def describe(settings: Settings) -> None:
     for folder, path in settings.model_folders().items():
         log.info("  %-16s %s", folder, path)
     log.info("output folder: %s", settings.output_root())
-    log.info("backend '%s': sd-cli %s, sd-server %s", settings.backend, backend.sd_cli, backend.sd_server)
+    log.info("backend '%s': sd-cli %s, sd-server %s, worker %s", settings.backend, backend.sd_cli, backend.sd_server,
+             backend.sd_worker or "none")
     keys = len(settings.auth.api_keys)  # never the keys themselves
     log.info("API keys: %s", f"{keys} configured" if keys else "none (open to whoever reaches the address)")
 

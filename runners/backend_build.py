@@ -1,7 +1,9 @@
-"""Build sd.cpp's `sd-cli` / `sd-server` from the source that PyPI's stable-diffusion-cpp-python vendors.
+"""Build sd.cpp's `sd-cli` / `sd-server` and our resident worker (`runners/worker/`) from the source that PyPI's
+stable-diffusion-cpp-python vendors.
 
-The build is keyed by a manifest (sdist version, sdist sha256, CMake flags): an install whose manifest
-matches is reused, so the expensive compile happens once per machine and backend.
+The build is keyed by a manifest (sdist version, sdist sha256, CMake flags, the worker's source hash): an install
+whose manifest matches is reused, so the expensive compile happens once per machine and backend. The build folder
+is kept (`<data>/build/<backend>`), so a change to the worker alone recompiles in seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,8 @@ SDIST_VERSION = "0.4.7"
 SDIST_SHA256 = "998d1957260dd5ae4e18a8acc0c14b0a8757aaa9f96515197b6d5bbf46df9282"
 SDIST_FILE = f"stable_diffusion_cpp_python-{SDIST_VERSION}.tar.gz"
 VENDORED_SOURCE = "vendor/stable-diffusion.cpp"
-TARGETS = ("sd-cli", "sd-server")
+TARGETS = ("sd-cli", "sd-server", "sdcpp-worker")
+WORKER_PROJECT = Path(__file__).resolve().parent / "worker"  # our CMake project: add_subdirectory()s the source
 
 # Backend name -> extra CMake options. A new backend is one row here.
 BACKEND_CMAKE_FLAGS: dict[str, tuple[str, ...]] = {
@@ -57,7 +59,16 @@ def wanted_manifest(backend: str) -> dict[str, object]:
         "sdist_sha256": SDIST_SHA256,
         "backend": backend,
         "cmake_flags": [*COMMON_CMAKE_FLAGS, *BACKEND_CMAKE_FLAGS[backend]],
+        "worker_sha256": worker_source_hash(),
     }
+
+
+def worker_source_hash() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(WORKER_PROJECT.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def installed_is_current(install: Path, wanted: dict[str, object]) -> bool:
@@ -103,34 +114,37 @@ def build(backend: str, jobs: int, force: bool) -> Path:
 
     started = time.monotonic()
     sdist = fetch_sdist(data_dir() / "cache")
-    work_root = data_dir() / "build"
-    work_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work_root, prefix=f"{backend}-") as work:
+    work = data_dir() / "build" / backend
+    unpacked = work / f"sources-{SDIST_SHA256[:12]}"
+    if not unpacked.is_dir():  # a new pin unpacks next to (not over) the old sources
         say("unpacking sources")
+        partial = unpacked.with_name(unpacked.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
         with tarfile.open(sdist) as archive:
-            archive.extractall(work, filter="data")
-        source = Path(work) / f"stable_diffusion_cpp_python-{SDIST_VERSION}" / VENDORED_SOURCE
-        build_dir = Path(work) / "build"
-        flags = [*COMMON_CMAKE_FLAGS, *BACKEND_CMAKE_FLAGS[backend]]
-        say(f"configuring: cmake {' '.join(flags)}")
-        subprocess.run(["cmake", "-S", str(source), "-B", str(build_dir), *flags], check=True)
-        say(f"compiling {', '.join(TARGETS)} with {jobs} jobs (a few minutes on 2 cores)")
-        subprocess.run(
-            ["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS], check=True
-        )
-        staging = install.with_name(install.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        binaries: dict[str, str] = {}
-        for target in TARGETS:
-            built = next(build_dir.rglob(target))
-            shutil.copy2(built, staging / target)
-            binaries[target] = sha256_of(staging / target)
-        manifest = {**wanted, "binaries": binaries, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "build_seconds": round(time.monotonic() - started, 1)}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        shutil.rmtree(install, ignore_errors=True)
-        staging.rename(install)
+            archive.extractall(partial, filter="data")
+        partial.rename(unpacked)
+    source = unpacked / f"stable_diffusion_cpp_python-{SDIST_VERSION}" / VENDORED_SOURCE
+    build_dir = work / f"cmake-{SDIST_SHA256[:12]}"
+    flags = [*COMMON_CMAKE_FLAGS, *BACKEND_CMAKE_FLAGS[backend], f"-DSD_SOURCE={source}"]
+    say(f"configuring: cmake {' '.join(flags)}")
+    subprocess.run(["cmake", "-S", str(WORKER_PROJECT), "-B", str(build_dir), *flags], check=True)
+    say(f"compiling {', '.join(TARGETS)} with {jobs} jobs (a few minutes on 2 cores the first time)")
+    subprocess.run(
+        ["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS], check=True
+    )
+    staging = install.with_name(install.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    binaries: dict[str, str] = {}
+    for target in TARGETS:
+        built = next(path for path in build_dir.rglob(target) if path.is_file())
+        shutil.copy2(built, staging / target)
+        binaries[target] = sha256_of(staging / target)
+    manifest = {**wanted, "binaries": binaries, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_seconds": round(time.monotonic() - started, 1)}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(install, ignore_errors=True)
+    staging.rename(install)
     say(f"built backend '{backend}' in {time.monotonic() - started:.0f}s")
     return install
 

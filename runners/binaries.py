@@ -12,6 +12,7 @@ class Binaries(msgspec.Struct, frozen=True):
     backend: str
     sd_cli: Path
     sd_server: Path
+    worker: Path | None = None  # our resident worker, when the backend folder has one (a plain sd.cpp release has not)
 
 
 class BinaryNotFound(RuntimeError):
@@ -31,9 +32,12 @@ def _check(path: Path, role: str, backend: str) -> Path:
     return path
 
 
-def locate_binaries(backend: str, sd_cli: str, sd_server: str) -> Binaries:
+def locate_binaries(backend: str, sd_cli: str, sd_server: str, worker: str = "") -> Binaries:
+    """`worker` is optional: "" or a missing file means none (sd-server and sd-cli do the work, as before)."""
+    worker_path = Path(worker).expanduser() if worker else None
     return Binaries(
         backend=backend,
         sd_cli=_check(Path(sd_cli).expanduser(), "sd-cli", backend),
         sd_server=_check(Path(sd_server).expanduser(), "sd-server", backend),
+        worker=_check(worker_path, "sd-worker", backend) if worker_path and worker_path.is_file() else None,
     )

@@ -162,11 +162,12 @@ class ChildRegistry:
 CHILDREN = ChildRegistry()
 
 
-async def spawn(argv: Sequence[str], cwd: str | os.PathLike[str] | None = None) -> Process:
-    """Start a binary in its own session with piped output, recorded in CHILDREN until it exits."""
+async def spawn(argv: Sequence[str], cwd: str | os.PathLike[str] | None = None, stdin: bool = False) -> Process:
+    """Start a binary in its own session with piped output (and input, for a resident worker), recorded in
+    CHILDREN until it exits."""
     process = await anyio.open_process(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=cwd, start_new_session=True,
+        list(argv), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=cwd, start_new_session=True,
     )
     await anyio.to_thread.run_sync(CHILDREN.add, process.pid, str(Path(argv[0]).resolve()))
     return process

@@ -26,6 +26,11 @@ def generation_argv(
     ]
 
 
+def generation_args(generation: Mapping[str, Any]) -> list[str]:
+    """The generation flags alone (what the resident worker takes per job; it has the model flags already)."""
+    return build_argv(GENERATION_FLAGS, {**generation, **derived_generation_fields(generation)})
+
+
 def upscale_argv(
     sd_cli: str | Path, model: Path, image: Path, output: Path, repeats: int, tile_size: int, n_threads: int = -1
 ) -> list[str]:

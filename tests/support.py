@@ -66,10 +66,6 @@ class ServerProcess:
         self.kill(signal.SIGTERM)
 
 
-def running_server(models_dir: Path, work: Path) -> Iterator[ServerProcess]:
-    yield from running_server_with(models_dir, work)
-
-
 def running_server_with(models_dir: Path, work: Path, *extra: str) -> Iterator[ServerProcess]:
     process = ServerProcess(models_dir, work / "output", work / "server.log", *extra).start()
     try:
@@ -85,13 +81,15 @@ def running_server_with_config(models_dir: Path, work: Path, toml: str) -> Itera
     yield from running_server_with(models_dir, work, "--config", str(config))
 
 
-def server_fixture(models_fixture: str = "tiny_models_dir"):  # type: ignore[no-untyped-def]
-    """A module-scoped `server` fixture serving the models of the fixture named `models_fixture`."""
+def server_fixture(models_fixture: str = "tiny_models_dir", *extra: str):  # type: ignore[no-untyped-def]
+    """A module-scoped `server` fixture serving the models of the fixture named `models_fixture`; `extra` are more
+    `serve` flags (e.g. "--sd-worker", "none" for the sd-server and sd-cli engines alone)."""
 
     @pytest.fixture(scope="module")
     def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         models = request.getfixturevalue(models_fixture)
-        yield from running_server(models, tmp_path_factory.mktemp(f"server-{request.module.__name__.rsplit('.', 1)[-1]}"))
+        work = tmp_path_factory.mktemp(f"server-{request.module.__name__.rsplit('.', 1)[-1]}")
+        yield from running_server_with(models, work, *extra)
 
     return server
 

@@ -27,9 +27,12 @@ from core.models.upscaler import UpscalerManager
 from runners.flags import FlagSource
 from runners.options import build_server_body
 from runners.process import run_binary
-from runners.progress import Bar, Piece, ProgressTracker
+from runners.progress import Bar, Piece, ProgressTracker, SamplingStep
 from runners.sdcli import CliMode, generation_argv
-from runners.sdserver import ServerFailed, ServerResult, decode_images
+from runners.options import derived_generation_fields
+from runners.sdcli import generation_args
+from runners.sdserver import ResidentServer, ServerFailed, ServerResult, decode_images
+from runners.worker import JobEvent, JobRequest, Preview, PreviewRequest, Progress, ResidentWorker, WorkerFailed
 
 IMAGE_NAME = "image_{}.png"
 VIDEO_NAME = "video.webm"  # VP8 WebM: written by sd.cpp itself, plays and seeks in browsers
@@ -123,8 +126,12 @@ class GenerationEngine:
             loaded = self.models.require_loaded()
             fields = with_load_defaults(flag_source(job, job_dir), loaded.context)
             plan = await anyio.to_thread.run_sync(self._preview_plan, job_id, job, loaded, mode, job_dir)
+            resident = await self.models.ensure_server()
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
-            if reason is None:
+            if isinstance(resident, ResidentWorker):  # everything runs on our worker, previews included
+                outputs = await self._on_worker(resident, mode, job, fields, job_dir, report, job_id, plan)
+                engine = "worker (resident)" + (f", {plan.settings.mode} previews" if plan else "")
+            elif reason is None:
                 outputs = await self._on_server(mode, job, fields, job_dir, on_piece)
                 engine = "sd-server (resident)"
             else:
@@ -140,9 +147,62 @@ class GenerationEngine:
                 await self.upscaler.unload()
         return outputs, config
 
+    async def _on_worker(self, worker: ResidentWorker, mode: CliMode, job: GenerationJob, fields: dict[str, object],
+                         job_dir: Path, report: ProgressReport, job_id: str, plan: PreviewPlan | None) -> list[Path]:
+        """One request line to the resident worker: the same generation flags sd-cli gets, previews by callback."""
+        watcher: PreviewWatcher | None = None
+        preview: PreviewRequest | None = None
+        if plan is not None:
+            settings, note = plan.settings, plan.note
+            if plan.context:  # a preview-only TAESD would need loading: the worker keeps the model's components
+                settings = msgspec.structs.replace(settings, mode="proj")
+                note = "the loaded model has no TAESD of its own: showing proj previews instead of tae"
+            await anyio.Path(plan.path.parent).mkdir(parents=True, exist_ok=True)
+            watcher = PreviewWatcher(job_id, plan.path, settings, self.previews, self.bus, note)
+            preview = PreviewRequest(settings.mode, str(plan.path), settings.preview_noisy)  # type: ignore[arg-type]
+        output = job_dir / (VIDEO_NAME if mode == "vid_gen" else IMAGE_NAME.format("%d"))
+        request = JobRequest(job_id, mode, generation_args({**fields, **derived_generation_fields(fields)}),
+                             str(output), preview)
+        images = _ImageCounter(report)
+        pending: list[Preview] = []
+        wake = anyio.Event()
+
+        def on_event(event: JobEvent) -> None:
+            nonlocal wake
+            if isinstance(event, Progress):
+                images.step(event.step, event.steps)
+            elif watcher is not None:
+                pending.append(event)
+                wake.set()
+
+        async def publish_previews() -> None:
+            nonlocal wake
+            while True:
+                await wake.wait()
+                wake = anyio.Event()
+                while pending and watcher is not None:
+                    event = pending.pop(0)
+                    if not pending:  # only the newest counts when they arrive faster than they are shown
+                        await watcher.offer(Path(event.path), event.step, images.total, event.is_noisy)
+
+        written: list[str] = []
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(publish_previews)
+                try:
+                    written = await worker.generate(request, on_event)
+                finally:
+                    tasks.cancel_scope.cancel()
+        except* WorkerFailed as failures:
+            raise JobFailed(f"the resident worker failed: {failures.exceptions[0]}") from None
+        finally:
+            self.previews.latest.pop(job_id, None)
+        return [Path(path) for path in written]
+
     async def _on_server(self, mode: CliMode, job: GenerationJob, fields: dict[str, object], job_dir: Path,
                          on_piece: Callable[[Piece], None]) -> list[Path]:
         server = await self.models.ensure_server()
+        assert isinstance(server, ResidentServer)
         body = await anyio.to_thread.run_sync(self._server_body, mode, job, fields)
         try:
             result = await server.generate(mode, body, on_piece)
@@ -249,6 +309,19 @@ def find_taesd(folder: Path, family: str | None) -> Path | None:
         if path.is_file() and any(fragment in path.name.lower() for fragment in fragments):
             return path
     return None
+
+
+class _ImageCounter:
+    """The worker reports (step, steps) per image of a batch; the queue wants the image index too."""
+
+    def __init__(self, report: ProgressReport) -> None:
+        self.report, self.image, self.last, self.total = report, 0, 0, 0
+
+    def step(self, step: int, steps: int) -> None:
+        if step < self.last:  # the next image of the batch started
+            self.image += 1
+        self.last, self.total = step, steps
+        self.report(SamplingStep(self.image, step, steps))
 
 
 def _b64_file(path: Path) -> str:

@@ -33,6 +33,8 @@ class PreviewSettings(msgspec.Struct, forbid_unknown_fields=True):
     interval: Annotated[int, Meta(ge=1, le=100)] = 1
     max_size: Annotated[int, Meta(ge=64, le=1024)] = 256
     quality: Annotated[int, Meta(ge=1, le=100)] = 75
+    # Preview the noisy latents rather than the denoised estimate (the contract's `is_noisy`; resident worker only).
+    preview_noisy: bool = False
 
     @property
     def active(self) -> bool:
@@ -47,6 +49,7 @@ class PreviewSettingsUpdate(msgspec.Struct, forbid_unknown_fields=True):
     interval: Annotated[int, Meta(ge=1, le=100)] | msgspec.UnsetType = msgspec.UNSET
     max_size: Annotated[int, Meta(ge=64, le=1024)] | msgspec.UnsetType = msgspec.UNSET
     quality: Annotated[int, Meta(ge=1, le=100)] | msgspec.UnsetType = msgspec.UNSET
+    preview_noisy: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class PreviewSettingsUpdated(msgspec.Struct):
@@ -128,14 +131,25 @@ class PreviewWatcher:
             signature = (stat.st_mtime_ns, stat.st_size)
             if signature == seen or stat.st_size == 0 or not self._due():
                 continue
-            data = await anyio.Path(self.path).read_bytes()
-            rendered = await anyio.to_thread.run_sync(render, data, self.settings.max_size, self.settings.quality)
-            if rendered is None:
-                continue  # half-written: retry on the next change or tick
-            seen = signature
-            self.published_step = self.step
-            self.published += 1
-            self.store.latest[self.job_id] = rendered.jpeg
-            data_url = "data:image/jpeg;base64," + base64.b64encode(rendered.jpeg).decode("ascii")
-            self.bus.publish(JobPreview(self.job_id, self.step, rendered.frame_count, rendered.width, rendered.height,
-                                        is_noisy=False, image=data_url, mode=self.settings.mode, note=self.note))
+            if await self.publish(await anyio.Path(self.path).read_bytes()):
+                seen = signature
+            # else half-written: retry on the next change or tick
+
+    async def offer(self, path: Path, step: int, total: int, is_noisy: bool = False) -> None:
+        """A preview file written whole (the resident worker's): published if the interval says it is due."""
+        self.on_step(step, total)
+        if self._due():
+            await self.publish(await anyio.Path(path).read_bytes(), is_noisy)
+
+    async def publish(self, data: bytes, is_noisy: bool = False) -> bool:
+        """Render a preview file as a bounded JPEG and publish it; False if it does not decode (yet)."""
+        rendered = await anyio.to_thread.run_sync(render, data, self.settings.max_size, self.settings.quality)
+        if rendered is None:
+            return False
+        self.published_step = self.step
+        self.published += 1
+        self.store.latest[self.job_id] = rendered.jpeg
+        data_url = "data:image/jpeg;base64," + base64.b64encode(rendered.jpeg).decode("ascii")
+        self.bus.publish(JobPreview(self.job_id, self.step, rendered.frame_count, rendered.width, rendered.height,
+                                    is_noisy=is_noisy, image=data_url, mode=self.settings.mode, note=self.note))
+        return True

@@ -25,6 +25,10 @@ from runners.flags import FlagSource, build_argv
 from runners.options import CONTEXT_FLAGS
 from runners.progress import Bar, LogLine, Piece
 from runners.sdserver import ResidentServer, ServerFailed
+from runners.worker import ResidentWorker, WorkerFailed
+
+# The process that keeps a loaded model in memory: our worker when the backend has it, else sd-server.
+Resident = ResidentServer | ResidentWorker
 
 LOADED_MODEL_KEY = "loaded_model"  # the load request, restored after a restart
 LOAD_PROFILES_KEY = "load_profiles"  # model name -> its last successful load request
@@ -65,14 +69,16 @@ class LoadedModel(msgspec.Struct):
 
 class ModelManager:
     def __init__(self, library: ModelLibrary, bus: EventBus, store: Store, sd_server: Path,
-                 ready_timeout_s: float = 600.0) -> None:
+                 ready_timeout_s: float = 600.0, worker: Path | None = None, stall_timeout_s: float = 300.0) -> None:
         self.library = library
         self.store = store
         self.bus = bus
         self.sd_server = sd_server
+        self.worker = worker
+        self.stall_timeout_s = stall_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.loaded: LoadedModel | None = None
-        self.server: ResidentServer | None = None
+        self.server: Resident | None = None
         self.loading_name: str | None = None
         self.last_error: str | None = None
         self.in_use = anyio.Lock()
@@ -125,9 +131,11 @@ class ModelManager:
                 self.bus.publish(ModelLoadingProgress(name, message=piece.message))
         return listen
 
-    async def _start_server(self, loaded: LoadedModel) -> ResidentServer:
+    async def _start_server(self, loaded: LoadedModel) -> Resident:
         assert self.task_group is not None, "the service must be running"
-        server = ResidentServer([str(self.sd_server), *build_argv(CONTEXT_FLAGS, loaded.context)], self.ready_timeout_s)
+        flags = build_argv(CONTEXT_FLAGS, loaded.context)
+        server: Resident = (ResidentWorker([str(self.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
+                            if self.worker else ResidentServer([str(self.sd_server), *flags], self.ready_timeout_s))
         server.listener = self._loading_listener(loaded.name)
         try:
             await self.task_group.start(server.run)
@@ -156,7 +164,7 @@ class ModelManager:
                 await self._unload_locked()
                 try:
                     self.server = await self._start_server(loaded)
-                except ServerFailed as exc:
+                except (ServerFailed, WorkerFailed) as exc:
                     self.last_error = f"Failed to load model: {request.model_name}: {exc}"
                     raise LoadFailed(self.last_error) from None
                 self.loaded, self.last_error = loaded, None
@@ -201,13 +209,13 @@ class ModelManager:
         """The model that was loaded when the server last stopped (loaded again by the service)."""
         return await self.store.value(LOADED_MODEL_KEY, LoadModelRequest)
 
-    async def ensure_server(self) -> ResidentServer:
+    async def ensure_server(self) -> Resident:
         """The resident server of the loaded model, restarted if it died or was stopped (call with in_use)."""
         loaded = self.require_loaded()
         if self.server is None or not self.server.alive:
             try:
                 self.server = await self._start_server(loaded)
-            except ServerFailed as exc:
+            except (ServerFailed, WorkerFailed) as exc:
                 self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
                 raise LoadFailed(self.last_error) from None
         return self.server

@@ -35,14 +35,14 @@ def collect_until(ws, job_id: str, timeout: float = 60) -> list[dict]:  # type: 
 def test_settings_validation_and_persistence(client: httpx.Client, server: ServerProcess, tiny_models_dir: Path,
                                              tmp_path: Path) -> None:
     assert client.get("/preview/settings").json() == {"enabled": True, "mode": "tae", "interval": 1,
-                                                      "max_size": 256, "quality": 75}
+                                                      "max_size": 256, "quality": 75, "preview_noisy": False}
     for body, field in (({"interval": 0}, "interval"), ({"max_size": 2000}, "max_size"), ({"quality": 0}, "quality"),
                         ({"mode": "fancy"}, "mode"), ({"enabled": "yes"}, "enabled"), ({"colour": 1}, "colour")):
         response = client.put("/preview/settings", json=body)
         assert response.status_code == 400 and field in response.json()["error"], (body, response.text)
     updated = client.put("/preview/settings", json={"interval": 2, "max_size": 64, "quality": 60})
     assert updated.json() == {"success": True, "settings": {"enabled": True, "mode": "tae", "interval": 2,
-                                                             "max_size": 64, "quality": 60}}
+                                                             "max_size": 64, "quality": 60, "preview_noisy": False}}
     again = ServerProcess(tiny_models_dir, server.output_dir, tmp_path / "again.log").start()
     try:
         assert httpx.get(again.url + "/preview/settings").json()["max_size"] == 64
@@ -74,7 +74,8 @@ def test_job_events_progress_and_previews_on_the_ws_port(client: httpx.Client, s
     for message in events:
         assert message["timestamp"].endswith("Z") and len(message["timestamp"]) == 24
     config = json.loads((server.output_dir / job_id / "config.json").read_text())
-    assert config["engine"] == "sd-cli (live previews are sd-cli only)"
+    # The resident worker previews on the loaded model (a folder without it previews through sd-cli).
+    assert config["engine"] == "worker (resident), tae previews"
 
 
 def test_single_port_ws_with_job_filter(client: httpx.Client, server: ServerProcess) -> None:

@@ -38,7 +38,10 @@ def models_dir(own_models_dir: Path) -> Path:
     return models
 
 
-server = server_fixture("models_dir")
+# These tests check the sd-server and sd-cli engines (a plain sd.cpp release folder); test_worker.py covers the
+# resident worker that runs loaded models when the backend folder has it.
+NO_WORKER = ("--sd-worker", "none")
+server = server_fixture("models_dir", *NO_WORKER)
 
 
 @pytest.fixture()
@@ -181,7 +184,7 @@ def test_crashing_binary_fails_the_job_and_the_queue_goes_on(client: httpx.Clien
 
 def test_restart_recovers_queue_model_and_kills_orphans(models_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "output"
-    first = ServerProcess(models_dir, output, tmp_path / "first.log").start()
+    first = ServerProcess(models_dir, output, tmp_path / "first.log", *NO_WORKER).start()
     with httpx.Client(base_url=first.url, timeout=30) as http:
         assert http.post("/models/load", json=TINY_LOAD).status_code == 200
         running = http.post("/txt2img", json={"prompt": "long", "width": 256, "height": 256, "steps": 100}).json()
@@ -190,7 +193,7 @@ def test_restart_recovers_queue_model_and_kills_orphans(models_dir: Path, tmp_pa
         orphan = sd_processes(first)
     first.kill()  # SIGKILL: no clean-up at all
     assert orphan and Path(f"/proc/{orphan[0]}").exists()  # the resident sd-server outlived it
-    second = ServerProcess(models_dir, output, tmp_path / "second.log").start()
+    second = ServerProcess(models_dir, output, tmp_path / "second.log", *NO_WORKER).start()
     try:
         with httpx.Client(base_url=second.url, timeout=30) as http:
             wait_until(lambda: not Path(f"/proc/{orphan[0]}").exists(), timeout=10)

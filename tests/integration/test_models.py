@@ -32,7 +32,10 @@ def models_dir(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return models
 
 
-server = server_fixture("models_dir")
+# These tests check the sd-server and sd-cli engines (a plain sd.cpp release folder); test_worker.py covers the
+# resident worker that runs loaded models when the backend folder has it.
+NO_WORKER = ("--sd-worker", "none")
+server = server_fixture("models_dir", *NO_WORKER)
 
 
 def test_listing_is_recursive_filtered_and_model_files_only(client: httpx.Client) -> None:
@@ -128,7 +131,7 @@ def test_resident_server_serves_jobs_without_reloading_and_unload_frees_it(clien
 
 
 def test_health_shows_loading_while_the_binary_starts(models_dir: Path, tmp_path: Path) -> None:
-    slow = ServerProcess(models_dir, tmp_path / "out", tmp_path / "log", "--sd-server", str(FAKES / "slow_start"),
+    slow = ServerProcess(models_dir, tmp_path / "out", tmp_path / "log", *NO_WORKER, "--sd-server", str(FAKES / "slow_start"),
                          env={"FAKE_REAL_BINARY": str(BACKEND_SERVER), "FAKE_SLOW_START_S": "2"}).start()
     try:
         with httpx.Client(base_url=slow.url, timeout=30) as http:

@@ -1,0 +1,299 @@
+// sdcpp-worker: loads a model once (context flags as sd-cli spells them), then runs one generation per line read
+// on stdin, with progress and preview callbacks. No HTTP, no port.
+//
+// Request line (JSON): {"job_id": "...", "mode": "img_gen"|"vid_gen", "args": [generation flags as sd-cli spells
+//   them], "output": "/job/image_%d.png" or "/job/video.webm", "preview": {"mode": "proj", "path": "...",
+//   "noisy": false}}.
+// Answer lines on stdout (JSON, one per line, tagged with the job id):
+//   {"type": "ready"} once loaded; {"type": "fatal", "error"} if loading failed (then exit 1);
+//   {"type": "progress", "job_id", "step", "steps", "time"}; {"type": "preview", "job_id", "step", "frames",
+//   "path", "is_noisy"} (the preview file is written whole, then renamed into place);
+//   {"type": "done", "job_id", "outputs": [...]} or {"type": "failed", "job_id", "error"};
+//   {"type": "error", "error"} for a line that is not a request (the worker goes on).
+// Everything else (the library's and the examples' logs) goes to stderr, in sd-cli's format.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <json.hpp>
+
+#include "common/common.h"
+#include "common/log.h"
+#include "common/media_io.h"
+#include "common/resource_owners.hpp"
+#include "stable-diffusion.h"
+
+namespace fs = std::filesystem;
+using json   = nlohmann::json;
+
+static FILE* protocol = nullptr;  // the real stdout: answer lines only
+static std::mutex protocol_mutex;
+static std::string last_error;
+
+struct JobState {
+    std::string job_id;
+    std::string preview_path;
+    int preview_fps = 16;
+};
+static JobState current;
+
+static void emit(const json& message) {
+    std::lock_guard<std::mutex> lock(protocol_mutex);
+    std::string line = message.dump(-1, ' ', false, json::error_handler_t::replace);
+    fputs(line.c_str(), protocol);
+    fputc('\n', protocol);
+    fflush(protocol);
+}
+
+static void on_log(enum sd_log_level_t level, const char* text, void*) {
+    if (level == SD_LOG_ERROR) {
+        last_error = text;
+        while (!last_error.empty() && (last_error.back() == '\n' || last_error.back() == '\r')) {
+            last_error.pop_back();
+        }
+    }
+    log_print(level, text, log_verbose, false);
+}
+
+static void on_progress(int step, int steps, float time, void*) {
+    emit({{"type", "progress"}, {"job_id", current.job_id}, {"step", step}, {"steps", steps}, {"time", time}});
+}
+
+static void on_preview(int step, int frame_count, sd_image_t* frames, bool is_noisy, void*) {
+    if (current.preview_path.empty() || frames == nullptr) {
+        return;
+    }
+    fs::path target  = current.preview_path;
+    fs::path partial = target;
+    partial.replace_filename("." + target.filename().string() + ".part" + target.extension().string());
+    bool ok = frame_count == 1
+                  ? write_image_to_file(partial.string(), frames->data, frames->width, frames->height, frames->channel)
+                  : create_video_from_sd_images(partial.string().c_str(), frames, frame_count, current.preview_fps) == 0;
+    std::error_code ec;
+    if (ok) {
+        fs::rename(partial, target, ec);
+    }
+    if (ok && !ec) {
+        emit({{"type", "preview"}, {"job_id", current.job_id}, {"step", step}, {"frames", frame_count},
+              {"path", target.string()}, {"is_noisy", is_noisy}});
+    }
+}
+
+static bool load_dir_images(const std::string& dir, std::vector<SDImageOwner>& images, int width, int height,
+                            int max_images) {
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+        if (entry.is_regular_file()) {
+            files.push_back(entry.path());
+        }
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& path : files) {
+        int w = 0, h = 0;
+        uint8_t* buffer = load_image_from_file(path.string().c_str(), w, h, width, height);
+        if (buffer == nullptr) {
+            last_error = "load image from '" + path.string() + "' failed";
+            return false;
+        }
+        images.emplace_back(sd_image_t{(uint32_t)w, (uint32_t)h, 3, buffer});
+        if (max_images > 0 && (int)images.size() >= max_images) {
+            break;
+        }
+    }
+    return true;
+}
+
+// The input images, as sd-cli's main.cpp loads them.
+static bool load_inputs(SDGenerationParams& gen) {
+    auto load_and_size = [&](const std::string& path, SDImageOwner& image, bool resize) {
+        int w = resize && gen.width_and_height_are_set() ? gen.width : 0;
+        int h = resize && gen.width_and_height_are_set() ? gen.height : 0;
+        if (!load_sd_image_from_file(image.put(), path.c_str(), w, h, 3)) {
+            last_error = "load image from '" + path + "' failed";
+            return false;
+        }
+        gen.set_width_and_height_if_unset(image.get().width, image.get().height);
+        return true;
+    };
+    if (!gen.init_image_path.empty() && !load_and_size(gen.init_image_path, gen.init_image, true)) return false;
+    if (!gen.end_image_path.empty() && !load_and_size(gen.end_image_path, gen.end_image, true)) return false;
+    if (!gen.ref_image_paths.empty()) {
+        gen.ref_images.clear();
+        for (auto& path : gen.ref_image_paths) {
+            SDImageOwner ref({0, 0, 3, nullptr});
+            if (!load_and_size(path, ref, false)) return false;
+            gen.ref_images.push_back(std::move(ref));
+        }
+    }
+    int width = gen.get_resolved_width(), height = gen.get_resolved_height();
+    if (!gen.mask_image_path.empty()) {
+        if (!load_sd_image_from_file(gen.mask_image.put(), gen.mask_image_path.c_str(), width, height, 1)) {
+            last_error = "load image from '" + gen.mask_image_path + "' failed";
+            return false;
+        }
+    } else {
+        sd_image_t mask = {(uint32_t)width, (uint32_t)height, 1, (uint8_t*)malloc((size_t)width * height)};
+        if (mask.data == nullptr) return false;
+        memset(mask.data, 255, (size_t)width * height);
+        gen.mask_image.reset(mask);
+    }
+    if (!gen.control_image_path.empty() &&
+        !load_sd_image_from_file(gen.control_image.put(), gen.control_image_path.c_str(), width, height)) {
+        last_error = "load image from '" + gen.control_image_path + "' failed";
+        return false;
+    }
+    if (!gen.control_video_path.empty()) {
+        gen.control_frames.clear();
+        if (!load_dir_images(gen.control_video_path, gen.control_frames, width, height, gen.video_frames)) return false;
+    }
+    if (!gen.pm_id_images_dir.empty()) {
+        gen.pm_id_images.clear();
+        if (!load_dir_images(gen.pm_id_images_dir, gen.pm_id_images, 0, 0, 0)) return false;
+    }
+    return true;
+}
+
+static std::string frame_name(const std::string& pattern, int index) {
+    static const std::regex specifier("%\\d{0,3}d");
+    std::smatch match;
+    if (!std::regex_search(pattern, match, specifier)) return pattern;
+    char buffer[32];
+    snprintf(buffer, sizeof(buffer), match.str(0).c_str(), index);
+    return pattern.substr(0, match.position(0)) + buffer + pattern.substr(match.position(0) + match.length(0));
+}
+
+// Outputs as sd-cli writes them: numbered images with its `parameters` metadata, or one video container.
+static bool save(const SDContextParams& ctx, const SDGenerationParams& gen, SDMode mode, sd_image_t* results,
+                 int count, const std::string& output, json& written) {
+    if (mode == VID_GEN && count > 1) {
+        if (create_video_from_sd_images(output.c_str(), results, count, gen.fps) != 0) {
+            last_error = "failed to save result video to '" + output + "'";
+            return false;
+        }
+        written.push_back(output);
+        return true;
+    }
+    for (int i = 0; i < count; ++i) {
+        if (!results[i].data) continue;
+        std::string path    = frame_name(output, i);
+        const int64_t seed  = mode == VID_GEN ? gen.seed : gen.seed + i;
+        std::string params  = gen.embed_image_metadata ? get_image_params(ctx, gen, seed, mode) : "";
+        if (write_image_to_file(path, results[i].data, results[i].width, results[i].height, results[i].channel,
+                                params, 90)) {
+            written.push_back(path);
+        }
+    }
+    if (written.empty()) last_error = "no result image could be saved";
+    return !written.empty();
+}
+
+static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const json& request) {
+    current          = JobState{};
+    current.job_id   = request.value("job_id", "");
+    last_error.clear();
+    SDMode mode = request.value("mode", "img_gen") == "vid_gen" ? VID_GEN : IMG_GEN;
+
+    std::vector<std::string> args = request.value("args", std::vector<std::string>{});
+    std::vector<const char*> argv = {"sdcpp-worker"};
+    for (const auto& arg : args) argv.push_back(arg.c_str());
+    SDGenerationParams gen;
+    std::vector<ArgOptions> options = {gen.get_options()};
+    if (!parse_options((int)argv.size(), argv.data(), options) ||
+        !gen.resolve_and_validate(mode, ctx.lora_model_dir, ctx.hires_upscalers_dir)) {
+        emit({{"type", "failed"}, {"job_id", current.job_id},
+              {"error", last_error.empty() ? "invalid generation arguments" : last_error}});
+        return;
+    }
+
+    preview_t preview   = PREVIEW_NONE;
+    bool noisy          = false;
+    if (request.contains("preview") && request["preview"].is_object()) {
+        const json& wanted   = request["preview"];
+        std::string method   = wanted.value("mode", "none");
+        preview              = method == "proj" ? PREVIEW_PROJ : method == "tae" ? PREVIEW_TAE
+                             : method == "vae"  ? PREVIEW_VAE  : PREVIEW_NONE;
+        current.preview_path = wanted.value("path", "");
+        noisy                = wanted.value("noisy", false);
+        current.preview_fps  = std::max(1, gen.fps / (preview == PREVIEW_PROJ ? 4 : 1));
+    }
+    sd_set_preview_callback(on_preview, preview, 1, !noisy, noisy, nullptr);
+
+    if (!load_inputs(gen)) {
+        emit({{"type", "failed"}, {"job_id", current.job_id}, {"error", last_error}});
+        return;
+    }
+    if (gen.sample_params.sample_method == SAMPLE_METHOD_COUNT)
+        gen.sample_params.sample_method = sd_get_default_sample_method(sd_ctx);
+    if (gen.high_noise_sample_params.sample_method == SAMPLE_METHOD_COUNT)
+        gen.high_noise_sample_params.sample_method = sd_get_default_sample_method(sd_ctx);
+    if (gen.sample_params.scheduler == SCHEDULER_COUNT)
+        gen.sample_params.scheduler = sd_get_default_scheduler(sd_ctx, gen.sample_params.sample_method);
+
+    SDImageVec results;
+    int count = 0;
+    if (mode == IMG_GEN) {
+        sd_img_gen_params_t params = gen.to_sd_img_gen_params_t();
+        count                      = gen.batch_count;
+        results.adopt(generate_image(sd_ctx, &params), count);
+    } else {
+        sd_vid_gen_params_t params = gen.to_sd_vid_gen_params_t();
+        sd_image_t* frames         = generate_video(sd_ctx, &params, &count);
+        results.adopt(frames, count);
+    }
+    json written = json::array();
+    if (!results || !save(ctx, gen, mode, results.data(), count, request.value("output", "output_%d.png"), written)) {
+        emit({{"type", "failed"}, {"job_id", current.job_id},
+              {"error", last_error.empty() ? "generate failed" : last_error}});
+        return;
+    }
+    emit({{"type", "done"}, {"job_id", current.job_id}, {"outputs", written}});
+}
+
+int main(int argc, const char* argv[]) {
+    // Answer lines own stdout; whatever else prints (the examples log INFO to stdout) goes to stderr.
+    protocol = fdopen(dup(STDOUT_FILENO), "w");
+    dup2(STDERR_FILENO, STDOUT_FILENO);
+    setvbuf(stdout, nullptr, _IOLBF, 0);
+
+    SDContextParams ctx;
+    std::vector<ArgOptions> options = {ctx.get_options()};
+    if (!parse_options(argc, argv, options) || !ctx.resolve_and_validate(IMG_GEN)) {
+        emit({{"type", "fatal"}, {"error", "invalid model arguments"}});
+        return 2;
+    }
+    sd_set_log_callback(on_log, nullptr);
+    sd_set_progress_callback(on_progress, nullptr);
+    // Weights stay loaded (free_params_immediately false) and the VAE encoder too (img2img on the same model).
+    sd_ctx_params_t params = ctx.to_sd_ctx_params_t(false, false, false);
+    SDCtxPtr sd_ctx(new_sd_ctx(&params));
+    if (sd_ctx == nullptr) {
+        emit({{"type", "fatal"}, {"error", last_error.empty() ? "new_sd_ctx failed" : last_error}});
+        return 1;
+    }
+    emit({{"type", "ready"}});
+
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        json request;
+        try {
+            request = json::parse(line);
+        } catch (const std::exception& error) {
+            emit({{"type", "error"}, {"error", std::string("not a JSON request line: ") + error.what()}});
+            continue;
+        }
+        if (!request.is_object()) {
+            emit({{"type", "error"}, {"error", "a request line must be a JSON object"}});
+            continue;
+        }
+        run(sd_ctx.get(), ctx, request);
+    }
+    return 0;
+}

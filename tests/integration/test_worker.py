@@ -1,0 +1,135 @@
+"""The resident worker (`sdcpp-worker`, ours, built with sd-cli and sd-server): loaded models run on it, previews
+included, without reloading; its outputs equal sd-cli's; batch and step counts beyond sd-server's caps; cancel;
+a killed worker fails its job and the next one runs; a malformed request line is answered and ignored."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from PIL import Image
+from websockets.sync.client import connect
+
+from core.settings import load_settings
+from tests.conftest import TINY_LOAD
+from tests.support import ServerProcess, running_server_with, sd_processes, wait_for_job, wait_until
+
+pytestmark = pytest.mark.integration
+WORKER = "sdcpp-worker"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from running_server_with(tiny_models_dir, tmp_path_factory.mktemp("worker"))
+
+
+@pytest.fixture(scope="module")
+def loaded(server: ServerProcess) -> httpx.Client:
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        http.post("/models/load", json=TINY_LOAD).raise_for_status()
+        yield http
+
+
+def run(http: httpx.Client, body: dict) -> dict:
+    return wait_for_job(http, http.post("/txt2img", json=body).json()["job_id"], timeout=300)
+
+
+def config_of(server: ServerProcess, job: dict) -> dict:
+    return json.loads((server.output_dir / job["job_id"] / "config.json").read_text())
+
+
+def test_previews_arrive_while_the_worker_stays_loaded(loaded: httpx.Client, server: ServerProcess) -> None:
+    loaded.put("/preview/settings", json={"enabled": True, "mode": "proj", "interval": 1, "max_size": 64})
+    [worker] = sd_processes(server, WORKER)
+    assert sd_processes(server, "sd-server") == [] and sd_processes(server, "sd-cli") == []
+    for prompt in ("first", "second"):
+        with connect(f"ws://127.0.0.1:{server.ws_port}") as ws:
+            job_id = loaded.post("/txt2img", json={"prompt": prompt, "width": 64, "height": 64, "steps": 4}).json()["job_id"]
+            events = []
+            while not (events and events[-1]["event"] == "job_status_changed"
+                       and events[-1]["data"]["status"] in ("completed", "failed")):
+                message = json.loads(ws.recv(timeout=120))
+                if message["data"].get("job_id") == job_id:
+                    events.append(message)
+        assert events[-1]["data"]["status"] == "completed"
+        previews = [e["data"] for e in events if e["event"] == "job_preview"]
+        assert previews and previews[0]["mode"] == "proj"
+        assert config_of(server, {"job_id": job_id})["engine"] == "worker (resident), proj previews"
+        assert sd_processes(server, WORKER) == [worker]  # the same process: the weights were not reloaded
+        assert sd_processes(server, "sd-cli") == []
+
+
+def test_batches_and_steps_beyond_sd_servers_caps(loaded: httpx.Client, server: ServerProcess) -> None:
+    batch = run(loaded, {"prompt": "many", "width": 64, "height": 64, "steps": 2, "batch_count": 10, "preview": False})
+    assert batch["status"] == "completed", batch.get("error")
+    assert len(batch["outputs"]) == 10 and batch["progress"]["current_image"] == 9
+    long = run(loaded, {"prompt": "long", "width": 64, "height": 64, "steps": 120, "sampler": "euler",
+                        "preview": False})
+    assert long["status"] == "completed" and long["progress"]["total_steps"] == 120
+    assert config_of(server, batch)["engine"] == config_of(server, long)["engine"] == "worker (resident)"
+
+
+def test_outputs_equal_sd_clis(loaded: httpx.Client, server: ServerProcess, tiny_models_dir: Path,
+                               tmp_path: Path) -> None:
+    body = {"prompt": "a lovely cat <lora:tiny_lora:0.7>", "negative_prompt": "dog", "width": 64, "height": 48,
+            "steps": 3, "seed": 4242, "sampler": "euler", "cfg_scale": 2.0, "preview": False}
+    mine = run(loaded, body)
+    assert mine["status"] == "completed", mine.get("error")
+    bare = ServerProcess(tiny_models_dir, tmp_path / "output", tmp_path / "bare.log", "--sd-worker", "none").start()
+    try:
+        with httpx.Client(base_url=bare.url, timeout=120) as http:
+            http.post("/models/load", json=TINY_LOAD).raise_for_status()
+            theirs = run(http, {**body, "batch_count": 9})  # batch > 8: sd-server cannot, so sd-cli runs it
+            assert config_of(bare, theirs)["engine"].startswith("sd-cli")
+    finally:
+        bare.stop()
+    with Image.open(server.output_dir / mine["outputs"][0]) as ours, Image.open(bare.output_dir / theirs["outputs"][0]) as cli:
+        assert ours.tobytes() == cli.tobytes()  # pixel-identical, same seed and arguments
+        assert ours.info["parameters"].replace("Batch count: 1", "") == cli.info["parameters"].replace("Batch count: 9", "")
+
+
+def test_cancel_ends_the_worker_and_the_next_job_runs(loaded: httpx.Client, server: ServerProcess) -> None:
+    [before] = sd_processes(server, WORKER)
+    job_id = loaded.post("/txt2img", json={"prompt": "slow", "width": 256, "height": 256, "steps": 100,
+                                           "preview": False}).json()["job_id"]
+    wait_until(lambda: loaded.get(f"/queue/{job_id}").json()["progress"]["step"] >= 1, timeout=60)
+    assert loaded.delete(f"/queue/{job_id}").status_code == 200
+    assert wait_for_job(loaded, job_id)["status"] == "cancelled"
+    wait_until(lambda: before not in sd_processes(server, WORKER), timeout=10)  # no half-run generation remains
+    after = run(loaded, {"prompt": "next", "width": 64, "height": 64, "steps": 2, "preview": False})
+    assert after["status"] == "completed"
+    assert sd_processes(server, WORKER) not in ([], [before])
+
+
+def test_a_killed_worker_fails_its_job_and_the_next_runs(loaded: httpx.Client, server: ServerProcess) -> None:
+    job_id = loaded.post("/txt2img", json={"prompt": "doomed", "width": 256, "height": 256, "steps": 100,
+                                           "preview": False}).json()["job_id"]
+    wait_until(lambda: loaded.get(f"/queue/{job_id}").json()["progress"]["step"] >= 1, timeout=60)
+    [worker] = sd_processes(server, WORKER)
+    os.kill(worker, signal.SIGKILL)
+    failed = wait_for_job(loaded, job_id)
+    assert failed["status"] == "failed" and "worker" in failed["error"], failed
+    assert run(loaded, {"prompt": "after", "width": 64, "height": 64, "steps": 2, "preview": False})["status"] == "completed"
+
+
+def test_the_worker_answers_and_ignores_a_malformed_line(tiny_models_dir: Path, tmp_path: Path) -> None:
+    worker = Path(load_settings().selected_backend().sd_worker)
+    models = tiny_models_dir
+    argv = [str(worker), "--diffusion-model", str(models / "diffusion_models" / TINY_LOAD["model_name"]),
+            "--llm", str(models / "llm" / TINY_LOAD["llm"]), "--taesd", str(models / "taesd" / TINY_LOAD["taesd"])]
+    request = {"job_id": "j1", "mode": "img_gen", "args": ["--prompt", "cat", "-W", "64", "-H", "64", "--steps", "2"],
+               "output": str(tmp_path / "out_%d.png")}
+    lines = "this is not json\n[1, 2]\n" + json.dumps(request) + "\n"
+    result = subprocess.run(argv, input=lines, capture_output=True, text=True, timeout=120)
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [m["type"] for m in messages if m["type"] != "progress"] == ["ready", "error", "error", "done"], result.stdout
+    assert messages[-1] == {"type": "done", "job_id": "j1", "outputs": [str(tmp_path / "out_0.png")]}
+    assert Image.open(tmp_path / "out_0.png").size == (64, 64)
+    assert result.returncode == 0 and "[INFO ]" in result.stderr  # logs on stderr, protocol alone on stdout
