@@ -8,6 +8,8 @@
 2. N jobs on a loaded model through the API (including the load) versus N bare sd-cli runs.
 The request body sent to the bare sd-server is the one the API builds, so both do the same work.
 3. Bookkeeping against history size (bench/store_scaling.py): 100, 10,000 and 100,000 finished jobs.
+4. Previews on the resident worker (bench/worker_previews.py): none / proj / tae, and cancel-to-next-job.
+The API's own jobs run on the resident worker when the backend has it: part 1's ratio is worker / bare sd-server.
 
     python -m bench --only store     # just part 3
 """
@@ -34,7 +36,7 @@ from core.generation.requests import Txt2ImgRequest
 from core.settings import load_settings
 from runners.options import build_server_body
 from runners.sdserver import free_loopback_port
-from bench import store_scaling
+from bench import store_scaling, worker_previews
 from bench.progress_latency import measure, report
 from tests.support import ServerProcess
 
@@ -132,7 +134,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--only", choices=["store"], help="run one part only")
+    parser.add_argument("--only", choices=["store", "worker"], help="run one part only")
     args = parser.parse_args()
     backend = load_settings().selected_backend()
     with tempfile.TemporaryDirectory(prefix="sdcpp-bench-") as tmp:
@@ -141,6 +143,9 @@ def main() -> int:
         write_tiny_models(models)
         if args.only == "store":
             store_scaling.run(models, work, LOAD)
+            return 0
+        if args.only == "worker":
+            worker_previews.run(models, work, LOAD)
             return 0
         print(f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True)
         bodies = [request(args.size, args.steps, seed) for seed in range(args.jobs)]
@@ -164,6 +169,7 @@ def main() -> int:
             api.stop()
         latencies = measure(models, work, backend.sd_server, LOAD)
         store_scaling.run(models, work, LOAD)
+        worker_previews.run(models, work, LOAD)
     cli, server, api_median = (statistics.median(t) for t in (cli_times, server_times, api_times))
     print(f"bare sd-cli run (load + generate):         {cli:7.3f} s  (median of {len(cli_times)})")
     print(f"bare sd-server job on a loaded model:      {server:7.3f} s")

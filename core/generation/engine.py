@@ -157,9 +157,11 @@ class GenerationEngine:
             if plan.context:  # a preview-only TAESD would need loading: the worker keeps the model's components
                 settings = msgspec.structs.replace(settings, mode="proj")
                 note = "the loaded model has no TAESD of its own: showing proj previews instead of tae"
-            await anyio.Path(plan.path.parent).mkdir(parents=True, exist_ok=True)
-            watcher = PreviewWatcher(job_id, plan.path, settings, self.previews, self.bus, note)
-            preview = PreviewRequest(settings.mode, str(plan.path), settings.preview_noisy)  # type: ignore[arg-type]
+            # Still previews as JPEG: a PNG encode per step costs the worker more than the preview is worth.
+            path = plan.path.with_suffix(".jpg") if mode == "img_gen" else plan.path
+            await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+            watcher = PreviewWatcher(job_id, path, settings, self.previews, self.bus, note)
+            preview = PreviewRequest(settings.mode, str(path), settings.preview_noisy)  # type: ignore[arg-type]
         output = job_dir / (VIDEO_NAME if mode == "vid_gen" else IMAGE_NAME.format("%d"))
         request = JobRequest(job_id, mode, generation_args({**fields, **derived_generation_fields(fields)}),
                              str(output), preview)

@@ -1,0 +1,65 @@
+"""Live previews on the loaded model (the resident worker): the same job without previews, with `proj` previews
+and with `tae` previews, interleaved in one run, each waited for through its WebSocket completion event; and the
+time from cancelling a running job to the next job's completion (the worker is restarted: the model reloads)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+from websockets.sync.client import connect
+
+from tests.support import ServerProcess
+
+
+def _job(http: httpx.Client, ws_url: str, body: dict[str, object]) -> float:
+    started = time.perf_counter()
+    with connect(ws_url) as ws:
+        job_id = http.post("/txt2img", json=body).json()["job_id"]
+        while True:
+            message = json.loads(ws.recv(timeout=300))
+            data = message["data"]
+            if (message["event"] == "job_status_changed" and data["job_id"] == job_id
+                    and data["status"] in ("completed", "failed", "cancelled")):
+                assert data["status"] == "completed", http.get(f"/queue/{job_id}").json()
+                return time.perf_counter() - started
+
+
+def run(models: Path, work: Path, load: dict[str, str], jobs: int = 6, size: int = 64, steps: int = 3) -> None:
+    server = ServerProcess(models, work / "worker-output", work / "worker.log").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=300) as http:
+            http.post("/models/load", json=load).raise_for_status()
+            ws_url = f"ws://127.0.0.1:{server.ws_port}/?job_id="
+            body = {"prompt": "a cat", "width": size, "height": size, "steps": steps, "seed": 1, "sampler": "euler",
+                    "cfg_scale": 1.0}
+            variants = {"none": {"preview": False}, "proj": {"preview": True}, "tae": {"preview": True}}
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            _job(http, ws_url, {**body, "preview": False})  # warm up
+            for _ in range(jobs):
+                for name, extra in variants.items():
+                    if name != "none":
+                        http.put("/preview/settings", json={"enabled": True, "mode": name, "interval": 1}).raise_for_status()
+                    times[name].append(_job(http, ws_url, {**body, **extra}))
+            # Cancel a running job, then time the next (small) job: the worker restarts and reloads the model.
+            baseline = statistics.median(times["none"])
+            long_id = http.post("/txt2img", json={**body, "width": 256, "height": 256, "steps": 100,
+                                                  "preview": False}).json()["job_id"]
+            while http.get(f"/queue/{long_id}").json()["progress"]["step"] < 1:
+                time.sleep(0.02)
+            cancelled = time.perf_counter()
+            http.delete(f"/queue/{long_id}").raise_for_status()
+            _job(http, ws_url, {**body, "preview": False})
+            cancel_to_next = time.perf_counter() - cancelled
+    finally:
+        server.stop()
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"worker previews ({jobs} interleaved jobs each, {size}x{size}, {steps} steps, model loaded once):")
+    for name, value in medians.items():
+        print(f"  previews {name:>4}: {value:6.3f} s per job  ratio {value / medians['none']:.3f}x"
+              + {"proj": " (target <= 1.15)", "tae": " (target <= 2.0 on the tiny set)"}.get(name, ""))
+    print(f"  cancel of a running job -> next job completed: {cancel_to_next:.2f} s "
+          f"(a job alone: {baseline:.2f} s; the difference is the worker's restart and model load)")
