@@ -154,7 +154,7 @@ def main() -> int:
         try:
             with (bare_server(backend.sd_server, models) as bare, httpx.Client(base_url=api.url, timeout=60) as http,
                   connect(f"ws://127.0.0.1:{api.ws_port}") as ws):
-                # Previews off: with a WebSocket client watching they would move jobs to sd-cli.
+                # Previews off: with a WebSocket client watching, every job would also render previews.
                 http.put("/preview/settings", json={"enabled": False}).raise_for_status()
                 load_s = timed(lambda: http.post("/models/load", json=LOAD).raise_for_status())
                 bare_server_job(bare, bodies[0])  # warm both up once

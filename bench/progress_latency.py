@@ -20,7 +20,8 @@ BAR = re.compile(r"\|[=> ]{50}\| (\d+)/(\d+) - [0-9.]+(?:it/s|s/it)")
 def measure(models: Path, work: Path, sd_server: str, load: dict, jobs: int = 5, steps: int = 8) -> list[float]:
     tee_log = work / "tee.jsonl"
     here = Path(__file__).resolve().parent
-    server = ServerProcess(models, work / "latency-output", work / "latency.log", "--sd-server",
+    # Measured on sd-server's progress bars (a timestamping pass-through wraps it), so without the worker.
+    server = ServerProcess(models, work / "latency-output", work / "latency.log", "--sd-worker", "none", "--sd-server",
                            str(here / "tee_launcher.sh"),
                            env={"BENCH_TEE_LOG": str(tee_log), "BENCH_TEE_REAL": sd_server,
                                 "BENCH_PYTHON": sys.executable}).start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import logging
 import socket
-from collections import deque
 from typing import Any, Callable, Sequence, TypeVar
 
 import anyio
@@ -19,6 +18,7 @@ import msgspec
 from anyio.abc import Process, TaskStatus
 
 from runners.process import pump_lines, reap, spawn, stop_process
+from runners.resident import ResidentProcess
 from runners.progress import LogLine, Piece, classify
 
 log = logging.getLogger("sdcpp_restapi.runners")
@@ -70,27 +70,15 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ResidentServer:
+class ResidentServer(ResidentProcess):
     def __init__(self, argv_without_listen: Sequence[str], ready_timeout_s: float = 600.0) -> None:
+        super().__init__()
         self.port = free_loopback_port()
         self.argv = [*argv_without_listen, "--listen-ip", "127.0.0.1", "--listen-port", str(self.port)]
         self.ready_timeout_s = ready_timeout_s
-        self.process: Process | None = None
-        self.error_lines: deque[str] = deque(maxlen=50)
-        self.listener: Callable[[Piece], None] | None = None
-        self.exited = anyio.Event()
-        self.returncode: int | None = None
         self.ready = False
         self._finishing = anyio.Event()
         self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=httpx.Timeout(30.0))
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and not self.exited.is_set()
 
     # ------------------------------------------------------------------------------------ life cycle
 
@@ -110,10 +98,6 @@ class ResidentServer:
         if not isinstance(piece, LogLine):
             self.error_lines.append(text.strip())
         self._on_text(text)
-
-    def reason(self, fallback: str) -> str:
-        lines = list(dict.fromkeys(self.error_lines))
-        return "; ".join(lines[-3:]) if lines else fallback
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start, signal `started` once the HTTP API answers, then live until the process exits.

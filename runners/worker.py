@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from typing import Callable, Literal, Sequence
 
 import anyio
@@ -20,7 +19,8 @@ import msgspec
 from anyio.abc import Process, TaskStatus
 
 from runners.process import pump_lines, reap, spawn, stop_process
-from runners.progress import LogLine, Piece, classify
+from runners.progress import LogLine, classify
+from runners.resident import ResidentProcess
 
 log = logging.getLogger("sdcpp_restapi.runners")
 WORKER_BINARY = "sdcpp-worker"
@@ -93,32 +93,16 @@ _encode = msgspec.json.Encoder().encode
 # -------------------------------------------------------------------------------------------- supervision
 
 
-class ResidentWorker:
+class ResidentWorker(ResidentProcess):
     def __init__(self, argv: Sequence[str], ready_timeout_s: float = 600.0, stall_timeout_s: float = 300.0) -> None:
+        super().__init__()
         self.argv = list(argv)
         self.ready_timeout_s = ready_timeout_s
         self.stall_timeout_s = stall_timeout_s
-        self.process: Process | None = None
-        self.error_lines: deque[str] = deque(maxlen=50)
-        self.listener: Callable[[Piece], None] | None = None  # log pieces (model loading progress)
-        self.exited = anyio.Event()
-        self.returncode: int | None = None
         self._ready = anyio.Event()
         self._fatal: str | None = None
         self._messages, self._inbox = anyio.create_memory_object_stream[Message](math.inf)
         self._busy = anyio.Lock()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and not self.exited.is_set()
-
-    def reason(self, fallback: str) -> str:
-        lines = list(dict.fromkeys(self.error_lines))
-        return "; ".join(lines[-3:]) if lines else fallback
 
     def _on_stdout(self, text: str) -> None:
         line = text.strip()

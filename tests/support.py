@@ -66,8 +66,9 @@ class ServerProcess:
         self.kill(signal.SIGTERM)
 
 
-def running_server_with(models_dir: Path, work: Path, *extra: str) -> Iterator[ServerProcess]:
-    process = ServerProcess(models_dir, work / "output", work / "server.log", *extra).start()
+def running_server_with(models_dir: Path, work: Path, *extra: str,
+                        env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    process = ServerProcess(models_dir, work / "output", work / "server.log", *extra, env=env).start()
     try:
         yield process
     finally:

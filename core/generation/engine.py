@@ -170,7 +170,6 @@ class GenerationEngine:
         wake = anyio.Event()
 
         def on_event(event: JobEvent) -> None:
-            nonlocal wake
             if isinstance(event, Progress):
                 images.step(event.step, event.steps)
             elif watcher is not None:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from core.request_types import CInt, NonEmptyStr, NonNegInt, PosInt, Request, Unit
+from core.request_types import CInt, NonEmptyStr, NonNegInt, Request, Unit
 
 RngType = Literal["std_default", "cuda", "cpu"]
 Prediction = Literal["", "eps", "v", "edm_v", "sd3_flow", "flux_flow", "flux2_flow"]

@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
 from tests.conftest import TINY_LOAD
-from tests.support import ServerProcess
+from tests.support import ServerProcess, running_server_with
 
 pytestmark = pytest.mark.integration
 KEY = "mcp-test-key"
@@ -144,13 +144,8 @@ async def test_bad_arguments_are_tool_errors_naming_the_field(server: ServerProc
 
 @pytest.fixture(scope="module")
 def keyed_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("mcp-keyed")
-    process = ServerProcess(tiny_models_dir, work / "output", work / "server.log",
-                            env={"SDCPP_RESTAPI_API_KEYS": KEY}).start()
-    try:
-        yield process
-    finally:
-        process.stop()
+    yield from running_server_with(tiny_models_dir, tmp_path_factory.mktemp("mcp-keyed"),
+                                   env={"SDCPP_RESTAPI_API_KEYS": KEY})
 
 
 async def test_the_endpoint_needs_the_key_when_keys_are_set(keyed_server: ServerProcess) -> None:

@@ -23,15 +23,11 @@ KEY = "openai-test-key"
 
 @pytest.fixture(scope="module")
 def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("openai")
-    process = ServerProcess(own_models_dir, work / "output", work / "server.log",
-                            env={"SDCPP_RESTAPI_API_KEYS": KEY}).start()
-    try:
+    for process in running_server_with(own_models_dir, tmp_path_factory.mktemp("openai"),
+                                       env={"SDCPP_RESTAPI_API_KEYS": KEY}):
         httpx.post(process.url + "/models/load", json=TINY_LOAD, headers={"Authorization": f"Bearer {KEY}"}
                    ).raise_for_status()
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

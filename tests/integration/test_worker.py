@@ -4,7 +4,6 @@ a killed worker fails its job and the next one runs; a malformed request line is
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal

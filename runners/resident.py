@@ -1,0 +1,34 @@
+"""What both resident processes (sd-server, our worker) share: the process, its error lines, its exit, a log
+listener (model loading progress), and the reason a failure is reported with."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import anyio
+from anyio.abc import Process
+
+from runners.progress import Piece
+
+
+class ResidentProcess:
+    def __init__(self) -> None:
+        self.process: Process | None = None
+        self.error_lines: deque[str] = deque(maxlen=50)
+        self.listener: Callable[[Piece], None] | None = None
+        self.exited = anyio.Event()
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and not self.exited.is_set()
+
+    def reason(self, fallback: str) -> str:
+        """The binary's own last error lines, else the fallback."""
+        lines = list(dict.fromkeys(self.error_lines))
+        return "; ".join(lines[-3:]) if lines else fallback
