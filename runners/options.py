@@ -20,7 +20,8 @@ def _zero(value: Any) -> bool:
 
 
 def _auto_float(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
+    """None, infinite or not above 0: "auto" (a flow shift of 0 would make every sigma 0: a blank image)."""
+    return value is None or (isinstance(value, (int, float)) and (not math.isfinite(value) or value <= 0))
 
 
 # Model files and load-time options (sd-cli's "Context Options", shared with sd-server).
@@ -46,7 +47,9 @@ CONTEXT_FLAGS: tuple[Flag, ...] = (
     Flag("keep_controlnet_on_cpu", "--control-net-cpu", "switch"),
     Flag("vae_conv_direct", "--vae-conv-direct", "switch"),
     Flag("diffusion_conv_direct", "--diffusion-conv-direct", "switch"),
-    Flag("flash_attn", "--fa", "switch"),
+    # Flash attention in the diffusion model only, as sd.cpp's docs use it: `--fa` also applies it to the text
+    # encoders and VAE, which breaks Qwen-based models.
+    Flag("flash_attn", "--diffusion-fa", "switch"),
     Flag("offload_to_cpu", "--offload-to-cpu", "switch"),
     Flag("enable_mmap", "--mmap", "switch"),
     Flag("weight_type", "--type", omit_when=empty),

@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 
 from core.errors import BadRequest
+from core.models.types import BY_NAME
 from core.safe_paths import resolve_inside
 
 # The same pattern sd-cli uses (common.cpp): name up to ':' or '>', then the weight.
@@ -36,9 +37,10 @@ def parse_lora_tags(prompt: str, lora_dir: Path, field: str = "prompt") -> list[
         base = resolve_inside(lora_dir, name, f"{field} LoRA name")
         for extension in LORA_EXTENSIONS:
             candidate = base.with_name(base.name + extension)
-            if candidate.is_file():
+            if candidate.is_file() and BY_NAME["lora"].accepts(candidate.suffix):
                 tags.append(LoraTag(name, candidate.relative_to(lora_dir.resolve()).as_posix(), weight, is_high_noise))
                 break
         else:
-            raise BadRequest(f"{field}: unknown LoRA '{name}' (no such file in loras/)")
+            raise BadRequest(f"{field}: unknown LoRA '{name}' (no .safetensors, .gguf, .pt or .pth file of that "
+                             "name in loras/)")
     return tags

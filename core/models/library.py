@@ -12,7 +12,7 @@ import msgspec
 
 from core.errors import BadRequest, NotFound
 from core.models.schemas import ModelEntry, ModelListing, ModelPaths
-from core.models.types import BY_NAME, MODEL_EXTENSIONS, MODEL_TYPES, ModelType
+from core.models.types import BY_NAME, MODEL_TYPES, ModelType
 from core.safe_paths import resolve_inside, stat_inside
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class ModelLibrary:
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
             for file_name in files:
                 path = Path(directory) / file_name
-                if path.suffix.lower() not in MODEL_EXTENSIONS or file_name.startswith("."):
+                if not kind.accepts(path.suffix) or file_name.startswith("."):
                     continue
                 stat = stat_inside(path, real_root)
                 if stat is None:

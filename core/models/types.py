@@ -10,13 +10,19 @@ class ModelType(msgspec.Struct, frozen=True):
     folder: str  # default sub-folder of the models root, and its key under [paths] and /models/paths
     list_key: str  # key of its list in GET /models
     loadable: bool = False  # a main model: its entries carry `is_loaded`
+    # The file types this type may have, when narrower than MODEL_EXTENSIONS.
+    extensions: frozenset[str] | None = None
+
+    def accepts(self, suffix: str) -> bool:
+        return suffix.lower() in (self.extensions or MODEL_EXTENSIONS)
 
 
 MODEL_TYPES: tuple[ModelType, ...] = (
     ModelType("checkpoint", "checkpoints", "checkpoints", loadable=True),
     ModelType("diffusion", "diffusion_models", "diffusion_models", loadable=True),
     ModelType("vae", "vae", "vae"),
-    ModelType("lora", "loras", "loras"),
+    # sd-server indexes only these LoRA files: a .ckpt, .sft or .bin LoRA would fail its job.
+    ModelType("lora", "loras", "loras", extensions=frozenset({".gguf", ".pt", ".pth", ".safetensors"})),
     ModelType("clip", "clip", "clip"),
     ModelType("t5", "t5", "t5"),
     ModelType("controlnet", "controlnet", "controlnets"),

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from core.errors import BadRequest
+from core.generation.lora_tags import parse_lora_tags
+from core.models.library import ModelLibrary
+from core.models.types import BY_NAME
 from runners.flags import Flag, build_argv
+from runners.options import CONTEXT_FLAGS, build_server_body
 from runners.sdcli import generation_argv, upscale_argv
 
 
@@ -58,3 +65,32 @@ def test_load_level_tiling_and_flow_shift_become_job_defaults() -> None:
     own = with_load_defaults({"prompt": "x", "flow_shift": 5.0, "vae_tiling": True, "vae_tile_size_x": 8,
                               "vae_tile_size_y": 8}, context)
     assert own["flow_shift"] == 5.0 and own["vae_tile_size_x"] == 8  # the request's own values win
+
+
+@pytest.mark.parametrize("shift", [0.0, -1.0, 0, float("inf"), None])
+def test_a_flow_shift_of_zero_or_less_means_auto(shift: object) -> None:
+    """A shift of 0 would make every sigma 0 in sd.cpp (no denoising, a blank image): it is left to sd.cpp."""
+    argv = generation_argv("sd-cli", "img_gen", {}, {"prompt": "x", "flow_shift": shift}, Path("o.png"))
+    assert "--flow-shift" not in argv
+    assert "flow_shift" not in str(build_server_body({"prompt": "x", "flow_shift": shift}))
+    kept = generation_argv("sd-cli", "img_gen", {}, {"prompt": "x", "flow_shift": 3.0}, Path("o.png"))
+    assert kept[kept.index("--flow-shift") + 1] == "3.0"
+
+
+def test_flash_attention_is_for_the_diffusion_model_only() -> None:
+    argv = build_argv(CONTEXT_FLAGS, {"flash_attn": True})
+    assert argv == ["--diffusion-fa"]  # --fa would also apply it to the text encoders and VAE
+
+
+def test_lora_files_sd_server_cannot_index_are_neither_listed_nor_accepted(tmp_path: Path) -> None:
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    for name in ("good.safetensors", "also.gguf", "old.ckpt", "weird.sft", "blob.bin"):
+        (loras / name).write_bytes(b"x")
+    library = ModelLibrary({"loras": loras})
+    assert [model.name for model in library.scan(BY_NAME["lora"])] == ["also.gguf", "good.safetensors"]
+    assert [tag.path for tag in parse_lora_tags("a <lora:good:0.5> <lora:also:1>", loras)] == ["good.safetensors",
+                                                                                                  "also.gguf"]
+    for tag in ("<lora:old:1>", "<lora:old.ckpt:1>", "<lora:weird:1>", "<lora:blob.bin:1>"):
+        with pytest.raises(BadRequest, match="unknown LoRA"):
+            parse_lora_tags(f"a {tag}", loras)
