@@ -9,6 +9,7 @@ from typing import Callable
 import anyio
 from anyio.abc import Process
 
+from runners.process import reap, stop_process
 from runners.progress import Piece
 
 
@@ -32,3 +33,11 @@ class ResidentProcess:
         """The binary's own last error lines, else the fallback."""
         lines = list(dict.fromkeys(self.error_lines))
         return "; ".join(lines[-3:]) if lines else fallback
+
+    async def _ended(self, process: Process) -> None:
+        """The process is done with, however it went: stop what remains of it, record its exit, forget it."""
+        with anyio.CancelScope(shield=True):
+            await stop_process(process)
+            self.returncode = process.returncode
+            await reap(process)
+            self.exited.set()

@@ -17,7 +17,7 @@ import httpx
 import msgspec
 from anyio.abc import Process, TaskStatus
 
-from runners.process import pump_lines, reap, spawn, stop_process
+from runners.process import pump_lines, spawn, stop_process
 from runners.resident import ResidentProcess
 from runners.progress import LogLine, Piece, classify
 
@@ -117,12 +117,9 @@ class ResidentServer(ResidentProcess):
                 # else: it exited; the pumps end at EOF, with every stderr line read
             self.returncode = await process.wait()
         finally:
+            await self._ended(process)
             with anyio.CancelScope(shield=True):
-                await stop_process(process)
-                self.returncode = process.returncode
-                await reap(process)
                 await self.client.aclose()
-                self.exited.set()
         if timed_out:
             raise ServerFailed(f"sd-server did not answer within {self.ready_timeout_s:.0f}s")
         if not self.ready:

@@ -18,7 +18,7 @@ import anyio
 import msgspec
 from anyio.abc import Process, TaskStatus
 
-from runners.process import pump_lines, reap, spawn, stop_process
+from runners.process import pump_lines, spawn, stop_process
 from runners.progress import LogLine, classify
 from runners.resident import ResidentProcess
 
@@ -159,12 +159,8 @@ class ResidentWorker(ResidentProcess):
                     pumps.cancel_scope.cancel()
             self.returncode = await process.wait()
         finally:
-            with anyio.CancelScope(shield=True):
-                await stop_process(process)
-                self.returncode = process.returncode
-                await reap(process)
-                self.exited.set()
-                self._messages.close()
+            await self._ended(process)
+            self._messages.close()
         if not self._ready.is_set():
             why = self._fatal or self.reason(f"the worker exited with code {self.returncode} while loading")
             raise WorkerFailed(why if self.exited.is_set() else f"the worker did not load within {self.ready_timeout_s:.0f}s")
