@@ -25,7 +25,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, TypedDict
 
 import httpx
 import msgspec
@@ -40,7 +40,16 @@ from bench import store_scaling, worker_previews
 from bench.progress_latency import measure, report
 from tests.support import ServerProcess
 
-RequestBody = dict[str, Any]  # a /txt2img JSON body
+class RequestBody(TypedDict):
+    """The /txt2img JSON body the bench sends, as a client would (the server fills in the rest)."""
+
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    seed: int
+    sampler: str
+    cfg_scale: float
 
 # The same for both clients; much tighter polling steals CPU from the binary on a 2-core machine.
 POLL_S = 0.01
@@ -54,11 +63,10 @@ def model_flags(models: Path) -> list[str]:
 
 
 def request(size: int, steps: int, seed: int) -> RequestBody:
-    return {"prompt": "a cat", "width": size, "height": size, "steps": steps, "seed": seed,
-            "sampler": "euler", "cfg_scale": 1.0}
+    return RequestBody(prompt="a cat", width=size, height=size, steps=steps, seed=seed, sampler="euler", cfg_scale=1.0)
 
 
-def timed(run: Callable[[], None]) -> float:
+def timed(run: Callable[[], object]) -> float:
     started = time.perf_counter()
     run()
     return time.perf_counter() - started

@@ -23,10 +23,7 @@ async def wait_or_cancel(request: Request, service: Service, job_id: str, on_upd
             while (await request.receive())["type"] != "http.disconnect":
                 pass
             log.info("client left while waiting for job %s: cancelling it", job_id)
-            try:
-                await service.queue.cancel(job_id)
-            except ServiceError:
-                pass  # it finished meanwhile
+            await service.queue.cancel_if_active(job_id)
             tasks.cancel_scope.cancel()
 
         tasks.start_soon(cancel_on_disconnect)

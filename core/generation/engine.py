@@ -29,7 +29,6 @@ from runners.options import build_server_body
 from runners.process import run_binary
 from runners.progress import Bar, Piece, ProgressTracker, SamplingStep
 from runners.sdcli import CliMode, generation_argv
-from runners.options import derived_generation_fields
 from runners.sdcli import generation_args
 from runners.sdserver import ResidentServer, ServerFailed, ServerResult, decode_images
 from runners.worker import JobEvent, JobRequest, Preview, PreviewRequest, Progress, ResidentWorker, WorkerFailed
@@ -132,7 +131,7 @@ class GenerationEngine:
                 outputs = await self._on_worker(resident, mode, job, fields, job_dir, report, job_id, plan)
                 engine = "worker (resident)" + (f", {plan.settings.mode} previews" if plan else "")
             elif reason is None:
-                outputs = await self._on_server(mode, job, fields, job_dir, on_piece)
+                outputs = await self._on_server(resident, mode, job, fields, job_dir, on_piece)
                 engine = "sd-server (resident)"
             else:
                 outputs = await self._on_cli(mode, loaded, job, fields, job_dir, on_piece, job_id, plan)
@@ -163,8 +162,7 @@ class GenerationEngine:
             watcher = PreviewWatcher(job_id, path, settings, self.previews, self.bus, note)
             preview = PreviewRequest(settings.mode, str(path), settings.preview_noisy)  # type: ignore[arg-type]
         output = job_dir / (VIDEO_NAME if mode == "vid_gen" else IMAGE_NAME.format("%d"))
-        request = JobRequest(job_id, mode, generation_args({**fields, **derived_generation_fields(fields)}),
-                             str(output), preview)
+        request = JobRequest(job_id, mode, generation_args(fields), str(output), preview)
         images = _ImageCounter(report)
         pending: list[Preview] = []
         wake = anyio.Event()
@@ -200,10 +198,8 @@ class GenerationEngine:
             self.previews.latest.pop(job_id, None)
         return [Path(path) for path in written]
 
-    async def _on_server(self, mode: CliMode, job: GenerationJob, fields: dict[str, object], job_dir: Path,
-                         on_piece: Callable[[Piece], None]) -> list[Path]:
-        server = await self.models.ensure_server()
-        assert isinstance(server, ResidentServer)
+    async def _on_server(self, server: ResidentServer, mode: CliMode, job: GenerationJob, fields: dict[str, object],
+                         job_dir: Path, on_piece: Callable[[Piece], None]) -> list[Path]:
         body = await anyio.to_thread.run_sync(self._server_body, mode, job, fields)
         try:
             result = await server.generate(mode, body, on_piece)

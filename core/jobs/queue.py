@@ -133,6 +133,16 @@ class JobQueue:
                    if r.job.status == "pending" and r.spec is not None and r.spec.lane == lane]
         return pending.index(job_id) + 1
 
+    def running(self, lane: Lane = "generation") -> Job | None:
+        """The job the lane's worker is running, if any."""
+        entry = self._running.get(lane)
+        record = self.active.get(entry[0]) if entry else None
+        return record.job if record else None
+
+    def queued(self, lane: Lane = "generation") -> int:
+        """Pending and processing jobs of the lane."""
+        return sum(1 for record in self.active.values() if record.spec is not None and record.spec.lane == lane)
+
     def count(self, status: JobStatus) -> int:
         return self.counts[status]
 
@@ -176,6 +186,12 @@ class JobQueue:
             return
         await self._set_status(record, "cancelled")
         self.bus.publish(JobCancelled(job_id))
+
+    async def cancel_if_active(self, job_id: str) -> None:
+        """Cancel a job a client stopped waiting for; nothing to do if it finished meanwhile."""
+        if job_id in self.active:
+            with anyio.CancelScope(shield=True):
+                await self.cancel(job_id)
 
     async def _set_status(self, record: JobRecord, status: JobStatus, error: str | None = None) -> None:
         job = record.job

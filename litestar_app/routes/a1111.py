@@ -57,19 +57,14 @@ async def img2img(request: Request, data: A1111Img2Img, service: Service) -> Gen
 
 @get("/progress", summary="A1111 progress of the running job (current_image: the live preview)")
 async def get_progress(service: Service) -> Progress:
-    queue = service.queue
-    running = next((record.job for record in queue.active.values()
-                    if record.job.status == "processing" and record.spec is not None
-                    and record.spec.lane == "generation"), None)
-    queued = sum(1 for record in queue.active.values() if record.spec is not None and record.spec.lane == "generation")
+    running = service.queue.running()
     preview = service.previews.latest.get(running.job_id) if running else None
-    return progress(running, queued, CompatRuns.b64(preview) if preview else None)
+    return progress(running, service.queue.queued(), CompatRuns.b64(preview) if preview else None)
 
 
 async def _cancel_running(service: Service) -> None:
-    for record in list(service.queue.active.values()):
-        if record.job.status == "processing" and record.spec is not None and record.spec.lane == "generation":
-            await service.queue.cancel(record.job.job_id)
+    if running := service.queue.running():
+        await service.queue.cancel_if_active(running.job_id)
 
 
 @post("/interrupt", status_code=200, summary="A1111 interrupt: cancels the running job")

@@ -98,11 +98,7 @@ async def _stream(service: Service, job_id: str, options: ImageGeneration, size:
         yield ServerSentEventMessage(data=_encode(error_body(exc.message, exc.status)).decode(), event="error")
     finally:
         if not finished:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await service.queue.cancel(job_id)
-                except ServiceError:
-                    pass
+            await service.queue.cancel_if_active(job_id)
 
 
 @post("/images/generations", status_code=200, summary="OpenAI images.generate: txt2img on the queue")
