@@ -47,5 +47,11 @@ def describe_validation_error(exc: msgspec.ValidationError) -> str:
     match = _AT_PATH.search(text)
     if not match or not match["path"]:
         return f"invalid arguments: {text[: match.start()] if match else text}"
-    rule = text[: match.start()]
-    return f"{match['path']}: {rule[:1].lower()}{rule[1:]}"
+    return f"{match['path']}: {describe_rule(text[: match.start()])}"
+
+
+def describe_rule(rule: str) -> str:
+    """msgspec's "Expected `int | null`, got `str`" -> "expected `int`, got `str`": null is how an optional field
+    says "the default", so the value the client sent had to be the other type."""
+    rule = rule.replace(" | null`", "`")
+    return rule[:1].lower() + rule[1:]

@@ -8,12 +8,9 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from core.errors import ServiceError
+from core.request_types import describe_rule
 
 log = logging.getLogger("sdcpp_restapi")
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
 
 
 def _field_message(item: object) -> str:
@@ -26,7 +23,7 @@ def _field_message(item: object) -> str:
         if "`data`" in message or message == "'data'":  # no body at all
             return "request body is required (JSON object)"
         return f"invalid request body: {message}"
-    return f"{key}: {_lower_first(message)}"
+    return f"{key}: {describe_rule(message)}"
 
 
 def service_error(_: Request, exc: ServiceError) -> Response:

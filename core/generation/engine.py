@@ -43,7 +43,7 @@ SERVER_IMAGE_LISTS = ("ref_images", "control_frames")
 CLI_ONLY: tuple[tuple[Callable[[GenerationJob], bool], str], ...] = (
     (lambda job: bool(job.inputs.pm_id_images or job.request.pm_id_embed_path), "PhotoMaker inputs exist only in sd-cli"),
     (lambda job: job.request.batch_count > 8, "sd-server caps batch_count at 8"),
-    (lambda job: job.request.steps > 100, "sd-server caps steps at 100"),
+    (lambda job: (job.request.steps or 0) > 100, "sd-server caps steps at 100"),
 )
 
 

@@ -1,7 +1,8 @@
 """Request bodies of the generation endpoints (/txt2img, /img2img, /txt2vid, /upscale).
 
 Defaults are declared here once: the job spec stores the request as understood (seed resolved, images moved
-to files), so what runs, what `GET /queue/{id}` shows and what config.json records all come from these.
+to files, omitted architecture-following fields filled by `core.generation.defaults`), so what runs, what
+`GET /queue/{id}` shows and what config.json records all come from these.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from core.request_types import Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Request, Unit
+from core.request_types import INT_MAX, Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Request, Unit
 
 # sd.cpp's seed is an int64; below 0 means random (resolved when the job is accepted).
 # sd-cli upscales in passes (x1, x2 or x4 each): more than 4 passes is beyond any image size it can write.
 Passes = Annotated[int, Meta(ge=1, le=4)]
+FOLLOWS = ("follows the architecture: when omitted, the loaded architecture's generationDefaults "
+           "(GET /architectures), else the contract's default")
+ArchPosInt = Annotated[int, Meta(ge=1, le=INT_MAX, description=FOLLOWS)] | None
+ArchNonNegFloat = Annotated[float, Meta(ge=0.0, description=FOLLOWS)] | None
+ArchName = Annotated[str, Meta(description=FOLLOWS)] | None
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1, description="below 0: random, resolved when the job is accepted")]
 
 
@@ -24,16 +30,16 @@ class GenerationRequest(Request):
 
     prompt: str
     negative_prompt: str = ""
-    width: PosInt = 512
-    height: PosInt = 512
-    steps: PosInt = 20
-    cfg_scale: NonNegFloat = 7.0
-    distilled_guidance: NonNegFloat = 3.5
+    width: ArchPosInt = None
+    height: ArchPosInt = None
+    steps: ArchPosInt = None
+    cfg_scale: ArchNonNegFloat = None
+    distilled_guidance: ArchNonNegFloat = None
     eta: NonNegFloat = 0.0
     shifted_timestep: Annotated[int, Meta(ge=0, le=1000)] = 0
     seed: Seed = -1
-    sampler: str = "euler_a"
-    scheduler: str = "discrete"
+    sampler: ArchName = None
+    scheduler: ArchName = None
     batch_count: PosInt = 1
     clip_skip: CInt = -1
     slg_scale: NonNegFloat = 0.0
@@ -78,14 +84,10 @@ class Img2ImgRequest(GenerationRequest):
 
 
 class Txt2VidRequest(GenerationRequest):
-    width: PosInt = 832
-    height: PosInt = 480
-    steps: PosInt = 30
-    cfg_scale: NonNegFloat = 6.0
-    sampler: str = "euler"
-    video_frames: PosInt = 33
+    video_frames: ArchPosInt = None
     fps: PosInt = 16
-    flow_shift: float = 3.0
+    # At or below 0: sd.cpp's automatic shift for the model (0 itself would zero every sigma).
+    flow_shift: Annotated[float, Meta(description=FOLLOWS + "; a load-time flow_shift comes first")] | None = None
     init_image_base64: str | None = None
     end_image_base64: str | None = None
     strength: Unit = 0.75

@@ -66,11 +66,15 @@ def _params_with_inputs(request: msgspec.Struct, inputs: InputFiles) -> dict[str
 
 
 class GenerationJob(JobSpecBase):
-    request: GenerationRequest
+    request: GenerationRequest  # omitted architecture-following fields already filled (core.generation.defaults)
     inputs: InputFiles = msgspec.field(default_factory=InputFiles)
+    default_sources: dict[str, str] = {}  # field the client omitted -> where its value came from
 
     def params(self) -> dict[str, object]:
-        return _params_with_inputs(self.request, self.inputs)
+        params = _params_with_inputs(self.request, self.inputs)
+        if self.default_sources:
+            params["default_sources"] = dict(self.default_sources)
+        return params
 
     @property
     def total_images(self) -> int:

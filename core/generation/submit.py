@@ -16,6 +16,7 @@ import anyio
 import msgspec
 
 from core.errors import BadRequest
+from core.generation.defaults import resolve_defaults
 from core.generation.input_images import save_input
 from core.generation.lora_tags import parse_lora_tags
 from core.generation.requests import GenerationRequest, Img2ImgRequest, UpscaleRequest
@@ -41,8 +42,8 @@ class GenerationSubmitter:
 
     # ------------------------------------------------------------------------------------- validation
 
-    def validate(self, job_type: str, request: GenerationRequest) -> LoadedModel:
-        loaded = self.models.require_loaded()
+    def validate(self, job_type: str, request: GenerationRequest, loaded: LoadedModel) -> None:
+        """Checks of a request whose defaults are resolved (`resolve_defaults`)."""
         limits = self.limits
         for field in ("prompt", "negative_prompt"):
             if len(text := getattr(request, field)) > limits.max_prompt_chars:
@@ -66,17 +67,16 @@ class GenerationSubmitter:
             raise BadRequest("init_image_base64 is required for img2img")
         architecture = loaded.architecture
         multiple = size_multiple(architecture)
-        if multiple and architecture and (request.width % multiple or request.height % multiple):
-            rounded = (-(-request.width // multiple) * multiple, -(-request.height // multiple) * multiple)
+        width, height = request.width or 0, request.height or 0
+        if multiple and architecture and (width % multiple or height % multiple):
+            rounded = (-(-width // multiple) * multiple, -(-height // multiple) * multiple)
             raise BadRequest(f"width and height must be multiples of {multiple} for {architecture.variant} "
-                             f"(sd.cpp would silently make {request.width}x{request.height} into "
-                             f"{rounded[0]}x{rounded[1]})")
+                             f"(sd.cpp would silently make {width}x{height} into {rounded[0]}x{rounded[1]})")
         if job_type == "txt2vid" and (architecture is None or architecture.family not in VIDEO_FAMILIES):
             name = architecture.variant if architecture else "an unrecognised architecture"
             raise BadRequest(f"txt2vid needs a video model (Wan); the loaded model is {name}")
         if request.upscale:
             self.upscaler.require_loaded()
-        return loaded
 
     # ----------------------------------------------------------------------------------------- inputs
 
@@ -117,7 +117,9 @@ class GenerationSubmitter:
     # ------------------------------------------------------------------------------------- submission
 
     async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted:
-        self.validate(job_type, request)
+        loaded = self.models.require_loaded()
+        request, default_sources = resolve_defaults(request, loaded.architecture, loaded.request.options.flow_shift)
+        self.validate(job_type, request, loaded)
         await anyio.to_thread.run_sync(parse_lora_tags, request.prompt, self.models.library.folder_of("lora"))
         if request.pm_id_embed_path:  # sd-cli reads it: only a file inside the model folders
             embed = await anyio.to_thread.run_sync(self.models.library.resolve, "embedding", request.pm_id_embed_path,
@@ -127,7 +129,7 @@ class GenerationSubmitter:
         stored, inputs = await self._with_inputs(request, job_id)
         if request.seed < 0:
             stored = msgspec.structs.replace(stored, seed=random.randint(0, MAX_SEED))
-        spec = GENERATION_JOBS[job_type](request=stored, inputs=inputs)
+        spec = GENERATION_JOBS[job_type](request=stored, inputs=inputs, default_sources=default_sources)
         return await self.queue.submit(spec, job_id)  # type: ignore[arg-type]
 
     async def submit_upscale(self, request: UpscaleRequest) -> JobAccepted:

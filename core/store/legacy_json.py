@@ -13,7 +13,8 @@ from typing import Callable, TypeVar
 import msgspec
 
 from core.generation.previews import SETTINGS_KEY as PREVIEW_SETTINGS_KEY, PreviewSettings
-from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
+from core.generation.defaults import resolve_defaults
+from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
 from core.generation.specs import IMAGE_INPUTS, Img2ImgJob, InputFiles, InputImage, Txt2ImgJob, Txt2VidJob, UpscaleJob
 from core.jobs.schemas import Job
 from core.jobs.specs import JobRecord, JobSpec
@@ -69,8 +70,10 @@ def _request_fields(spec: dict[str, object]) -> dict[str, object]:
 def _generation(spec_type: type, request_type: type) -> Callable[[Job, dict[str, object]], JobSpec]:
     def convert(job: Job, spec: dict[str, object]) -> JobSpec:
         inputs = spec.get("inputs") if isinstance(spec.get("inputs"), dict) else {}
-        return spec_type(request=msgspec.convert(_request_fields(spec), request_type),  # type: ignore[no-any-return]
-                         inputs=_inputs(job, inputs))  # type: ignore[arg-type]
+        # Old specs stored every field; anything missing takes the contract's default, as it did then.
+        request: GenerationRequest = msgspec.convert(_request_fields(spec), request_type)
+        request, _ = resolve_defaults(request, None)
+        return spec_type(request=request, inputs=_inputs(job, inputs))  # type: ignore[no-any-return, arg-type]
     return convert
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -71,6 +72,21 @@ def test_batch_with_fixed_seed_is_reproducible(loaded: httpx.Client, server: Ser
     assert "Seed: 1235" in parameters
     config = json.loads((server.output_dir / first["job_id"] / "config.json").read_text())
     assert config["engine"] == "sd-server (resident)" and config["params"]["seed"] == 1234
+
+
+def test_omitted_sampling_fields_follow_the_loaded_architecture(loaded: httpx.Client, server: ServerProcess) -> None:
+    """FLUX.2 wants euler at cfg 1 (its preset in /architectures); the SD defaults (euler_a, 7.0) burn it."""
+    preset = loaded.get("/architectures").json()["current_preset"]["generationDefaults"]
+    assert (preset["sampler"], preset["cfg_scale"]) == ("euler", 1.0)
+    job = run_job(loaded, "/txt2img", {"prompt": "a fox", "width": 64, "height": 64, "steps": 2, "seed": 7})
+    params = job["params"]
+    assert (params["sampler"], params["cfg_scale"], params["scheduler"]) == ("euler", 1.0, "discrete")
+    assert params["default_sources"] == {"cfg_scale": "architecture FLUX.2", "sampler": "architecture FLUX.2",
+                                         "scheduler": "contract", "distilled_guidance": "contract"}
+    config = json.loads((server.output_dir / job["job_id"] / "config.json").read_text())
+    assert config["params"]["default_sources"] == params["default_sources"]
+    written = fetch_image(loaded, job["outputs"][0]).info["parameters"]  # what sd.cpp itself ran
+    assert re.search(r"Sampler: euler\b(?!_)", written) and "CFG scale: 1.000000" in written, written
 
 
 def test_img2img_with_inpainting_mask(loaded: httpx.Client, server: ServerProcess) -> None:

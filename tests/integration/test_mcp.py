@@ -51,7 +51,9 @@ async def test_tools_resources_and_templates_are_listed(server: ServerProcess) -
         generate = tools["generate"].input_schema
         assert generate["type"] == "object" and generate["required"] == ["type"]
         assert set(generate["properties"]["type"]["enum"]) == {"txt2img", "img2img", "txt2vid", "upscale"}
-        assert generate["properties"]["steps"]["minimum"] == 1 and "prompt" in generate["properties"]
+        steps = generate["properties"]["steps"]["anyOf"][0]  # an integer, or omitted: the architecture's default
+        assert steps["minimum"] == 1 and "follows the architecture" in steps["description"]
+        assert "prompt" in generate["properties"]
         assert "init_image_base64" in generate["properties"] and "video_frames" in generate["properties"]
         assert set(tools["model"].input_schema["properties"]["action"]["enum"]) == {"list", "load", "unload", "status"}
         assert all(tool.description for tool in tools.values())

@@ -141,6 +141,8 @@ def test_openapi_lists_every_documented_endpoint(client: httpx.Client) -> None:
     body_schema = txt2img["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     properties = document["components"]["schemas"][body_schema]["properties"]
     assert properties["steps"]["minimum"] == 1 and "prompt" in document["components"]["schemas"][body_schema]["required"]
+    follows = {name for name, schema in properties.items() if "follows the architecture" in schema.get("description", "")}
+    assert follows == {"width", "height", "steps", "cfg_scale", "distilled_guidance", "sampler", "scheduler"}
     error = txt2img["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert document["components"]["schemas"][error]["properties"] == {"error": {"type": "string"}}
     docs = client.get("/docs", follow_redirects=True)

@@ -56,6 +56,7 @@ def test_txt2vid_writes_a_webm_video(client: httpx.Client) -> None:
     assert job["status"] == "completed", job.get("error")
     assert job["outputs"] == [f"{job['job_id']}/video.webm"]
     assert job["progress"]["step"] == job["progress"]["total_steps"] == 2
+    assert (job["params"]["flow_shift"], job["params"]["default_sources"]["flow_shift"]) == (3.0, "architecture Wan")
     video = client.get(f"/output/{job['outputs'][0]}")
     assert video.headers["content-type"] == "video/webm"
     assert video.content[:4] == b"\x1a\x45\xdf\xa3"  # EBML header: a real WebM container
