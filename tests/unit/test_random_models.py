@@ -6,7 +6,8 @@ import struct
 from pathlib import Path
 
 from fixtures.random_models import (CLIP_PREFIX, LORA_MODULES, LORA_RANK, UNET_PREFIX, VAE_PREFIX, checkpoint_tensors,
-                                    controlnet_tensors, lora_tensors, unet_tensors, vae_tensors, write_family)
+                                    controlnet_tensors, lora_tensors, sdxl_checkpoint_tensors, unet_tensors, vae_tensors,
+                                    write_family)
 
 
 def parameters(tensors: dict[str, list[int]], prefix: str = "") -> int:
@@ -39,3 +40,11 @@ def test_embedding_is_written_as_f32(tmp_path: Path) -> None:
     assert json.loads(raw[8 : 8 + length])["emb_params"]["dtype"] == "F32"
     values = struct.unpack("<3072f", raw[8 + length :])
     assert all(abs(value) < 1.0 for value in values) and len(set(values)) > 1000
+
+
+def test_sdxl_table_has_the_parameter_counts_of_sd_xl_base() -> None:
+    # sd_xl_base_1.0.safetensors: UNet 2,567,463,684; OpenCLIP bigG text 694,659,840; CLIP-L and VAE as SD1.5.
+    checkpoint = sdxl_checkpoint_tensors()
+    assert parameters(checkpoint, UNET_PREFIX) == 2_567_463_684
+    assert parameters(checkpoint, "conditioner.embedders.1.model.") == 694_659_840
+    assert parameters(checkpoint, "conditioner.embedders.0.transformer.text_model.") == 123_060_480
