@@ -78,9 +78,11 @@ class Sd15Session:
             return
         embedding, parked = self.models / "embeddings" / EMBEDDING_FILE, self.hidden / EMBEDDING_FILE
         if load.without_embedding and embedding.exists():
-            shutil.move(embedding, parked)  # sd.cpp reads the embeddings folder when it loads the model
+            shutil.move(embedding, parked)
         elif not load.without_embedding and parked.exists():
             shutil.move(parked, embedding)
+        if self.load is not None:  # sd.cpp reads the embeddings folder at load: a real reload, not "already loaded"
+            assert self.client.post("/models/unload").status_code == 200
         response = self.client.post("/models/load", json=load.body(), timeout=300)
         assert response.status_code == 200, response.text
         self.load = load
