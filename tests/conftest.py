@@ -49,7 +49,7 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def sd15_models_cache() -> Path:
     """The full-size random SD1.5 set (checkpoint, ControlNet, embedding, VAE, LoRA; 3 GB of f16 safetensors,
-    written in about 20 s), made once per machine. Kept as written: `sd-cli -M convert` to q8_0 saves under a
+    written in about 16 s), made once per machine. Kept as written: `sd-cli -M convert` to q8_0 saves under a
     second of loading per model load but costs 10 s, q4_0 samples slower, and sd.cpp holds a ControlNet as f32
     whatever the file. The folder is keyed by the tensor tables, so changing them builds a new set."""
     root = data_dir() / "test-cache" / "sd15-models"
