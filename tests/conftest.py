@@ -55,6 +55,6 @@ def sd15_models_cache() -> Path:
     root = data_dir() / "test-cache" / "sd15-models"
     current = tables_digest(SD15_FAMILIES)
     for stale in root.glob("*") if root.is_dir() else ():
-        if stale.name != current:
+        if not stale.name.lstrip(".").startswith(current):  # older sets, not this set or its build in progress
             shutil.rmtree(stale, ignore_errors=True)
     return cached_models(f"sd15-models/{current}", lambda scratch: write_families(scratch, SD15_FAMILIES))
