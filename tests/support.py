@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
+
+from runners.paths import data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 FAKES = REPO / "tests" / "fakes"
@@ -144,3 +147,34 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # typ
             return value
         time.sleep(interval)
     raise TimeoutError("condition not reached")
+
+
+def cached_models(name: str, build: Callable[[Path], object]) -> Path:
+    """A models folder made once per machine under data_dir()/test-cache/NAME, like the backend build: `build`
+    writes into a scratch folder that is then renamed into place whole, so an interrupted build leaves no
+    half-written cache (a concurrent builder that loses the race throws its copy away)."""
+    cache = data_dir() / "test-cache" / name
+    if not cache.is_dir():
+        scratch = cache.with_name(f".{cache.name}.scratch-{os.getpid()}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        build(scratch)
+        try:
+            scratch.rename(cache)
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return cache
+
+
+def linked_models_dir(source: Path, target: Path) -> Path:
+    """`target` holding every file of `source` as a hard link (a copy across file systems): a models folder a
+    test module may change (add, hide files) without touching the shared cache or copying gigabytes."""
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, destination)
+            except OSError:
+                shutil.copy2(path, destination)
+    return target
