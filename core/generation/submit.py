@@ -23,7 +23,7 @@ from core.generation.requests import GenerationRequest, Img2ImgRequest, UpscaleR
 from core.generation.specs import GENERATION_JOBS, IMAGE_INPUTS, InputFiles, InputImage, UpscaleJob
 from core.jobs.queue import JobQueue
 from core.jobs.schemas import JobAccepted
-from core.models.architecture import size_multiple
+from core.models.architecture import size_multiple, takes_control_image
 from core.models.manager import LoadedModel, ModelManager
 from core.models.upscaler import UpscalerManager
 from core.settings import Limits
@@ -72,6 +72,9 @@ class GenerationSubmitter:
             rounded = (-(-width // multiple) * multiple, -(-height // multiple) * multiple)
             raise BadRequest(f"width and height must be multiples of {multiple} for {architecture.variant} "
                              f"(sd.cpp would silently make {width}x{height} into {rounded[0]}x{rounded[1]})")
+        if request.control_image_base64 and not takes_control_image(architecture, bool(loaded.request.controlnet)):
+            raise BadRequest("control_image_base64: needs a ControlNet: load the model with 'controlnet' "
+                             "(sd.cpp would ignore the image)")
         if job_type == "txt2vid" and (architecture is None or architecture.family not in VIDEO_FAMILIES):
             name = architecture.variant if architecture else "an unrecognised architecture"
             raise BadRequest(f"txt2vid needs a video model (Wan); the loaded model is {name}")

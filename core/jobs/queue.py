@@ -211,7 +211,8 @@ class JobQueue:
             self.active.pop(job.job_id, None)
         self.bus.publish(JobStatusChanged(job.job_id, status, previous, list(job.outputs)))
         if status in TERMINAL:
-            await self.apply_retention()
+            with anyio.CancelScope(shield=True):  # a shutdown waits for it: no half-pruned history or outputs
+                await self.apply_retention()
 
     # ------------------------------------------------------------------------------------------ worker
 

@@ -268,6 +268,15 @@ class Architectures(msgspec.Struct):
 VARIANT_MULTIPLES = {"Wan2.2 TI2V": 32}
 
 
+# Variants that read a control image through their own input channels (sd.cpp's sd_version_is_control and
+# Flex.2); every other architecture needs a ControlNet loaded for one.
+CONTROL_IMAGE_VARIANTS = frozenset({"Flux Controls", "Flex.2"})
+
+
+def takes_control_image(architecture: Architecture | None, controlnet_loaded: bool) -> bool:
+    return controlnet_loaded or (architecture is not None and architecture.variant in CONTROL_IMAGE_VARIANTS)
+
+
 def size_multiple(architecture: Architecture | None) -> int | None:
     if architecture is None or architecture.family not in PRESETS:
         return None

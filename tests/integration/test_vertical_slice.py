@@ -116,6 +116,8 @@ def test_load_generate_and_fetch_png(client: httpx.Client, server: ServerProcess
         ({"prompt": "x <lora:no_such_lora:0.5>"}, "unknown LoRA 'no_such_lora'"),
         ({"prompt": "x <lora:../../etc/passwd:0.5>"}, "must not contain '..'"),
         ({"width": 64}, "Object missing required field `prompt`"),
+        ({"prompt": "x", "width": 64, "height": 64, "control_image_base64": "iVBORw0KGgo="},
+         "control_image_base64: needs a ControlNet"),
         ({"prompt": "x", "width": 72, "height": 40}, "multiples of 16 for FLUX.2 klein (sd.cpp would silently make 72x40 into 80x48)"),
     ],
 )
