@@ -39,6 +39,10 @@ test *args: venv backend
 tiny-models dir: venv
     {{bin}}/python -m fixtures.tiny_models {{dir}}
 
+# write full-size random-weight models into DIR: sd15 sd15-controlnet sd15-embedding sd15-vae sd15-lora sdxl
+random-models dir +families: venv
+    {{bin}}/python -m fixtures.random_models {{dir}} {{families}}
+
 # compare the API with bare sd-cli / sd-server on the same work
 bench *args: venv backend
     {{bin}}/python -m bench {{args}}
