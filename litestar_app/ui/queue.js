@@ -16,14 +16,16 @@ function progressText(job) {
   return `image ${Math.min(p.current_image + 1, p.total_images)} of ${p.total_images} · step ${p.step}/${p.total_steps} · ${p.percentage.toFixed(0)}%`;
 }
 
-/** The job's saved input images ("<64x64 image: JOB/init.png>" in params) read back as base64 for a new request. */
-async function rerunBody(params) {
+/** The job's saved input images ("<64x64 image: inputs/init_image.png>" in params, relative to the job folder)
+ * read back as base64 for a new request. */
+async function rerunBody(job) {
+  const params = job.params;
   const body = {};
   for (const [field, value] of Object.entries(params)) {
     const values = Array.isArray(value) ? value : [value];
     if (values.some((item) => typeof item === 'string' && INPUT_IMAGE.test(item))) {
       const images = await Promise.all(values.map(async (item) => {
-        const response = await fetch(outputUrl(item.match(INPUT_IMAGE)[1]), { credentials: 'same-origin' });
+        const response = await fetch(outputUrl(`${job.job_id}/${item.match(INPUT_IMAGE)[1]}`), { credentials: 'same-origin' });
         if (!response.ok) throw new Error(`The input image of that job is gone (${response.status}).`);
         const bytes = new Uint8Array(await response.arrayBuffer());
         let binary = '';
@@ -64,7 +66,7 @@ function jobItem(job) {
   }
   if (RUNNABLE.includes(job.type) && job.params) {
     actions.append(element('button', { type: 'button', text: 'Run again', onclick: guarded(async () => {
-      const accepted = await api(`/${job.type}`, { method: 'POST', body: await rerunBody(job.params) });
+      const accepted = await api(`/${job.type}`, { method: 'POST', body: await rerunBody(job) });
       notify(`Queued again as ${accepted.job_id}`, 'notice');
       scheduleRefresh();
     }) }));

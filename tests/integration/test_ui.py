@@ -1,0 +1,291 @@
+"""The web UI at /ui in headless Chromium against the real server and binary with the tiny models: load from the
+Models view, generate with progress / preview / final image, cancel, img2img with a painted mask, the queue
+updating live, the gallery lightbox and "send to img2img", a phone-sized window. One server and one browser for
+the module; the tests run in file order (the model loaded by the first is used by the others). Screenshots of
+each view go to test-artifacts/ui/; the browser console must show no error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from PIL import Image
+from selenium.webdriver import ActionChains, Chrome, Keys
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests import browser
+from tests.support import REPO, ServerProcess, wait_for_job
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
+                                 reason="chromium / chromedriver not installed (.ci/run installs them)")]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Chrome]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with browser.chrome() as chrome:
+        yield chrome
+
+
+@pytest.fixture(autouse=True)
+def console_has_no_error(driver: Chrome) -> Iterator[None]:
+    """Every test leaves the browser console free of errors (failed requests and uncaught exceptions included)."""
+    yield
+    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not severe, severe
+
+
+@pytest.fixture(scope="module")
+def wait(driver: Chrome) -> WebDriverWait:
+    return WebDriverWait(driver, TIMEOUT)
+
+
+def open_view(driver: Chrome, server: ServerProcess, view: str) -> None:
+    if not driver.current_url.startswith(f"{server.url}/ui/"):
+        driver.get(server.url + "/")  # / redirects to /ui/
+        WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, "socket-state").text == "live")
+    driver.execute_script("location.hash = arguments[0]", view)
+    WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, f"view-{view}").is_displayed())
+
+
+def by_id(driver: Chrome, element_id: str) -> WebElement:
+    return driver.find_element(By.ID, element_id)
+
+
+def click(driver: Chrome, element: WebElement) -> None:
+    """Clicks an element scrolled to the middle of the window, clear of the sticky header."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def type_into(driver: Chrome, element_id: str, text: str) -> None:
+    field = by_id(driver, element_id)
+    field.clear()
+    field.send_keys(text)
+
+
+def record_progress_labels(driver: Chrome) -> None:
+    """Keeps every text the progress label shows, since a 2-step job passes through them faster than a poll."""
+    driver.execute_script("""
+        window.progressTexts = [];
+        const label = document.getElementById('progress-label');
+        new MutationObserver(() => window.progressTexts.push(label.textContent))
+            .observe(label, {childList: true, characterData: true, subtree: true});""")
+
+
+def screenshot(driver: Chrome, name: str) -> None:
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def newest_job(client: httpx.Client, **filters: Any) -> dict[str, Any]:
+    items = client.get("/queue", params={"limit": 1, **filters}).json()["items"]
+    assert items, filters
+    return items[0]
+
+
+def test_root_redirects_and_ui_is_served_with_a_csp(client: httpx.Client) -> None:
+    root = client.get("/")
+    assert root.status_code in (302, 303, 307) and root.headers["location"] == "/ui/"
+    page = client.get("/ui/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/ui/main.js").headers["content-type"].startswith("text/javascript")
+    assert "/ui/" not in "".join(client.get("/schema/openapi.json").json()["paths"])
+
+
+def test_load_the_tiny_model_from_the_models_view(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                                  client: httpx.Client) -> None:
+    open_view(driver, server, "models")
+    load = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, 'button[data-model="flux2_tiny_dit.safetensors"]')))
+    load.click()
+    wait.until(EC.visibility_of_element_located((By.ID, "load-dialog")))
+    # The FLUX.2 preset needs an LLM and a VAE: the only LLM is chosen, and the TAESD stands in for the VAE.
+    wait.until(EC.text_to_be_present_in_element((By.ID, "load-architecture"), "FLUX.2 klein"))
+    assert by_id(driver, "component-llm").get_property("value") == "qwen3_tiny_llm.safetensors"
+    assert by_id(driver, "component-taesd").get_property("value") == "taef2_tiny.safetensors"
+    assert "(required)" in driver.find_element(By.CSS_SELECTOR, 'label[for="component-llm"]').text
+    screenshot(driver, "models-load-dialog")
+    click(driver, by_id(driver, "load-submit"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "loaded-model"), "Loaded: flux2_tiny_dit.safetensors"))
+    assert client.get("/health").json()["model_name"] == "flux2_tiny_dit.safetensors"
+    assert by_id(driver, "unload-model").is_enabled()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "model-state"), "flux2_tiny_dit"))
+    screenshot(driver, "models")
+
+
+def test_generate_shows_progress_preview_and_the_image(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                                       client: httpx.Client) -> None:
+    open_view(driver, server, "generate")
+    # Defaults come from the FLUX.2 preset; a size it would round is refused before anything is sent.
+    wait.until(lambda d: by_id(d, "width").get_property("value") == "1024")
+    assert by_id(driver, "sampler").get_property("value") == "euler"
+    jobs_before = client.get("/queue").json()["total_count"]
+    type_into(driver, "prompt", "a lovely cat")
+    click(driver, by_id(driver, "lora-insert"))
+    assert by_id(driver, "prompt").get_property("value") == "a lovely cat <lora:tiny_lora:1>"
+    for field, value in (("width", "70"), ("height", "64"), ("steps", "2")):
+        type_into(driver, field, value)
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "size-hint"), "would make it 80"))
+    assert client.get("/queue").json()["total_count"] == jobs_before
+    type_into(driver, "width", "64")
+    record_progress_labels(driver)
+    by_id(driver, "prompt").send_keys(Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter generates
+    result = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#results img")))
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", result) == 64)
+    texts = driver.execute_script("return window.progressTexts")
+    assert any(text.startswith("Image 1 of 1 · step") and "%" in text for text in texts), texts
+    assert by_id(driver, "progress-label").text.startswith("Done")
+    preview = by_id(driver, "live-preview")
+    assert preview.is_displayed() and preview.get_attribute("src").startswith("data:image/jpeg;base64,")
+    job = newest_job(client)
+    assert job["status"] == "completed" and job["params"]["prompt"] == "a lovely cat <lora:tiny_lora:1>"
+    assert (job["params"]["width"], job["params"]["steps"]) == (64, 2)
+    screenshot(driver, "generate")
+
+
+def test_cancel_the_running_job(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                client: httpx.Client) -> None:
+    open_view(driver, server, "generate")
+    type_into(driver, "steps", "60")
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "step"))
+    click(driver, by_id(driver, "cancel-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Cancelled"))
+    assert newest_job(client)["status"] == "cancelled"
+    assert not by_id(driver, "cancel-button").is_enabled()
+    type_into(driver, "steps", "2")
+
+
+def test_img2img_with_a_painted_mask(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                     client: httpx.Client, tmp_path: Path) -> None:
+    source = tmp_path / "input.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(source)
+    open_view(driver, server, "generate")
+    click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="img2img"]'))
+    by_id(driver, "init-image").send_keys(str(source))
+    canvas = wait.until(EC.visibility_of_element_located((By.ID, "mask-canvas")))
+    wait.until(lambda d: d.execute_script("return arguments[0].width", canvas) == 64)
+    # Paint a stroke across the middle, erase nothing, then check the exported mask has white and black.
+    ActionChains(driver).move_to_element_with_offset(canvas, -40, 0).click_and_hold() \
+        .move_by_offset(40, 0).move_by_offset(40, 0).release().perform()
+    painted, total = driver.execute_script("""
+        const data = arguments[0].getContext('2d').getImageData(0, 0, 64, 64).data;
+        let painted = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 127) painted++;
+        return [painted, data.length / 4];""", canvas)
+    assert 0 < painted < total
+    screenshot(driver, "generate-img2img-mask")
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Done"))
+    job = newest_job(client)
+    assert job["type"] == "img2img" and job["status"] == "completed", job
+    assert job["params"]["init_image_base64"].startswith("<64x64 image:")
+    assert job["params"]["mask_image_base64"].startswith("<64x64 image:")
+    mask_path = job["params"]["mask_image_base64"].split("image: ", 1)[1].rstrip(">")
+    colours = Image.open(server.output_dir / job["job_id"] / mask_path).convert("L").getcolors()
+    assert {value for _, value in colours} == {0, 255}  # white = repaint, black = keep
+    # Invert turns the mask around.
+    click(driver, by_id(driver, "mask-invert"))
+    inverted = driver.execute_script("""
+        const data = arguments[0].getContext('2d').getImageData(0, 0, 64, 64).data;
+        let painted = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 127) painted++; return painted;""", canvas)
+    assert inverted == total - painted
+    click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="txt2img"]'))
+
+
+def test_queue_updates_live_from_a_job_submitted_over_the_api(driver: Chrome, wait: WebDriverWait,
+                                                              server: ServerProcess, client: httpx.Client) -> None:
+    open_view(driver, server, "queue")
+    driver.execute_script("window.notReloaded = true")
+    accepted = client.post("/txt2img", json={"prompt": "a queue cat", "width": 64, "height": 64, "steps": 2}).json()
+    item = f'#queue-list li[data-job-id="{accepted["job_id"]}"]'
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, item)))
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, f"{item} .badge"), "completed"))
+    assert "a queue cat" in driver.find_element(By.CSS_SELECTOR, item).text
+    assert driver.execute_script("return window.notReloaded") is True
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, f"{item} .job-outputs img")))
+    # The status filter narrows the list; "Run again" queues the same parameters.
+    Select(by_id(driver, "queue-status")).select_by_visible_text("cancelled")
+    wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, item)))
+    Select(by_id(driver, "queue-status")).select_by_visible_text("all")
+    wait.until(EC.element_to_be_clickable((By.XPATH, f'//li[@data-job-id="{accepted["job_id"]}"]//button[text()="Run again"]'))).click()
+    wait.until(lambda d: newest_job(client)["job_id"] != accepted["job_id"])
+    rerun = wait_for_job(client, newest_job(client)["job_id"])
+    assert rerun["params"]["prompt"] == "a queue cat" and rerun["params"]["seed"] == wait_for_job(client, accepted["job_id"])["params"]["seed"]
+    screenshot(driver, "queue")
+
+
+def test_gallery_lightbox_use_settings_and_send_to_img2img(driver: Chrome, wait: WebDriverWait,
+                                                           server: ServerProcess, client: httpx.Client) -> None:
+    open_view(driver, server, "gallery")
+    newest = newest_job(client, status="completed")
+    first = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#gallery-grid .gallery-item")))
+    assert newest["outputs"][0] in first.get_attribute("aria-label")
+    first.click()
+    lightbox = wait.until(EC.visibility_of_element_located((By.ID, "lightbox")))
+    assert newest["params"]["prompt"] in by_id(driver, "lightbox-params").text
+    wait.until(lambda d: d.execute_script("const i = document.querySelector('#lightbox-media img');"
+                                          "return i && i.complete && i.naturalWidth") == 64)
+    screenshot(driver, "gallery-lightbox")
+    click(driver, by_id(driver, "lightbox-use"))
+    wait.until(EC.visibility_of_element_located((By.ID, "view-generate")))
+    assert by_id(driver, "prompt").get_property("value") == newest["params"]["prompt"]
+    assert by_id(driver, "seed").get_property("value") == str(newest["params"]["seed"])
+    open_view(driver, server, "gallery")
+    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#gallery-grid .gallery-item"))).click()
+    wait.until(EC.visibility_of(lightbox))
+    click(driver, by_id(driver, "lightbox-img2img"))
+    wait.until(EC.visibility_of_element_located((By.ID, "mask-stage")))
+    assert driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="img2img"]').is_selected()
+    assert driver.execute_script("return document.getElementById('init-preview').naturalWidth") == 64
+    open_view(driver, server, "gallery")
+    screenshot(driver, "gallery")
+
+
+def test_settings_and_assistant_views(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                      client: httpx.Client) -> None:
+    open_view(driver, server, "settings")
+    wait.until(lambda d: by_id(d, "preview-interval").get_property("value") == "1")
+    type_into(driver, "preview-max_size", "128")
+    driver.find_element(By.CSS_SELECTOR, "#preview-form button[type=submit]").click()
+    wait.until(lambda d: client.get("/preview/settings").json()["max_size"] == 128)
+    screenshot(driver, "settings")
+    open_view(driver, server, "assistant")
+    wait.until(lambda d: by_id(d, "assistant-state").text != "")
+    screenshot(driver, "assistant")
+
+
+def test_a_phone_sized_window(driver: Chrome, wait: WebDriverWait, server: ServerProcess) -> None:
+    driver.set_window_size(390, 844)
+    try:
+        for view in ("generate", "queue", "models", "gallery", "settings", "assistant"):
+            open_view(driver, server, view)
+            wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+            overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, (view, overflow)
+            screenshot(driver, f"phone-{view}")
+        # The form is one column: the output panel sits below the controls.
+        open_view(driver, server, "generate")
+        controls, output = (driver.find_element(By.CSS_SELECTOR, selector).rect for selector in (".controls", ".output-panel"))
+        assert output["y"] >= controls["y"] + controls["height"] - 1
+    finally:
+        driver.set_window_size(1200, 900)
+
+
+def test_every_control_has_a_label(driver: Chrome, server: ServerProcess) -> None:
+    open_view(driver, server, "generate")
+    unlabelled = driver.execute_script("""
+        return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))
+            .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                          && !el.textContent.trim() && !el.getAttribute('aria-labelledby'))
+            .map(el => el.outerHTML.slice(0, 120));""")
+    assert unlabelled == []
