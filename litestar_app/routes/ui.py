@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from litestar import Response, get
-from litestar.response import Redirect
+from litestar.response import File, Redirect
 from litestar.static_files import create_static_files_router
 
 UI_FOLDER = Path(__file__).resolve().parent.parent / "ui"
@@ -32,4 +32,11 @@ def home() -> Redirect:
     return Redirect("/ui/")
 
 
-ROUTES = [ui_files, home]
+@get("/favicon.ico", include_in_schema=False, sync_to_thread=False)
+def favicon() -> File:
+    """Browsers ask every page of this server (the login form, the output browser) for it."""
+    return File(UI_FOLDER / "favicon.svg", media_type="image/svg+xml", content_disposition_type="inline",
+                headers={"Cache-Control": "public, max-age=86400"})
+
+
+ROUTES = [ui_files, home, favicon]

@@ -20,13 +20,14 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests import browser
-from tests.support import REPO, ServerProcess, wait_for_job
+from tests.support import REPO, ServerProcess, running_server_with, wait_for_job
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
                                  reason="chromium / chromedriver not installed (.ci/run installs them)")]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 TIMEOUT = 60
+UI_KEY = "ui-test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +290,38 @@ def test_every_control_has_a_label(driver: Chrome, server: ServerProcess) -> Non
                           && !el.textContent.trim() && !el.getAttribute('aria-labelledby'))
             .map(el => el.outerHTML.slice(0, 120));""")
     assert unlabelled == []
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from running_server_with(tiny_models_dir, tmp_path_factory.mktemp("ui-keyed"),
+                                   env={"SDCPP_RESTAPI_API_KEYS": UI_KEY})
+
+
+def sign_in(driver: Chrome, form: WebElement) -> None:
+    form.find_element(By.CSS_SELECTOR, "input[name=key]").send_keys(UI_KEY)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def test_with_api_keys_the_ui_signs_in_and_works_through_the_cookie(driver: Chrome, wait: WebDriverWait,
+                                                                     keyed_server: ServerProcess) -> None:
+    """Runs last: its cookie would reach the other server too (cookies do not tell ports apart)."""
+    driver.get(keyed_server.url + "/")
+    sign_in(driver, wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "form[action='/login']"))))
+    wait.until(EC.url_to_be(keyed_server.url + "/ui/"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "socket-state"), "live"))  # the WebSocket took the cookie
+    open_view(driver, keyed_server, "models")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, 'button[data-model="flux2_tiny_dit.safetensors"]')))
+    # When the session ends while the page is open, the next API call's 401 brings up the UI's own login form.
+    driver.delete_cookie("sdcpp_session")
+    open_view(driver, keyed_server, "queue")
+    dialog = wait.until(EC.visibility_of_element_located((By.ID, "login-dialog")))
+    screenshot(driver, "login")
+    sign_in(driver, dialog)
+    wait.until(EC.presence_of_element_located((By.ID, "queue-counts")))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "socket-state"), "live"))
+    open_view(driver, keyed_server, "queue")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "queue-counts"), "pending"))
+    # The 401 answers of that moment are logged by the browser as failed requests: expected, and the only errors.
+    unexpected = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE" and " 401 " not in entry["message"]]
+    assert not unexpected, unexpected
