@@ -79,6 +79,23 @@ export function element(tag, attributes = {}, ...children) {
   return node;
 }
 
+/** A File or Blob as a data: URL (what the API's *_base64 fields take after the comma). */
+export function readFile(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`Cannot read ${blob.name || 'the file'}.`));
+    reader.readAsDataURL(blob);
+  });
+}
+
+/** A file of this server (an output, a job's saved input) as a data: URL. */
+export async function fetchDataUrl(url) {
+  const response = await fetch(url, { credentials: 'same-origin' });
+  if (!response.ok) throw new ApiError(response.status, `GET ${url}: ${response.status} ${response.statusText}`);
+  return readFile(await response.blob());
+}
+
 export function formatBytes(bytes) {
   if (bytes === null || bytes === undefined) return '';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

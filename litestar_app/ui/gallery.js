@@ -1,9 +1,10 @@
 // The Gallery view: finished jobs' outputs newest first as thumbnails, a lightbox with each image's generation
 // parameters, and "use these settings" / "send to img2img" into the Generate view.
 
-import { api, element, guarded, isVideo, outputUrl, thumbUrl } from './api.js';
+import { api, element, fetchDataUrl, guarded, isVideo, notify, outputUrl, thumbUrl } from './api.js';
 import * as live from './live.js';
 import { applyParams, sendToImg2img } from './generate.js';
+import { server } from './state.js';
 
 const $ = (id) => document.getElementById(id);
 const MEDIA = /\.(png|jpe?g|webp|gif|webm|mp4|avi)$/i;
@@ -43,6 +44,7 @@ function showEntry(position) {
     element('dt', { text: name }), element('dd', { text: typeof value === 'object' ? JSON.stringify(value) : String(value) })]));
   $('lightbox-open').href = url;
   $('lightbox-img2img').disabled = isVideo(path);
+  $('lightbox-upscale').disabled = isVideo(path) || !server.health?.upscaler_loaded;
   $('lightbox-use').disabled = !['txt2img', 'img2img', 'txt2vid'].includes(job.type);
   if (!$('lightbox').open) $('lightbox').showModal();
 }
@@ -70,6 +72,12 @@ export function init() {
     const { path } = entries[index];
     $('lightbox').close();
     await sendToImg2img(outputUrl(path));
+  }));
+  $('lightbox-upscale').addEventListener('click', guarded(async () => {
+    const { path } = entries[index];
+    const image = (await fetchDataUrl(outputUrl(path))).split(',', 2)[1];
+    const accepted = await api('/upscale', { method: 'POST', body: { image_base64: image } });
+    notify(`Upscaling as job ${accepted.job_id}: it appears here when done.`, 'notice');
   }));
   $('gallery-more').addEventListener('click', guarded(async () => { limit += PAGE; await refresh(); }));
   live.on('job_status_changed', (data) => {

@@ -1,7 +1,7 @@
 // The Generate view: txt2img / img2img (with mask) / txt2vid, defaults from the loaded model's architecture,
 // LoRA tags, seed, batch, upscale, prompt enhancement; then the job's progress, live preview and final images.
 
-import { api, element, guarded, isVideo, notify, outputUrl } from './api.js';
+import { api, element, fetchDataUrl, guarded, isVideo, notify, outputUrl, readFile } from './api.js';
 import * as live from './live.js';
 import { createMask } from './mask.js';
 import { currentPreset, modelFiles, server } from './state.js';
@@ -180,15 +180,6 @@ function insertLora() {
   prompt.focus();
 }
 
-async function readFile(file) {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(reader.result);
-    reader.onerror = () => reject(new Error(`Cannot read ${file.name}`));
-    reader.readAsDataURL(file);
-  });
-}
-
 /** Loads an image into img2img and sizes the form after it (rounded down to the architecture's multiple). */
 async function useInputImage(dataUrl) {
   setMode('img2img');
@@ -200,8 +191,7 @@ async function useInputImage(dataUrl) {
 
 /** "Send to img2img" from the gallery or queue. */
 export async function sendToImg2img(url) {
-  const blob = await (await fetch(url, { credentials: 'same-origin' })).blob();
-  await useInputImage(await readFile(blob));
+  await useInputImage(await fetchDataUrl(url));
   location.hash = '#generate';
 }
 

@@ -1,7 +1,7 @@
 // The Queue view: jobs with status, progress and filters, updated live from the event stream; cancel, run
 // again with the same parameters, and the outputs (opened in the gallery's lightbox).
 
-import { api, element, guarded, notify, outputUrl, thumbUrl } from './api.js';
+import { api, element, fetchDataUrl, guarded, notify, outputUrl, thumbUrl } from './api.js';
 import * as live from './live.js';
 import { openLightbox } from './gallery.js';
 
@@ -24,14 +24,8 @@ async function rerunBody(job) {
   for (const [field, value] of Object.entries(params)) {
     const values = Array.isArray(value) ? value : [value];
     if (values.some((item) => typeof item === 'string' && INPUT_IMAGE.test(item))) {
-      const images = await Promise.all(values.map(async (item) => {
-        const response = await fetch(outputUrl(`${job.job_id}/${item.match(INPUT_IMAGE)[1]}`), { credentials: 'same-origin' });
-        if (!response.ok) throw new Error(`The input image of that job is gone (${response.status}).`);
-        const bytes = new Uint8Array(await response.arrayBuffer());
-        let binary = '';
-        for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-        return btoa(binary);
-      }));
+      const images = await Promise.all(values.map(async (item) => (
+        await fetchDataUrl(outputUrl(`${job.job_id}/${item.match(INPUT_IMAGE)[1]}`))).split(',', 2)[1]));
       body[field] = Array.isArray(value) ? images : images[0];
     } else {
       body[field] = value;

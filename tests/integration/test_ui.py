@@ -252,6 +252,25 @@ def test_gallery_lightbox_use_settings_and_send_to_img2img(driver: Chrome, wait:
     screenshot(driver, "gallery")
 
 
+def test_upscaler_load_and_upscale_from_the_lightbox(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                                     client: httpx.Client) -> None:
+    open_view(driver, server, "models")
+    wait.until(EC.text_to_be_present_in_element_value((By.ID, "upscaler-model"), "esrgan_tiny_x4.safetensors"))
+    click(driver, by_id(driver, "upscaler-load"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "upscaler-state"), "Loaded: esrgan_tiny_x4.safetensors"))
+    open_view(driver, server, "generate")
+    assert by_id(driver, "upscale").is_enabled()  # generate-then-upscale is offered now
+    open_view(driver, server, "gallery")
+    click(driver, wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#gallery-grid .gallery-item"))))
+    upscale = wait.until(EC.element_to_be_clickable((By.ID, "lightbox-upscale")))
+    click(driver, upscale)
+    wait.until(lambda d: newest_job(client)["type"] == "upscale")
+    job = wait_for_job(client, newest_job(client)["job_id"])
+    assert job["status"] == "completed", job
+    assert Image.open(server.output_dir / job["outputs"][0]).size == (256, 256)
+    click(driver, by_id(driver, "lightbox-close"))
+
+
 def test_settings_and_assistant_views(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
                                       client: httpx.Client) -> None:
     open_view(driver, server, "settings")
