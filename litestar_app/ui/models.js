@@ -77,7 +77,8 @@ async function openLoadDialog(file) {
     : Object.keys(COMPONENT_TYPES);
   $('load-title').textContent = `Load ${file.name}`;
   $('load-architecture').textContent = preset
-    ? `${inspection.variant} (${preset.display_name}): needs ${required.join(', ') || 'no extra component'}.`
+    ? `${inspection.variant} (${preset.display_name}): needs ${required.join(', ') || 'no extra component'}`
+      + `${required.includes('vae') ? ' (a TAESD can stand in for the VAE)' : ''}.`
       + (profile ? ' Filled in from its last load.' : '')
     : 'Architecture not recognised from the file: choose the components it needs.';
   $('load-components').replaceChildren(...fields.map((field) => {
