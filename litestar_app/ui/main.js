@@ -26,7 +26,10 @@ const showView = guarded(async () => {
     if (link.dataset.view === name) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
+  delete document.body.dataset.ready;
   await VIEWS[name].show?.();
+  // The view shows the server's current state (tests wait for this), unless another view was chosen meanwhile.
+  if (currentView() === name) document.body.dataset.ready = name;
 });
 
 function showServerState() {

@@ -15,6 +15,8 @@ const FOLDERS = { checkpoint: 'checkpoints', diffusion: 'diffusion_models', vae:
   embedding: 'embeddings', controlnet: 'controlnet', llm: 'llm', esrgan: 'esrgan', taesd: 'taesd' };
 let allFiles = [];
 let loading = null;  // {model_name, model_type} being loaded from the dialog
+let loadRunning = false;  // our POST /models/load is in flight
+let loadingHideTimer = null;
 const watched = new Map();  // job id -> list item (downloads and conversions)
 
 const filesOfType = (type) => allFiles.filter((file) => file.type === type);
@@ -121,18 +123,26 @@ const load = guarded(async () => {
   $('loading-label').hidden = $('loading-progress').hidden = false;
   $('loading-label').textContent = `Loading ${body.model_name}…`;
   $('loading-progress').removeAttribute('value');
+  loadRunning = true;
   try {
     await api('/models/load', { method: 'POST', body });
     notify(`Loaded ${body.model_name}`, 'notice');
   } finally {
+    loadRunning = false;
     $('loading-label').hidden = $('loading-progress').hidden = true;
     await refreshServer();
     await refresh();
   }
 });
 
+/** Also shown when the server loads on its own (the resident process restarted after a cancel); hidden again
+ * once the events stop, since such a reload ends without a model_loaded event. */
 function onLoadingProgress(data) {
   $('loading-label').hidden = $('loading-progress').hidden = false;
+  clearTimeout(loadingHideTimer);
+  loadingHideTimer = setTimeout(() => {
+    if (!loadRunning) $('loading-label').hidden = $('loading-progress').hidden = true;
+  }, 3000);
   $('loading-label').textContent = `Loading ${data.model_name ?? ''}${data.message ? `: ${data.message}` : ''}`;
   if (data.percentage !== undefined && data.percentage !== null) $('loading-progress').value = data.percentage;
 }

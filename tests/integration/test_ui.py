@@ -20,7 +20,8 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests import browser
-from tests.support import REPO, ServerProcess, running_server_with, wait_for_job
+from tests.fake_hubs import FakeHubs
+from tests.support import REPO, ServerProcess, running_server_with, server_fixture, wait_for_job
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
@@ -28,6 +29,8 @@ pytestmark = [pytest.mark.integration,
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 TIMEOUT = 60
 UI_KEY = "ui-test-key-0123456789"
+# Its own copy of the tiny models: the download and conversion tests add files to it.
+server = server_fixture("own_models_dir")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,12 @@ def open_view(driver: Chrome, server: ServerProcess, view: str) -> None:
     if not driver.current_url.startswith(f"{server.url}/ui/"):
         driver.get(server.url + "/")  # / redirects to /ui/
         WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, "socket-state").text == "live")
-    driver.execute_script("location.hash = arguments[0]", view)
-    WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, f"view-{view}").is_displayed())
+    driver.execute_script("""
+        const same = location.hash === '#' + arguments[0];  // then no hashchange fires: show it again by hand
+        document.body.removeAttribute('data-ready');
+        location.hash = arguments[0];
+        if (same) window.dispatchEvent(new HashChangeEvent('hashchange'));""", view)
+    WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == view)
 
 
 def by_id(driver: Chrome, element_id: str) -> WebElement:
@@ -271,6 +278,25 @@ def test_upscaler_load_and_upscale_from_the_lightbox(driver: Chrome, wait: WebDr
     click(driver, by_id(driver, "lightbox-close"))
 
 
+def test_download_and_convert_from_the_models_view(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                                   own_models_dir: Path) -> None:
+    open_view(driver, server, "models")
+    with FakeHubs(b"tiny model bytes" * 256) as hubs:
+        Select(by_id(driver, "download-type")).select_by_visible_text("lora")
+        type_into(driver, "download-url", f"{hubs.url}/plain/model.gguf")
+        click(driver, driver.find_element(By.CSS_SELECTOR, "#download-form button[type=submit]"))
+        wait.until(lambda d: [badge.text for badge in d.find_elements(By.CSS_SELECTOR, "#download-jobs .badge")]
+                   == ["completed", "completed"])  # the download, then its hash check
+    assert (own_models_dir / "loras" / "model.gguf").read_bytes() == b"tiny model bytes" * 256
+    Select(by_id(driver, "convert-input")).select_by_value("diffusion_models/flux2_tiny_dit.safetensors")
+    Select(by_id(driver, "convert-type")).select_by_value("q8_0")
+    click(driver, driver.find_element(By.CSS_SELECTOR, "#convert-form button[type=submit]"))
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#convert-jobs .badge"), "completed"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "model-rows"), "flux2_tiny_dit.q8_0.gguf"))
+    assert "model.gguf" in by_id(driver, "model-rows").text
+    screenshot(driver, "models-downloads")
+
+
 def test_settings_and_assistant_views(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
                                       client: httpx.Client) -> None:
     open_view(driver, server, "settings")
@@ -333,7 +359,7 @@ def test_with_api_keys_the_ui_signs_in_and_works_through_the_cookie(driver: Chro
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, 'button[data-model="flux2_tiny_dit.safetensors"]')))
     # When the session ends while the page is open, the next API call's 401 brings up the UI's own login form.
     driver.delete_cookie("sdcpp_session")
-    open_view(driver, keyed_server, "queue")
+    driver.execute_script("location.hash = 'queue'")
     dialog = wait.until(EC.visibility_of_element_located((By.ID, "login-dialog")))
     screenshot(driver, "login")
     sign_in(driver, dialog)
