@@ -6,6 +6,7 @@ each view go to test-artifacts/ui/; the browser console must show no error."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests import browser
 from tests.fake_hubs import FakeHubs
+from tests.fake_ollama import FakeOllama
 from tests.support import REPO, ServerProcess, running_server_with, server_fixture, wait_for_job
 
 pytestmark = [pytest.mark.integration,
@@ -308,6 +310,38 @@ def test_settings_and_assistant_views(driver: Chrome, wait: WebDriverWait, serve
     open_view(driver, server, "assistant")
     wait.until(lambda d: by_id(d, "assistant-state").text != "")
     screenshot(driver, "assistant")
+
+
+def test_prompt_enhancement_and_assistant_actions_run_only_when_confirmed(
+        driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client) -> None:
+    with FakeOllama() as ollama:
+        ollama.assistant_reply = json.dumps({"message": "Previews every 3 steps.", "actions": [
+            {"type": "set_preview_settings", "parameters": {"interval": 3}}]})
+        open_view(driver, server, "settings")
+        for form in ("ollama", "assistant"):
+            type_into(driver, f"{form}-base_url", ollama.url)
+            click(driver, driver.find_element(By.CSS_SELECTOR, f"#{form}-form button[type=submit]"))
+            wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, f"#{form}-form [data-status]"), "Connected"))
+        open_view(driver, server, "generate")
+        type_into(driver, "prompt", "a cat")
+        click(driver, wait.until(EC.element_to_be_clickable((By.ID, "enhance"))))
+        wait.until(EC.text_to_be_present_in_element_value((By.ID, "prompt"), "an enhanced"))
+        open_view(driver, server, "assistant")
+        type_into(driver, "chat-message", "preview less often")
+        click(driver, driver.find_element(By.CSS_SELECTOR, "#chat-form button[type=submit]"))
+        action = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '#chat-log button[aria-label*="set_preview_settings"]')))
+        assert "Previews every 3 steps." in by_id(driver, "chat-log").text
+        click(driver, action)
+        wait.until(EC.visibility_of_element_located((By.ID, "confirm-dialog")))
+        assert '"interval": 3' in by_id(driver, "confirm-text").text
+        screenshot(driver, "assistant-confirm")
+        click(driver, driver.find_element(By.CSS_SELECTOR, '#confirm-dialog button[value="no"]'))
+        wait.until(EC.invisibility_of_element_located((By.ID, "confirm-dialog")))
+        assert client.get("/preview/settings").json()["interval"] == 1  # declined: nothing ran
+        click(driver, action)
+        click(driver, wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '#confirm-dialog button[value="yes"]'))))
+        wait.until(lambda d: client.get("/preview/settings").json()["interval"] == 3)
+    client.put("/preview/settings", json={"interval": 1})
 
 
 def test_a_phone_sized_window(driver: Chrome, wait: WebDriverWait, server: ServerProcess) -> None:
