@@ -56,7 +56,8 @@ function start() {
   for (const view of Object.values(VIEWS)) view.init();
   window.addEventListener('hashchange', showView);
   live.connect();
-  refresh().then(showView);
+  refresh();  // views that depend on the server's state follow its 'server-state' event
+  showView();
 }
 
 window.addEventListener('unhandledrejection', (event) => notify(event.reason?.message || String(event.reason)));

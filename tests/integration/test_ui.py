@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from PIL import Image
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver import ActionChains, Chrome, Keys
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -58,7 +59,8 @@ def wait(driver: Chrome) -> WebDriverWait:
 def open_view(driver: Chrome, server: ServerProcess, view: str) -> None:
     if not driver.current_url.startswith(f"{server.url}/ui/"):
         driver.get(server.url + "/")  # / redirects to /ui/
-        WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, "socket-state").text == "live")
+        WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, "socket-state").text == "live"
+                                             and d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
     driver.execute_script("""
         const same = location.hash === '#' + arguments[0];  // then no hashchange fires: show it again by hand
         document.body.removeAttribute('data-ready');
@@ -75,6 +77,17 @@ def click(driver: Chrome, element: WebElement) -> None:
     """Clicks an element scrolled to the middle of the window, clear of the sticky header."""
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
     element.click()
+
+
+def click_located(driver: Chrome, by: str, selector: str) -> None:
+    """Clicks what the locator finds, finding it again if a live update re-rendered it in between."""
+    def clicked(d: Chrome) -> bool:
+        element = d.find_element(by, selector)
+        if not element.is_displayed() or not element.is_enabled():
+            return False
+        click(d, element)
+        return True
+    WebDriverWait(driver, TIMEOUT, ignored_exceptions=[StaleElementReferenceException]).until(clicked)
 
 
 def type_into(driver: Chrome, element_id: str, text: str) -> None:
@@ -115,8 +128,7 @@ def test_root_redirects_and_ui_is_served_with_a_csp(client: httpx.Client) -> Non
 def test_load_the_tiny_model_from_the_models_view(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
                                                   client: httpx.Client) -> None:
     open_view(driver, server, "models")
-    load = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, 'button[data-model="flux2_tiny_dit.safetensors"]')))
-    load.click()
+    click_located(driver, By.CSS_SELECTOR, 'button[data-model="flux2_tiny_dit.safetensors"]')
     wait.until(EC.visibility_of_element_located((By.ID, "load-dialog")))
     # The FLUX.2 preset needs an LLM and a VAE: the only LLM is chosen, and the TAESD stands in for the VAE.
     wait.until(EC.text_to_be_present_in_element((By.ID, "load-architecture"), "FLUX.2 klein"))
@@ -227,7 +239,7 @@ def test_queue_updates_live_from_a_job_submitted_over_the_api(driver: Chrome, wa
     Select(by_id(driver, "queue-status")).select_by_visible_text("cancelled")
     wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, item)))
     Select(by_id(driver, "queue-status")).select_by_visible_text("all")
-    wait.until(EC.element_to_be_clickable((By.XPATH, f'//li[@data-job-id="{accepted["job_id"]}"]//button[text()="Run again"]'))).click()
+    click_located(driver, By.XPATH, f'//li[@data-job-id="{accepted["job_id"]}"]//button[text()="Run again"]')
     wait.until(lambda d: newest_job(client)["job_id"] != accepted["job_id"])
     rerun = wait_for_job(client, newest_job(client)["job_id"])
     assert rerun["params"]["prompt"] == "a queue cat" and rerun["params"]["seed"] == wait_for_job(client, accepted["job_id"])["params"]["seed"]
@@ -238,9 +250,9 @@ def test_gallery_lightbox_use_settings_and_send_to_img2img(driver: Chrome, wait:
                                                            server: ServerProcess, client: httpx.Client) -> None:
     open_view(driver, server, "gallery")
     newest = newest_job(client, status="completed")
-    first = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#gallery-grid .gallery-item")))
-    assert newest["outputs"][0] in first.get_attribute("aria-label")
-    first.click()
+    first_item = "#gallery-grid .gallery-item"
+    assert newest["outputs"][0] in driver.find_element(By.CSS_SELECTOR, first_item).get_attribute("aria-label")
+    click_located(driver, By.CSS_SELECTOR, first_item)
     lightbox = wait.until(EC.visibility_of_element_located((By.ID, "lightbox")))
     assert newest["params"]["prompt"] in by_id(driver, "lightbox-params").text
     wait.until(lambda d: d.execute_script("const i = document.querySelector('#lightbox-media img');"
@@ -251,7 +263,7 @@ def test_gallery_lightbox_use_settings_and_send_to_img2img(driver: Chrome, wait:
     assert by_id(driver, "prompt").get_property("value") == newest["params"]["prompt"]
     assert by_id(driver, "seed").get_property("value") == str(newest["params"]["seed"])
     open_view(driver, server, "gallery")
-    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#gallery-grid .gallery-item"))).click()
+    click_located(driver, By.CSS_SELECTOR, "#gallery-grid .gallery-item")
     wait.until(EC.visibility_of(lightbox))
     click(driver, by_id(driver, "lightbox-img2img"))
     wait.until(EC.visibility_of_element_located((By.ID, "mask-stage")))
@@ -270,7 +282,7 @@ def test_upscaler_load_and_upscale_from_the_lightbox(driver: Chrome, wait: WebDr
     open_view(driver, server, "generate")
     assert by_id(driver, "upscale").is_enabled()  # generate-then-upscale is offered now
     open_view(driver, server, "gallery")
-    click(driver, wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#gallery-grid .gallery-item"))))
+    click_located(driver, By.CSS_SELECTOR, "#gallery-grid .gallery-item")
     upscale = wait.until(EC.element_to_be_clickable((By.ID, "lightbox-upscale")))
     click(driver, upscale)
     wait.until(lambda d: newest_job(client)["type"] == "upscale")
