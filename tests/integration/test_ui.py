@@ -373,6 +373,18 @@ def test_a_phone_sized_window(driver: Chrome, wait: WebDriverWait, server: Serve
         driver.set_window_size(1200, 900)
 
 
+def test_the_theme_follows_the_system(driver: Chrome, server: ServerProcess) -> None:
+    background = "return getComputedStyle(document.body).backgroundColor"
+    open_view(driver, server, "generate")
+    assert driver.execute_script(background) == "rgb(248, 250, 252)"
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        assert driver.execute_script(background) == "rgb(11, 17, 32)"
+        screenshot(driver, "generate-dark")
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
 def test_every_control_has_a_label(driver: Chrome, server: ServerProcess) -> None:
     open_view(driver, server, "generate")
     unlabelled = driver.execute_script("""
