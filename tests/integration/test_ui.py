@@ -144,6 +144,21 @@ def test_load_the_tiny_model_from_the_models_view(driver: Chrome, wait: WebDrive
     screenshot(driver, "models")
 
 
+def test_inspect_gives_the_architecture_preset_and_the_remembered_profile(client: httpx.Client) -> None:
+    inspected = client.get("/models/inspect", params={"model_name": "flux2_tiny_dit.safetensors",
+                                                      "model_type": "diffusion"}).json()
+    assert (inspected["architecture"], inspected["variant"]) == ("FLUX.2", "FLUX.2 klein")
+    assert inspected["preset"]["requiredComponents"] == ["llm", "vae"] and inspected["preset"]["sizeMultiple"] == 16
+    # Loaded by the test before: its components and options are remembered for the next load form.
+    assert inspected["profile"]["llm"] == "qwen3_tiny_llm.safetensors"
+    assert inspected["profile"]["taesd"] == "taef2_tiny.safetensors"
+    assert inspected["profile"]["options"]["flash_attn"] is True
+    missing = client.get("/models/inspect", params={"model_name": "nope.safetensors", "model_type": "diffusion"})
+    assert missing.status_code == 404 and "nope.safetensors" in missing.json()["error"]
+    assert client.get("/models/inspect", params={"model_name": "../x", "model_type": "diffusion"}).status_code == 400
+    assert "/models/inspect" in client.get("/schema/openapi.json").json()["paths"]
+
+
 def test_generate_shows_progress_preview_and_the_image(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
                                                        client: httpx.Client) -> None:
     open_view(driver, server, "generate")
