@@ -9,7 +9,7 @@ import { currentPreset, modelFiles, server } from './state.js';
 const $ = (id) => document.getElementById(id);
 const NUMBER_FIELDS = ['width', 'height', 'steps', 'cfg_scale', 'batch_count', 'seed', 'strength', 'video_frames'];
 let mask;
-let defaultsFor = undefined;  // the model whose architecture defaults the form holds
+let defaultsFor;  // the model whose architecture defaults the form holds (undefined: none applied yet)
 let lastSeed = null;
 let job = null;  // {id, startedAt} of the job this view follows
 
@@ -43,6 +43,7 @@ function applyArchitecture() {
   const model = health?.model_name ?? null;
   if (model === defaultsFor) return;
   defaultsFor = model;
+  // No model (or an unrecognised one): the contract's own request defaults.
   const defaults = preset?.generationDefaults ?? { width: 512, height: 512, steps: 20, cfg_scale: 7, sampler: 'euler_a' };
   for (const field of ['width', 'height', 'steps', 'cfg_scale', 'video_frames']) {
     if (defaults[field] !== undefined) $(field).value = defaults[field];
