@@ -18,11 +18,11 @@ from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app.mcp_server import mcp_endpoint
 from litestar_app.openapi import docs, documented_errors, openapi_config
-from litestar_app.routes import a1111, generation, health, info, llm, login, models, openai, output, preview, queue, upscaler
+from litestar_app.routes import a1111, generation, health, info, llm, login, models, openai, output, preview, queue, ui, upscaler
 from litestar_app.security import SecurityMiddleware, SecurityPolicy
 from litestar_app.websocket import standalone_server
 
-ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, llm, login, websocket, a1111, openai)
+ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, llm, login, websocket, a1111, openai, ui)
 def create_app(service: Service) -> Litestar:
     mcp, mcp_sessions = mcp_endpoint(service)
 

@@ -8,7 +8,7 @@ One policy (`SecurityPolicy.refusal`) judges every HTTP request and WebSocket ha
 2. Origin: a state-changing request (POST, PUT, PATCH, DELETE) or a WebSocket handshake whose Origin is not the
    server's own nor in `[cors] allow_origins` is refused. Browsers send Origin on every such cross-site request;
    curl and scripts send none and are not affected.
-3. Key: with API keys configured, everything but GET /health and the login page needs one: Bearer, X-API-Key,
+3. Key: with API keys configured, everything but GET /health, the login page and its icon needs one: Bearer, X-API-Key,
    the password of HTTP Basic, `?token=` (WebSocket handshakes only), or the login cookie.
 4. Body type: a request with a body must declare it as JSON (the login form may be urlencoded, OpenAI's image
    edits multipart, as those clients send them).
@@ -34,8 +34,8 @@ from core.settings import Settings, is_loopback
 
 SESSION_COOKIE = "sdcpp_session"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# (method, path) reachable without a key.
-PUBLIC = frozenset({("GET", "/health"), ("GET", "/login"), ("POST", "/login")})
+# (method, path) reachable without a key (the icon: the login page's browser asks for it before signing in).
+PUBLIC = frozenset({("GET", "/health"), ("GET", "/login"), ("POST", "/login"), ("GET", "/favicon.ico")})
 JSON_TYPES = frozenset({"application/json"})
 # Paths whose body may be something else (documented there); every other body is JSON.
 BODY_TYPES = {"/login": JSON_TYPES | {"application/x-www-form-urlencoded"},

@@ -19,7 +19,7 @@ from core.events.bus import EventBus
 from core.events.types import ModelLoaded, ModelLoadingProgress, ModelUnloaded
 from core.models.architecture import PRESETS, Architecture, UnreadableModel, detect_file, missing_components
 from core.models.library import ModelLibrary
-from core.models.schemas import COMPONENT_FIELDS, LoadedComponents, LoadModelRequest
+from core.models.schemas import COMPONENT_FIELDS, LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
 from core.store import Store
 from runners.flags import FlagSource, build_argv
 from runners.options import CONTEXT_FLAGS
@@ -193,6 +193,18 @@ class ModelManager:
         """The components and options of the model's last successful load, if any."""
         profiles = await self.store.value(LOAD_PROFILES_KEY, dict[str, LoadModelRequest]) or {}
         return profiles.get(model_name)
+
+    async def inspect(self, model_type: MainModelType, model_name: str) -> ModelInspection:
+        """The architecture read from the file's header, its preset and the model's load profile: a load form
+        offers the components the architecture needs before anything is loaded."""
+        path = await anyio.to_thread.run_sync(self.library.resolve, model_type, model_name, "model_name")
+        try:
+            architecture = await anyio.to_thread.run_sync(detect_file, path, model_type == "diffusion")
+        except UnreadableModel:
+            architecture = None
+        family = architecture.family if architecture and architecture.family in PRESETS else None
+        return ModelInspection(model_name, model_type, family, architecture.variant if architecture else None,
+                               PRESETS[family] if family else None, await self.load_profile(model_name))
 
     async def select(self, name: str, configured: Mapping[str, LoadModelRequest], field: str = "model") -> LoadedModel:
         """The model a client names, loaded if it is not already: with its load profile, else the config's

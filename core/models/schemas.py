@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from core.models.architecture import Preset
 from core.request_types import CInt, NonEmptyStr, NonNegInt, Request, Unit
 
 RngType = Literal["std_default", "cuda", "cpu"]
@@ -241,3 +242,16 @@ class HuggingfaceInfo(msgspec.Struct):
     file_size: int
     sha256: str | None
     download_url: str
+
+
+class ModelInspection(msgspec.Struct):
+    """GET /models/inspect: what a load form needs to know about a main model before loading it."""
+
+    model_name: str
+    model_type: MainModelType
+    # The preset key in /architectures (None: not recognised, e.g. a torch pickle, which sd.cpp judges at load).
+    architecture: str | None
+    variant: str | None  # e.g. "FLUX.2 klein"
+    preset: Preset | None
+    # The components and options of this model's last successful load, if it was ever loaded.
+    profile: LoadModelRequest | None

@@ -7,7 +7,8 @@ from litestar import get, post
 from litestar.params import Parameter
 
 from core.models.schemas import (CivitaiInfo, DownloadAccepted, DownloadRequest, HuggingfaceInfo, LoadModelRequest,
-                                 LoadModelResponse, ModelHash, ModelListing, ModelPaths)
+                                 LoadModelResponse, MainModelType, ModelHash, ModelInspection,
+                                 ModelListing, ModelPaths)
 from core.request_types import SuccessMessage
 from core.service import Service
 
@@ -44,6 +45,15 @@ async def model_hash(service: Service, model_type: str, model_name: str) -> Mode
     return ModelHash(name, kind.name, await service.hashes.hash_of(path))
 
 
+@get("/models/inspect", summary="A main model's architecture, its preset and its remembered load profile")
+async def inspect_model(
+    service: Service,
+    model_name: Annotated[str, Parameter(description="name as listed by GET /models")],
+    model_type: Annotated[MainModelType, Parameter(description="checkpoint or diffusion")] = "checkpoint",
+) -> ModelInspection:
+    return await service.models.inspect(model_type, model_name)
+
+
 @get("/models/paths", sync_to_thread=False, summary="The model folders")
 def model_paths(service: Service) -> ModelPaths:
     return service.library.paths()
@@ -64,5 +74,5 @@ async def huggingface_info(service: Service, repo_id: str, filename: str, revisi
     return await service.downloads.huggingface_info(repo_id, filename, revision)
 
 
-ROUTES = [list_models, load_model, unload_model, model_hash, model_paths, download_model, civitai_info,
+ROUTES = [list_models, load_model, unload_model, model_hash, inspect_model, model_paths, download_model, civitai_info,
           huggingface_info]

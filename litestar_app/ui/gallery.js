@@ -1,0 +1,88 @@
+// The Gallery view: finished jobs' outputs newest first as thumbnails, a lightbox with each image's generation
+// parameters, and "use these settings" / "send to img2img" into the Generate view.
+
+import { api, element, fetchDataUrl, guarded, isVideo, notify, outputUrl, thumbUrl } from './api.js';
+import * as live from './live.js';
+import { applyParams, sendToImg2img } from './generate.js';
+import { server } from './state.js';
+
+const $ = (id) => document.getElementById(id);
+const MEDIA = /\.(png|jpe?g|webp|gif|webm|mp4|avi)$/i;
+const PAGE = 40;
+let limit = PAGE;
+let entries = [];  // {job, path} shown in the lightbox, in order
+let index = 0;
+
+function entriesOf(jobs) {
+  return jobs.flatMap((job) => (job.outputs || []).filter((path) => MEDIA.test(path)).map((path) => ({ job, path })));
+}
+
+async function refresh() {
+  const query = new URLSearchParams({ status: 'completed', limit: String(limit) });
+  for (const type of ['txt2img', 'img2img', 'txt2vid', 'upscale']) query.append('type', type);
+  const listing = await api(`/queue?${query}`);
+  const jobs = listing.items.slice().sort((a, b) => (b.completed_at || '').localeCompare(a.completed_at || ''));
+  const shown = entriesOf(jobs);
+  $('gallery-grid').replaceChildren(...(shown.length ? shown.map((entry, position) => element('button', {
+    type: 'button', class: 'gallery-item', 'aria-label': `Open ${entry.path}`,
+    onclick: () => { entries = shown; showEntry(position); },
+  }, element('img', { src: thumbUrl(entry.path), alt: entry.job.params?.prompt ?? entry.path, loading: 'lazy', width: 120, height: 120 })))
+    : [element('p', { class: 'hint', text: 'No images yet: generate one.' })]));
+  $('gallery-more').hidden = listing.items.length < limit;
+}
+
+function showEntry(position) {
+  index = (position + entries.length) % entries.length;
+  const { job, path } = entries[index];
+  const url = outputUrl(path);
+  $('lightbox-media').replaceChildren(isVideo(path)
+    ? element('video', { src: url, controls: true, autoplay: true, 'aria-label': path })
+    : element('img', { src: url, alt: job.params?.prompt ?? path }));
+  const params = Object.entries({ type: job.type, file: path, ...(job.params || {}) })
+    .filter(([, value]) => value !== null && value !== '' && !(Array.isArray(value) && !value.length));
+  $('lightbox-params').replaceChildren(...params.flatMap(([name, value]) => [
+    element('dt', { text: name }), element('dd', { text: typeof value === 'object' ? JSON.stringify(value) : String(value) })]));
+  $('lightbox-open').href = url;
+  $('lightbox-img2img').disabled = isVideo(path);
+  $('lightbox-upscale').disabled = isVideo(path) || !server.health?.upscaler_loaded;
+  $('lightbox-use').disabled = !['txt2img', 'img2img', 'txt2vid'].includes(job.type);
+  if (!$('lightbox').open) $('lightbox').showModal();
+}
+
+/** Opens the lightbox on one job's outputs (from the Queue view). */
+export function openLightbox(job, position) {
+  entries = entriesOf([job]);
+  showEntry(position);
+}
+
+export function init() {
+  $('lightbox-prev').addEventListener('click', () => showEntry(index - 1));
+  $('lightbox-next').addEventListener('click', () => showEntry(index + 1));
+  $('lightbox-close').addEventListener('click', () => $('lightbox').close());
+  $('lightbox').addEventListener('keydown', (event) => {
+    if (event.key === 'ArrowLeft') showEntry(index - 1);
+    if (event.key === 'ArrowRight') showEntry(index + 1);
+  });
+  $('lightbox-use').addEventListener('click', () => {
+    const { job } = entries[index];
+    $('lightbox').close();
+    applyParams(job.params || {}, job.type);
+  });
+  $('lightbox-img2img').addEventListener('click', guarded(async () => {
+    const { path } = entries[index];
+    $('lightbox').close();
+    await sendToImg2img(outputUrl(path));
+  }));
+  $('lightbox-upscale').addEventListener('click', guarded(async () => {
+    const { path } = entries[index];
+    const image = (await fetchDataUrl(outputUrl(path))).split(',', 2)[1];
+    const accepted = await api('/upscale', { method: 'POST', body: { image_base64: image } });
+    notify(`Upscaling as job ${accepted.job_id}: it appears here when done.`, 'notice');
+  }));
+  $('gallery-more').addEventListener('click', guarded(async () => { limit += PAGE; await refresh(); }));
+  live.on('job_status_changed', (data) => {
+    if (data.status === 'completed' && !$('view-gallery').hidden) guarded(refresh)();
+  });
+}
+
+export const show = refresh;

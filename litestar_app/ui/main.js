@@ -1,0 +1,64 @@
+// Entry point: the hash router between views, the header's live state and the login dialog.
+
+import { guarded, notify, onLoginRequired } from './api.js';
+import * as live from './live.js';
+import { refreshServer, server } from './state.js';
+import * as generate from './generate.js';
+import * as queue from './queue.js';
+import * as models from './models.js';
+import * as gallery from './gallery.js';
+import * as settings from './settings.js';
+import * as assistant from './assistant.js';
+
+const VIEWS = { generate, queue, models, gallery, settings, assistant };
+
+export function currentView() {
+  const name = location.hash.slice(1);
+  return name in VIEWS ? name : 'generate';
+}
+
+const showView = guarded(async () => {
+  const name = currentView();
+  for (const view of Object.keys(VIEWS)) {
+    document.getElementById(`view-${view}`).hidden = view !== name;
+  }
+  for (const link of document.querySelectorAll('nav a')) {
+    if (link.dataset.view === name) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  delete document.body.dataset.ready;
+  await VIEWS[name].show?.();
+  // The view shows the server's current state (tests wait for this), unless another view was chosen meanwhile.
+  if (currentView() === name) document.body.dataset.ready = name;
+});
+
+function showServerState() {
+  const health = server.health;
+  let text = 'No model loaded';
+  if (health?.model_loading) text = `Loading ${health.loading_model_name}…`;
+  else if (health?.model_loaded) text = `${health.model_name}${health.model_architecture ? ` (${health.model_architecture})` : ''}`;
+  document.getElementById('model-state').textContent = text;
+}
+
+function start() {
+  onLoginRequired(() => {
+    const dialog = document.getElementById('login-dialog');
+    if (!dialog.open) dialog.showModal();
+  });
+  live.onConnection((connected) => {
+    const state = document.getElementById('socket-state');
+    state.textContent = connected ? 'live' : 'offline';
+    state.className = connected ? 'online' : 'offline';
+  });
+  const refresh = guarded(refreshServer);
+  for (const event of ['model_loaded', 'model_unloaded', 'upscaler_loaded', 'upscaler_unloaded']) live.on(event, refresh);
+  document.addEventListener('server-state', showServerState);
+  for (const view of Object.values(VIEWS)) view.init();
+  window.addEventListener('hashchange', showView);
+  live.connect();
+  refresh();  // views that depend on the server's state follow its 'server-state' event
+  showView();
+}
+
+window.addEventListener('unhandledrejection', (event) => notify(event.reason?.message || String(event.reason)));
+start();

@@ -1,0 +1,445 @@
+"""The web UI at /ui in headless Chromium against the real server and binary with the tiny models: load from the
+Models view, generate with progress / preview / final image, cancel, img2img with a painted mask, the queue
+updating live, the gallery lightbox and "send to img2img", a phone-sized window. One server and one browser for
+the module; the tests run in file order (the model loaded by the first is used by the others). Screenshots of
+each view go to test-artifacts/ui/; the browser console must show no error."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from PIL import Image
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver import ActionChains, Chrome, Keys
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests import browser
+from tests.fake_hubs import FakeHubs
+from tests.fake_ollama import FakeOllama
+from tests.support import REPO, ServerProcess, running_server_with, server_fixture, wait_for_job
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
+                                 reason="chromium / chromedriver not installed (.ci/run installs them)")]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+TIMEOUT = 60
+UI_KEY = "ui-test-key-0123456789"
+# Its own copy of the tiny models: the download and conversion tests add files to it.
+server = server_fixture("own_models_dir")
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Chrome]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with browser.chrome() as chrome:
+        yield chrome
+
+
+@pytest.fixture(autouse=True)
+def console_has_no_error(driver: Chrome) -> Iterator[None]:
+    """Every test leaves the browser console free of errors (failed requests and uncaught exceptions included)."""
+    yield
+    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not severe, severe
+
+
+@pytest.fixture(scope="module")
+def wait(driver: Chrome) -> WebDriverWait:
+    return WebDriverWait(driver, TIMEOUT)
+
+
+def open_view(driver: Chrome, server: ServerProcess, view: str) -> None:
+    if not driver.current_url.startswith(f"{server.url}/ui/"):
+        driver.get(server.url + "/")  # / redirects to /ui/
+        WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.ID, "socket-state").text == "live"
+                                             and d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    driver.execute_script("""
+        const same = location.hash === '#' + arguments[0];  // then no hashchange fires: show it again by hand
+        document.body.removeAttribute('data-ready');
+        location.hash = arguments[0];
+        if (same) window.dispatchEvent(new HashChangeEvent('hashchange'));""", view)
+    WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == view)
+
+
+def by_id(driver: Chrome, element_id: str) -> WebElement:
+    return driver.find_element(By.ID, element_id)
+
+
+def click(driver: Chrome, element: WebElement) -> None:
+    """Clicks an element scrolled to the middle of the window, clear of the sticky header."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def click_located(driver: Chrome, by: str, selector: str) -> None:
+    """Clicks what the locator finds, finding it again if a live update re-rendered it in between."""
+    def clicked(d: Chrome) -> bool:
+        element = d.find_element(by, selector)
+        if not element.is_displayed() or not element.is_enabled():
+            return False
+        click(d, element)
+        return True
+    WebDriverWait(driver, TIMEOUT, ignored_exceptions=[StaleElementReferenceException]).until(clicked)
+
+
+def type_into(driver: Chrome, element_id: str, text: str) -> None:
+    field = by_id(driver, element_id)
+    field.clear()
+    field.send_keys(text)
+
+
+def record_progress_labels(driver: Chrome) -> None:
+    """Keeps every text the progress label shows, since a 2-step job passes through them faster than a poll."""
+    driver.execute_script("""
+        window.progressTexts = [];
+        const label = document.getElementById('progress-label');
+        new MutationObserver(() => window.progressTexts.push(label.textContent))
+            .observe(label, {childList: true, characterData: true, subtree: true});""")
+
+
+def screenshot(driver: Chrome, name: str) -> None:
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def newest_job(client: httpx.Client, **filters: Any) -> dict[str, Any]:
+    items = client.get("/queue", params={"limit": 1, **filters}).json()["items"]
+    assert items, filters
+    return items[0]
+
+
+def test_root_redirects_and_ui_is_served_with_a_csp(client: httpx.Client) -> None:
+    root = client.get("/")
+    assert root.status_code in (302, 303, 307) and root.headers["location"] == "/ui/"
+    page = client.get("/ui/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/ui/main.js").headers["content-type"].startswith("text/javascript")
+    assert "/ui/" not in "".join(client.get("/schema/openapi.json").json()["paths"])
+
+
+def test_load_the_tiny_model_from_the_models_view(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                                  client: httpx.Client) -> None:
+    open_view(driver, server, "models")
+    click_located(driver, By.CSS_SELECTOR, 'button[data-model="flux2_tiny_dit.safetensors"]')
+    wait.until(EC.visibility_of_element_located((By.ID, "load-dialog")))
+    # The FLUX.2 preset needs an LLM and a VAE: the only LLM is chosen, and the TAESD stands in for the VAE.
+    wait.until(EC.text_to_be_present_in_element((By.ID, "load-architecture"), "FLUX.2 klein"))
+    assert by_id(driver, "component-llm").get_property("value") == "qwen3_tiny_llm.safetensors"
+    assert by_id(driver, "component-taesd").get_property("value") == "taef2_tiny.safetensors"
+    assert "(required)" in driver.find_element(By.CSS_SELECTOR, 'label[for="component-llm"]').text
+    screenshot(driver, "models-load-dialog")
+    click(driver, by_id(driver, "load-submit"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "loaded-model"), "Loaded: flux2_tiny_dit.safetensors"))
+    assert client.get("/health").json()["model_name"] == "flux2_tiny_dit.safetensors"
+    assert by_id(driver, "unload-model").is_enabled()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "model-state"), "flux2_tiny_dit"))
+    screenshot(driver, "models")
+
+
+def test_inspect_gives_the_architecture_preset_and_the_remembered_profile(client: httpx.Client) -> None:
+    inspected = client.get("/models/inspect", params={"model_name": "flux2_tiny_dit.safetensors",
+                                                      "model_type": "diffusion"}).json()
+    assert (inspected["architecture"], inspected["variant"]) == ("FLUX.2", "FLUX.2 klein")
+    assert inspected["preset"]["requiredComponents"] == ["llm", "vae"] and inspected["preset"]["sizeMultiple"] == 16
+    # Loaded by the test before: its components and options are remembered for the next load form.
+    assert inspected["profile"]["llm"] == "qwen3_tiny_llm.safetensors"
+    assert inspected["profile"]["taesd"] == "taef2_tiny.safetensors"
+    assert inspected["profile"]["options"]["flash_attn"] is True
+    missing = client.get("/models/inspect", params={"model_name": "nope.safetensors", "model_type": "diffusion"})
+    assert missing.status_code == 404 and "nope.safetensors" in missing.json()["error"]
+    assert client.get("/models/inspect", params={"model_name": "../x", "model_type": "diffusion"}).status_code == 400
+    assert "/models/inspect" in client.get("/schema/openapi.json").json()["paths"]
+
+
+def test_generate_shows_progress_preview_and_the_image(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                                       client: httpx.Client) -> None:
+    open_view(driver, server, "generate")
+    # Defaults come from the FLUX.2 preset; a size it would round is refused before anything is sent.
+    wait.until(lambda d: by_id(d, "width").get_property("value") == "1024")
+    assert by_id(driver, "sampler").get_property("value") == "euler"
+    jobs_before = client.get("/queue").json()["total_count"]
+    type_into(driver, "prompt", "a lovely cat")
+    click(driver, by_id(driver, "lora-insert"))
+    assert by_id(driver, "prompt").get_property("value") == "a lovely cat <lora:tiny_lora:1>"
+    for field, value in (("width", "70"), ("height", "64"), ("steps", "2")):
+        type_into(driver, field, value)
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "size-hint"), "would make it 80"))
+    assert client.get("/queue").json()["total_count"] == jobs_before
+    type_into(driver, "width", "64")
+    record_progress_labels(driver)
+    by_id(driver, "prompt").send_keys(Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter generates
+    result = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#results img")))
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", result) == 64)
+    texts = driver.execute_script("return window.progressTexts")
+    assert any(text.startswith("Image 1 of 1 · step") and "%" in text for text in texts), texts
+    assert by_id(driver, "progress-label").text.startswith("Done")
+    preview = by_id(driver, "live-preview")
+    assert preview.is_displayed() and preview.get_attribute("src").startswith("data:image/jpeg;base64,")
+    job = newest_job(client)
+    assert job["status"] == "completed" and job["params"]["prompt"] == "a lovely cat <lora:tiny_lora:1>"
+    assert (job["params"]["width"], job["params"]["steps"]) == (64, 2)
+    screenshot(driver, "generate")
+
+
+def test_cancel_the_running_job(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                client: httpx.Client) -> None:
+    open_view(driver, server, "generate")
+    type_into(driver, "steps", "60")
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "step"))
+    click(driver, by_id(driver, "cancel-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Cancelled"))
+    assert newest_job(client)["status"] == "cancelled"
+    assert not by_id(driver, "cancel-button").is_enabled()
+    type_into(driver, "steps", "2")
+
+
+def test_img2img_with_a_painted_mask(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                     client: httpx.Client, tmp_path: Path) -> None:
+    source = tmp_path / "input.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(source)
+    open_view(driver, server, "generate")
+    click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="img2img"]'))
+    by_id(driver, "init-image").send_keys(str(source))
+    canvas = wait.until(EC.visibility_of_element_located((By.ID, "mask-canvas")))
+    wait.until(lambda d: d.execute_script("return arguments[0].width", canvas) == 64)
+    # Paint a stroke across the middle, erase nothing, then check the exported mask has white and black.
+    ActionChains(driver).move_to_element_with_offset(canvas, -40, 0).click_and_hold() \
+        .move_by_offset(40, 0).move_by_offset(40, 0).release().perform()
+    painted, total = driver.execute_script("""
+        const data = arguments[0].getContext('2d').getImageData(0, 0, 64, 64).data;
+        let painted = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 127) painted++;
+        return [painted, data.length / 4];""", canvas)
+    assert 0 < painted < total
+    screenshot(driver, "generate-img2img-mask")
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Done"))
+    job = newest_job(client)
+    assert job["type"] == "img2img" and job["status"] == "completed", job
+    assert job["params"]["init_image_base64"].startswith("<64x64 image:")
+    assert job["params"]["mask_image_base64"].startswith("<64x64 image:")
+    mask_path = job["params"]["mask_image_base64"].split("image: ", 1)[1].rstrip(">")
+    colours = Image.open(server.output_dir / job["job_id"] / mask_path).convert("L").getcolors()
+    assert {value for _, value in colours} == {0, 255}  # white = repaint, black = keep
+    # Invert turns the mask around.
+    click(driver, by_id(driver, "mask-invert"))
+    inverted = driver.execute_script("""
+        const data = arguments[0].getContext('2d').getImageData(0, 0, 64, 64).data;
+        let painted = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 127) painted++; return painted;""", canvas)
+    assert inverted == total - painted
+    click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="txt2img"]'))
+
+
+def test_queue_updates_live_from_a_job_submitted_over_the_api(driver: Chrome, wait: WebDriverWait,
+                                                              server: ServerProcess, client: httpx.Client) -> None:
+    open_view(driver, server, "queue")
+    driver.execute_script("window.notReloaded = true")
+    accepted = client.post("/txt2img", json={"prompt": "a queue cat", "width": 64, "height": 64, "steps": 2}).json()
+    item = f'#queue-list li[data-job-id="{accepted["job_id"]}"]'
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, item)))
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, f"{item} .badge"), "completed"))
+    assert "a queue cat" in driver.find_element(By.CSS_SELECTOR, item).text
+    assert driver.execute_script("return window.notReloaded") is True
+    wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, f"{item} .job-outputs img")))
+    # The status filter narrows the list; "Run again" queues the same parameters.
+    Select(by_id(driver, "queue-status")).select_by_visible_text("cancelled")
+    wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, item)))
+    Select(by_id(driver, "queue-status")).select_by_visible_text("all")
+    click_located(driver, By.XPATH, f'//li[@data-job-id="{accepted["job_id"]}"]//button[text()="Run again"]')
+    wait.until(lambda d: newest_job(client)["job_id"] != accepted["job_id"])
+    rerun = wait_for_job(client, newest_job(client)["job_id"])
+    assert rerun["params"]["prompt"] == "a queue cat" and rerun["params"]["seed"] == wait_for_job(client, accepted["job_id"])["params"]["seed"]
+    screenshot(driver, "queue")
+
+
+def test_gallery_lightbox_use_settings_and_send_to_img2img(driver: Chrome, wait: WebDriverWait,
+                                                           server: ServerProcess, client: httpx.Client) -> None:
+    open_view(driver, server, "gallery")
+    newest = newest_job(client, status="completed")
+    first_item = "#gallery-grid .gallery-item"
+    assert newest["outputs"][0] in driver.find_element(By.CSS_SELECTOR, first_item).get_attribute("aria-label")
+    click_located(driver, By.CSS_SELECTOR, first_item)
+    lightbox = wait.until(EC.visibility_of_element_located((By.ID, "lightbox")))
+    assert newest["params"]["prompt"] in by_id(driver, "lightbox-params").text
+    wait.until(lambda d: d.execute_script("const i = document.querySelector('#lightbox-media img');"
+                                          "return i && i.complete && i.naturalWidth") == 64)
+    screenshot(driver, "gallery-lightbox")
+    click(driver, by_id(driver, "lightbox-use"))
+    wait.until(EC.visibility_of_element_located((By.ID, "view-generate")))
+    assert by_id(driver, "prompt").get_property("value") == newest["params"]["prompt"]
+    assert by_id(driver, "seed").get_property("value") == str(newest["params"]["seed"])
+    open_view(driver, server, "gallery")
+    click_located(driver, By.CSS_SELECTOR, "#gallery-grid .gallery-item")
+    wait.until(EC.visibility_of(lightbox))
+    click(driver, by_id(driver, "lightbox-img2img"))
+    wait.until(EC.visibility_of_element_located((By.ID, "mask-stage")))
+    assert driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="img2img"]').is_selected()
+    assert driver.execute_script("return document.getElementById('init-preview').naturalWidth") == 64
+    open_view(driver, server, "gallery")
+    screenshot(driver, "gallery")
+
+
+def test_upscaler_load_and_upscale_from_the_lightbox(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                                     client: httpx.Client) -> None:
+    open_view(driver, server, "models")
+    wait.until(EC.text_to_be_present_in_element_value((By.ID, "upscaler-model"), "esrgan_tiny_x4.safetensors"))
+    click(driver, by_id(driver, "upscaler-load"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "upscaler-state"), "Loaded: esrgan_tiny_x4.safetensors"))
+    open_view(driver, server, "generate")
+    assert by_id(driver, "upscale").is_enabled()  # generate-then-upscale is offered now
+    open_view(driver, server, "gallery")
+    click_located(driver, By.CSS_SELECTOR, "#gallery-grid .gallery-item")
+    upscale = wait.until(EC.element_to_be_clickable((By.ID, "lightbox-upscale")))
+    click(driver, upscale)
+    wait.until(lambda d: newest_job(client)["type"] == "upscale")
+    job = wait_for_job(client, newest_job(client)["job_id"])
+    assert job["status"] == "completed", job
+    assert Image.open(server.output_dir / job["outputs"][0]).size == (256, 256)
+    click(driver, by_id(driver, "lightbox-close"))
+
+
+def test_download_and_convert_from_the_models_view(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                                   own_models_dir: Path) -> None:
+    open_view(driver, server, "models")
+    with FakeHubs(b"tiny model bytes" * 256) as hubs:
+        Select(by_id(driver, "download-type")).select_by_visible_text("lora")
+        type_into(driver, "download-url", f"{hubs.url}/plain/model.gguf")
+        click(driver, driver.find_element(By.CSS_SELECTOR, "#download-form button[type=submit]"))
+        wait.until(lambda d: [badge.text for badge in d.find_elements(By.CSS_SELECTOR, "#download-jobs .badge")]
+                   == ["completed", "completed"])  # the download, then its hash check
+    assert (own_models_dir / "loras" / "model.gguf").read_bytes() == b"tiny model bytes" * 256
+    Select(by_id(driver, "convert-input")).select_by_value("diffusion_models/flux2_tiny_dit.safetensors")
+    Select(by_id(driver, "convert-type")).select_by_value("q8_0")
+    click(driver, driver.find_element(By.CSS_SELECTOR, "#convert-form button[type=submit]"))
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#convert-jobs .badge"), "completed"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "model-rows"), "flux2_tiny_dit.q8_0.gguf"))
+    assert "model.gguf" in by_id(driver, "model-rows").text
+    screenshot(driver, "models-downloads")
+
+
+def test_settings_and_assistant_views(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
+                                      client: httpx.Client) -> None:
+    open_view(driver, server, "settings")
+    wait.until(lambda d: by_id(d, "preview-interval").get_property("value") == "1")
+    type_into(driver, "preview-max_size", "128")
+    driver.find_element(By.CSS_SELECTOR, "#preview-form button[type=submit]").click()
+    wait.until(lambda d: client.get("/preview/settings").json()["max_size"] == 128)
+    screenshot(driver, "settings")
+    open_view(driver, server, "assistant")
+    wait.until(lambda d: by_id(d, "assistant-state").text != "")
+    screenshot(driver, "assistant")
+
+
+def test_prompt_enhancement_and_assistant_actions_run_only_when_confirmed(
+        driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client) -> None:
+    with FakeOllama() as ollama:
+        ollama.assistant_reply = json.dumps({"message": "Previews every 3 steps.", "actions": [
+            {"type": "set_preview_settings", "parameters": {"interval": 3}}]})
+        open_view(driver, server, "settings")
+        for form in ("ollama", "assistant"):
+            type_into(driver, f"{form}-base_url", ollama.url)
+            click(driver, driver.find_element(By.CSS_SELECTOR, f"#{form}-form button[type=submit]"))
+            wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, f"#{form}-form [data-status]"), "Connected"))
+        open_view(driver, server, "generate")
+        type_into(driver, "prompt", "a cat")
+        click(driver, wait.until(EC.element_to_be_clickable((By.ID, "enhance"))))
+        wait.until(EC.text_to_be_present_in_element_value((By.ID, "prompt"), "an enhanced"))
+        open_view(driver, server, "assistant")
+        type_into(driver, "chat-message", "preview less often")
+        click(driver, driver.find_element(By.CSS_SELECTOR, "#chat-form button[type=submit]"))
+        action = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '#chat-log button[aria-label*="set_preview_settings"]')))
+        assert "Previews every 3 steps." in by_id(driver, "chat-log").text
+        click(driver, action)
+        wait.until(EC.visibility_of_element_located((By.ID, "confirm-dialog")))
+        assert '"interval": 3' in by_id(driver, "confirm-text").text
+        screenshot(driver, "assistant-confirm")
+        click(driver, driver.find_element(By.CSS_SELECTOR, '#confirm-dialog button[value="no"]'))
+        wait.until(EC.invisibility_of_element_located((By.ID, "confirm-dialog")))
+        assert client.get("/preview/settings").json()["interval"] == 1  # declined: nothing ran
+        click(driver, action)
+        click(driver, wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '#confirm-dialog button[value="yes"]'))))
+        wait.until(lambda d: client.get("/preview/settings").json()["interval"] == 3)
+    client.put("/preview/settings", json={"interval": 1})
+
+
+def test_a_phone_sized_window(driver: Chrome, wait: WebDriverWait, server: ServerProcess) -> None:
+    driver.set_window_size(390, 844)
+    try:
+        for view in ("generate", "queue", "models", "gallery", "settings", "assistant"):
+            open_view(driver, server, view)
+            wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+            overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, (view, overflow)
+            screenshot(driver, f"phone-{view}")
+        # The form is one column: the output panel sits below the controls.
+        open_view(driver, server, "generate")
+        controls, output = (driver.find_element(By.CSS_SELECTOR, selector).rect for selector in (".controls", ".output-panel"))
+        assert output["y"] >= controls["y"] + controls["height"] - 1
+    finally:
+        driver.set_window_size(1200, 900)
+
+
+def test_the_theme_follows_the_system(driver: Chrome, server: ServerProcess) -> None:
+    background = "return getComputedStyle(document.body).backgroundColor"
+    open_view(driver, server, "generate")
+    assert driver.execute_script(background) == "rgb(248, 250, 252)"
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        assert driver.execute_script(background) == "rgb(11, 17, 32)"
+        screenshot(driver, "generate-dark")
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def test_every_control_has_a_label(driver: Chrome, server: ServerProcess) -> None:
+    open_view(driver, server, "generate")
+    unlabelled = driver.execute_script("""
+        return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))
+            .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                          && !el.textContent.trim() && !el.getAttribute('aria-labelledby'))
+            .map(el => el.outerHTML.slice(0, 120));""")
+    assert unlabelled == []
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from running_server_with(tiny_models_dir, tmp_path_factory.mktemp("ui-keyed"),
+                                   env={"SDCPP_RESTAPI_API_KEYS": UI_KEY})
+
+
+def sign_in(driver: Chrome, form: WebElement) -> None:
+    form.find_element(By.CSS_SELECTOR, "input[name=key]").send_keys(UI_KEY)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def test_with_api_keys_the_ui_signs_in_and_works_through_the_cookie(driver: Chrome, wait: WebDriverWait,
+                                                                     keyed_server: ServerProcess) -> None:
+    """Runs last: its cookie would reach the other server too (cookies do not tell ports apart)."""
+    driver.get(keyed_server.url + "/")
+    sign_in(driver, wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "form[action='/login']"))))
+    wait.until(EC.url_to_be(keyed_server.url + "/ui/"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "socket-state"), "live"))  # the WebSocket took the cookie
+    open_view(driver, keyed_server, "models")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, 'button[data-model="flux2_tiny_dit.safetensors"]')))
+    # When the session ends while the page is open, the next API call's 401 brings up the UI's own login form.
+    driver.delete_cookie("sdcpp_session")
+    driver.execute_script("location.hash = 'queue'")
+    dialog = wait.until(EC.visibility_of_element_located((By.ID, "login-dialog")))
+    screenshot(driver, "login")
+    sign_in(driver, dialog)
+    wait.until(EC.presence_of_element_located((By.ID, "queue-counts")))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "socket-state"), "live"))
+    open_view(driver, keyed_server, "queue")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "queue-counts"), "pending"))
+    # The 401 answers of that moment are logged by the browser as failed requests: expected, and the only errors.
+    unexpected = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE" and " 401 " not in entry["message"]]
+    assert not unexpected, unexpected
