@@ -26,7 +26,7 @@ from core.models.conversion import ConversionService
 from core.models.downloads import DownloadService
 from core.models.hashing import HashCache
 from core.models.library import ModelLibrary
-from core.models.architecture import PRESETS, Architectures
+from core.models.architecture import PRESETS, Architectures, size_multiple
 from core.models.manager import ModelManager
 from core.models.schemas import HealthResponse, LoadedModelInfo
 from core.models.specs import ConvertJob, DownloadJob, HashJob
@@ -105,8 +105,11 @@ class Service:
     def architectures(self) -> Architectures:
         loaded = self.models.loaded
         preset_name = self.models.preset_name()
-        return Architectures(PRESETS, loaded.architecture.variant if loaded and loaded.architecture else None,
-                             PRESETS[preset_name] if preset_name else None)
+        architecture = loaded.architecture if loaded else None
+        current = PRESETS[preset_name] if preset_name else None
+        if current is not None:  # the loaded variant's own multiple (Wan2.2 TI2V: 32 where Wan's is 16)
+            current = msgspec.structs.replace(current, multiple=size_multiple(architecture) or current.multiple)
+        return Architectures(PRESETS, architecture.variant if architecture else None, current)
 
     def status(self) -> ServerStatus:
         counts = self.queue.counts
