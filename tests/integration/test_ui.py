@@ -106,6 +106,7 @@ def record_progress_labels(driver: Chrome) -> None:
 
 
 def screenshot(driver: Chrome, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 

@@ -6,17 +6,23 @@ under the user data folder, like the backend build, so only the first run pays f
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 from fixtures.tiny_wan import TAEW_FILE, WAN_FILE, write_wan
 from core.settings import load_settings
 from runners.paths import data_dir
-from tests.support import server_fixture, wait_for_job
+from tests import browser
+from tests.integration.test_ui import by_id, click, open_view, screenshot, type_into
+from tests.support import ServerProcess, server_fixture, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WAN_Q4 = WAN_FILE.replace(".safetensors", ".q4_0.gguf")
@@ -62,3 +68,25 @@ def test_txt2vid_writes_a_webm_video(client: httpx.Client) -> None:
     assert video.content[:4] == b"\x1a\x45\xdf\xa3"  # EBML header: a real WebM container
     assert client.get(f"/output/{job['outputs'][0]}", headers={"Range": "bytes=0-3"}).status_code == 206
     assert client.post("/txt2img", json={"prompt": "x", "width": 64, "height": 64, "steps": 1}).status_code == 202
+
+
+@pytest.mark.skipif(not browser.available() and not os.environ.get("CI"), reason="chromium / chromedriver not installed")
+def test_the_web_ui_offers_text_to_video_and_shows_the_video(client: httpx.Client, server: ServerProcess) -> None:
+    """With Wan loaded (by the test above) the Generate view offers text to video with Wan's preset, and the
+    finished WebM appears in the page."""
+    with browser.chrome() as driver:
+        wait = WebDriverWait(driver, 300)
+        open_view(driver, server, "generate")
+        wait.until(lambda d: by_id(d, "mode-txt2vid").is_displayed() and by_id(d, "width").get_property("value") == "832")
+        assert by_id(driver, "video_frames").get_property("value") == "33"  # Wan's preset
+        click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="txt2vid"]'))
+        for field, value in (("prompt", "a cat walking"), ("width", "64"), ("height", "64"), ("steps", "2"),
+                             ("video_frames", "5")):
+            type_into(driver, field, value)
+        click(driver, by_id(driver, "generate-button"))
+        video = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#results video")))
+        assert video.get_attribute("src").endswith("/video.webm")
+        job = client.get("/queue", params={"limit": 1, "type": "txt2vid"}).json()["items"][0]
+        assert job["status"] == "completed" and job["params"]["video_frames"] == 5
+        screenshot(driver, "generate-video")
+        assert not [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
