@@ -24,7 +24,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from tests import browser
 from tests.fake_hubs import FakeHubs
 from tests.fake_ollama import FakeOllama
-from tests.support import REPO, ServerProcess, running_server_with, server_fixture, wait_for_job
+from tests.support import REPO, ServerProcess, running_server_with, running_server_with_config, wait_for_job
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
@@ -32,8 +32,22 @@ pytestmark = [pytest.mark.integration,
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 TIMEOUT = 60
 UI_KEY = "ui-test-key-0123456789"
-# Its own copy of the tiny models: the download and conversion tests add files to it.
-server = server_fixture("own_models_dir")
+HUB_PAYLOAD = b"tiny model bytes" * 256
+
+
+@pytest.fixture(scope="module")
+def hubs() -> Iterator[FakeHubs]:
+    """A local server speaking HuggingFace's and CivitAI's protocols, which the UI's server downloads from."""
+    with FakeHubs(HUB_PAYLOAD) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory, hubs: FakeHubs) -> Iterator[ServerProcess]:
+    """Its own copy of the tiny models (the download and conversion tests add files to it)."""
+    yield from running_server_with_config(
+        own_models_dir, tmp_path_factory.mktemp("server-ui"),
+        f'[downloads]\nhuggingface_url = "{hubs.url}"\ncivitai_url = "{hubs.url}"\n')
 
 
 @pytest.fixture(scope="module")
@@ -309,15 +323,21 @@ def test_upscaler_load_and_upscale_from_the_lightbox(driver: Chrome, wait: WebDr
 
 
 def test_download_and_convert_from_the_models_view(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
-                                                   own_models_dir: Path) -> None:
+                                                   own_models_dir: Path, hubs: FakeHubs) -> None:
     open_view(driver, server, "models")
-    with FakeHubs(b"tiny model bytes" * 256) as hubs:
-        Select(by_id(driver, "download-type")).select_by_visible_text("lora")
-        type_into(driver, "download-url", f"{hubs.url}/plain/model.gguf")
+    Select(by_id(driver, "download-type")).select_by_visible_text("lora")
+    sources = (("url", {"download-url": f"{hubs.url}/plain/model.gguf"}),
+               ("huggingface", {"download-repo": "tiny-org/tiny-repo", "download-filename": "loras/tiny.safetensors"}),
+               ("civitai", {"download-civitai": "4242"}))
+    for done, (source, fields) in enumerate(sources, start=1):
+        Select(by_id(driver, "download-source")).select_by_value(source)
+        for field, value in fields.items():
+            type_into(driver, field, value)
         click(driver, driver.find_element(By.CSS_SELECTOR, "#download-form button[type=submit]"))
         wait.until(lambda d: [badge.text for badge in d.find_elements(By.CSS_SELECTOR, "#download-jobs .badge")]
-                   == ["completed", "completed"])  # the download, then its hash check
-    assert (own_models_dir / "loras" / "model.gguf").read_bytes() == b"tiny model bytes" * 256
+                   == ["completed", "completed"] * done)  # each download, then its hash check
+    for name in ("model.gguf", "tiny.safetensors", "tiny_detail_v2.safetensors"):
+        assert (own_models_dir / "loras" / name).read_bytes() == HUB_PAYLOAD, name
     Select(by_id(driver, "convert-input")).select_by_value("diffusion_models/flux2_tiny_dit.safetensors")
     Select(by_id(driver, "convert-type")).select_by_value("q8_0")
     click(driver, driver.find_element(By.CSS_SELECTOR, "#convert-form button[type=submit]"))
