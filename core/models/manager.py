@@ -18,6 +18,7 @@ from core.errors import BadRequest, NotFound, ServiceError
 from core.events.bus import EventBus
 from core.events.types import ModelLoaded, ModelLoadingProgress, ModelUnloaded
 from core.models.architecture import PRESETS, Architecture, UnreadableModel, detect_file, missing_components
+from core.models.embeddings import embeddings_for_sdcpp
 from core.models.library import ModelLibrary
 from core.models.schemas import COMPONENT_FIELDS, LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
 from core.store import Store
@@ -116,8 +117,8 @@ class ModelManager:
         context.update(msgspec.to_builtins(request.options))
         context["lora_dir"] = str(self.library.folder_of("lora"))
         embeddings = self.library.folder_of("embedding")
-        if embeddings.is_dir():
-            context["embeddings_dir"] = str(embeddings)
+        if embeddings.is_dir():  # f16 embeddings as f32 copies: sd.cpp misreads them (core/models/embeddings.py)
+            context["embeddings_dir"] = str(embeddings_for_sdcpp(embeddings))
         return context, architecture
 
     # --------------------------------------------------------------------------------- life cycle

@@ -20,9 +20,11 @@ from typing import Any, Iterator
 import httpx
 import msgspec
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
-from fixtures.random_models import CHECKPOINT_FILE, CONTROLNET_FILE, EMBEDDING_FILE, LORA_FILE, VAE_FILE
+from fixtures.random_models import (CHECKPOINT_FILE, CONTROLNET_FILE, EMBEDDING_FILE, LORA_FILE, VAE_FILE,
+                                    embedding_tensors)
+from fixtures.tiny_models import write_safetensors
 from tests.support import ServerProcess, linked_models_dir, running_server_with, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,6 +34,7 @@ SIZE = 64  # SD1's size multiple
 BASE = {"prompt": "a lovely cat", "width": SIZE, "height": SIZE, "steps": 2, "cfg_scale": 7.0, "seed": 42,
         "sampler": "euler_a", "preview": False}
 EMBEDDING_NAME = Path(EMBEDDING_FILE).stem
+EMBEDDING_F16_NAME = "half_precision_twin"  # not a prefix or extension of the other name: no token overlap
 LORA_NAME = Path(LORA_FILE).stem
 
 
@@ -105,7 +108,10 @@ class Sd15Session:
 @pytest.fixture(scope="module")
 def server(sd15_models_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     work = tmp_path_factory.mktemp("server-sd15")
-    yield from running_server_with(linked_models_dir(sd15_models_cache, work / "models"), work)
+    models = linked_models_dir(sd15_models_cache, work / "models")
+    # The same embedding saved as f16, as most shared online are: sd.cpp alone would read it as garbage.
+    write_safetensors(models / "embeddings" / f"{EMBEDDING_F16_NAME}.safetensors", embedding_tensors())
+    yield from running_server_with(models, work)
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +210,14 @@ def test_controlnet_uses_the_control_image(sd15: Sd15Session) -> None:
     assert controlled.sdcpp["models"]["control_net"] == CONTROLNET_FILE
     assert controlled.sdcpp["control_strength"] == pytest.approx(0.9)
     assert controlled.png != sd15.generate(WITH_CONTROLNET).png
+
+
+def test_an_f16_embedding_works_like_its_f32_twin(sd15: Sd15Session) -> None:
+    """sd.cpp copies an f16 embedding's bytes into its f32 buffer (a flat white image); the server hands it an
+    f32 copy of the same values, so the image is the f32 file's."""
+    half = sd15.generate(PLAIN, prompt=f"a lovely cat, {EMBEDDING_F16_NAME}")
+    assert_real_image(half)
+    full = sd15.generate(PLAIN, prompt=f"a lovely cat, {EMBEDDING_NAME}")
+    # The same image up to float rounding (the two files sit at different custom-token rows).
+    difference = ImageChops.difference(half.image.convert("RGB"), full.image.convert("RGB"))
+    assert max(high for _, high in difference.getextrema()) <= 4
