@@ -7,7 +7,6 @@ under the user data folder, like the backend build, so only the first run pays f
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,34 +18,27 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from fixtures.tiny_wan import TAEW_FILE, WAN_FILE, write_wan
 from core.settings import load_settings
-from runners.paths import data_dir
 from tests import browser
 from tests.integration.test_ui import by_id, click, open_view, screenshot, type_into
-from tests.support import ServerProcess, server_fixture, wait_for_job
+from tests.support import ServerProcess, cached_models, server_fixture, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WAN_Q4 = WAN_FILE.replace(".safetensors", ".q4_0.gguf")
 WAN_LOAD = {"model_name": WAN_Q4, "model_type": "diffusion", "taesd": TAEW_FILE}
 
 
+def write_quantized_wan(folder: Path) -> None:
+    """The Wan model as q4_0 (converted by the real sd-cli; the 2.84 GB f16 file is not kept) and taew2.1."""
+    f16, _ = write_wan(folder)
+    sd_cli = load_settings().selected_backend().sd_cli
+    subprocess.run([sd_cli, "-M", "convert", "-m", str(f16), "--type", "q4_0", "-o", str(f16.with_name(WAN_Q4))],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    f16.unlink()
+
+
 @pytest.fixture(scope="module")
 def wan_models_dir() -> Path:
-    cache = data_dir() / "test-cache" / "wan-models"
-    quantized = cache / "diffusion_models" / WAN_Q4
-    if not quantized.is_file():
-        scratch = data_dir() / "test-cache" / "wan-scratch"
-        shutil.rmtree(scratch, ignore_errors=True)
-        f16, taew = write_wan(scratch)
-        sd_cli = load_settings().selected_backend().sd_cli
-        quantized.parent.mkdir(parents=True, exist_ok=True)
-        partial = quantized.with_name(".partial.gguf")
-        subprocess.run([sd_cli, "-M", "convert", "-m", str(f16), "--type", "q4_0", "-o", str(partial)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        (cache / "taesd").mkdir(parents=True, exist_ok=True)
-        shutil.copy(taew, cache / "taesd" / TAEW_FILE)
-        partial.rename(quantized)
-        shutil.rmtree(scratch, ignore_errors=True)
-    return cache
+    return cached_models("wan-models", write_quantized_wan)
 
 
 server = server_fixture("wan_models_dir")
