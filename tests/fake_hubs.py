@@ -58,3 +58,8 @@ class FakeHubs(LocalHttpServer):
                 self._route(head=True)
 
         super().__init__(Handler)
+
+    def server_config(self, civitai_token: str | None = None) -> str:
+        """The `[downloads]` TOML table that points a server at these hubs."""
+        token = f'civitai_token = "{civitai_token}"\n' if civitai_token else ""
+        return f'[downloads]\nhuggingface_url = "{self.url}"\ncivitai_url = "{self.url}"\n{token}'

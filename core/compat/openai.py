@@ -16,12 +16,12 @@ from PIL import Image
 from core.compat.sd_server import extract_extra_args
 from core.errors import BadRequest
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
-from core.models.architecture import Architecture, GenerationDefaults, PRESETS
+from core.generation.defaults import default_size
+from core.models.architecture import Architecture
 from core.request_types import Request, describe_validation_error
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-DEFAULT_SIZE = (512, 512)  # "auto" for an architecture without a preset
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
@@ -114,15 +114,9 @@ def error_body(message: str, status: int) -> OpenAIError:
     return OpenAIError(ErrorDetail(message, kind, field[1] if field else None, None))
 
 
-def native_size(architecture: Architecture | None) -> tuple[int, int]:
-    preset = PRESETS.get(architecture.family) if architecture else None
-    defaults: GenerationDefaults | None = preset.defaults if preset else None
-    return (defaults.width, defaults.height) if defaults else DEFAULT_SIZE
-
-
 def parse_size(size: str, architecture: Architecture | None) -> tuple[int, int]:
     if size in ("", "auto"):
-        return native_size(architecture)
+        return default_size(architecture)
     match = SIZE.match(size)
     if not match:
         raise BadRequest(f"size: must be 'auto' or 'WIDTHxHEIGHT' (got '{size}')")

@@ -14,7 +14,7 @@ from typing import TypeVar
 import msgspec
 
 from core.generation.requests import GenerationRequest, Txt2VidRequest
-from core.models.architecture import PRESETS, Architecture, GenerationDefaults
+from core.models.architecture import Architecture, GenerationDefaults, preset_of
 
 R = TypeVar("R", bound=GenerationRequest)
 
@@ -31,6 +31,13 @@ def contract_defaults(request: GenerationRequest) -> GenerationDefaults:
     return VIDEO_DEFAULTS if isinstance(request, Txt2VidRequest) else IMAGE_DEFAULTS
 
 
+def default_size(architecture: Architecture | None) -> tuple[int, int]:
+    """What an omitted width and height become on this architecture (OpenAI's `size: auto`)."""
+    preset = preset_of(architecture)
+    defaults = preset.defaults if preset else IMAGE_DEFAULTS
+    return defaults.width, defaults.height
+
+
 def _load_defaults(flow_shift: float | None) -> dict[str, object]:
     """The load options sd.cpp applies per generation, as defaults (a flow shift at or below 0 means auto)."""
     if flow_shift is None or not math.isfinite(flow_shift) or flow_shift <= 0:
@@ -41,7 +48,7 @@ def _load_defaults(flow_shift: float | None) -> dict[str, object]:
 def resolve_defaults(request: R, architecture: Architecture | None,
                      load_flow_shift: float | None = None) -> tuple[R, dict[str, str]]:
     """The request with every omitted architecture-following field filled, and field -> where it came from."""
-    preset = PRESETS.get(architecture.family) if architecture else None
+    preset = preset_of(architecture)
     layers: list[tuple[str, dict[str, object]]] = [("load options", _load_defaults(load_flow_shift))]
     if preset is not None and architecture is not None:
         layers.append((f"architecture {architecture.family}", msgspec.structs.asdict(preset.defaults)))

@@ -264,6 +264,11 @@ class Architectures(msgspec.Struct):
     current_preset: Preset | None
 
 
+def preset_of(architecture: Architecture | None) -> Preset | None:
+    """The preset of a recognised architecture (None: unknown, or a family without one)."""
+    return PRESETS.get(architecture.family) if architecture else None
+
+
 # Variants whose size multiple differs from their family's (Wan2.2 TI2V has a 16x VAE).
 VARIANT_MULTIPLES = {"Wan2.2 TI2V": 32}
 

@@ -26,6 +26,12 @@ HALF_TYPES = frozenset({"F16", "BF16"})
 MAX_EMBEDDING_BYTES = 64 * 1024 * 1024  # textual inversions are kilobytes; anything bigger is left alone
 
 
+def _has_half(header: object) -> bool:
+    """A safetensors header (tensor name -> info) with an f16 / bf16 tensor."""
+    return isinstance(header, dict) and any(isinstance(info, dict) and info.get("dtype") in HALF_TYPES
+                                            for info in header.values())
+
+
 def _header(data: bytes) -> tuple[dict[str, dict], dict[str, str] | None, int]:
     """(tensors, metadata, data start) of a safetensors file's bytes."""
     (length,) = struct.unpack_from("<Q", data)
@@ -49,7 +55,7 @@ def f32_copy(data: bytes) -> bytes | None:
         tensors, metadata, start = _header(data)
     except (struct.error, ValueError):
         return None
-    if not any(isinstance(info, dict) and info.get("dtype") in HALF_TYPES for info in tensors.values()):
+    if not _has_half(tensors):
         return None
     header: dict[str, object] = {}
     chunks: list[bytes] = []
@@ -82,11 +88,9 @@ def _is_half(path: Path) -> bool:
         if length > MAX_EMBEDDING_BYTES:
             return False
         try:
-            tensors = json.loads(handle.read(length))
+            return _has_half(json.loads(handle.read(length)))
         except ValueError:
             return False
-    return isinstance(tensors, dict) and any(isinstance(info, dict) and info.get("dtype") in HALF_TYPES
-                                             for info in tensors.values())
 
 
 def _link(source: Path, target: Path) -> None:

@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup
 from core.errors import BadRequest, NotFound, ServiceError
 from core.events.bus import EventBus
 from core.events.types import ModelLoaded, ModelLoadingProgress, ModelUnloaded
-from core.models.architecture import PRESETS, Architecture, UnreadableModel, detect_file, missing_components
+from core.models.architecture import Architecture, UnreadableModel, detect_file, missing_components, preset_of
 from core.models.embeddings import embeddings_for_sdcpp
 from core.models.library import ModelLibrary
 from core.models.schemas import COMPONENT_FIELDS, LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
@@ -203,9 +203,10 @@ class ModelManager:
             architecture = await anyio.to_thread.run_sync(detect_file, path, model_type == "diffusion")
         except UnreadableModel:
             architecture = None
-        family = architecture.family if architecture and architecture.family in PRESETS else None
-        return ModelInspection(model_name, model_type, family, architecture.variant if architecture else None,
-                               PRESETS[family] if family else None, await self.load_profile(model_name))
+        preset = preset_of(architecture)
+        return ModelInspection(model_name, model_type, architecture.family if architecture and preset else None,
+                               architecture.variant if architecture else None, preset,
+                               await self.load_profile(model_name))
 
     async def select(self, name: str, configured: Mapping[str, LoadModelRequest], field: str = "model") -> LoadedModel:
         """The model a client names, loaded if it is not already: with its load profile, else the config's
@@ -242,4 +243,4 @@ class ModelManager:
 
     def preset_name(self) -> str | None:
         architecture = self.loaded.architecture if self.loaded else None
-        return architecture.family if architecture and architecture.family in PRESETS else None
+        return architecture.family if architecture and preset_of(architecture) else None

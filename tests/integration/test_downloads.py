@@ -29,8 +29,7 @@ def hubs(models_dir: Path) -> Iterator[FakeHubs]:
 @pytest.fixture(scope="module")
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory, hubs: FakeHubs) -> Iterator[ServerProcess]:
     yield from running_server_with_config(
-        models_dir, tmp_path_factory.mktemp("server-downloads"),
-        f'[downloads]\nhuggingface_url = "{hubs.url}"\ncivitai_url = "{hubs.url}"\ncivitai_token = "civ-token"\n')
+        models_dir, tmp_path_factory.mktemp("server-downloads"), hubs.server_config(civitai_token="civ-token"))
 
 
 def test_hub_metadata(client: httpx.Client, hubs: FakeHubs) -> None:

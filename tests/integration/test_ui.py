@@ -46,8 +46,7 @@ def hubs() -> Iterator[FakeHubs]:
 def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory, hubs: FakeHubs) -> Iterator[ServerProcess]:
     """Its own copy of the tiny models (the download and conversion tests add files to it)."""
     yield from running_server_with_config(
-        own_models_dir, tmp_path_factory.mktemp("server-ui"),
-        f'[downloads]\nhuggingface_url = "{hubs.url}"\ncivitai_url = "{hubs.url}"\n')
+        own_models_dir, tmp_path_factory.mktemp("server-ui"), hubs.server_config())
 
 
 @pytest.fixture(scope="module")
