@@ -29,9 +29,9 @@ from core.generation.specs import GENERATION_JOBS
 from core.generation.submit import GenerationSubmitter
 from core.models.architecture import Architecture
 from core.models.library import ModelLibrary
-from core.models.manager import ModelManager
-from core.models.schemas import COMPONENT_FIELDS, LoadModelRequest
-from core.models.types import BY_NAME, MODEL_TYPES
+from core.models.manager import COMPONENT_TYPES, ModelManager
+from core.models.schemas import LoadModelRequest
+from core.models.types import MODEL_TYPES
 from core.settings import Limits
 from runners.flags import build_argv
 from runners.options import CONTEXT_FLAGS, GENERATION_FLAGS, build_server_body, fields_from_server_body
@@ -193,17 +193,12 @@ def model_folders(root: Path, load: LoadModelRequest) -> ModelLibrary:
     """Empty files named as in the example, each in its type's folder (only the names are read)."""
     library = ModelLibrary({kind.folder: root / kind.folder for kind in MODEL_TYPES})
     wanted = [(load.model_type, load.model_name or "")]
-    wanted += [(BY_NAME_OF_FIELD[field], getattr(load, field)) for field in COMPONENT_FIELDS if getattr(load, field)]
+    wanted += [(model_type, getattr(load, field)) for field, model_type in COMPONENT_TYPES.items() if getattr(load, field)]
     for model_type, name in wanted:
         path = library.folder_of(model_type) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
     return library
-
-
-BY_NAME_OF_FIELD = {"vae": "vae", "clip_l": "clip", "clip_g": "clip", "t5xxl": "t5", "controlnet": "controlnet",
-                    "llm": "llm", "llm_vision": "llm"}
-assert set(BY_NAME_OF_FIELD) == set(COMPONENT_FIELDS) and set(BY_NAME_OF_FIELD.values()) <= set(BY_NAME)
 
 
 def built(example: UsageExample, root: Path) -> tuple[list[str], list[str], dict[str, object]]:
