@@ -31,6 +31,12 @@ backend name="cpu": venv
 serve *args: venv backend
     {{bin}}/sdcpp-restapi serve {{args}}
 
+# lint (ruff), format check (ruff format) and static types (mypy), as configured in pyproject.toml
+lint: venv
+    {{bin}}/ruff check .
+    {{bin}}/ruff format --check .
+    {{bin}}/mypy
+
 # run the unit and integration tests against the real CPU binary
 test *args: venv backend
     {{bin}}/python -m pytest {{args}}

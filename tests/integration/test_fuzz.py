@@ -164,7 +164,7 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
 
 @schemathesis.check
 def no_server_error_beyond_contract(ctx: Any, response: Any, case: Any) -> bool | None:
-    """`not_a_server_error`, except the one 500 the API contract prescribes (shared/spec/API.md, Load Model):
+    """`not_a_server_error`, except the one 500 the API contract prescribes (the contract API.md, Load Model):
     `{"error": "Internal error: Model not found: NAME"}` for a model file that does not exist."""
     if case.operation.label == "POST /models/load" and response.status_code == 500:
         try:
