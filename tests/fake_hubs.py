@@ -22,7 +22,7 @@ class FakeHubs(LocalHttpServer):
             def _route(self, head: bool) -> None:
                 owner.auth.append(self.headers.get("Authorization"))
                 path = self.path.split("?")[0]
-                base = f"http://127.0.0.1:{self.server.server_address[1]}"
+                base = owner.url
                 if path == "/api/v1/models/4242":
                     return self.reply_json(200, {"id": 4242, "name": "Tiny Detail", "type": "LORA", "modelVersions": [
                         {"id": 777, "name": "v2", "baseModel": "Flux.2 Klein", "downloadUrl": f"{base}/api/download/models/777",

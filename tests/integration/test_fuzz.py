@@ -75,15 +75,15 @@ def bound_generation(case: Any) -> None:
     for field, value in defaults.items():
         case.body.setdefault(field, value)
     for field, largest in BOUNDS.items():
-        value = case.body.get(field)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > largest:
+        sent = case.body.get(field)
+        if isinstance(sent, (int, float)) and not isinstance(sent, bool) and sent > largest:
             case.body[field] = largest
 
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[tuple[FakeOllama, FakeHubs]]:
     with FakeOllama() as ollama, FakeHubs(b"fuzzed download") as hubs:
-        yield ollama, hubs  # type: ignore[misc]
+        yield ollama, hubs
 
 
 @pytest.fixture(scope="module")

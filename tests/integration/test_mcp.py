@@ -84,10 +84,10 @@ async def test_load_status_unload_and_load_by_profile(server: ServerProcess) -> 
 
 
 async def test_generate_waits_reports_progress_and_returns_the_image(server: ServerProcess) -> None:
-    progress: list[tuple[float, float | None, str | None]] = []
+    reports: list[tuple[float, float | None, str | None]] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append((done, total, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reports.append((progress, total, message))
 
     async with mcp_session(server) as session:
         payload(await session.call_tool("model", {"action": "load", **TINY_LOAD}))
@@ -96,8 +96,8 @@ async def test_generate_waits_reports_progress_and_returns_the_image(server: Ser
                                           progress_callback=on_progress)
         body = payload(result)
         assert body["status"] == "completed" and len(body["outputs"]) == 1
-        assert progress and progress[-1][1] == 100.0 and "step" in str(progress[-1][2])
-        assert [done for done, _, _ in progress] == sorted(done for done, _, _ in progress)
+        assert reports and reports[-1][1] == 100.0 and "step" in str(reports[-1][2])
+        assert [done for done, _, _ in reports] == sorted(done for done, _, _ in reports)
         images = [content for content in result.content if content.type == "image"]
         assert len(images) == 1 and images[0].mime_type == "image/png"
         assert Image.open(io.BytesIO(base64.b64decode(images[0].data))).size == (64, 48)

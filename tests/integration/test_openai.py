@@ -35,11 +35,12 @@ def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
-def decoded(b64: str) -> Image.Image:
+def decoded(b64: str | None) -> Image.Image:
+    assert b64 is not None, "no image data"
     return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
-def png(size: tuple[int, int], mode: str = "RGB", color: object = (10, 200, 30)) -> bytes:
+def png(size: tuple[int, int], mode: str = "RGB", color: float | tuple[int, ...] | str = (10, 200, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, format="PNG")
     return buffer.getvalue()

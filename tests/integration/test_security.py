@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from tests.conftest import TINY_LOAD
 from tests.support import REPO, ServerProcess, running_server_with_config, wait_for_job
@@ -101,12 +102,12 @@ def test_websocket_handshakes_check_the_origin(open_server: ServerProcess, endpo
     url = (f"ws://127.0.0.1:{open_server.ws_port}/" if endpoint == "ws_port"
            else f"ws://127.0.0.1:{open_server.port}/ws")
     with pytest.raises(InvalidStatus) as refused:
-        connect(url, origin="https://evil.example")  # type: ignore[arg-type]
+        connect(url, origin=Origin("https://evil.example"))
     assert refused.value.response.status_code == 403
     with connect(url) as ws:  # scripts send no Origin
         assert '"server_status"' in ws.recv(timeout=10)
     own = f"http://127.0.0.1:{open_server.ws_port if endpoint == 'ws_port' else open_server.port}"
-    with connect(url, origin=own) as ws:  # type: ignore[arg-type]
+    with connect(url, origin=Origin(own)) as ws:
         assert '"server_status"' in ws.recv(timeout=10)
 
 
