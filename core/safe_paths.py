@@ -7,6 +7,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from core.errors import BadRequest
 
+MAX_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems: one file or folder name
+MAX_PATH_BYTES = 1024  # well inside PATH_MAX (4096) once joined to a models or output root
+
 
 def check_relative(name: str, field: str) -> PurePosixPath:
     """The name as a clean relative path, or BadRequest naming the field and the rule it broke."""
@@ -21,6 +24,11 @@ def check_relative(name: str, field: str) -> PurePosixPath:
     relative = PurePosixPath(name)
     if ".." in relative.parts:
         raise BadRequest(f"{field} must not contain '..'")
+    # Longer names make the file system raise (ENAMETOOLONG) on any lookup: refuse them as input instead.
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise BadRequest(f"{field} must be at most {MAX_PATH_BYTES} bytes long")
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in relative.parts):
+        raise BadRequest(f"{field}: each part of the path must be at most {MAX_NAME_BYTES} bytes long")
     return relative
 
 

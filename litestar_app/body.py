@@ -45,5 +45,7 @@ class JsonRequest(Request[Any, Any, Any]):
             raise BadRequest("request body is not valid JSON: it is not valid UTF-8") from None
         except (SerializationException, msgspec.DecodeError) as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:  # msgspec's bound on nesting: no request of ours nests more than a few levels
+            raise BadRequest("request body: JSON nested too deeply") from None
         self._json = self._connection_state.json = value
         return value

@@ -39,6 +39,12 @@ def not_modified(request: Request, etag: str, mtime: float) -> bool:
     return False
 
 
+def _position(digits: str) -> int:
+    """A byte position as sent; one of more digits than any file size has stands for "beyond the end" (Python
+    refuses to convert strings of thousands of digits, and no file is that large)."""
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """(first, last) inclusive; None for "send everything"; "unsatisfiable" for a 416."""
     if not header:
@@ -47,10 +53,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     if not match or (not match[1] and not match[2]):
         return None  # multiple or malformed ranges: ignoring Range is always allowed
     if not match[1]:
-        length = int(match[2])
+        length = _position(match[2])
         return (max(size - length, 0), size - 1) if length and size else "unsatisfiable"
-    first = int(match[1])
-    last = min(int(match[2]), size - 1) if match[2] else size - 1
+    first = _position(match[1])
+    last = min(_position(match[2]), size - 1) if match[2] else size - 1
     return (first, last) if first <= last and first < size else "unsatisfiable"
 
 

@@ -27,8 +27,8 @@ def extract_extra_args(prompt: str) -> tuple[str, dict[str, object]]:
     for block in EXTRA_ARGS.findall(prompt):
         try:
             native = msgspec.json.decode(block, type=dict[str, object])
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise BadRequest("prompt: invalid sd_cpp_extra_args (not a JSON object)") from None
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            raise BadRequest("prompt: invalid sd_cpp_extra_args (not a JSON object, or nested too deeply)") from None
         fields.update(fields_from_server_body(native))
     return EXTRA_ARGS.sub("", prompt).strip(), fields
 

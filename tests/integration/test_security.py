@@ -143,6 +143,30 @@ def test_hostile_values_are_refused_with_the_field_named(open_server: ServerProc
         wait_for_job(http, http.get("/queue").json()["items"][-1]["job_id"])
 
 
+def test_deep_nesting_long_names_and_huge_ranges_are_4xx_not_500(open_server: ServerProcess) -> None:
+    deep = b"[" * 50_000 + b"]" * 50_000
+    long_name = "x" * 300
+    with httpx.Client(base_url=open_server.url, timeout=60) as http:
+        assert http.post("/models/load", json=TINY_LOAD).status_code == 200
+        for body in (deep, b'{"prompt": "x", "ref_images": ' + deep + b"}"):
+            nested = http.post("/txt2img", content=body, headers={"Content-Type": "application/json"})
+            assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"], nested.text[:200]
+        extra = '<sd_cpp_extra_args>' + "[" * 50_000 + "]" * 50_000 + "</sd_cpp_extra_args>"
+        embedded = http.post("/sdapi/v1/txt2img", json={"prompt": "x " + extra})
+        assert embedded.status_code == 400 and "nested too deeply" in embedded.json()["detail"], embedded.text[:200]  # A1111 shape
+        for method, path, body in (("GET", f"/output/{long_name}", None), ("GET", f"/thumb/{long_name}.png", None),
+                                   ("GET", f"/models/hash/lora/{long_name}", None),
+                                   ("POST", "/models/load", {"model_name": long_name, "model_type": "diffusion"}),
+                                   ("POST", "/txt2img", {"prompt": f"a cat <lora:{long_name}:1>"})):
+            response = http.request(method, path, json=body)
+            assert 400 <= response.status_code < 500 and "255 bytes" in response.text, (path, response.text[:200])
+        job = http.post("/txt2img", json={"prompt": "x", "width": 64, "height": 64, "steps": 1})
+        output = wait_for_job(http, job.json()["job_id"])["outputs"][0]
+        huge = "9" * 5000  # more digits than Python converts to an int by default
+        assert http.get(f"/output/{output}", headers={"Range": f"bytes={huge}-"}).status_code == 416
+        assert http.get(f"/output/{output}", headers={"Range": f"bytes=0-{huge}"}).status_code == 206
+
+
 def test_a_full_queue_answers_429_with_retry_after(open_server: ServerProcess) -> None:
     with httpx.Client(base_url=open_server.url, timeout=60) as http:
         assert http.post("/models/load", json=TINY_LOAD).status_code == 200

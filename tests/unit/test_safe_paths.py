@@ -12,7 +12,8 @@ from core.safe_paths import resolve_inside
 @pytest.mark.parametrize(
     ("name", "rule"),
     [("../x", "'..'"), ("a/../../x", "'..'"), ("/etc/passwd", "absolute"), ("C:/x", "absolute"),
-     ("a\\..\\x", "separator"), ("", "empty"), ("a\x00b", "NUL")],
+     ("a\\..\\x", "separator"), ("", "empty"), ("a\x00b", "NUL"), ("x" * 256, "at most 255 bytes"),
+     ("é" * 128, "at most 255 bytes"), ("/".join(["x" * 200] * 6), "at most 1024 bytes")],
 )
 def test_unsafe_names_are_refused_with_the_rule(tmp_path: Path, name: str, rule: str) -> None:
     with pytest.raises(BadRequest, match=rule) as caught:
