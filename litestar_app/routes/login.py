@@ -4,6 +4,7 @@ so that pages (the output browser, later the web UI) can show files and call the
 from __future__ import annotations
 
 import html
+from urllib.parse import urlsplit
 from typing import Annotated
 
 import msgspec
@@ -31,8 +32,14 @@ class LoginForm(msgspec.Struct):
 
 
 def _safe_next(target: str) -> str:
-    """Only a path on this server (no scheme, no //host): the form must not redirect elsewhere."""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/output"
+    """Only a path on this server: the form must not redirect elsewhere. Browsers drop tabs and line breaks from
+    a URL and read a backslash as a slash, so a slash, a tab and "/evil.example" would be "//evil.example",
+    another site: any control character, space or backslash refuses the target, as does anything that parses
+    with a scheme or a host."""
+    clean = (target.startswith("/") and not target.startswith("//") and "\\" not in target
+             and not any(ord(char) < 0x21 or ord(char) == 0x7F for char in target))
+    parts = urlsplit(target) if clean else None
+    return target if parts is not None and not parts.scheme and not parts.netloc else "/output"
 
 
 def _page(next_path: str, message: str = "", status: int = 200) -> Response[str]:

@@ -223,8 +223,15 @@ def test_a_browser_signs_in_and_the_cookie_serves_files(keyed_server: ServerProc
         assert form.status_code == 200 and 'type="password"' in form.text
         wrong = browser.post("/login", data={"key": "nope", "next": "/output"})
         assert wrong.status_code == 401 and "not valid" in wrong.text and "sdcpp_session" not in browser.cookies
+        # Paths a browser would turn into another site (it drops tabs and line breaks, reads '\\' as '/'), and a
+        # line break that once dropped the connection: each signs in and goes to /output.
+        for offsite_next in ("/\t/evil.example/", "/\n/evil.example", "/\\evil.example", "/ /evil.example",
+                             "/output\r\nSet-Cookie: x=1"):
+            redirected = browser.post("/login", data={"key": KEY, "next": offsite_next})
+            assert redirected.status_code == 303 and redirected.headers["location"] == "/output", offsite_next
         offsite = browser.post("/login", data={"key": KEY, "next": "//evil.example/"})
         assert offsite.status_code == 303 and offsite.headers["location"] == "/output"
+        assert browser.post("/login", data={"key": KEY, "next": "/ui/?view=queue"}).headers["location"] == "/ui/?view=queue"
         cookie = offsite.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and KEY not in offsite.headers["set-cookie"]
         assert browser.get("/output").status_code == 200
