@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from core.models.manager import LoadedModel
 
 A1111_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")  # "model.safetensors [6ce0161689]"
-# Folder key -> its key in GET /models/paths (the spec's example says "lora" and "controlnet").
-PATH_KEYS = {"checkpoints": "checkpoints", "diffusion_models": "diffusion_models", "vae": "vae", "loras": "lora",
-             "clip": "clip", "t5": "t5", "embeddings": "embeddings", "controlnet": "controlnet", "llm": "llm",
-             "esrgan": "esrgan", "taesd": "taesd"}
 
 
 class ModelFile(msgspec.Struct, frozen=True):
@@ -92,7 +88,7 @@ class ModelLibrary:
         return {kind.name: self.scan(kind) for kind in MODEL_TYPES}
 
     def paths(self) -> ModelPaths:
-        return ModelPaths(**{PATH_KEYS[folder]: str(path) for folder, path in self.folders.items()})
+        return ModelPaths(**{kind.path_key: str(self.folders[kind.folder]) for kind in MODEL_TYPES})
 
     async def listing(self, hashes: HashCache, loaded: LoadedModel | None, type_filter: str | None,
                       extension: str | None, search: str | None) -> ModelListing:
@@ -102,7 +98,7 @@ class ModelLibrary:
         needle = (search or "").lower()
         scanned = await anyio.to_thread.run_sync(self.scan_all)
         loaded_key = (loaded.request.model_type, loaded.name) if loaded else None
-        lists: dict[str, list[ModelEntry]] = {}
+        lists: dict[str, Any] = {}  # list_key -> entries: ModelListing's fields (a unit test checks them)
         for kind in MODEL_TYPES:
             lists[kind.list_key] = [
                 ModelEntry(name=model.name, type=kind.name, file_extension=model.path.suffix.lower(),
@@ -113,6 +109,6 @@ class ModelLibrary:
                 and not (needle and needle not in model.name.lower())]
         filters = {"type": type_filter, "extension": extension, "search": search}
         applied = {key: value for key, value in filters.items() if value}
-        return ModelListing(**lists, loaded_model=loaded.name if loaded else None,  # type: ignore[arg-type]
+        return ModelListing(**lists, loaded_model=loaded.name if loaded else None,
                             loaded_model_type=loaded.request.model_type if loaded else None,
                             applied_filters=applied or None)

@@ -18,9 +18,10 @@ from core.errors import BadRequest, NotFound, ServiceError
 from core.events.bus import EventBus
 from core.events.types import ModelLoaded, ModelLoadingProgress, ModelUnloaded
 from core.models.architecture import Architecture, UnreadableModel, detect_file, missing_components, preset_of
+from core.models.components import COMPONENTS, REPORTED_COMPONENTS
 from core.models.embeddings import embeddings_for_sdcpp
 from core.models.library import ModelLibrary
-from core.models.schemas import COMPONENT_FIELDS, LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
+from core.models.schemas import LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
 from core.store import Store
 from runners.flags import FlagSource, build_argv
 from runners.options import CONTEXT_FLAGS
@@ -33,21 +34,6 @@ Resident = ResidentServer | ResidentWorker
 
 LOADED_MODEL_KEY = "loaded_model"  # the load request, restored after a restart
 LOAD_PROFILES_KEY = "load_profiles"  # model name -> its last successful load request
-
-# Load-request field -> model type whose folder holds it.
-COMPONENT_TYPES: dict[str, str] = {
-    "vae": "vae",
-    "clip_l": "clip",
-    "clip_g": "clip",
-    "clip_vision": "clip",
-    "t5xxl": "t5",
-    "controlnet": "controlnet",
-    "llm": "llm",
-    "llm_vision": "llm",
-    "taesd": "taesd",
-    "high_noise_diffusion_model": "diffusion",
-    "photo_maker": "checkpoint",
-}
 
 
 class LoadFailed(ServiceError):
@@ -65,7 +51,7 @@ class LoadedModel(msgspec.Struct):
         return self.request.model_name or ""
 
     def components(self) -> LoadedComponents:
-        return LoadedComponents(**{field: getattr(self.request, field) for field in COMPONENT_FIELDS})
+        return LoadedComponents(**{field: getattr(self.request, field) for field in REPORTED_COMPONENTS})
 
 
 class ModelManager:
@@ -97,7 +83,8 @@ class ModelManager:
         except NotFound:
             raise LoadFailed(f"Internal error: Model not found: {request.model_name}") from None
         context: dict[str, object] = {request.model_type: str(main)}
-        for field, model_type in COMPONENT_TYPES.items():
+        for component in COMPONENTS:
+            field, model_type = component.field, component.model_type
             name = getattr(request, field)
             if name:
                 try:

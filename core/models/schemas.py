@@ -44,11 +44,10 @@ class LoadOptions(Request):
     chroma_t5_mask_pad: NonNegInt = 1
 
 
-# Component fields of a load request, in the order they are reported.
-COMPONENT_FIELDS = ("vae", "clip_l", "clip_g", "t5xxl", "controlnet", "llm", "llm_vision")
-
-
 class LoadModelRequest(Request):
+    """POST /models/load. The fields from `vae` to `photo_maker` are core.models.components.COMPONENTS, in its
+    order (a unit test checks it): typed here for clients and the OpenAPI document."""
+
     model_name: NonEmptyStr | None = None
     model_type: MainModelType = "checkpoint"
     vae: str | None = None
@@ -66,6 +65,8 @@ class LoadModelRequest(Request):
 
 
 class LoadedComponents(msgspec.Struct):
+    """The contract's `loaded_components`: the components COMPONENTS marks as reported (checked by a unit test)."""
+
     vae: str | None = None
     clip_l: str | None = None
     clip_g: str | None = None
@@ -116,10 +117,9 @@ class ModelEntry(msgspec.Struct, omit_defaults=True):
     is_loaded: bool | None = None  # only for checkpoint / diffusion entries
 
 
-
-
 class ModelListing(msgspec.Struct, omit_defaults=True):
-    """GET /models: one list per model type (keys as MODEL_TYPES' list_key), the loaded model, the filters."""
+    """GET /models: one list per model type (the fields are MODEL_TYPES' list_key, in its order: a unit test checks
+    them), the loaded model, the filters."""
 
     checkpoints: list[ModelEntry]
     diffusion_models: list[ModelEntry]
@@ -144,7 +144,7 @@ class ModelHash(msgspec.Struct):
 
 
 class ModelPaths(msgspec.Struct):
-    """GET /models/paths, keyed as in the spec's example (singular "lora" and "controlnet")."""
+    """GET /models/paths, keyed as in the spec's example (MODEL_TYPES' path_key: a unit test checks them)."""
 
     checkpoints: str
     diffusion_models: str

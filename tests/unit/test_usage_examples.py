@@ -28,8 +28,9 @@ from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgR
 from core.generation.specs import GENERATION_JOBS
 from core.generation.submit import GenerationSubmitter
 from core.models.architecture import Architecture
+from core.models.components import COMPONENTS
 from core.models.library import ModelLibrary
-from core.models.manager import COMPONENT_TYPES, ModelManager
+from core.models.manager import ModelManager
 from core.models.schemas import LoadModelRequest
 from core.models.types import MODEL_TYPES
 from core.settings import Limits
@@ -192,8 +193,9 @@ def same(expected: str | None, got: str | None) -> bool:
 def model_folders(root: Path, load: LoadModelRequest) -> ModelLibrary:
     """Empty files named as in the example, each in its type's folder (only the names are read)."""
     library = ModelLibrary({kind.folder: root / kind.folder for kind in MODEL_TYPES})
-    wanted = [(load.model_type, load.model_name or "")]
-    wanted += [(model_type, getattr(load, field)) for field, model_type in COMPONENT_TYPES.items() if getattr(load, field)]
+    wanted: list[tuple[str, str]] = [(load.model_type, load.model_name or "")]
+    wanted += [(component.model_type, getattr(load, component.field)) for component in COMPONENTS
+               if getattr(load, component.field)]
     for model_type, name in wanted:
         path = library.folder_of(model_type) / name
         path.parent.mkdir(parents=True, exist_ok=True)
