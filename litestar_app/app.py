@@ -3,8 +3,8 @@ life cycle."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -18,11 +18,13 @@ from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app.mcp_server import mcp_endpoint
 from litestar_app.openapi import docs, documented_errors, openapi_config
-from litestar_app.routes import a1111, generation, health, info, llm, login, models, openai, output, preview, queue, ui, upscaler
+from litestar_app.routes import a1111, generation, jobs, login, models, openai, output, prompt_help, ui
 from litestar_app.security import SecurityMiddleware, SecurityPolicy
 from litestar_app.websocket import standalone_server
 
-ROUTE_MODULES = (health, models, info, generation, upscaler, queue, preview, output, llm, login, websocket, a1111, openai, ui)
+ROUTE_MODULES = (models, generation, jobs, output, prompt_help, login, websocket, a1111, openai, ui)
+
+
 def create_app(service: Service) -> Litestar:
     mcp, mcp_sessions = mcp_endpoint(service)
 

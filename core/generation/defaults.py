@@ -4,6 +4,8 @@ A field that follows the architecture (size, steps, guidance, sampler, scheduler
 in order: what the model was loaded with (a load-time flow shift), the loaded architecture's preset
 (`GET /architectures`), then the contract's default for an unknown architecture. The stored spec holds the
 values used, and `default_sources` says where each omitted one came from (shown in `params` and config.json).
+`GET /defaults` shows every field's default as the contract declares it (no architecture), for clients such as
+the web UI that fill a form before anything is loaded.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TypeVar
 
 import msgspec
 
-from core.generation.requests import GenerationRequest, Txt2VidRequest
+from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.models.architecture import Architecture, GenerationDefaults, preset_of
 
 R = TypeVar("R", bound=GenerationRequest)
@@ -26,6 +28,22 @@ FOLLOWS_ARCHITECTURE = ("width", "height", "steps", "cfg_scale", "sampler", "sch
 IMAGE_DEFAULTS = GenerationDefaults(512, 512, 20, 7.0, "euler_a", scheduler="discrete", distilled_guidance=3.5)
 VIDEO_DEFAULTS = GenerationDefaults(832, 480, 30, 6.0, "euler", scheduler="discrete", distilled_guidance=3.5,
                                     video_frames=33, flow_shift=3.0)
+
+
+class RequestDefaults(msgspec.Struct):
+    """GET /defaults: each generation request with every field the client may leave out at its default, the
+    architecture-following ones as the contract's (an architecture's own are its preset's, in /architectures)."""
+
+    txt2img: Txt2ImgRequest
+    img2img: Img2ImgRequest
+    txt2vid: Txt2VidRequest
+
+
+def request_defaults() -> RequestDefaults:
+    return RequestDefaults(txt2img=resolve_defaults(Txt2ImgRequest(prompt=""), None)[0],
+                           img2img=resolve_defaults(Img2ImgRequest(prompt=""), None)[0],
+                           txt2vid=resolve_defaults(Txt2VidRequest(prompt=""), None)[0])
+
 
 def contract_defaults(request: GenerationRequest) -> GenerationDefaults:
     return VIDEO_DEFAULTS if isinstance(request, Txt2VidRequest) else IMAGE_DEFAULTS

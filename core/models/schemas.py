@@ -9,6 +9,8 @@ import msgspec
 from msgspec import Meta
 
 from core.models.architecture import Preset
+from core.models.components import Component
+from core.models.types import ModelType
 from core.request_types import CInt, NonEmptyStr, NonNegInt, Request, Unit
 
 RngType = Literal["std_default", "cuda", "cpu"]
@@ -135,6 +137,14 @@ class ModelListing(msgspec.Struct, omit_defaults=True):
     loaded_model: str | None
     loaded_model_type: str | None
     applied_filters: dict[str, str] | None = None  # only when a filter was given
+
+
+class ModelTypeTable(msgspec.Struct):
+    """GET /models/types: every model type (its folder and keys) and every component a load request takes (with the
+    model type whose folder holds it), so that clients such as the web UI keep no copy of either."""
+
+    model_types: list[ModelType]
+    components: list[Component]
 
 
 class ModelHash(msgspec.Struct):

@@ -1,3 +1,6 @@
+"""The routes of core.models: /health (the loaded model and upscaler), /models/* (files, load and unload, hashes,
+inspection, folders, types, downloads), /upscaler/*, /convert and /architectures."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -6,11 +9,35 @@ import anyio
 from litestar import get, post
 from litestar.params import Parameter
 
-from core.models.schemas import (CivitaiInfo, DownloadAccepted, DownloadRequest, HuggingfaceInfo, LoadModelRequest,
-                                 LoadModelResponse, MainModelType, ModelHash, ModelInspection,
-                                 ModelListing, ModelPaths)
+from core.models.architecture import Architectures
+from core.models.components import COMPONENTS
+from core.models.schemas import (
+    CivitaiInfo,
+    ConvertAccepted,
+    ConvertRequest,
+    DownloadAccepted,
+    DownloadRequest,
+    HealthResponse,
+    HuggingfaceInfo,
+    LoadModelRequest,
+    LoadModelResponse,
+    MainModelType,
+    ModelHash,
+    ModelInspection,
+    ModelListing,
+    ModelPaths,
+    ModelTypeTable,
+    UpscalerLoaded,
+    UpscalerLoadRequest,
+)
+from core.models.types import MODEL_TYPES
 from core.request_types import SuccessMessage
 from core.service import Service
+
+
+@get("/health", sync_to_thread=False, summary="Server, model and upscaler state")
+def health(service: Service) -> HealthResponse:
+    return service.health()
 
 
 @get("/models", summary="Model files per type, with filters")
@@ -25,13 +52,13 @@ async def list_models(
                                          search if search is not None else name)
 
 
-@post("/models/load", status_code=200, summary="Load a model (starts its resident sd-server)")
+@post("/models/load", status_code=200, summary="Load a model (starts its resident process)")
 async def load_model(data: LoadModelRequest, service: Service) -> LoadModelResponse:
     loaded = await service.models.load(data)
     return LoadModelResponse(True, "Model loaded successfully", loaded.name, data.model_type, loaded.components())
 
 
-@post("/models/unload", status_code=200, summary="Unload the model (stops its sd-server)")
+@post("/models/unload", status_code=200, summary="Unload the model (stops its resident process)")
 async def unload_model(service: Service) -> SuccessMessage:
     await service.models.unload()
     return SuccessMessage(True, "Model unloaded")
@@ -59,6 +86,11 @@ def model_paths(service: Service) -> ModelPaths:
     return service.library.paths()
 
 
+@get("/models/types", sync_to_thread=False, summary="The model types (folders, keys) and the components a load takes")
+def model_types() -> ModelTypeTable:
+    return ModelTypeTable(list(MODEL_TYPES), list(COMPONENTS))
+
+
 @post("/models/download", status_code=202, summary="Download a model (URL, CivitAI or HuggingFace)")
 async def download_model(data: DownloadRequest, service: Service) -> DownloadAccepted:
     return await service.downloads.submit(data)
@@ -74,5 +106,27 @@ async def huggingface_info(service: Service, repo_id: str, filename: str, revisi
     return await service.downloads.huggingface_info(repo_id, filename, revision)
 
 
-ROUTES = [list_models, load_model, unload_model, model_hash, inspect_model, model_paths, download_model, civitai_info,
-          huggingface_info]
+@post("/upscaler/load", status_code=200, summary="Load an ESRGAN upscaler")
+async def load_upscaler(data: UpscalerLoadRequest, service: Service) -> UpscalerLoaded:
+    loaded = await service.upscaler.load(data)
+    return UpscalerLoaded(True, "Upscaler loaded successfully", loaded.request.model_name or "", loaded.scale)
+
+
+@post("/upscaler/unload", status_code=200, summary="Unload the upscaler")
+async def unload_upscaler(service: Service) -> SuccessMessage:
+    await service.upscaler.unload()
+    return SuccessMessage(True, "Upscaler unloaded")
+
+
+@post("/convert", status_code=202, summary="Queue a model conversion (sd-cli -M convert)")
+async def convert(data: ConvertRequest, service: Service) -> ConvertAccepted:
+    return await service.conversion.submit(data)
+
+
+@get("/architectures", sync_to_thread=False, summary="Architecture presets and the loaded model's")
+def architectures(service: Service) -> Architectures:
+    return service.architectures()
+
+
+ROUTES = [health, list_models, load_model, unload_model, model_hash, inspect_model, model_paths, model_types,
+          download_model, civitai_info, huggingface_info, load_upscaler, unload_upscaler, convert, architectures]

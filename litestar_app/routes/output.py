@@ -1,3 +1,5 @@
+"""The routes of core.output: the output browser and its files (/output, /output/{path}) and thumbnails (/thumb)."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -6,11 +8,11 @@ import anyio
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from litestar_app.browser_page import PLAY_SVG, render_listing
-from litestar_app.file_serving import serve_file
 from core.errors import BadRequest
 from core.output.folder import SortKey
 from core.service import Service
+from litestar_app.browser_page import PLAY_SVG, render_listing
+from litestar_app.file_serving import serve_file
 
 
 def _reject_absolute(request: Request) -> None:

@@ -82,6 +82,30 @@ def test_paths_options_and_architectures(client: httpx.Client, models_dir: Path)
     assert archs["architectures"]["SDXL"]["sizeMultiple"] == 64 and archs["architectures"]["FLUX.2"]["sizeMultiple"] == 16
 
 
+def test_model_types_and_request_defaults_for_clients_that_keep_no_copy(client: httpx.Client, models_dir: Path) -> None:
+    """The web UI reads the model types, the components and the contract's defaults from these two endpoints."""
+    table = client.get("/models/types").json()
+    types = {kind["name"]: kind for kind in table["model_types"]}
+    assert types["lora"] == {"name": "lora", "folder": "loras", "list_key": "loras", "path_key": "lora",
+                             "loadable": False, "extensions": [".gguf", ".pt", ".pth", ".safetensors"]}
+    assert [name for name, kind in types.items() if kind["loadable"]] == ["checkpoint", "diffusion"]
+    listing = client.get("/models").json()
+    paths = client.get("/models/paths").json()
+    for kind in types.values():
+        assert isinstance(listing[kind["list_key"]], list) and paths[kind["path_key"]] == str(models_dir / kind["folder"])
+    components = {component["field"]: component for component in table["components"]}
+    assert components["llm_vision"] == {"field": "llm_vision", "model_type": "llm", "reported": True}
+    assert components["taesd"] == {"field": "taesd", "model_type": "taesd", "reported": False}
+    assert set(components) <= set(client.get("/schema/openapi.json").json()["components"]["schemas"]
+                                  ["LoadModelRequest"]["properties"])
+    defaults = client.get("/defaults").json()
+    txt2img, img2img, txt2vid = defaults["txt2img"], defaults["img2img"], defaults["txt2vid"]
+    assert (txt2img["width"], txt2img["height"], txt2img["steps"], txt2img["cfg_scale"], txt2img["sampler"]) == \
+        (512, 512, 20, 7.0, "euler_a")
+    assert (txt2img["seed"], txt2img["batch_count"], img2img["strength"]) == (-1, 1, 0.75)
+    assert (txt2vid["width"], txt2vid["height"], txt2vid["video_frames"], txt2vid["flow_shift"]) == (832, 480, 33, 3.0)
+
+
 def test_load_validates_components_and_option_values(client: httpx.Client) -> None:
     missing_llm = client.post("/models/load", json={**TINY_LOAD, "llm": None})
     assert missing_llm.status_code == 400

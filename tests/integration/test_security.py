@@ -189,7 +189,7 @@ def test_a_full_queue_answers_429_with_retry_after(open_server: ServerProcess) -
 def test_keys_are_required_everywhere_but_health(keyed_server: ServerProcess) -> None:
     url = keyed_server.url
     assert httpx.get(url + "/health").status_code == 200
-    for path in ("/queue", "/models", "/options", "/output", "/schema/openapi.json"):
+    for path in ("/queue", "/models", "/options", "/models/types", "/defaults", "/output", "/schema/openapi.json"):
         refused = httpx.get(url + path)
         assert refused.status_code == 401 and "API key" in refused.json()["error"], (path, refused.text)
         assert refused.headers["WWW-Authenticate"].startswith("Bearer")

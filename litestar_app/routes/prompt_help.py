@@ -1,17 +1,29 @@
-"""Ollama prompt enhancement and the web UI assistant."""
+"""The routes of core.prompt_help: Ollama prompt enhancement (/ollama/*) and the web UI assistant (/assistant/*)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Callable
+from collections.abc import Callable
+from typing import Annotated
 
 from litestar import delete, get, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
 from core.prompt_help.features import LlmFeature
-from core.prompt_help.schemas import (ChatHistory, ChatRequest, ChatResponse, Enhancement, EnhancementPage,
-                                      EnhanceRequest, LlmSettingsUpdate, LlmStatus, OllamaModels, PublicLlmSettings,
-                                      SettingsUpdated, Success)
+from core.prompt_help.schemas import (
+    ChatHistory,
+    ChatRequest,
+    ChatResponse,
+    Enhancement,
+    EnhancementPage,
+    EnhanceRequest,
+    LlmSettingsUpdate,
+    LlmStatus,
+    OllamaModels,
+    PublicLlmSettings,
+    SettingsUpdated,
+    Success,
+)
 from core.request_types import INT_MAX
 from core.service import Service
 

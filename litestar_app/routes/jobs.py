@@ -1,3 +1,5 @@
+"""The routes of core.jobs: the queue (GET /queue, GET and DELETE /queue/{id})."""
+
 from __future__ import annotations
 
 from typing import Annotated
