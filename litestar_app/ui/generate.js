@@ -1,5 +1,6 @@
-// The Generate view: txt2img / img2img (with mask) / txt2vid, defaults from the loaded model's architecture,
-// LoRA tags, seed, batch, upscale, prompt enhancement; then the job's progress, live preview and final images.
+// The Generate view: txt2img / img2img (with mask) / txt2vid, defaults from the loaded model's architecture (else
+// the contract's, from GET /defaults), LoRA tags, seed, batch, upscale, prompt enhancement; then the job's progress,
+// live preview and final images.
 
 import { api, element, fetchDataUrl, guarded, isVideo, notify, outputUrl, readFile } from './api.js';
 import * as live from './live.js';
@@ -10,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 const NUMBER_FIELDS = ['width', 'height', 'steps', 'cfg_scale', 'batch_count', 'seed', 'strength', 'video_frames'];
 let mask;
 let defaultsFor;  // the model whose architecture defaults the form holds (undefined: none applied yet)
+let formFilled = false;  // the fields no architecture changes hold the contract's defaults
 let lastSeed = null;
 let job = null;  // {id, startedAt} of the job this view follows
 
@@ -33,6 +35,14 @@ function applyArchitecture() {
     $('sampler').append(...options.samplers.map((name) => element('option', { text: name })));
     $('scheduler').append(...options.schedulers.map((name) => element('option', { text: name })));
   }
+  const contract = server.defaults;
+  if (!formFilled) {
+    formFilled = true;
+    $('batch_count').value = contract.txt2img.batch_count;
+    $('seed').value = contract.txt2img.seed;
+    $('strength').value = contract.img2img.strength;
+    $('video_frames').value = contract.txt2vid.video_frames;
+  }
   const video = Boolean(preset?.generationDefaults?.video_frames);
   $('mode-txt2vid').hidden = !video;
   if (!video && mode() === 'txt2vid') setMode('txt2img');
@@ -44,12 +54,12 @@ function applyArchitecture() {
   if (model === defaultsFor) return;
   defaultsFor = model;
   // No model (or an unrecognised one): the contract's own request defaults.
-  const defaults = preset?.generationDefaults ?? { width: 512, height: 512, steps: 20, cfg_scale: 7, sampler: 'euler_a' };
+  const defaults = preset?.generationDefaults ?? contract.txt2img;
   for (const field of ['width', 'height', 'steps', 'cfg_scale', 'video_frames']) {
     if (defaults[field] !== undefined) $(field).value = defaults[field];
   }
-  $('sampler').value = defaults.sampler ?? 'euler_a';
-  $('scheduler').value = defaults.scheduler ?? '';
+  $('sampler').value = defaults.sampler;
+  $('scheduler').value = preset?.generationDefaults?.scheduler ?? '';  // else the model default: the server's choice
   const multiple = preset?.sizeMultiple;
   $('width').step = $('height').step = multiple ?? 1;
   $('size-hint').textContent = multiple

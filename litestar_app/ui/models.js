@@ -1,19 +1,15 @@
 // The Models view: model files with type and search filters, size and hash; load with the components and
 // options the architecture needs (from GET /models/inspect: its preset and the model's remembered profile),
-// unload, loading progress; the upscaler; downloads with progress; conversion to GGUF.
+// unload, loading progress; the upscaler; downloads with progress; conversion to GGUF. The model types, their
+// folders and the components a load takes come from the server (GET /models/types, in state.js).
 
 import { api, element, formatBytes, guarded, notify } from './api.js';
 import * as live from './live.js';
-import { modelFiles, refreshServer, server } from './state.js';
+import { modelFiles, modelType, refreshServer, server, serverFacts } from './state.js';
 
 const $ = (id) => document.getElementById(id);
-// Load-request field -> the model type whose folder holds it (core/models/manager.py's COMPONENT_TYPES).
-const COMPONENT_TYPES = { vae: 'vae', taesd: 'taesd', clip_l: 'clip', clip_g: 'clip', t5xxl: 't5', llm: 'llm',
-  llm_vision: 'llm', clip_vision: 'clip', controlnet: 'controlnet', high_noise_diffusion_model: 'diffusion', photo_maker: 'checkpoint' };
-// Model type -> its folder key, as POST /convert names files ("<folder>/<file>").
-const FOLDERS = { checkpoint: 'checkpoints', diffusion: 'diffusion_models', vae: 'vae', lora: 'lora', clip: 'clip', t5: 't5',
-  embedding: 'embeddings', controlnet: 'controlnet', llm: 'llm', esrgan: 'esrgan', taesd: 'taesd' };
 let allFiles = [];
+let typeChoices = false;  // the type filter and the download form offer the server's model types
 let loading = null;  // {model_name, model_type} being loaded from the dialog
 let loadRunning = false;  // our POST /models/load is in flight
 let loadingHideTimer = null;
@@ -30,7 +26,7 @@ function row(file) {
       hash.replaceChildren(element('code', { text: result.hash.slice(0, 12), title: result.hash }));
     }) }));
   const actions = element('td');
-  if (['checkpoint', 'diffusion'].includes(file.type)) {
+  if (modelType(file.type)?.loadable) {
     actions.append(element('button', { type: 'button', text: file.is_loaded ? 'Loaded' : 'Load…', disabled: file.is_loaded,
       'aria-label': `Load ${file.name}`, 'data-model': file.name, onclick: guarded(() => openLoadDialog(file)) }));
   }
@@ -38,7 +34,19 @@ function row(file) {
     element('td', { text: formatBytes(file.size_bytes) }), hash, actions);
 }
 
+/** Load-request field -> the model type whose folder holds it. */
+const componentTypes = () => Object.fromEntries(server.types.components.map((component) => [component.field, component.model_type]));
+
+function offerModelTypes() {
+  const names = server.types.model_types.map((type) => type.name);
+  fillSelect($('model-type-filter'), names, 'all');
+  fillSelect($('download-type'), names);
+  typeChoices = true;
+}
+
 async function refresh() {
+  await serverFacts();
+  if (!typeChoices) offerModelTypes();
   allFiles = await modelFiles();
   const type = $('model-type-filter').value;
   const search = $('model-search').value.toLowerCase();
@@ -47,7 +55,7 @@ async function refresh() {
     : [element('tr', {}, element('td', { colspan: 5, class: 'hint', text: 'No model files match.' }))]));
   fillSelect($('upscaler-model'), filesOfType('esrgan').map((file) => file.name));
   fillSelect($('convert-input'), allFiles.filter((file) => !['esrgan', 'embedding'].includes(file.type))
-    .map((file) => [`${FOLDERS[file.type]}/${file.name}`, `${file.name} (${file.type})`]));
+    .map((file) => [`${modelType(file.type).folder}/${file.name}`, `${file.name} (${file.type})`]));
   document.dispatchEvent(new CustomEvent('models-changed'));
 }
 
@@ -74,9 +82,10 @@ async function openLoadDialog(file) {
   const preset = inspection.preset;
   const profile = inspection.profile;
   const required = preset?.requiredComponents ?? [];
+  const types = componentTypes();
   const fields = preset
-    ? [...new Set([...required, ...preset.optionalComponents, 'taesd'])].filter((field) => field in COMPONENT_TYPES)
-    : Object.keys(COMPONENT_TYPES);
+    ? [...new Set([...required, ...preset.optionalComponents, 'taesd'])].filter((field) => field in types)
+    : Object.keys(types);
   $('load-title').textContent = `Load ${file.name}`;
   $('load-architecture').textContent = preset
     ? `${inspection.variant} (${preset.display_name}): needs ${required.join(', ') || 'no extra component'}`
@@ -85,7 +94,7 @@ async function openLoadDialog(file) {
     : 'Architecture not recognised from the file: choose the components it needs.';
   $('load-components').replaceChildren(...fields.map((field) => {
     const id = `component-${field}`;
-    const candidates = filesOfType(COMPONENT_TYPES[field]).map((candidate) => candidate.name);
+    const candidates = filesOfType(types[field]).map((candidate) => candidate.name);
     const select = element('select', { id, 'data-component': field });
     fillSelect(select, candidates, '(none)');
     let chosen = profile ? profile[field] : null;
