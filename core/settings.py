@@ -1,14 +1,21 @@
-"""Service settings: one msgspec struct, layered defaults < TOML file < environment < command line."""
+"""Service settings: one msgspec struct, layered defaults < TOML file < environment < command line.
+
+Each field carries its description (`Meta(description=...)`); the scalars marked `OnCommandLine` are also read
+from SDCPP_RESTAPI_<NAME> and from `sdcpp-restapi serve --<name>`, whose flags and help are generated from
+`COMMAND_LINE` (litestar_app/cli.py). A unit test checks README.md's table of variables and flags against it.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, get_type_hints
 
 import msgspec
+from msgspec import Meta
 
 from core.jobs.queue import Retention
 from core.models.downloads import DownloadSettings
@@ -54,47 +61,73 @@ class Cors(msgspec.Struct, forbid_unknown_fields=True):
     allow_origins: list[str] = []
 
 
+class OnCommandLine(msgspec.Struct, frozen=True):
+    """Marks a scalar setting that SDCPP_RESTAPI_<NAME> and `serve --<name>` also set."""
+
+    choices: tuple[str, ...] | None = None  # the values the flag accepts (checked on the command line only)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Everything configurable. [ollama] and [assistant] are the starting values of those features'
     settings; changes made with PUT /ollama/settings or /assistant/settings persist and win."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    ws_port: int = 8081
-    models_dir: str = ""
-    output_dir: str = ""
-    # Per-type folder overrides, keyed like the spec's directories (checkpoints, loras, taesd, ...).
-    paths: dict[str, str] = {}
-    backend: str = "cpu"
-    backends: dict[str, Backend] = {}
-    # Overrides of the selected backend's binaries (--sd-cli / --sd-server / --sd-worker; "none" turns the
-    # worker off, so that sd-server and sd-cli do the work as with a plain sd.cpp release).
-    sd_cli: str = ""
-    sd_server: str = ""
-    sd_worker: str = ""
-    # How long the worker may print nothing while a job runs before it is stopped and the job failed.
-    worker_stall_timeout_s: float = 300.0
-    limits: Limits = msgspec.field(default_factory=Limits)
-    downloads: DownloadSettings = msgspec.field(default_factory=DownloadSettings)
-    ollama: LlmSettings = msgspec.field(default_factory=LlmSettings)
-    assistant: LlmSettings = msgspec.field(default_factory=lambda: LlmSettings(timeout_seconds=120.0, max_history=50))
-    log_level: str = "info"
-    # How long a model load (sd-server start until it answers) may take; big models on slow disks need minutes.
-    load_timeout_s: float = 600.0
-    # How much finished job history the store keeps ([retention]; off by default: all of it).
-    retention: Retention = msgspec.field(default_factory=Retention)
-    # Period of the `server_status` heartbeat event.
-    status_interval_s: float = 5.0
-    # Load profiles by model name ([models."flux.safetensors"] llm = "...", vae = "..."): how a model chosen by
-    # name (AUTOMATIC1111 / OpenAI clients, MCP) is loaded when it has never been loaded through /models/load.
-    models: dict[str, LoadModelRequest] = {}
-    auth: Auth = msgspec.field(default_factory=Auth)
-    cors: Cors = msgspec.field(default_factory=Cors)
-    # Host names (besides loopback ones) that requests may name while the server is bound to loopback: a
-    # guard against DNS rebinding.
-    allowed_hosts: list[str] = []
-    # Serve on a non-loopback address without API keys (--no-auth): anyone who reaches the port may use it.
-    no_auth: bool = False
+    host: Annotated[str, Meta(description="address to listen on"), OnCommandLine()] = "127.0.0.1"
+    port: Annotated[int, Meta(description="HTTP port (the API, the web UI, /ws)"), OnCommandLine()] = 8080
+    ws_port: Annotated[int, Meta(description="port of the standalone WebSocket server (0: none)"),
+                       OnCommandLine()] = 8081
+    models_dir: Annotated[str, Meta(
+        description="models root, one sub-folder per model type (default: models/ in the data folder)"),
+        OnCommandLine()] = ""
+    output_dir: Annotated[str, Meta(description="where jobs write their files (default: output/ in the data folder)"),
+                          OnCommandLine()] = ""
+    paths: Annotated[dict[str, str], Meta(
+        description="per-type folder overrides, keyed by the model types' folders (checkpoints, loras, ...)")] = {}
+    backend: Annotated[str, Meta(description="backend name: a [backends.NAME] table, or a bin/build-backend build"),
+                       OnCommandLine()] = "cpu"
+    backends: Annotated[dict[str, Backend], Meta(description="binaries by backend name")] = {}
+    sd_cli: Annotated[str, Meta(description="path of the sd-cli binary to use (default: the backend's)"),
+                      OnCommandLine()] = ""
+    sd_server: Annotated[str, Meta(description="path of the sd-server binary to use (default: the backend's)"),
+                         OnCommandLine()] = ""
+    sd_worker: Annotated[str, Meta(
+        description="path of our resident worker (default: the backend's sdcpp-worker), or 'none' to use sd-server "
+                    "and sd-cli only, as with a plain sd.cpp release"), OnCommandLine()] = ""
+    worker_stall_timeout_s: Annotated[float, Meta(
+        description="how long the worker may print nothing while a job runs before it is stopped and the job "
+                    "failed")] = 300.0
+    limits: Annotated[Limits, Meta(description="bounds on what a client may ask for")] = msgspec.field(
+        default_factory=Limits)
+    downloads: Annotated[DownloadSettings, Meta(description="model downloads")] = msgspec.field(
+        default_factory=DownloadSettings)
+    ollama: Annotated[LlmSettings, Meta(description="prompt enhancement's starting settings")] = msgspec.field(
+        default_factory=LlmSettings)
+    assistant: Annotated[LlmSettings, Meta(description="the assistant's starting settings")] = msgspec.field(
+        default_factory=lambda: LlmSettings(timeout_seconds=120.0, max_history=50))
+    log_level: Annotated[str, Meta(description=f"log level: {', '.join(LOG_LEVELS)}"),
+                         OnCommandLine(choices=LOG_LEVELS)] = "info"
+    load_timeout_s: Annotated[float, Meta(
+        description="how long a model load (until the resident process answers) may take; big models on slow "
+                    "disks need minutes")] = 600.0
+    retention: Annotated[Retention, Meta(
+        description="how much finished job history the store keeps (off by default: all of it)")] = msgspec.field(
+        default_factory=Retention)
+    status_interval_s: Annotated[float, Meta(description="period of the server_status heartbeat event")] = 5.0
+    models: Annotated[dict[str, LoadModelRequest], Meta(
+        description='load profiles by model name ([models."flux.safetensors"] llm = "...", vae = "..."): how a model '
+                    "chosen by name (AUTOMATIC1111 / OpenAI clients, MCP) is loaded when it has never been loaded "
+                    "through /models/load")] = {}
+    auth: Annotated[Auth, Meta(description="API keys")] = msgspec.field(default_factory=Auth)
+    cors: Annotated[Cors, Meta(description="web origins that may call the API from a browser")] = msgspec.field(
+        default_factory=Cors)
+    allowed_hosts: Annotated[list[str], Meta(
+        description="host names (besides loopback ones) that requests may name while the server is bound to "
+                    "loopback: a guard against DNS rebinding")] = []
+    no_auth: Annotated[bool, Meta(
+        description="serve on a non-loopback address without API keys (anyone who reaches it may use it)"),
+        OnCommandLine()] = False
 
     @property
     def on_loopback(self) -> bool:
@@ -140,10 +173,52 @@ def default_backend(name: str) -> Backend:
                    sd_worker=str(folder / "sdcpp-worker"))
 
 
-# Scalar settings that may come from SDCPP_RESTAPI_<NAME> and from a --<name> flag.
-OVERRIDABLE = ("host", "port", "ws_port", "models_dir", "output_dir", "backend", "sd_cli", "sd_server", "sd_worker",
-               "log_level", "no_auth")
-API_KEYS_VARIABLE = ENV_PREFIX + "API_KEYS"  # comma-separated; adds to [auth] api_keys
+class CommandLineSetting(msgspec.Struct, frozen=True):
+    """Something set from outside the TOML file: an environment variable and, unless `flag` is None, a flag of
+    `sdcpp-restapi serve`."""
+
+    name: str  # the Settings field (the flag's dest)
+    kind: type  # str, int, float or bool (a bool is a switch)
+    description: str
+    default: Any
+    choices: tuple[str, ...] | None = None
+    has_flag: bool = True
+
+    @property
+    def variable(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str | None:
+        return "--" + self.name.replace("_", "-") if self.has_flag else None
+
+
+def _command_line_settings() -> tuple[CommandLineSetting, ...]:
+    """The Settings fields marked OnCommandLine, in declaration order, read from their annotations."""
+    found: list[CommandLineSetting] = []
+    defaults = Settings()
+    for name, hint in get_type_hints(Settings, include_extras=True).items():
+        extras = getattr(hint, "__metadata__", ())
+        marker = next((extra for extra in extras if isinstance(extra, OnCommandLine)), None)
+        if marker is None:
+            continue
+        meta = next(extra for extra in extras if isinstance(extra, Meta))
+        found.append(CommandLineSetting(name, hint.__origin__, meta.description or "", getattr(defaults, name),
+                                        marker.choices))
+    return tuple(found)
+
+
+# The scalar settings that may come from SDCPP_RESTAPI_<NAME> and from a --<name> flag.
+COMMAND_LINE: tuple[CommandLineSetting, ...] = _command_line_settings()
+# Where the settings are read from (not a setting itself).
+CONFIG_FILE = CommandLineSetting("config", str, "TOML config file", None)
+# Variables without a flag: the keys (a command line is visible to other users) and the data folder (read by
+# runners.paths.data_dir, below any setting).
+API_KEYS = CommandLineSetting("api_keys", str, "API keys, comma-separated; added to [auth] api_keys", None,
+                              has_flag=False)
+DATA_DIR = CommandLineSetting("data_dir", str, "moves the whole data folder (backends, default models and outputs)",
+                              None, has_flag=False)
+ENVIRONMENT_ONLY: tuple[CommandLineSetting, ...] = (API_KEYS, DATA_DIR)
 
 
 class SettingsError(ValueError):
@@ -168,7 +243,7 @@ def load_settings(
     """Layer the sources; `overrides` are command-line values (None means not given)."""
     env = os.environ if environ is None else environ
     layered: dict[str, Any] = msgspec.to_builtins(Settings())
-    config_path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    config_path = config_file or env.get(CONFIG_FILE.variable)
     if config_path:
         try:
             layered = _merge(layered, tomllib.loads(Path(config_path).read_text()))
@@ -176,10 +251,10 @@ def load_settings(
             raise SettingsError(f"cannot read config file {config_path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from None
-    env_layer = {name: env[ENV_PREFIX + name.upper()] for name in OVERRIDABLE if ENV_PREFIX + name.upper() in env}
+    env_layer = {setting.name: env[setting.variable] for setting in COMMAND_LINE if setting.variable in env}
     cli_layer = {name: value for name, value in (overrides or {}).items() if value is not None}
     layered = _merge(_merge(layered, env_layer), cli_layer)
-    if keys := [key.strip() for key in env.get(API_KEYS_VARIABLE, "").split(",") if key.strip()]:
+    if keys := [key.strip() for key in env.get(API_KEYS.variable, "").split(",") if key.strip()]:
         layered["auth"] = {**layered.get("auth", {}), "api_keys": [*layered.get("auth", {}).get("api_keys", []), *keys]}
     try:
         # strict=False: environment values are strings ("8080" -> 8080).

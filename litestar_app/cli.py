@@ -1,4 +1,5 @@
-"""`sdcpp-restapi serve`: settings from defaults, TOML, environment and flags, then uvicorn."""
+"""`sdcpp-restapi serve`: settings from defaults, TOML, environment and flags (generated from the settings'
+declaration), then uvicorn."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import uvicorn
 
 from core.service import build_service
-from core.settings import Settings, SettingsError, load_settings
+from core.settings import COMMAND_LINE, CONFIG_FILE, Settings, SettingsError, load_settings
 from core.store import StoreUnusable
 from runners.binaries import BinaryNotFound
 
@@ -19,23 +20,19 @@ log = logging.getLogger("sdcpp_restapi")
 
 
 def parser() -> argparse.ArgumentParser:
+    """`serve`'s flags and their help, generated from the settings' declaration (core.settings.COMMAND_LINE)."""
     root = argparse.ArgumentParser(prog="sdcpp-restapi", description="REST API server for stable-diffusion.cpp")
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start the API server")
-    serve.add_argument("--config", help="TOML config file (also SDCPP_RESTAPI_CONFIG)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--ws-port", dest="ws_port", type=int)
-    serve.add_argument("--models-dir", dest="models_dir")
-    serve.add_argument("--output-dir", dest="output_dir")
-    serve.add_argument("--backend", help="backend name from the config (default: cpu)")
-    serve.add_argument("--sd-cli", dest="sd_cli", help="path of the sd-cli binary to use")
-    serve.add_argument("--sd-server", dest="sd_server", help="path of the sd-server binary to use")
-    serve.add_argument("--sd-worker", dest="sd_worker",
-                       help="path of our resident worker (sdcpp-worker), or 'none' to use sd-server and sd-cli only")
-    serve.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--no-auth", dest="no_auth", action="store_true", default=None,
-                       help="serve on a non-loopback address without API keys (anyone who reaches it may use it)")
+    for setting in (CONFIG_FILE, *COMMAND_LINE):
+        assert setting.flag is not None
+        default = f"default {setting.default}; " if setting.default not in (None, "", False) else ""
+        help_text = f"{setting.description} ({default}also {setting.variable})"
+        if setting.kind is bool:
+            serve.add_argument(setting.flag, dest=setting.name, action="store_true", default=None, help=help_text)
+        else:
+            serve.add_argument(setting.flag, dest=setting.name, type=setting.kind, choices=setting.choices,
+                               help=help_text)
     return root
 
 

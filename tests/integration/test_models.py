@@ -92,7 +92,8 @@ def test_model_types_and_request_defaults_for_clients_that_keep_no_copy(client: 
     listing = client.get("/models").json()
     paths = client.get("/models/paths").json()
     for kind in types.values():
-        assert isinstance(listing[kind["list_key"]], list) and paths[kind["path_key"]] == str(models_dir / kind["folder"])
+        assert isinstance(listing[kind["list_key"]], list)
+        assert paths[kind["path_key"]] == str(models_dir / kind["folder"])
     components = {component["field"]: component for component in table["components"]}
     assert components["llm_vision"] == {"field": "llm_vision", "model_type": "llm", "reported": True}
     assert components["taesd"] == {"field": "taesd", "model_type": "taesd", "reported": False}

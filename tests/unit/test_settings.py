@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from core.settings import SettingsError, load_settings
+from core.models.types import MODEL_TYPES
+from core.settings import API_KEYS, COMMAND_LINE, CONFIG_FILE, DATA_DIR, ENVIRONMENT_ONLY, SettingsError, load_settings
+from litestar_app.cli import parser
+from runners.paths import data_dir
 
 
 def test_defaults_live_under_the_user_data_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -60,3 +64,68 @@ def test_bad_settings_are_reported(tmp_path: Path, toml: str, env: dict[str, str
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read config file"):
         load_settings(tmp_path / "absent.toml", environ={})
+
+
+# ------------------------------------------------------------------- one declaration: flags, variables, README
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _configuration_section() -> str:
+    text = README.read_text()
+    start = text.index("\n## Configuration\n")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def _shown_default(value: object) -> str:
+    return "" if value in (None, "", False) else f"`{value}`"
+
+
+def test_the_readme_table_lists_every_variable_and_flag_as_declared() -> None:
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in _configuration_section().splitlines() if line.startswith("| `SDCPP_RESTAPI_")]
+    expected = [[f"`{setting.variable}`", f"`{setting.flag}`" if setting.flag else "", _shown_default(setting.default),
+                 setting.description] for setting in (CONFIG_FILE, *COMMAND_LINE, *ENVIRONMENT_ONLY)]
+    assert rows == expected
+
+
+def test_the_readme_names_every_model_folder() -> None:
+    section = _configuration_section()
+    listed = section[section.index("one sub-folder per model type: `"):].split("`")[1]
+    assert sorted(listed.replace("\n", " ").split()) == sorted(f"{kind.folder}/" for kind in MODEL_TYPES)
+
+
+def test_serve_flags_are_generated_from_the_declaration() -> None:
+    commands = next(action for action in parser()._actions if isinstance(action, argparse._SubParsersAction))
+    serve = commands.choices["serve"]
+    flags = {action.option_strings[0]: action for action in serve._actions if action.option_strings[0] != "-h"}
+    assert list(flags) == [CONFIG_FILE.flag, *(setting.flag for setting in COMMAND_LINE)]
+    for setting in COMMAND_LINE:
+        action = flags[setting.flag or ""]
+        assert action.dest == setting.name and setting.description in (action.help or "")
+        assert setting.variable in (action.help or "")
+    # The flags of before the declaration, unchanged.
+    assert set(flags) == {"--config", "--host", "--port", "--ws-port", "--models-dir", "--output-dir", "--backend",
+                          "--sd-cli", "--sd-server", "--sd-worker", "--log-level", "--no-auth"}
+    args = parser().parse_args(["serve", "--port", "9000", "--no-auth", "--log-level", "debug", "--ws-port", "0"])
+    assert (args.port, args.no_auth, args.log_level, args.ws_port, args.host) == (9000, True, "debug", 0, None)
+    with pytest.raises(SystemExit):
+        parser().parse_args(["serve", "--log-level", "loud"])
+
+
+def test_every_declared_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    samples: dict[type, tuple[str, object]] = {str: ("x", "x"), int: ("7", 7), float: ("1.5", 1.5),
+                                               bool: ("true", True)}
+    environ: dict[str, str] = {}
+    wanted: dict[str, object] = {}
+    for setting in COMMAND_LINE:
+        text, value = (setting.choices[-1], setting.choices[-1]) if setting.choices else samples[setting.kind]
+        environ[setting.variable], wanted[setting.name] = text, value
+    settings = load_settings(environ={**environ, API_KEYS.variable: "k1, k2"})
+    assert {name: getattr(settings, name) for name in wanted} == wanted
+    assert settings.auth.api_keys == ["k1", "k2"]
+    monkeypatch.setenv(DATA_DIR.variable, str(tmp_path))
+    assert data_dir() == tmp_path  # the variable runners.paths reads is the documented one
+    config = tmp_path / "c.toml"
+    config.write_text("port = 7001\n")
+    assert load_settings(environ={CONFIG_FILE.variable: str(config)}).port == 7001
