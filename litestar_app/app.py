@@ -44,7 +44,7 @@ def create_app(service: Service) -> Litestar:
     return Litestar(
         route_handlers=[docs, mcp, *documented_errors(handler for module in ROUTE_MODULES for handler in module.ROUTES)],
         dependencies={"service": Provide(provide_service, sync_to_thread=False)},
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         state=State({"service": service, "policy": policy}),
         middleware=[SecurityMiddleware(policy)],

@@ -6,6 +6,7 @@ import logging
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from core.errors import ServiceError
 from core.request_types import describe_rule
@@ -45,4 +46,4 @@ def unexpected_error(request: Request, exc: Exception) -> Response:
     return Response({"error": f"Internal error: {type(exc).__name__}"}, status_code=500)
 
 
-EXCEPTION_HANDLERS = {ServiceError: service_error, HTTPException: http_error, Exception: unexpected_error}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {ServiceError: service_error, HTTPException: http_error, Exception: unexpected_error}
