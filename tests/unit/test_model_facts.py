@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 
+from core.models.architecture import PRESETS
 from core.models.components import COMPONENTS, REPORTED_COMPONENTS
 from core.models.library import ModelLibrary
 from core.models.schemas import LoadedComponents, LoadModelRequest, ModelListing, ModelPaths
@@ -54,3 +55,12 @@ def test_model_types_are_unique_by_name_folder_and_key() -> None:
     for attribute in ("name", "folder", "list_key", "path_key"):
         values = [getattr(kind, attribute) for kind in MODEL_TYPES]
         assert len(set(values)) == len(values), attribute
+
+
+def test_presets_name_only_components_and_model_types() -> None:
+    """A preset's required and optional parts are load components (a load form offers them) or model types used per
+    job (lora, embedding)."""
+    known = {component.field for component in COMPONENTS} | set(BY_NAME)
+    for family, preset in PRESETS.items():
+        assert set(preset.required) <= {component.field for component in COMPONENTS}, family
+        assert set(preset.optional) <= known, family
