@@ -322,8 +322,12 @@ def test_upscaler_load_and_upscale_from_the_lightbox(driver: Chrome, wait: WebDr
 
 
 def test_download_and_convert_from_the_models_view(driver: Chrome, wait: WebDriverWait, server: ServerProcess,
-                                                   own_models_dir: Path, hubs: FakeHubs) -> None:
+                                                   own_models_dir: Path, hubs: FakeHubs, client: httpx.Client) -> None:
     open_view(driver, server, "models")
+    # The type choices are the server's model types (GET /models/types), not a copy in the page.
+    names = [kind["name"] for kind in client.get("/models/types").json()["model_types"]]
+    assert [option.text for option in Select(by_id(driver, "model-type-filter")).options] == ["all", *names]
+    assert [option.text for option in Select(by_id(driver, "download-type")).options] == names
     Select(by_id(driver, "download-type")).select_by_visible_text("lora")
     sources = (("url", {"download-url": f"{hubs.url}/plain/model.gguf"}),
                ("huggingface", {"download-repo": "tiny-org/tiny-repo", "download-filename": "loras/tiny.safetensors"}),
@@ -337,6 +341,9 @@ def test_download_and_convert_from_the_models_view(driver: Chrome, wait: WebDriv
                    == ["completed", "completed"] * done)  # each download, then its hash check
     for name in ("model.gguf", "tiny.safetensors", "tiny_detail_v2.safetensors"):
         assert (own_models_dir / "loras" / name).read_bytes() == HUB_PAYLOAD, name
+    # A file is named by its folder as POST /convert takes it: "loras/", not the /models/paths key "lora".
+    wait.until(lambda d: "loras/tiny.safetensors" in [option.get_attribute("value")
+                                                      for option in Select(by_id(d, "convert-input")).options])
     Select(by_id(driver, "convert-input")).select_by_value("diffusion_models/flux2_tiny_dit.safetensors")
     Select(by_id(driver, "convert-type")).select_by_value("q8_0")
     click(driver, driver.find_element(By.CSS_SELECTOR, "#convert-form button[type=submit]"))
