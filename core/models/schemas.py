@@ -1,5 +1,5 @@
-"""Request and response bodies of the model endpoints: load/unload, listing, hashes, the upscaler, conversion
-and downloads."""
+"""Request and response bodies of the model endpoints: health, load/unload, listing, hashes, folders and types,
+the upscaler, conversion and downloads."""
 
 from __future__ import annotations
 
