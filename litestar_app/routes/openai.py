@@ -5,7 +5,7 @@ previews. Errors use OpenAI's shape: `{"error": {"message", "type", "param", "co
 from __future__ import annotations
 
 import base64
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
@@ -15,14 +15,29 @@ from litestar.exceptions import HTTPException
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from core.compat.openai import (ImageData, OpenAIError, ImageGeneration, ImagesResponse, ModelCard, ModelList, OutputFormat,
-                                StreamEvent, Usage, encode, error_body, now, parse_size, to_request)
+from core.compat.openai import (
+    ImageData,
+    ImageGeneration,
+    ImagesResponse,
+    ModelCard,
+    ModelList,
+    OpenAIError,
+    OutputFormat,
+    StreamEvent,
+    Usage,
+    encode,
+    error_body,
+    now,
+    parse_size,
+    to_request,
+)
 from core.compat.runs import CompatRuns
 from core.errors import BadRequest, ServiceError
 from core.events.types import JobPreview, JobProgress
 from core.generation.requests import GenerationRequest
 from core.jobs.schemas import Job
 from core.jobs.waiting import job_updates
+from core.models.types import MODEL_TYPES
 from core.request_types import describe_validation_error
 from core.service import Service
 from litestar_app.client_wait import wait_or_cancel
@@ -141,7 +156,7 @@ async def edits(request: Request, service: Service) -> Response[ImagesResponse] 
 async def models(service: Service) -> ModelList:
     scanned = await anyio.to_thread.run_sync(service.library.scan_all)
     return ModelList("list", [ModelCard(model.name, "model", model.mtime_ns // 10**9, "sdcpp-restapi")
-                              for kind in ("checkpoint", "diffusion") for model in scanned[kind]])
+                              for kind in MODEL_TYPES if kind.loadable for model in scanned[kind.name]])
 
 
 NO_RETRY = {"x-should-retry": "false"}  # the openai client retries 5xx and 429, which would run a job again
