@@ -4,13 +4,14 @@ OpenAPI document, and the runners' flag table, must agree with those declaration
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import msgspec
 
 from core.models.architecture import PRESETS
 from core.models.components import COMPONENTS, REPORTED_COMPONENTS
 from core.models.library import ModelLibrary
-from core.models.schemas import LoadedComponents, LoadModelRequest, ModelListing, ModelPaths
+from core.models.schemas import LoadedComponents, LoadModelRequest, MainModelType, ModelListing, ModelPaths
 from core.models.types import BY_NAME, MODEL_TYPES
 from runners.options import CONTEXT_FLAGS
 
@@ -49,6 +50,10 @@ def test_model_paths_has_one_key_per_model_type(tmp_path: Path) -> None:
     paths = msgspec.to_builtins(library.paths())
     assert paths == {kind.path_key: str(tmp_path / kind.folder) for kind in MODEL_TYPES}
     assert paths["lora"] == str(tmp_path / "loras")  # the spec's example spells the loras folder "lora"
+
+
+def test_the_main_model_type_literal_names_the_loadable_types() -> None:
+    assert set(get_args(MainModelType)) == {kind.name for kind in MODEL_TYPES if kind.loadable}
 
 
 def test_model_types_are_unique_by_name_folder_and_key() -> None:
