@@ -1,5 +1,5 @@
 """A small login form for browsers when API keys are configured: it sets an HttpOnly, SameSite=Strict cookie
-so that pages (the output browser, later the web UI) can show files and call the API."""
+so that pages (the output browser, the web UI) can show files and call the API."""
 
 from __future__ import annotations
 
