@@ -32,7 +32,7 @@ from core.models.library import ModelLibrary
 from core.models.manager import COMPONENT_TYPES, ModelManager
 from core.models.schemas import LoadModelRequest
 from core.models.types import MODEL_TYPES
-from core.settings import Limits
+from core.generation.limits import Limits
 from runners.flags import build_argv
 from runners.options import CONTEXT_FLAGS, GENERATION_FLAGS, build_server_body, fields_from_server_body
 from runners.sdcli import generation_argv
