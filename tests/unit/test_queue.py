@@ -11,12 +11,15 @@ import msgspec
 import pytest
 
 from core.events.bus import EventBus
+from core.events.types import JobProgress, JobTransferProgress
 from core.generation.requests import Txt2ImgRequest
 from core.generation.specs import Txt2ImgJob
 from core.job_types import JOB_CODEC
-from core.jobs.queue import INTERRUPTED, JobFailed, JobQueue, ProgressReport, Retention
+from core.jobs.queue import INTERRUPTED, JobFailed, JobQueue, ProgressReport, Retention, Transfer
 from core.jobs.records import JobRecord
 from core.jobs.schemas import QueueQuery
+from core.models.schemas import DownloadRequest
+from core.models.specs import DownloadJob
 from core.store.sqlite import STORE_FILE, SqliteStore
 from runners.progress import SamplingStep
 
@@ -131,3 +134,33 @@ async def test_restart_fails_the_processing_job_and_requeues_pending(tmp_path: P
     await third.restore()  # the failure was committed: it is durable
     assert (await third.get(running)).status == "failed"
     third_store.close()
+
+
+async def test_a_transfer_reports_bytes_not_steps(store: SqliteStore, tmp_path: Path) -> None:
+    bus, seen = EventBus(), []
+    bus.subscribe(lambda event: seen.append(event.data))
+    queue = JobQueue(store, tmp_path, bus)
+    request = DownloadRequest(model_type="lora", url="http://hub/x.safetensors")
+    download = DownloadJob(request=request, source="url", url="http://hub/x.safetensors", target="/m/x", path="x")
+
+    async def execute(record: JobRecord, report: ProgressReport) -> list[str]:
+        report(Transfer(3 * 1024 * 1024, 4 * 1024 * 1024))
+        report(Transfer(10))  # a source that announced no size
+        return []
+
+    job_id = (await queue.submit(download)).job_id
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(queue.run_worker, execute, "downloads")
+        with anyio.fail_after(10):
+            while queue.active:
+                await anyio.sleep(0.01)
+        tasks.cancel_scope.cancel()
+    transfers = [data for data in seen if isinstance(data, JobTransferProgress)]
+    assert transfers == [JobTransferProgress(job_id, 3 * 1024 * 1024, 4 * 1024 * 1024, 75.0),
+                         JobTransferProgress(job_id, 10, None, None)]
+    assert not [data for data in seen if isinstance(data, JobProgress)]
+    job = await queue.get(job_id)
+    assert job.status == "completed" and job.progress.step == job.progress.total_steps == 0
+    assert msgspec.to_builtins(job.params) == {"model_type": "lora", "source": "url", "model_id": None,
+                                               "url": "http://hub/x.safetensors", "repo_id": None, "filename": None,
+                                               "subfolder": None, "revision": "main", "path": "x"}

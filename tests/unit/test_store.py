@@ -14,9 +14,10 @@ import pytest
 from core.generation.previews import PreviewSettings
 from core.generation.specs import Img2ImgJob
 from core.job_types import JOB_CODEC
+from core.jobs.schemas import QueueQuery
 from core.legacy_json import import_legacy_files
 from core.models.hashing import CachedHash
-from core.models.specs import HashJob
+from core.models.specs import HashJob, HashResult
 from core.prompt_help.schemas import ChatMessage, Enhancement
 from core.store import StoreUnusable
 from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
@@ -153,3 +154,31 @@ async def test_values_that_no_longer_fit_stop_the_server(tmp_path: Path) -> None
     store.close()
     with sqlite3.connect(tmp_path / STORE_FILE) as db:  # not rewritten: the value is still there
         assert db.execute("SELECT count(*) FROM state_values").fetchone() == (1,)
+
+
+async def test_jobs_an_earlier_sqlite_store_holds_display_with_typed_params(tmp_path: Path) -> None:
+    """Rows written before params were typed (images as "<WxH image: path>", the hash job's digest in params) are
+    read as today's params and result; the rows themselves are not rewritten."""
+    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    old_hash = {**OLD_PENDING_HASH, "status": "completed", "params": {
+        "model_type": "lora", "path": "x.safetensors", "expected_sha256": None, "sha256": "cd" * 32}}
+    rows = [(job["job_id"], job["type"], job["status"], job["created_at"], json.dumps(job).encode())
+            for job in (OLD_JOB, old_hash)]
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:
+        db.executemany("INSERT INTO jobs (job_id, type, status, created_at, job) VALUES (?, ?, ?, ?, ?)", rows)
+    db.close()
+    image = await store.job(str(OLD_JOB["job_id"]))
+    assert image is not None and image.spec is None
+    shown = msgspec.to_builtins(image.job.params)
+    assert shown["init_image_base64"] == {"path": "inputs/init_image.png", "width": 64, "height": 48}
+    assert (shown["prompt"], shown["seed"]) == ("an old cat", 42)
+    hashed = await store.job(str(old_hash["job_id"]))
+    assert hashed is not None and hashed.job.result == HashResult("cd" * 32)
+    assert msgspec.to_builtins(hashed.job.params) == {"model_type": "lora", "path": "x.safetensors",
+                                                      "expected_sha256": None}
+    listed, _ = await store.list_jobs(QueueQuery(limit=0))
+    assert [msgspec.to_builtins(job.params).get("prompt") for job in listed] == ["an old cat", None]
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:
+        assert [row[0] for row in db.execute("SELECT job FROM jobs ORDER BY seq")] == [row[4] for row in rows]
+    db.close()
+    store.close()
