@@ -17,9 +17,9 @@ import httpx
 
 from core.generation.requests import Txt2ImgRequest
 from core.generation.specs import Txt2ImgJob
-from core.jobs.schemas import Job, Progress
 from core.job_types import JOB_CODEC
 from core.jobs.records import JobRecord
+from core.jobs.schemas import Job, Progress
 from core.store.sqlite import STORE_FILE, SqliteStore
 from tests.support import ServerProcess, wait_for_job
 
