@@ -48,7 +48,7 @@ class _TypedParts(msgspec.Struct):
 
     type: str
     params: msgspec.Raw = msgspec.Raw(b"{}")
-    result: msgspec.Raw | None = None
+    result: msgspec.Raw = msgspec.Raw(b"null")  # Raw takes any JSON value: null when the job has no result
 
 
 class JobCodec:
@@ -82,7 +82,7 @@ class JobCodec:
         result_decoder = self._results.get(parts.type)
         try:
             params = self._params[parts.type].decode(parts.params)
-            result = result_decoder.decode(parts.result) if result_decoder and parts.result is not None else None
+            result = result_decoder.decode(parts.result) if result_decoder and parts.result != b"null" else None
             return params, result
         except msgspec.ValidationError:
             pass

@@ -14,7 +14,8 @@ import pytest
 from core.generation.previews import PreviewSettings
 from core.generation.specs import Img2ImgJob
 from core.job_types import JOB_CODEC
-from core.jobs.schemas import QueueQuery
+from core.jobs.records import JobRecord
+from core.jobs.schemas import Job, Progress, QueueQuery
 from core.legacy_json import import_legacy_files
 from core.models.hashing import CachedHash
 from core.models.specs import HashJob, HashResult
@@ -154,6 +155,19 @@ async def test_values_that_no_longer_fit_stop_the_server(tmp_path: Path) -> None
     store.close()
     with sqlite3.connect(tmp_path / STORE_FILE) as db:  # not rewritten: the value is still there
         assert db.execute("SELECT count(*) FROM state_values").fetchone() == (1,)
+
+
+async def test_a_job_result_is_stored_typed(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    spec = HashJob(model_type="lora", path="x.safetensors", target="/m/x.safetensors", expected_sha256=None,
+                   download_job_id="d")
+    job = Job(job_id="h", type="hash", status="completed", progress=Progress(), created_at="2026-01-01T00:00:00.000Z",
+              params=spec.params(), result=HashResult("ef" * 32))
+    await store.add_job(JobRecord(job, spec))
+    read = await store.job("h")
+    assert read is not None and read.job == job and read.spec == spec
+    assert msgspec.to_builtins(read.job)["result"] == {"sha256": "ef" * 32}
+    store.close()
 
 
 async def test_jobs_an_earlier_sqlite_store_holds_display_with_typed_params(tmp_path: Path) -> None:
