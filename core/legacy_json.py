@@ -122,10 +122,9 @@ def _download(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
 
 
 def _hash(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
-    expected, digest = spec.get("expected_sha256"), params.get("sha256")
+    expected = spec.get("expected_sha256")  # the digest the old job found is its result (HashJob.read_old_params)
     return HashJob(model_type=str(params["model_type"]), path=str(params["path"]), target=str(spec["target"]),
-                   expected_sha256=str(expected) if expected else None, download_job_id=str(spec["download_job_id"]),
-                   sha256=str(digest) if digest else None)
+                   expected_sha256=str(expected) if expected else None, download_job_id=str(spec["download_job_id"]))
 
 
 # Old job type -> how its free-form spec becomes the typed one.

@@ -227,7 +227,6 @@ class DownloadService:
         if not await anyio.Path(target).is_file():
             raise JobFailed(f"{target.name} is not there to hash")
         digest = await self.hashes.hash_of(target)
-        job.sha256 = digest
         expected = job.expected_sha256
         if expected and digest != expected:
             await anyio.Path(target).unlink(missing_ok=True)

@@ -74,7 +74,6 @@ class HashJob(JobSpecBase, tag="hash"):
     target: str
     expected_sha256: str | None
     download_job_id: str
-    sha256: str | None = None  # the result once computed (also the job's `result`)
 
     def params(self) -> HashParams:
         return HashParams(self.model_type, self.path, self.expected_sha256)
