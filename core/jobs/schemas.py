@@ -25,6 +25,12 @@ class JobResult(msgspec.Struct):
     """Base of what a job type reports besides its output files (the hash job's digest), in the job's `result`."""
 
 
+PARAMS_DESCRIPTION = ("The request as understood: the seed resolved, omitted fields filled (default_sources says from "
+                      "where), each input image as the file it was saved to: {path (in the job's output folder), "
+                      "width, height}. One shape per job type.")
+RESULT_DESCRIPTION = "What a completed job found besides its outputs: the hash job's {sha256}."
+
+
 class JobSpecBase(msgspec.Struct, tag_field="type"):
     """What a job of one type needs to run, stored with the job (one subclass per type, tagged by `type`)."""
 
@@ -77,11 +83,11 @@ class Job(msgspec.Struct, omit_defaults=True):
     created_at: str
     outputs: list[str] = []
     # The request as understood, built by the job type's spec (its params_type).
-    params: JobParams = msgspec.field(default_factory=JobParams)
+    params: Annotated[JobParams, Meta(description=PARAMS_DESCRIPTION)] = msgspec.field(default_factory=JobParams)
     started_at: str | None = None
     completed_at: str | None = None
     error: str | None = None
-    result: JobResult | None = None  # what a completed job found (the hash job's sha256), when its type has one
+    result: Annotated[JobResult, Meta(description=RESULT_DESCRIPTION)] | None = None
 
 
 class JobAccepted(msgspec.Struct):
