@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import get_args
 
 import msgspec
 import pytest
@@ -15,7 +16,7 @@ from core.generation.previews import PreviewSettings
 from core.generation.specs import Img2ImgJob
 from core.job_types import JOB_CODEC
 from core.jobs.records import JobRecord
-from core.jobs.schemas import Job, Progress, QueueQuery
+from core.jobs.schemas import Job, JobType, Progress, QueueQuery
 from core.legacy_json import import_legacy_files
 from core.models.hashing import CachedHash
 from core.models.specs import HashJob, HashResult
@@ -196,3 +197,7 @@ async def test_jobs_an_earlier_sqlite_store_holds_display_with_typed_params(tmp_
         assert [row[0] for row in db.execute("SELECT job FROM jobs ORDER BY seq")] == [row[4] for row in rows]
     db.close()
     store.close()
+
+
+def test_the_store_reads_every_job_type() -> None:
+    assert set(get_args(JobType)) == set(JOB_CODEC.specs)
