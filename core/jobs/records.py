@@ -43,12 +43,15 @@ class JobStore(Protocol):
         returns their ids."""
 
 
+_NULL = msgspec.Raw(b"null")  # a Raw compares equal only to a Raw
+
+
 class _TypedParts(msgspec.Struct):
     """The parts of a stored job whose shape depends on its type, kept undecoded until the type is known."""
 
     type: str
     params: msgspec.Raw = msgspec.Raw(b"{}")
-    result: msgspec.Raw = msgspec.Raw(b"null")  # Raw takes any JSON value: null when the job has no result
+    result: msgspec.Raw = _NULL  # Raw takes any JSON value: null (or absent) when the job has no result
 
 
 class JobCodec:
@@ -82,7 +85,7 @@ class JobCodec:
         result_decoder = self._results.get(parts.type)
         try:
             params = self._params[parts.type].decode(parts.params)
-            result = result_decoder.decode(parts.result) if result_decoder and parts.result != b"null" else None
+            result = result_decoder.decode(parts.result) if result_decoder and parts.result != _NULL else None
             return params, result
         except msgspec.ValidationError:
             pass
