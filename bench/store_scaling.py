@@ -17,8 +17,9 @@ import httpx
 
 from core.generation.requests import Txt2ImgRequest
 from core.generation.specs import Txt2ImgJob
+from core.job_types import JOB_CODEC
+from core.jobs.records import JobRecord
 from core.jobs.schemas import Job, Progress
-from core.jobs.specs import JobRecord
 from core.store.sqlite import STORE_FILE, SqliteStore
 from tests.support import ServerProcess, wait_for_job
 
@@ -37,7 +38,7 @@ def finished_record(index: int) -> JobRecord:
 
 
 def fill(output: Path, count: int) -> None:
-    store = SqliteStore(output / STORE_FILE)
+    store = SqliteStore(output / STORE_FILE, JOB_CODEC)
     try:
         for start in range(0, count, FILL_BATCH):
             store.insert_jobs_blocking([finished_record(i) for i in range(start, min(start + FILL_BATCH, count))])
@@ -47,7 +48,7 @@ def fill(output: Path, count: int) -> None:
 
 def status_change_ms(output: Path, changes: int = 500) -> float:
     """Median cost of committing one job's status change, as the queue does it."""
-    store = SqliteStore(output / STORE_FILE)
+    store = SqliteStore(output / STORE_FILE, JOB_CODEC)
     record = finished_record(10**9)
     record.job.status = "pending"
 

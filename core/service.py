@@ -20,13 +20,15 @@ from core.generation.engine import GenerationEngine
 from core.generation.previews import PreviewStore
 from core.generation.specs import GenerationJob, UpscaleJob
 from core.generation.submit import GenerationSubmitter
+from core.job_types import JOB_CODEC
 from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
-from core.jobs.specs import JobRecord
+from core.jobs.records import JobRecord
+from core.legacy_json import import_legacy_files
+from core.models.architecture import PRESETS, Architectures, size_multiple
 from core.models.conversion import ConversionService
 from core.models.downloads import DownloadService
 from core.models.hashing import HashCache
 from core.models.library import ModelLibrary
-from core.models.architecture import PRESETS, Architectures, size_multiple
 from core.models.manager import ModelManager
 from core.models.schemas import HealthResponse, LoadedModelInfo
 from core.models.specs import ConvertJob, DownloadJob, HashJob
@@ -34,7 +36,6 @@ from core.models.upscaler import UpscalerManager
 from core.output.folder import OutputFolder
 from core.prompt_help.features import Assistant, PromptEnhancer
 from core.settings import Settings
-from core.store.legacy_json import import_legacy_files
 from core.store.sqlite import STORE_FILE, SqliteStore
 from runners.binaries import Binaries, locate_binaries
 from runners.capabilities import Capabilities, read_capabilities
@@ -81,7 +82,8 @@ class Service:
         if isinstance(spec, DownloadJob):
             return await self.downloads.download(spec, report)
         if isinstance(spec, HashJob):
-            return await self.downloads.check_hash(spec, record.job.params)
+            record.job.result = await self.downloads.check_hash(spec)
+            return []
         raise JobFailed(f"no executor for {record.job.type} jobs")
 
     def health(self) -> HealthResponse:
@@ -191,7 +193,7 @@ async def session_secret(store: SqliteStore) -> bytes:
 def open_store(output_root: Path) -> SqliteStore:
     """The store in the output folder, with any state files of an older version imported first. Blocking;
     raises StoreUnusable (the server stops) for a store or old file it cannot use."""
-    store = SqliteStore(output_root / STORE_FILE)
+    store = SqliteStore(output_root / STORE_FILE, JOB_CODEC)
     try:
         import_legacy_files(store, output_root)
     except BaseException:

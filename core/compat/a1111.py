@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
-import json
 from typing import Annotated
 
 import msgspec
@@ -66,16 +65,117 @@ class A1111Options(Request):
 
 class GenerationResponse(msgspec.Struct):
     images: list[str]
-    parameters: dict[str, object]  # the request as understood (free-form, as A1111's)
-    info: str  # a JSON string, as A1111 sends it
+    parameters: A1111Generation  # the request as sent, without its images (as A1111 echoes it)
+    info: str  # a JSON string (GenerationInfo), as A1111 sends it
+
+
+class GenerationInfo(msgspec.Struct):
+    """What A1111 puts into `info` (processing.py's js()); the seed is the one really used."""
+
+    prompt: str
+    all_prompts: list[str]
+    negative_prompt: str
+    all_negative_prompts: list[str]
+    seed: int
+    all_seeds: list[int]
+    subseed: int
+    all_subseeds: list[int]
+    subseed_strength: float
+    width: int | None
+    height: int | None
+    sampler_name: str | None
+    scheduler: str | None
+    cfg_scale: float | None
+    steps: int | None
+    batch_size: int
+    n_iter: int
+    clip_skip: int
+    denoising_strength: float | None
+    sd_model_name: str | None
+    sd_model_hash: str | None
+    seed_resize_from_w: int
+    seed_resize_from_h: int
+    styles: list[str]
+    extra_generation_params: dict[str, str]
+    index_of_first_image: int
+    infotexts: list[str]
+    job_timestamp: str
+    is_using_inpainting_conditioning: bool
+    version: str
+    job_id: str  # ours: the job behind the request, for GET /queue/{id}
+
+
+class ProgressState(msgspec.Struct):
+    """A1111's shared.state as `/progress` reports it."""
+
+    skipped: bool
+    interrupted: bool
+    stopping_generation: bool
+    job: str
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
 
 
 class Progress(msgspec.Struct):
     progress: float
     eta_relative: float
-    state: dict[str, object]
+    state: ProgressState
     current_image: str | None
     textinfo: str | None
+
+
+class Empty(msgspec.Struct):
+    """`{}`: what A1111 answers to commands (interrupt, skip, options, refresh-checkpoints)."""
+
+
+class Options(msgspec.Struct):
+    """GET /options: free-form in A1111 (hundreds of UI settings); these are the ones clients read."""
+
+    sd_model_checkpoint: str | None
+    sd_checkpoint_hash: str | None
+    samples_format: str = "png"
+    CLIP_stop_at_last_layers: int = 1
+    sd_vae: str = "Automatic"
+
+
+class LatentUpscaleMode(msgspec.Struct):
+    name: str
+
+
+class Embedding(msgspec.Struct):
+    step: int | None = None
+    sd_checkpoint: str | None = None
+    sd_checkpoint_name: str | None = None
+    shape: int | None = None  # A1111 reads these from the file; unknown here
+    vectors: int | None = None
+
+
+class Embeddings(msgspec.Struct):
+    loaded: dict[str, Embedding]
+    skipped: dict[str, Embedding]
+
+
+class Scripts(msgspec.Struct):
+    txt2img: list[str]
+    img2img: list[str]
+
+
+class RamUsage(msgspec.Struct):
+    free: int
+    used: int
+    total: int
+
+
+class DeviceMemoryUnknown(msgspec.Struct):
+    error: str
+
+
+class Memory(msgspec.Struct):
+    ram: RamUsage
+    cuda: DeviceMemoryUnknown
 
 
 class SdModel(msgspec.Struct):
@@ -118,7 +218,7 @@ class Lora(msgspec.Struct):
     name: str
     alias: str
     path: str
-    metadata: dict[str, object]
+    metadata: dict[str, str]  # the file's safetensors metadata in A1111; not read here
 
 
 class ExtraSingleImage(Request):
@@ -183,46 +283,45 @@ def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: 
         raise BadRequest(describe_validation_error(exc)) from None
 
 
-def parameters(request: A1111Generation) -> dict[str, object]:
-    """The request as understood, without its images (A1111's `parameters`)."""
-    shown = msgspec.to_builtins(request)
-    for name in ("init_images", "mask"):
-        shown.pop(name, None)
-    return shown
+def parameters(request: A1111Generation) -> A1111Generation:
+    """The request as sent, without its images (A1111's `parameters` has them emptied too)."""
+    if isinstance(request, A1111Img2Img):
+        return msgspec.structs.replace(request, init_images=[], mask=None)
+    return request
 
 
-def info(job: Job, request: A1111Generation, model: str | None, infotexts: list[str]) -> str:
-    """A1111's `info`: a JSON string; the seed is the one really used (sd.cpp numbers batch images seed + i)."""
-    params = job.params
-    seed = int(str(params.get("seed", -1)))
-    count = int(str(params.get("batch_count", 1)))
-    return json.dumps({
-        "prompt": params.get("prompt"), "all_prompts": [params.get("prompt")] * count,
-        "negative_prompt": params.get("negative_prompt"), "all_negative_prompts": [params.get("negative_prompt")] * count,
-        "seed": seed, "all_seeds": [seed + i for i in range(count)], "subseed": -1, "all_subseeds": [-1] * count,
-        "subseed_strength": 0, "width": params.get("width"), "height": params.get("height"),
-        "sampler_name": request.sampler_name or request.sampler_index or params.get("sampler"),
-        "scheduler": params.get("scheduler"), "cfg_scale": params.get("cfg_scale"), "steps": params.get("steps"),
-        "batch_size": request.batch_size, "n_iter": request.n_iter, "clip_skip": params.get("clip_skip"),
-        "denoising_strength": params.get("strength"), "sd_model_name": model, "sd_model_hash": None,
-        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "styles": [], "extra_generation_params": {},
-        "index_of_first_image": 0, "infotexts": infotexts, "job_timestamp": _timestamp(job.started_at),
-        "is_using_inpainting_conditioning": False, "version": "sdcpp-restapi", "job_id": job.job_id})
+def info(job: Job, understood: GenerationRequest, request: A1111Generation, model: str | None,
+         infotexts: list[str]) -> str:
+    """A1111's `info` (a JSON string) for a job that ran `understood` (the request with the seed resolved and the
+    architecture's defaults filled); sd.cpp numbers batch images seed + i."""
+    seed, count = understood.seed, understood.batch_count
+    return msgspec.json.encode(GenerationInfo(
+        prompt=understood.prompt, all_prompts=[understood.prompt] * count, negative_prompt=understood.negative_prompt,
+        all_negative_prompts=[understood.negative_prompt] * count, seed=seed,
+        all_seeds=[seed + i for i in range(count)],
+        subseed=-1, all_subseeds=[-1] * count, subseed_strength=0, width=understood.width, height=understood.height,
+        sampler_name=request.sampler_name or request.sampler_index or understood.sampler,
+        scheduler=understood.scheduler, cfg_scale=understood.cfg_scale, steps=understood.steps,
+        batch_size=request.batch_size, n_iter=request.n_iter, clip_skip=understood.clip_skip,
+        denoising_strength=understood.strength if isinstance(understood, Img2ImgRequest) else None,
+        sd_model_name=model, sd_model_hash=None, seed_resize_from_w=-1, seed_resize_from_h=-1, styles=[],
+        extra_generation_params={}, index_of_first_image=0, infotexts=infotexts,
+        job_timestamp=_timestamp(job.started_at), is_using_inpainting_conditioning=False, version="sdcpp-restapi",
+        job_id=job.job_id)).decode()
 
 
 def progress(job: Job | None, queued: int, preview_b64: str | None) -> Progress:
     """`/sdapi/v1/progress` for the running generation job (all zero when none runs)."""
     if job is None:
-        state: dict[str, object] = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "",
-                                    "job_count": queued, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
-                                    "sampling_steps": 0}
-        return Progress(0.0, 0.0, state, None, None)
+        idle = ProgressState(skipped=False, interrupted=False, stopping_generation=False, job="", job_count=queued,
+                             job_timestamp="0", job_no=0, sampling_step=0, sampling_steps=0)
+        return Progress(0.0, 0.0, idle, None, None)
     fraction = job.progress.percentage / 100.0
     elapsed = _elapsed(job.started_at)
     eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
-    state = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": job.job_id,
-             "job_count": queued, "job_timestamp": _timestamp(job.started_at), "job_no": job.progress.current_image,
-             "sampling_step": job.progress.step, "sampling_steps": job.progress.total_steps}
+    state = ProgressState(skipped=False, interrupted=False, stopping_generation=False, job=job.job_id,
+                          job_count=queued, job_timestamp=_timestamp(job.started_at), job_no=job.progress.current_image,
+                          sampling_step=job.progress.step, sampling_steps=job.progress.total_steps)
     return Progress(round(fraction, 4), round(eta, 2), state, preview_b64, None)
 
 

@@ -4,7 +4,9 @@ back. Shared by the AUTOMATIC1111 and OpenAI routes."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 from PIL import Image
@@ -12,7 +14,39 @@ from PIL import Image
 from core.errors import ServiceError
 from core.generation.requests import GenerationRequest, UpscaleRequest
 from core.jobs.schemas import Job, JobAccepted
-from core.service import Service
+from core.models.schemas import LoadModelRequest
+
+
+class ModelChoice(Protocol):
+    async def select(self, name: str, configured: Mapping[str, LoadModelRequest], field: str = "model") -> object: ...
+
+
+class Submission(Protocol):
+    async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted: ...
+
+    async def submit_upscale(self, request: UpscaleRequest) -> JobAccepted: ...
+
+
+class LoadProfiles(Protocol):
+    @property
+    def models(self) -> Mapping[str, LoadModelRequest]:
+        """How a model chosen by name is loaded ([models."<name>"] in the config)."""
+
+
+class CompatBackend(Protocol):
+    """What a compatibility run needs of the service: nothing else of it."""
+
+    @property
+    def models(self) -> ModelChoice: ...
+
+    @property
+    def generation(self) -> Submission: ...
+
+    @property
+    def settings(self) -> LoadProfiles: ...
+
+    @property
+    def output_root(self) -> Path: ...
 
 
 class JobDidNotComplete(ServiceError):
@@ -22,7 +56,7 @@ class JobDidNotComplete(ServiceError):
 
 
 class CompatRuns:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: CompatBackend) -> None:
         self.service = service
 
     async def choose_model(self, name: str | None, field: str = "model") -> None:

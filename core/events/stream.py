@@ -16,11 +16,19 @@ from typing import Callable, Hashable, cast
 import anyio
 
 from core.events.bus import Event, EventBus
-from core.events.types import EventData, JobPreview, JobProgress, ModelLoadingProgress, ServerStatus
+from core.events.types import (
+    EventData,
+    JobPreview,
+    JobProgress,
+    JobTransferProgress,
+    ModelLoadingProgress,
+    ServerStatus,
+)
 
 # Event type -> how its coalescing key is formed; events not listed are never coalesced nor dropped.
 COALESCED: dict[type[EventData], Callable[[EventData], Hashable]] = {
     JobProgress: lambda data: ("job_progress", data.job_key),
+    JobTransferProgress: lambda data: ("job_transfer_progress", data.job_key),
     JobPreview: lambda data: ("job_preview", data.job_key),
     ModelLoadingProgress: lambda data: ("model_loading_progress", cast(ModelLoadingProgress, data).model_name),
     ServerStatus: lambda data: ("server_status",),

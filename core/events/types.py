@@ -6,6 +6,8 @@ from typing import ClassVar
 
 import msgspec
 
+from core.jobs.schemas import JobStatus, JobType
+
 
 class EventData(msgspec.Struct):
     name: ClassVar[str]
@@ -26,14 +28,14 @@ class JobEvent(EventData):
 
 class JobAdded(JobEvent):
     name = "job_added"
-    type: str
+    type: JobType
     position: int
 
 
 class JobStatusChanged(JobEvent):
     name = "job_status_changed"
-    status: str
-    previous_status: str
+    status: JobStatus
+    previous_status: JobStatus
     outputs: list[str] = msgspec.field(default_factory=list)
 
 
@@ -44,6 +46,15 @@ class JobProgress(JobEvent):
     current_image: int
     total_images: int
     percentage: float
+
+
+class JobTransferProgress(JobEvent):
+    """A transfer job's (a download's) progress in bytes; `job_progress` stays for sampling steps."""
+
+    name = "job_transfer_progress"
+    bytes_done: int
+    bytes_total: int | None  # None: the source did not announce a size
+    percentage: float | None  # None while the size is unknown
 
 
 class JobPreview(JobEvent, omit_defaults=True):

@@ -21,7 +21,7 @@ from core.generation.previews import PreviewSettings, PreviewStore, PreviewWatch
 from core.generation.specs import IMAGE_INPUTS, GenerationJob, JobConfig, Txt2VidJob, UpscaleJob
 from core.generation.upscale import Upscaling
 from core.jobs.queue import JobFailed, JobQueue, ProgressReport
-from core.jobs.specs import JobRecord
+from core.jobs.records import JobRecord
 from core.models.manager import LoadedModel, ModelManager
 from core.models.upscaler import UpscalerManager
 from runners.flags import FlagSource
@@ -136,7 +136,7 @@ class GenerationEngine:
             else:
                 outputs = await self._on_cli(mode, loaded, job, fields, job_dir, on_piece, job_id, plan)
                 engine = f"sd-cli ({reason})"
-        config = JobConfig(job_id, "", {}, engine, model=loaded.name, model_type=loaded.request.model_type,
+        config = JobConfig(job_id, "", job.params(), engine, model=loaded.name, model_type=loaded.request.model_type,
                            model_architecture=loaded.architecture.variant if loaded.architecture else None,
                            components=msgspec.structs.asdict(loaded.components()))
         if job.request.upscale and mode == "img_gen":

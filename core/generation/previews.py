@@ -20,7 +20,7 @@ from PIL import Image
 
 from core.events.bus import EventBus
 from core.events.types import JobPreview
-from core.store import Store
+from core.stored_values import ValueStore
 
 PreviewMode = Literal["none", "proj", "tae", "vae"]
 POLL_S = 0.03
@@ -60,7 +60,7 @@ class PreviewSettingsUpdated(msgspec.Struct):
 class PreviewStore:
     """The settings (persisted in the store) and the latest preview of each running job."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ValueStore) -> None:
         self.store = store
         self.settings = PreviewSettings()
         self.latest: dict[str, bytes] = {}  # job_id -> JPEG

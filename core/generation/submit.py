@@ -18,6 +18,7 @@ import msgspec
 from core.errors import BadRequest
 from core.generation.defaults import resolve_defaults
 from core.generation.input_images import save_input
+from core.generation.limits import Limits
 from core.generation.lora_tags import parse_lora_tags
 from core.generation.requests import GenerationRequest, Img2ImgRequest, UpscaleRequest
 from core.generation.specs import GENERATION_JOBS, IMAGE_INPUTS, InputFiles, InputImage, UpscaleJob
@@ -26,7 +27,6 @@ from core.jobs.schemas import JobAccepted
 from core.models.architecture import size_multiple, takes_control_image
 from core.models.manager import LoadedModel, ModelManager
 from core.models.upscaler import UpscalerManager
-from core.settings import Limits
 from runners.capabilities import Capabilities
 
 MAX_SEED = 2**31 - 1
@@ -104,7 +104,7 @@ class GenerationSubmitter:
                 size = save_input(data, image_input.field, job_dir / relative, limits.max_image_bytes,
                                   limits.max_image_pixels, image_input.mode)
                 saved[image_input.target] = InputImage(relative, *size)
-        return InputFiles(**saved)  # type: ignore[arg-type]
+        return InputFiles.of(saved)
 
     async def _with_inputs(self, request: S, job_id: str) -> tuple[S, InputFiles]:
         """The request with its images moved to files (the spec stores paths, not base64)."""
@@ -133,7 +133,7 @@ class GenerationSubmitter:
         if request.seed < 0:
             stored = msgspec.structs.replace(stored, seed=random.randint(0, MAX_SEED))
         spec = GENERATION_JOBS[job_type](request=stored, inputs=inputs, default_sources=default_sources)
-        return await self.queue.submit(spec, job_id)  # type: ignore[arg-type]
+        return await self.queue.submit(spec, job_id)
 
     async def submit_upscale(self, request: UpscaleRequest) -> JobAccepted:
         upscaler = self.upscaler.require_loaded()

@@ -27,7 +27,7 @@ class Upscaling:
             raise JobFailed("the job has no input image")
         target = job_dir / OUTPUT_NAME
         await self.upscale_file(upscaler, job_dir / job.inputs.image.path, target, job.passes, job.request.tile_size)
-        return [target], JobConfig("", "", {}, "sd-cli (upscale mode)", upscaler=upscaler.request.model_name,
+        return [target], JobConfig("", "", job.params(), "sd-cli (upscale mode)", upscaler=upscaler.request.model_name,
                                    scale_per_pass=upscaler.scale, passes=job.passes)
 
     async def chain(self, images: list[Path], repeats: int) -> list[Path]:

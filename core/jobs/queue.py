@@ -24,10 +24,19 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from core.errors import BadRequest, NotFound, ServiceError, TooManyRequests
 from core.events.bus import EventBus, utc_timestamp
-from core.events.types import JobAdded, JobCancelled, JobProgress, JobStatusChanged
-from core.jobs.schemas import TERMINAL, Job, JobAccepted, JobStatus, Lane, Progress, QueueListing, QueueQuery
-from core.jobs.specs import JobRecord, JobSpec
-from core.store import Store
+from core.events.types import JobAdded, JobCancelled, JobProgress, JobStatusChanged, JobTransferProgress
+from core.jobs.records import JobRecord, JobStore
+from core.jobs.schemas import (
+    TERMINAL,
+    Job,
+    JobAccepted,
+    JobSpecBase,
+    JobStatus,
+    Lane,
+    Progress,
+    QueueListing,
+    QueueQuery,
+)
 from runners.progress import SamplingStep
 
 log = logging.getLogger("sdcpp_restapi")
@@ -52,12 +61,20 @@ class JobFailed(Exception):
     """A job's run failed; the message is the reason shown in the job's `error`."""
 
 
-ProgressReport = Callable[[SamplingStep], None]
+class Transfer(msgspec.Struct, frozen=True):
+    """How far a transfer job (a download) is: bytes written so far, and the size the source announced (0: none)."""
+
+    done_bytes: int
+    total_bytes: int = 0
+
+
+# Generation jobs report sampling steps, transfer jobs bytes.
+ProgressReport = Callable[[SamplingStep | Transfer], None]
 Executor = Callable[[JobRecord, ProgressReport], Awaitable[list[str]]]
 
 
 class JobQueue:
-    def __init__(self, store: Store, output_root: Path, bus: EventBus, retention: Retention | None = None,
+    def __init__(self, store: JobStore, output_root: Path, bus: EventBus, retention: Retention | None = None,
                  max_pending: int = 0) -> None:
         self.store = store
         self.max_pending = max_pending  # 0: no limit
@@ -160,7 +177,7 @@ class JobQueue:
     def new_job_id() -> str:
         return str(uuid.uuid4())
 
-    async def submit(self, spec: JobSpec, job_id: str | None = None) -> JobAccepted:
+    async def submit(self, spec: JobSpecBase, job_id: str | None = None) -> JobAccepted:
         """Commit the job to the store, then queue it: once this returns, the job survives a SIGKILL."""
         if self.max_pending and self.count("pending") >= self.max_pending:
             raise TooManyRequests(f"the queue holds {self.count('pending')} pending jobs, the most it takes "
@@ -217,8 +234,14 @@ class JobQueue:
     # ------------------------------------------------------------------------------------------ worker
 
     def _report(self, job: Job) -> ProgressReport:
-        def report(step: SamplingStep) -> None:
+        def report(step: SamplingStep | Transfer) -> None:
             progress = job.progress
+            if isinstance(step, Transfer):
+                total = step.total_bytes or None
+                percentage = round(100.0 * step.done_bytes / total, 2) if total else None
+                progress.percentage = percentage if percentage is not None else progress.percentage
+                self.bus.publish(JobTransferProgress(job.job_id, step.done_bytes, total, percentage))
+                return
             progress.step, progress.total_steps, progress.current_image = step.step, step.total, step.image_index
             progress.all_steps = step.total * progress.total_images
             progress.current_all_steps = step.image_index * step.total + step.step

@@ -1,8 +1,9 @@
-"""The job as clients see it (`GET /queue`, `GET /queue/{id}`), and the base of every job type's spec."""
+"""The job as clients see it (`GET /queue`, `GET /queue/{id}`), and the bases of every job type's spec, params and
+result."""
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import msgspec
 from msgspec import Meta
@@ -14,15 +15,41 @@ ACTIVE: frozenset[str] = frozenset({"pending", "processing"})
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
+class JobParams(msgspec.Struct):
+    """Base of each job type's `params`: the request as understood (seed resolved, input images replaced by their
+    saved files as {path, width, height}). Free-form by the contract; typed here, one struct per job type
+    (`JobSpecBase.params_type`)."""
+
+
+class JobResult(msgspec.Struct):
+    """Base of what a job type reports besides its output files (the hash job's digest), in the job's `result`."""
+
+
+PARAMS_DESCRIPTION = ("The request as understood: the seed resolved, omitted fields filled (default_sources says from "
+                      "where), each input image as the file it was saved to: {path (in the job's output folder), "
+                      "width, height}. One shape per job type.")
+RESULT_DESCRIPTION = "What a completed job found besides its outputs: the hash job's {sha256}."
+
+
 class JobSpecBase(msgspec.Struct, tag_field="type"):
     """What a job of one type needs to run, stored with the job (one subclass per type, tagged by `type`)."""
 
     # Jobs run one at a time per lane: downloads (network-bound) never hold up generation.
     lane: ClassVar[Lane] = "generation"
+    # What the store decodes this type's stored `params` and `result` as.
+    params_type: ClassVar[type[JobParams]] = JobParams
+    result_type: ClassVar[type[JobResult] | None] = None
 
-    def params(self) -> dict[str, object]:
+    def params(self) -> JobParams:
         """The job's parameters as clients see them in `params` (the request as understood)."""
         raise NotImplementedError
+
+    @classmethod
+    def read_old_params(cls, fields: dict[str, Any]) -> tuple[JobParams, JobResult | None]:
+        """Params stored by a version before typed params (a free-form dict), and the result it wrote into them.
+        Fields this version no longer has are dropped."""
+        known = {name: value for name, value in fields.items() if name in cls.params_type.__struct_fields__}
+        return msgspec.convert(known, cls.params_type, strict=False), None
 
     @property
     def job_type(self) -> JobType:
@@ -55,12 +82,12 @@ class Job(msgspec.Struct, omit_defaults=True):
     progress: Progress
     created_at: str
     outputs: list[str] = []
-    # The request as understood (seed resolved, input images replaced by their saved files): free-form by
-    # the contract, built by the job type's spec.
-    params: dict[str, object] = {}
+    # The request as understood, built by the job type's spec (its params_type).
+    params: Annotated[JobParams, Meta(description=PARAMS_DESCRIPTION)] = msgspec.field(default_factory=JobParams)
     started_at: str | None = None
     completed_at: str | None = None
     error: str | None = None
+    result: Annotated[JobResult, Meta(description=RESULT_DESCRIPTION)] | None = None
 
 
 class JobAccepted(msgspec.Struct):

@@ -20,14 +20,13 @@ import httpx
 import msgspec
 
 from core.errors import BadRequest, NotFound, ServiceError
-from core.jobs.queue import JobFailed, JobQueue, ProgressReport
+from core.jobs.queue import JobFailed, JobQueue, ProgressReport, Transfer
 from core.models.hashing import HashCache
 from core.models.library import ModelLibrary
 from core.models.schemas import CivitaiInfo, DownloadAccepted, DownloadRequest, DownloadSource, HuggingfaceInfo
-from core.models.specs import DownloadJob, HashJob
+from core.models.specs import DownloadJob, HashJob, HashResult
 from core.models.types import MODEL_EXTENSIONS
 from core.safe_paths import check_relative, resolve_inside
-from runners.progress import SamplingStep
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -209,7 +208,7 @@ class DownloadService:
                         async for chunk in response.aiter_bytes(MIB):
                             await handle.write(chunk)
                             done += len(chunk)
-                            report(SamplingStep(0, done // MIB, max(total // MIB, done // MIB, 1)))
+                            report(Transfer(done, total))
             if total and done != total:
                 raise JobFailed(f"download incomplete: {done} of {total} bytes")
             await anyio.to_thread.run_sync(os.replace, partial, target)
@@ -219,8 +218,8 @@ class DownloadService:
             await anyio.Path(partial).unlink(missing_ok=True)
         return []
 
-    async def check_hash(self, job: HashJob, params: dict[str, object]) -> list[str]:
-        """Hash the downloaded file; `params` (the job's, as clients see them) gets the result."""
+    async def check_hash(self, job: HashJob) -> HashResult:
+        """Hash the downloaded file and check it against the source's published digest."""
         download = await self.queue.record(job.download_job_id)
         if download is not None and download.job.status != "completed":
             raise JobFailed(f"the download did not complete ({download.job.status})")
@@ -228,10 +227,9 @@ class DownloadService:
         if not await anyio.Path(target).is_file():
             raise JobFailed(f"{target.name} is not there to hash")
         digest = await self.hashes.hash_of(target)
-        job.sha256 = params["sha256"] = digest
         expected = job.expected_sha256
         if expected and digest != expected:
             await anyio.Path(target).unlink(missing_ok=True)
             raise JobFailed(f"sha256 mismatch: the source publishes {expected}, the file has {digest}; "
                             "the file was deleted")
-        return []
+        return HashResult(digest)

@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Protocol
 
 import anyio
+import msgspec
 
-from core.store import CachedHash, Store
+
+class CachedHash(msgspec.Struct, frozen=True):
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+class HashStore(Protocol):
+    """Where the digests are kept across restarts, by file path."""
+
+    async def hashes(self) -> dict[str, CachedHash]: ...
+
+    async def set_hash(self, path: str, entry: CachedHash) -> None: ...
 
 
 def sha256_file(path: Path) -> str:
@@ -17,7 +31,7 @@ def sha256_file(path: Path) -> str:
 
 
 class HashCache:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: HashStore) -> None:
         self.store = store
         self.entries: dict[str, CachedHash] = {}  # mirrors the store, for listings that must not wait on it
         self._in_flight: dict[str, anyio.Event] = {}

@@ -22,7 +22,7 @@ from core.models.components import COMPONENTS, REPORTED_COMPONENTS
 from core.models.embeddings import embeddings_for_sdcpp
 from core.models.library import ModelLibrary
 from core.models.schemas import LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
-from core.store import Store
+from core.stored_values import ValueStore
 from runners.flags import FlagSource, build_argv
 from runners.options import CONTEXT_FLAGS
 from runners.progress import Bar, LogLine, Piece
@@ -55,7 +55,7 @@ class LoadedModel(msgspec.Struct):
 
 
 class ModelManager:
-    def __init__(self, library: ModelLibrary, bus: EventBus, store: Store, sd_server: Path,
+    def __init__(self, library: ModelLibrary, bus: EventBus, store: ValueStore, sd_server: Path,
                  ready_timeout_s: float = 600.0, worker: Path | None = None, stall_timeout_s: float = 300.0) -> None:
         self.library = library
         self.store = store

@@ -15,7 +15,7 @@ from core.events.types import UpscalerLoaded, UpscalerUnloaded
 from core.models.architecture import UnreadableModel, tensor_table
 from core.models.library import ModelLibrary
 from core.models.schemas import UpscalerLoadRequest
-from core.store import Store
+from core.stored_values import ValueStore
 
 _OLD_INDEX = re.compile(r"^model\.(\d+)\.")
 LOADED_UPSCALER_KEY = "loaded_upscaler"  # the load request, restored after a restart
@@ -49,7 +49,7 @@ def inspect_upscaler(path: Path) -> int:
 
 
 class UpscalerManager:
-    def __init__(self, library: ModelLibrary, bus: EventBus, store: Store) -> None:
+    def __init__(self, library: ModelLibrary, bus: EventBus, store: ValueStore) -> None:
         self.library, self.bus, self.store = library, bus, store
         self.loaded: LoadedUpscaler | None = None
 

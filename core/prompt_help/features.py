@@ -9,14 +9,27 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 import msgspec
 
 from core.errors import BadRequest, NotFound
 from core.prompt_help.ollama import ChatTurn, LlmUnavailable, OllamaClient
-from core.prompt_help.schemas import (AssistantAction, ChatHistory, ChatMessage, ChatResponse, Enhancement,
-                                      EnhancementPage, LlmSettings, LlmSettingsUpdate, LlmStatus)
-from core.store import Store
+from core.prompt_help.schemas import (
+    AssistantAction,
+    ChatHistory,
+    ChatMessage,
+    ChatResponse,
+    Enhancement,
+    EnhancementPage,
+    LlmSettings,
+    LlmSettingsUpdate,
+    LlmStatus,
+)
+from core.stored_values import ValueStore
+
+T = TypeVar("T")
 
 ENHANCE_SYSTEM_PROMPT = (
     "You improve prompts for a text-to-image model. Rewrite the user's prompt into one vivid, concrete prompt: "
@@ -35,13 +48,30 @@ ACTION_TYPES = frozenset({"load_model", "unload_model", "generate", "set_preview
 ASSISTANT_CONTEXT_TURNS = 20
 
 
+class HistoryStore(ValueStore, Protocol):
+    """A feature's settings (values) and its history of entries, kept by feature name."""
+
+    async def history_add(self, feature: str, entries: Sequence[tuple[str | None, object]], keep: int) -> None:
+        """Append (entry id, entry) pairs and keep only the newest `keep` of the feature (0 keeps none)."""
+
+    async def history_page(self, feature: str, type_: type[T], limit: int | None, offset: int = 0,
+                           newest_first: bool = True) -> list[T]: ...
+
+    async def history_entry(self, feature: str, entry_id: str, type_: type[T]) -> T | None: ...
+
+    async def history_delete(self, feature: str, entry_id: str | None = None) -> int:
+        """Delete one entry (or all of the feature when entry_id is None); returns how many."""
+
+    async def history_count(self, feature: str) -> int: ...
+
+
 class LlmFeature:
     """Settings + history + client of one LLM feature; `name` keys its settings and history in the store."""
 
     name = "llm"
     disabled_message = "LLM integration is disabled"
 
-    def __init__(self, store: Store, defaults: LlmSettings) -> None:
+    def __init__(self, store: HistoryStore, defaults: LlmSettings) -> None:
         self.store = store
         self.settings = defaults
         self._client: OllamaClient | None = None

@@ -17,9 +17,10 @@ from typing import Callable, Sequence, TypeVar
 import anyio
 import msgspec
 
+from core.jobs.records import JobCodec, JobRecord
 from core.jobs.schemas import ACTIVE, DEFAULT_FINISHED_LISTED, TERMINAL, Job, JobStatus, QueueQuery
-from core.jobs.specs import JobRecord, JobSpec
-from core.store import CachedHash, StoreUnusable
+from core.models.hashing import CachedHash
+from core.store import StoreUnusable
 
 T = TypeVar("T")
 STORE_FILE = ".sdcpp-restapi.sqlite3"  # dot-file: never listed or served by the output browser
@@ -51,8 +52,6 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _encode = msgspec.json.Encoder().encode
-_decode_job = msgspec.json.Decoder(Job).decode
-_decode_spec = msgspec.json.Decoder(JobSpec | None).decode
 _ACTIVE = tuple(sorted(ACTIVE))
 _TERMINAL = tuple(sorted(TERMINAL))
 
@@ -62,8 +61,11 @@ def _marks(values: Sequence[object]) -> str:
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    """`jobs` reads the stored jobs and specs back: the job types are composed by the service, not known here."""
+
+    def __init__(self, path: Path, jobs: JobCodec) -> None:
         self.path = path
+        self.jobs = jobs
         self._lock = threading.Lock()
         self._db = open_checked(path)
 
@@ -109,9 +111,9 @@ class SqliteStore:
         await self._off_loop(partial(self._run, lambda db: db.execute(
             "UPDATE jobs SET status = ?, job = ?, spec = ? WHERE job_id = ?", row)))
 
-    @staticmethod
-    def _record(row: tuple[bytes, bytes | None]) -> JobRecord:
-        return JobRecord(_decode_job(row[0]), _decode_spec(row[1]) if row[1] is not None else None)
+    def _record(self, row: tuple[bytes, bytes | None]) -> JobRecord:
+        spec = row[1]
+        return JobRecord(self.jobs.job(row[0]), self.jobs.spec(spec) if spec is not None and spec != b"null" else None)
 
     async def job(self, job_id: str) -> JobRecord | None:
         row = await self._off_loop(partial(self._run, lambda db: db.execute(
@@ -154,7 +156,7 @@ class SqliteStore:
             # Counting scans the matches: only where a filter makes it differ from the caller's total.
             matched = db.execute(f"SELECT count(*) FROM jobs WHERE {where}", args).fetchone()[0] if args else None
         rows.sort()
-        return [_decode_job(job) for _, job in rows], matched
+        return [self.jobs.job(job) for _, job in rows], matched
 
     async def list_jobs(self, query: QueueQuery) -> tuple[list[Job], int | None]:
         return await self._off_loop(partial(self._list_blocking, query))

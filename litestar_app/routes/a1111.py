@@ -11,14 +11,42 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
 
-from core.compat.a1111 import (A1111Error, A1111Img2Img, A1111Options, A1111Txt2Img, ExtraSingleImage,
-                               ExtraSingleImageResponse, GenerationResponse, Lora, NamedFile, Progress, Sampler,
-                               Scheduler, SdModel, Upscaler, info, inverted_mask, model_choice, parameters,
-                               progress, to_request)
+from core.compat.a1111 import (
+    A1111Error,
+    A1111Img2Img,
+    A1111Options,
+    A1111Txt2Img,
+    DeviceMemoryUnknown,
+    Embedding,
+    Embeddings,
+    Empty,
+    ExtraSingleImage,
+    ExtraSingleImageResponse,
+    GenerationResponse,
+    LatentUpscaleMode,
+    Lora,
+    Memory,
+    NamedFile,
+    Options,
+    Progress,
+    RamUsage,
+    Sampler,
+    Scheduler,
+    Scripts,
+    SdModel,
+    Upscaler,
+    info,
+    inverted_mask,
+    model_choice,
+    parameters,
+    progress,
+    to_request,
+)
 from core.compat.runs import CompatRuns
 from core.compat.samplers import LISTED_SAMPLERS, LISTED_SCHEDULERS
 from core.errors import BadRequest, ServiceError
-from core.generation.requests import UpscaleRequest
+from core.generation.requests import GenerationRequest, UpscaleRequest
+from core.generation.specs import GenerationJob
 from core.models.types import BY_NAME
 from core.service import Service
 from litestar_app.client_wait import wait_or_cancel
@@ -41,8 +69,12 @@ async def _generate(request: Request, service: Service, body: A1111Txt2Img | A11
     job = runs.require_completed(await wait_or_cancel(request, service, accepted.job_id))
     images = await runs.images(job)
     loaded = service.models.loaded
+    record = await service.queue.record(job.job_id)
+    understood: GenerationRequest = (record.spec.request if record and isinstance(record.spec, GenerationJob)
+                                     else generation)
+    model = loaded.name if loaded else None
     return GenerationResponse([runs.b64(png) for png, _ in images] if body.send_images else [], parameters(body),
-                              info(job, body, loaded.name if loaded else None, [text for _, text in images]))
+                              info(job, understood, body, model, [text for _, text in images]))
 
 
 @post("/txt2img", status_code=200, summary="A1111 txt2img: waits for the job, returns base64 PNGs")
@@ -68,15 +100,15 @@ async def _cancel_running(service: Service) -> None:
 
 
 @post("/interrupt", status_code=200, summary="A1111 interrupt: cancels the running job")
-async def interrupt(service: Service) -> dict[str, object]:
+async def interrupt(service: Service) -> Empty:
     await _cancel_running(service)
-    return {}
+    return Empty()
 
 
 @post("/skip", status_code=200, summary="A1111 skip: cancels the running job")
-async def skip(service: Service) -> dict[str, object]:
+async def skip(service: Service) -> Empty:
     await _cancel_running(service)
-    return {}
+    return Empty()
 
 
 def _title(name: str, sha256: str | None) -> str:
@@ -84,22 +116,20 @@ def _title(name: str, sha256: str | None) -> str:
 
 
 @get("/options", summary="A1111 options: the loaded checkpoint")
-async def get_options(service: Service) -> dict[str, object]:
+async def get_options(service: Service) -> Options:
     loaded = service.models.loaded
     sha256 = None
     if loaded is not None:
         for model in await anyio.to_thread.run_sync(service.library.scan, BY_NAME[loaded.request.model_type]):
             if model.name == loaded.name:
                 sha256 = service.hashes.known(model.path, model.size_bytes, model.mtime_ns)
-    # Free-form in A1111 (hundreds of UI settings); these are the ones clients read.
-    return {"sd_model_checkpoint": _title(loaded.name, sha256) if loaded else None, "sd_checkpoint_hash": sha256,
-            "samples_format": "png", "CLIP_stop_at_last_layers": 1, "sd_vae": "Automatic"}
+    return Options(_title(loaded.name, sha256) if loaded else None, sha256)
 
 
 @post("/options", status_code=200, summary="A1111 options: sd_model_checkpoint loads that model (waits)")
-async def set_options(data: A1111Options, service: Service) -> dict[str, object]:
+async def set_options(data: A1111Options, service: Service) -> Empty:
     await CompatRuns(service).choose_model(data.sd_model_checkpoint, "sd_model_checkpoint")
-    return {}
+    return Empty()
 
 
 @get("/sd-models", summary="A1111 checkpoints: every checkpoint and diffusion model")
@@ -115,8 +145,8 @@ async def sd_models(service: Service) -> list[SdModel]:
 
 
 @post("/refresh-checkpoints", status_code=200, summary="A1111: models are listed fresh on every call")
-async def refresh_checkpoints() -> dict[str, object]:
-    return {}
+async def refresh_checkpoints() -> Empty:
+    return Empty()
 
 
 @get("/samplers", sync_to_thread=False, summary="A1111 sampler names this sd.cpp build supports")
@@ -140,7 +170,7 @@ async def upscalers(service: Service) -> list[Upscaler]:
 
 
 @get("/latent-upscale-modes", sync_to_thread=False, summary="A1111 latent upscale modes: none in sd.cpp")
-def latent_upscale_modes() -> list[dict[str, str]]:
+def latent_upscale_modes() -> list[LatentUpscaleMode]:
     return []
 
 
@@ -166,25 +196,23 @@ async def loras(service: Service) -> list[Lora]:
 
 
 @get("/embeddings", summary="A1111 embeddings")
-async def embeddings(service: Service) -> dict[str, dict[str, object]]:
+async def embeddings(service: Service) -> Embeddings:
     files = await anyio.to_thread.run_sync(service.library.scan, BY_NAME["embedding"])
-    return {"loaded": {model.name.rsplit(".", 1)[0]: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
-                                                      "shape": None, "vectors": None} for model in files},
-            "skipped": {}}
+    return Embeddings(loaded={model.name.rsplit(".", 1)[0]: Embedding() for model in files}, skipped={})
 
 
 @get("/scripts", sync_to_thread=False, summary="A1111 scripts: none")
-def scripts() -> dict[str, list[str]]:
-    return {"txt2img": [], "img2img": []}
+def scripts() -> Scripts:
+    return Scripts(txt2img=[], img2img=[])
 
 
 @get("/memory", sync_to_thread=False, summary="A1111 memory: RAM of this machine")
-def memory() -> dict[str, object]:
+def memory() -> Memory:
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     available = os.sysconf("SC_AVPHYS_PAGES") * page_size
     total = pages * page_size
-    return {"ram": {"free": available, "used": total - available, "total": total},
-            "cuda": {"error": "sd.cpp's backend reports no device memory to this server"}}
+    return Memory(RamUsage(free=available, used=total - available, total=total),
+                  DeviceMemoryUnknown("sd.cpp's backend reports no device memory to this server"))
 
 
 @post("/extra-single-image", status_code=200, summary="A1111 extras: upscale one image with the loaded upscaler")

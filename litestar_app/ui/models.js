@@ -168,7 +168,8 @@ function watch(list, jobId, label) {
 function onJobEvent(data, message) {
   const entry = watched.get(data.job_id);
   if (!entry) return;
-  if (message.event === 'job_progress') entry.bar.value = data.percentage;
+  if (message.event === 'job_progress') entry.bar.value = data.percentage;  // conversions: sd-cli's steps
+  if (message.event === 'job_transfer_progress' && data.percentage !== null) entry.bar.value = data.percentage;
   if (message.event === 'job_status_changed') {
     entry.status.textContent = data.status;
     entry.status.className = `badge ${data.status}`;
@@ -227,7 +228,7 @@ export function init() {
     }
   });
   live.on('model_loading_progress', onLoadingProgress);
-  for (const event of ['job_progress', 'job_status_changed']) live.on(event, onJobEvent);
+  for (const event of ['job_progress', 'job_transfer_progress', 'job_status_changed']) live.on(event, onJobEvent);
 }
 
 export const show = refresh;

@@ -7,25 +7,28 @@ import { openLightbox } from './gallery.js';
 
 const $ = (id) => document.getElementById(id);
 const RUNNABLE = ['txt2img', 'img2img', 'txt2vid', 'upscale'];
-const INPUT_IMAGE = /^<(?:\d+x\d+ )?image: (.+)>$/;
+const MIB = 1024 * 1024;
 let refreshTimer = null;
 
 function progressText(job) {
   const p = job.progress;
   if (!p || job.status !== 'processing') return '';
+  if (job.type === 'download' || job.type === 'hash') return `${(p.percentage ?? 0).toFixed(0)}%`;
   return `image ${Math.min(p.current_image + 1, p.total_images)} of ${p.total_images} · step ${p.step}/${p.total_steps} · ${p.percentage.toFixed(0)}%`;
 }
 
-/** The job's saved input images ("<64x64 image: inputs/init_image.png>" in params, relative to the job folder)
- * read back as base64 for a new request. */
+/** A saved input image as params show it: {path (relative to the job folder), width, height}. */
+const isInputImage = (value) => value !== null && typeof value === 'object' && typeof value.path === 'string'
+  && Number.isInteger(value.width) && Number.isInteger(value.height);
+
+/** The job's params as a new request, its saved input images read back as base64. */
 async function rerunBody(job) {
-  const params = job.params;
   const body = {};
-  for (const [field, value] of Object.entries(params)) {
+  for (const [field, value] of Object.entries(job.params)) {
     const values = Array.isArray(value) ? value : [value];
-    if (values.some((item) => typeof item === 'string' && INPUT_IMAGE.test(item))) {
-      const images = await Promise.all(values.map(async (item) => (
-        await fetchDataUrl(outputUrl(`${job.job_id}/${item.match(INPUT_IMAGE)[1]}`))).split(',', 2)[1]));
+    if (values.length && values.every(isInputImage)) {
+      const images = await Promise.all(values.map(async (image) => (
+        await fetchDataUrl(outputUrl(`${job.job_id}/${image.path}`))).split(',', 2)[1]));
       body[field] = Array.isArray(value) ? images : images[0];
     } else {
       body[field] = value;
@@ -98,12 +101,24 @@ function onProgress(data) {
   if (bar) bar.value = data.percentage;
 }
 
+/** A download's progress in bytes (job_transfer_progress); percentage is null while the size is unknown. */
+function onTransferProgress(data) {
+  const item = document.querySelector(`#queue-list li[data-job-id="${CSS.escape(data.job_id)}"]`);
+  if (!item) { scheduleRefresh(); return; }
+  const done = (data.bytes_done / MIB).toFixed(1);
+  item.querySelector('.job-progress').textContent = data.bytes_total
+    ? `${done} of ${(data.bytes_total / MIB).toFixed(1)} MiB · ${data.percentage.toFixed(0)}%` : `${done} MiB`;
+  const bar = item.querySelector('progress');
+  if (bar && data.percentage !== null) bar.value = data.percentage;
+}
+
 export function init() {
   for (const id of ['queue-status', 'queue-type']) $(id).addEventListener('change', scheduleRefresh);
   $('queue-search').addEventListener('input', scheduleRefresh);
   $('queue-filters').addEventListener('submit', (event) => event.preventDefault());
   for (const event of ['job_added', 'job_status_changed', 'job_cancelled']) live.on(event, scheduleRefresh);
   live.on('job_progress', (data) => { if (!$('view-queue').hidden) onProgress(data); });
+  live.on('job_transfer_progress', (data) => { if (!$('view-queue').hidden) onTransferProgress(data); });
 }
 
 export const show = refresh;

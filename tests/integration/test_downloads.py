@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.conftest import TINY_LOAD
 from tests.fake_hubs import FakeHubs
+from tests.integration.test_events import collect_until
 from tests.support import ServerProcess, running_server_with_config, wait_for_job
 
 pytestmark = pytest.mark.integration
@@ -67,12 +70,33 @@ def test_download_then_hash_job(client: httpx.Client, hubs: FakeHubs, models_dir
     assert download["status"] == "completed", download.get("error")
     hashed = wait_for_job(client, reply["hash_job_id"])
     assert hashed["status"] == "completed", hashed.get("error")
-    assert hashed["params"]["sha256"] == hubs.sha256
+    # The digest is the hash job's result; its params stay the request as understood.
+    assert hashed["result"] == {"sha256": hubs.sha256} and "sha256" not in hashed["params"]
+    published = None if body.get("source") == "url" else hubs.sha256  # a plain URL publishes no digest
+    assert hashed["params"] == {"model_type": "lora", "path": expected_path, "expected_sha256": published}
     assert (models_dir / "loras" / expected_path).read_bytes() == hubs.payload
     listed = {m["name"]: m["hash"] for m in client.get("/models", params={"type": "lora"}).json()["loras"]}
     assert listed[expected_path] == hubs.sha256
     again = client.post("/models/download", json=body)
     assert again.status_code == 400 and "already exists" in again.json()["error"]
+
+
+def test_a_download_reports_its_progress_in_bytes(client: httpx.Client, server: ServerProcess, hubs: FakeHubs,
+                                                  models_dir: Path) -> None:
+    with connect(f"ws://127.0.0.1:{server.ws_port}") as ws:
+        assert json.loads(ws.recv(timeout=10))["event"] == "server_status"
+        reply = client.post("/models/download", json={"model_type": "lora", "url": f"{hubs.url}/plain/model.gguf",
+                                                      "subfolder": "progress"}).json()
+        events = collect_until(ws, reply["download_job_id"])
+    mine = [e for e in events if e["data"].get("job_id") == reply["download_job_id"]]
+    transfers = [e["data"] for e in mine if e["event"] == "job_transfer_progress"]
+    size = len(hubs.payload)
+    assert transfers and all(0 < t["bytes_done"] <= size and t["bytes_total"] == size for t in transfers)
+    assert transfers[-1] == {"job_id": reply["download_job_id"], "bytes_done": size, "bytes_total": size,
+                             "percentage": 100.0}
+    assert not [e for e in mine if e["event"] == "job_progress"]  # steps are sampling steps, not MiB
+    assert (models_dir / "loras" / "progress" / "model.gguf").read_bytes() == hubs.payload
+    assert wait_for_job(client, reply["download_job_id"])["progress"]["percentage"] == 100.0
 
 
 def test_civitai_token_is_sent_and_downloaded_lora_is_usable(client: httpx.Client, hubs: FakeHubs) -> None:

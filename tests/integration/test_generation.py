@@ -96,7 +96,9 @@ def test_img2img_with_inpainting_mask(loaded: httpx.Client, server: ServerProces
                                        "steps": 4, "seed": 3})
     assert job["status"] == "completed", job.get("error")
     assert fetch_image(loaded, job["outputs"][0]).size == (64, 64)
-    assert job["params"]["init_image_base64"].startswith("<64x64 image")
+    # The params show each input image as the file it was saved to, with its size.
+    assert job["params"]["init_image_base64"] == {"path": "inputs/init_image.png", "width": 64, "height": 64}
+    assert job["params"]["mask_image_base64"] == {"path": "inputs/mask_image.png", "width": 64, "height": 64}
     saved = server.output_dir / job["job_id"] / "inputs"
     assert Image.open(saved / "mask_image.png").mode == "L" and Image.open(saved / "init_image.png").mode == "RGB"
 

@@ -78,6 +78,8 @@ def test_old_json_state_is_imported_on_the_first_start(own_models_dir: Path, tmp
         with httpx.Client(base_url=process.url, timeout=30) as http:
             job = http.get(f"/queue/{OLD_JOB['job_id']}").json()
             assert job["status"] == "completed" and job["params"]["prompt"] == "an old cat"
+            # The old "<64x48 image: path>" string is shown as the image's file, typed like a new job's.
+            assert job["params"]["init_image_base64"] == {"path": "inputs/init_image.png", "width": 64, "height": 48}
             assert http.get("/preview/settings").json()["mode"] == "proj"
             assert [e["id"] for e in http.get("/ollama/history").json()["items"]] == ["e1"]
             assert http.get("/assistant/history").json()["count"] == 2

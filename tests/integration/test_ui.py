@@ -239,9 +239,9 @@ def test_img2img_with_a_painted_mask(driver: Chrome, wait: WebDriverWait, server
     wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Done"))
     job = newest_job(client)
     assert job["type"] == "img2img" and job["status"] == "completed", job
-    assert job["params"]["init_image_base64"].startswith("<64x64 image:")
-    assert job["params"]["mask_image_base64"].startswith("<64x64 image:")
-    mask_path = job["params"]["mask_image_base64"].split("image: ", 1)[1].rstrip(">")
+    assert job["params"]["init_image_base64"] == {"path": "inputs/init_image.png", "width": 64, "height": 64}
+    assert job["params"]["mask_image_base64"] == {"path": "inputs/mask_image.png", "width": 64, "height": 64}
+    mask_path = job["params"]["mask_image_base64"]["path"]
     colours = Image.open(server.output_dir / job["job_id"] / mask_path).convert("L").getcolors()
     assert {value for _, value in colours} == {0, 255}  # white = repaint, black = keep
     # Invert turns the mask around.

@@ -70,6 +70,6 @@ def test_a_flow_shift_in_the_request_beats_the_load_options() -> None:
 
 def test_params_say_where_defaults_came_from() -> None:
     request, sources = resolve_defaults(Txt2ImgRequest(prompt="p", steps=2), FLUX)
-    params = Txt2ImgJob(request=request, default_sources=sources).params()
+    params = msgspec.to_builtins(Txt2ImgJob(request=request, default_sources=sources).params())
     assert params["sampler"] == "euler" and params["steps"] == 2
     assert params["default_sources"] == sources and "steps" not in sources

@@ -6,9 +6,10 @@ import pytest
 from core.events.bus import Event, EventBus, stamp
 from core.events.stream import EventHub, Subscription
 from core.events.types import JobAdded, JobPreview, JobProgress, JobStatusChanged
+from core.jobs.schemas import JobStatus
 
 
-def status(state: str, job_id: str = "j1") -> Event:
+def status(state: JobStatus, job_id: str = "j1") -> Event:
     return stamp(JobStatusChanged(job_id, state, "pending"))
 
 

@@ -7,21 +7,26 @@ from pathlib import Path
 from typing import Iterator
 
 import anyio
+import msgspec
 import pytest
 
 from core.events.bus import EventBus
+from core.events.types import JobProgress, JobTransferProgress
 from core.generation.requests import Txt2ImgRequest
 from core.generation.specs import Txt2ImgJob
-from core.jobs.queue import INTERRUPTED, JobFailed, JobQueue, ProgressReport, Retention
+from core.job_types import JOB_CODEC
+from core.jobs.queue import INTERRUPTED, JobFailed, JobQueue, ProgressReport, Retention, Transfer
+from core.jobs.records import JobRecord
 from core.jobs.schemas import QueueQuery
-from core.jobs.specs import JobRecord
+from core.models.schemas import DownloadRequest
+from core.models.specs import DownloadJob
 from core.store.sqlite import STORE_FILE, SqliteStore
 from runners.progress import SamplingStep
 
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / STORE_FILE)
+    opened = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
     yield opened
     opened.close()
 
@@ -60,7 +65,7 @@ async def test_fifo_progress_failure_and_full_history(store: SqliteStore, tmp_pa
     assert failed.status == "failed" and failed.error == "binary said no"
     done = await queue.get(ids[2])
     assert done.progress.percentage == 100.0 and done.progress.all_steps == 8
-    assert done.outputs == [f"{ids[2]}/image_0.png"] and done.params["prompt"] == "c"
+    assert done.outputs == [f"{ids[2]}/image_0.png"] and msgspec.to_builtins(done.params)["prompt"] == "c"
     assert ("job_status_changed", "processing") in seen and ("job_status_changed", "failed") in seen
     listing = await queue.listing()
     assert [job.job_id for job in listing.items] == ids  # oldest first, all kept
@@ -85,7 +90,7 @@ async def test_history_beyond_a_thousand_jobs_is_kept_and_paged(store: SqliteSto
     page = await queue.listing(QueueQuery(limit=10, offset=5))
     assert [job.job_id for job in page.items] == ids[-14:-4] and page.matched_count == 1201
     cats = await queue.listing(QueueQuery(search="CAT", status=("completed",), limit=0))
-    assert cats.matched_count == 600 and all("cat" in str(job.params["prompt"]) for job in cats.items)
+    assert cats.matched_count == 600 and all("cat" in msgspec.to_builtins(job.params)["prompt"] for job in cats.items)
     assert cats.total_count == 1201  # the counts cover all history, whatever the filter
     pending = await queue.listing(QueueQuery(status=("pending",)))
     assert [job.job_id for job in pending.items] == [last]
@@ -109,7 +114,7 @@ async def test_retention_by_count_deletes_outputs_when_asked(store: SqliteStore,
 
 
 async def test_restart_fails_the_processing_job_and_requeues_pending(tmp_path: Path) -> None:
-    first_store = SqliteStore(tmp_path / STORE_FILE)
+    first_store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
     first = JobQueue(first_store, tmp_path, EventBus())
     running = (await first.submit(spec("a"))).job_id
     pending = (await first.submit(spec("b"))).job_id
@@ -118,14 +123,44 @@ async def test_restart_fails_the_processing_job_and_requeues_pending(tmp_path: P
     await first_store.save_job(record)
     first_store.close()  # as after a SIGKILL: nothing else was written
 
-    second_store = SqliteStore(tmp_path / STORE_FILE)
+    second_store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
     second = JobQueue(second_store, tmp_path, EventBus())
     await second.restore()
     assert (await second.get(running)).status == "failed" and (await second.get(running)).error == INTERRUPTED
     assert (await second.get(pending)).status == "pending" and second.position(pending) == 1
     second_store.close()
-    third_store = SqliteStore(tmp_path / STORE_FILE)
+    third_store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
     third = JobQueue(third_store, tmp_path, EventBus())
     await third.restore()  # the failure was committed: it is durable
     assert (await third.get(running)).status == "failed"
     third_store.close()
+
+
+async def test_a_transfer_reports_bytes_not_steps(store: SqliteStore, tmp_path: Path) -> None:
+    bus, seen = EventBus(), []
+    bus.subscribe(lambda event: seen.append(event.data))
+    queue = JobQueue(store, tmp_path, bus)
+    request = DownloadRequest(model_type="lora", url="http://hub/x.safetensors")
+    download = DownloadJob(request=request, source="url", url="http://hub/x.safetensors", target="/m/x", path="x")
+
+    async def execute(record: JobRecord, report: ProgressReport) -> list[str]:
+        report(Transfer(3 * 1024 * 1024, 4 * 1024 * 1024))
+        report(Transfer(10))  # a source that announced no size
+        return []
+
+    job_id = (await queue.submit(download)).job_id
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(queue.run_worker, execute, "downloads")
+        with anyio.fail_after(10):
+            while queue.active:
+                await anyio.sleep(0.01)
+        tasks.cancel_scope.cancel()
+    transfers = [data for data in seen if isinstance(data, JobTransferProgress)]
+    assert transfers == [JobTransferProgress(job_id, 3 * 1024 * 1024, 4 * 1024 * 1024, 75.0),
+                         JobTransferProgress(job_id, 10, None, None)]
+    assert not [data for data in seen if isinstance(data, JobProgress)]
+    job = await queue.get(job_id)
+    assert job.status == "completed" and job.progress.step == job.progress.total_steps == 0
+    assert msgspec.to_builtins(job.params) == {"model_type": "lora", "source": "url", "model_id": None,
+                                               "url": "http://hub/x.safetensors", "repo_id": None, "filename": None,
+                                               "subfolder": None, "revision": "main", "path": "x"}

@@ -7,15 +7,21 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import get_args
 
+import msgspec
 import pytest
 
 from core.generation.previews import PreviewSettings
 from core.generation.specs import Img2ImgJob
-from core.models.specs import HashJob
+from core.job_types import JOB_CODEC
+from core.jobs.records import JobRecord
+from core.jobs.schemas import Job, JobType, Progress, QueueQuery
+from core.legacy_json import import_legacy_files
+from core.models.hashing import CachedHash
+from core.models.specs import HashJob, HashResult
 from core.prompt_help.schemas import ChatMessage, Enhancement
-from core.store import CachedHash, StoreUnusable
-from core.store.legacy_json import import_legacy_files
+from core.store import StoreUnusable
 from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
 
 
@@ -24,7 +30,7 @@ def digest(path: Path) -> str:
 
 
 def test_a_new_store_records_its_schema_version(tmp_path: Path) -> None:
-    SqliteStore(tmp_path / STORE_FILE).close()
+    SqliteStore(tmp_path / STORE_FILE, JOB_CODEC).close()
     with sqlite3.connect(tmp_path / STORE_FILE) as db:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -35,20 +41,20 @@ def test_a_damaged_store_is_refused_and_left_untouched(tmp_path: Path, content: 
     path = tmp_path / STORE_FILE
     path.write_bytes(content)
     with pytest.raises(StoreUnusable, match="damaged or not an SQLite database") as refused:
-        SqliteStore(path)
+        SqliteStore(path, JOB_CODEC)
     assert str(path) in str(refused.value) and "left untouched" in str(refused.value)
     assert path.read_bytes() == content
 
 
 def test_a_store_from_a_newer_version_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / STORE_FILE
-    SqliteStore(path).close()
+    SqliteStore(path, JOB_CODEC).close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     db.close()
     before = digest(path)
     with pytest.raises(StoreUnusable, match=f"newer version of sdcpp-restapi \\(schema {SCHEMA_VERSION + 1}"):
-        SqliteStore(path)
+        SqliteStore(path, JOB_CODEC)
     assert digest(path) == before
 
 
@@ -59,19 +65,20 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
     db.close()
     before = digest(path)
     with pytest.raises(StoreUnusable, match="not one of sdcpp-restapi"):
-        SqliteStore(path)
+        SqliteStore(path, JOB_CODEC)
     assert digest(path) == before
 
 
+OLD_PARAMS: dict[str, object] = {"prompt": "an old cat", "width": 64, "height": 64, "steps": 2, "seed": 42,
+                                  "init_image_base64": "<64x48 image: inputs/init_image.png>"}
 OLD_JOB = {"job_id": "11111111-1111-1111-1111-111111111111", "type": "img2img", "status": "completed",
            "progress": {"step": 2, "total_steps": 2, "current_image": 0, "total_images": 1, "all_steps": 2,
                         "current_all_steps": 2, "percentage": 100.0},
            "created_at": "2026-01-01T10:00:00.000Z", "started_at": "2026-01-01T10:00:01.000Z",
            "completed_at": "2026-01-01T10:00:05.000Z",
            "outputs": ["11111111-1111-1111-1111-111111111111/image_0.png"],
-           "params": {"prompt": "an old cat", "width": 64, "height": 64, "steps": 2, "seed": 42,
-                      "init_image_base64": "<64x48 image: inputs/init_image.png>"}}
-OLD_SPEC = {**OLD_JOB["params"], "inputs": {"init_image": "inputs/init_image.png"}}  # type: ignore[dict-item]
+           "params": OLD_PARAMS}
+OLD_SPEC = {**OLD_PARAMS, "inputs": {"init_image": "inputs/init_image.png"}}
 OLD_PENDING_HASH = {"job_id": "22222222-2222-2222-2222-222222222222", "type": "hash", "status": "pending",
                     "progress": {"step": 0, "total_steps": 0, "current_image": 0, "total_images": 1, "all_steps": 0,
                                  "current_all_steps": 0, "percentage": 0.0},
@@ -107,13 +114,17 @@ def write_old_state(folder: Path) -> dict[str, bytes]:
 
 async def test_old_json_state_is_imported_then_renamed(tmp_path: Path) -> None:
     written = write_old_state(tmp_path)
-    store = SqliteStore(tmp_path / STORE_FILE)
+    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
     import_legacy_files(store, tmp_path)
     for name, content in written.items():
         assert not (tmp_path / name).exists()
         assert (tmp_path / f"{name}.imported").read_bytes() == content
     old = await store.job(OLD_JOB["job_id"])  # type: ignore[arg-type]
-    assert old is not None and old.job.status == "completed" and old.job.params == OLD_JOB["params"]
+    assert old is not None and old.job.status == "completed"
+    # The old params as clients saw them, typed: the "<64x48 image: path>" string is read back as the image's file.
+    shown = msgspec.to_builtins(old.job.params)
+    assert {key: shown[key] for key in OLD_PARAMS} == {
+        **OLD_PARAMS, "init_image_base64": {"path": "inputs/init_image.png", "width": 64, "height": 48}}
     assert isinstance(old.spec, Img2ImgJob) and old.spec.request.seed == 42
     assert old.spec.inputs.init_image is not None and (old.spec.inputs.init_image.width, old.spec.inputs.init_image.height) == (64, 48)
     pending = await store.job(OLD_PENDING_HASH["job_id"])  # type: ignore[arg-type]
@@ -130,7 +141,7 @@ async def test_old_json_state_is_imported_then_renamed(tmp_path: Path) -> None:
 
 def test_an_old_file_that_does_not_decode_stops_the_import_untouched(tmp_path: Path) -> None:
     (tmp_path / "queue_state.json").write_text('{"jobs": [{"job": ')
-    store = SqliteStore(tmp_path / STORE_FILE)
+    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
     with pytest.raises(StoreUnusable, match="queue_state.json"):
         import_legacy_files(store, tmp_path)
     assert (tmp_path / "queue_state.json").read_text() == '{"jobs": [{"job": '
@@ -138,10 +149,55 @@ def test_an_old_file_that_does_not_decode_stops_the_import_untouched(tmp_path: P
 
 
 async def test_values_that_no_longer_fit_stop_the_server(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / STORE_FILE)
+    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
     store.set_value_blocking("preview_settings", {"mode": "hologram"})
     with pytest.raises(StoreUnusable, match="preview_settings"):
         await store.value("preview_settings", PreviewSettings)
     store.close()
     with sqlite3.connect(tmp_path / STORE_FILE) as db:  # not rewritten: the value is still there
         assert db.execute("SELECT count(*) FROM state_values").fetchone() == (1,)
+
+
+async def test_a_job_result_is_stored_typed(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    spec = HashJob(model_type="lora", path="x.safetensors", target="/m/x.safetensors", expected_sha256=None,
+                   download_job_id="d")
+    job = Job(job_id="h", type="hash", status="completed", progress=Progress(), created_at="2026-01-01T00:00:00.000Z",
+              params=spec.params(), result=HashResult("ef" * 32))
+    await store.add_job(JobRecord(job, spec))
+    read = await store.job("h")
+    assert read is not None and read.job == job and read.spec == spec
+    assert msgspec.to_builtins(read.job)["result"] == {"sha256": "ef" * 32}
+    store.close()
+
+
+async def test_jobs_an_earlier_sqlite_store_holds_display_with_typed_params(tmp_path: Path) -> None:
+    """Rows written before params were typed (images as "<WxH image: path>", the hash job's digest in params) are
+    read as today's params and result; the rows themselves are not rewritten."""
+    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    old_hash = {**OLD_PENDING_HASH, "status": "completed", "params": {
+        "model_type": "lora", "path": "x.safetensors", "expected_sha256": None, "sha256": "cd" * 32}}
+    rows = [(job["job_id"], job["type"], job["status"], job["created_at"], json.dumps(job).encode())
+            for job in (OLD_JOB, old_hash)]
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:
+        db.executemany("INSERT INTO jobs (job_id, type, status, created_at, job) VALUES (?, ?, ?, ?, ?)", rows)
+    db.close()
+    image = await store.job(str(OLD_JOB["job_id"]))
+    assert image is not None and image.spec is None
+    shown = msgspec.to_builtins(image.job.params)
+    assert shown["init_image_base64"] == {"path": "inputs/init_image.png", "width": 64, "height": 48}
+    assert (shown["prompt"], shown["seed"]) == ("an old cat", 42)
+    hashed = await store.job(str(old_hash["job_id"]))
+    assert hashed is not None and hashed.job.result == HashResult("cd" * 32)
+    assert msgspec.to_builtins(hashed.job.params) == {"model_type": "lora", "path": "x.safetensors",
+                                                      "expected_sha256": None}
+    listed, _ = await store.list_jobs(QueueQuery(limit=0))
+    assert [msgspec.to_builtins(job.params).get("prompt") for job in listed] == ["an old cat", None]
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:
+        assert [row[0] for row in db.execute("SELECT job FROM jobs ORDER BY seq")] == [row[4] for row in rows]
+    db.close()
+    store.close()
+
+
+def test_the_store_reads_every_job_type() -> None:
+    assert set(get_args(JobType)) == set(JOB_CODEC.specs)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from core.generation.defaults import resolve_defaults
 from core.generation.engine import flag_source, with_load_defaults
+from core.generation.limits import Limits
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.generation.specs import GENERATION_JOBS
 from core.generation.submit import GenerationSubmitter
@@ -33,7 +34,6 @@ from core.models.library import ModelLibrary
 from core.models.manager import ModelManager
 from core.models.schemas import LoadModelRequest
 from core.models.types import MODEL_TYPES
-from core.settings import Limits
 from runners.flags import build_argv
 from runners.options import CONTEXT_FLAGS, GENERATION_FLAGS, build_server_body, fields_from_server_body
 from runners.sdcli import generation_argv

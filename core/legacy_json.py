@@ -4,37 +4,54 @@ as it is."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
-from core.generation.previews import SETTINGS_KEY as PREVIEW_SETTINGS_KEY, PreviewSettings
 from core.generation.defaults import resolve_defaults
+from core.generation.previews import SETTINGS_KEY as PREVIEW_SETTINGS_KEY
+from core.generation.previews import PreviewSettings
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
-from core.generation.specs import IMAGE_INPUTS, Img2ImgJob, InputFiles, InputImage, Txt2ImgJob, Txt2VidJob, UpscaleJob
-from core.jobs.schemas import Job
-from core.jobs.specs import JobRecord, JobSpec
+from core.generation.specs import (
+    IMAGE_INPUTS,
+    GenerationJob,
+    Img2ImgJob,
+    InputFiles,
+    InputImage,
+    Txt2ImgJob,
+    Txt2VidJob,
+    UpscaleJob,
+    read_old_image_fields,
+)
+from core.job_types import JOB_CODEC
+from core.jobs.records import JobRecord
+from core.jobs.schemas import Job, JobSpecBase
+from core.models.hashing import CachedHash
 from core.models.manager import LOADED_MODEL_KEY
-from core.models.schemas import ConvertRequest, DownloadRequest, LoadModelRequest, UpscalerLoadRequest
+from core.models.schemas import ConvertRequest, DownloadRequest, DownloadSource, LoadModelRequest, UpscalerLoadRequest
 from core.models.specs import ConvertJob, DownloadJob, HashJob
 from core.models.upscaler import LOADED_UPSCALER_KEY
 from core.prompt_help.schemas import ChatMessage, Enhancement, LlmSettings
-from core.store import CachedHash, StoreUnusable
+from core.store import StoreUnusable
 from core.store.sqlite import SqliteStore
 
 log = logging.getLogger("sdcpp_restapi")
 T = TypeVar("T")
 E = TypeVar("E", Enhancement, ChatMessage)
-_SIZE = re.compile(r"^<(\d+)x(\d+) image: ")
 
 
 class _OldRecord(msgspec.Struct):
-    job: Job
-    spec: dict[str, object] = {}
+    job: msgspec.Raw  # a Job whose params are the old free-form dict (_OldParams)
+    spec: dict[str, Any] = {}
+
+
+class _OldParams(msgspec.Struct):
+    params: dict[str, Any] = {}
 
 
 class _OldQueue(msgspec.Struct):
@@ -48,7 +65,9 @@ class _OldLlmState(msgspec.Struct):
     history: list[msgspec.Raw] = []
 
 
-def _inputs(job: Job, old: dict[str, object]) -> InputFiles:
+def _inputs(params: dict[str, Any], old: dict[str, Any]) -> InputFiles:
+    """The saved input files an old spec names; single images take their size from the old params' description."""
+    described = read_old_image_fields(params)
     files: dict[str, object] = {}
     for image_input in IMAGE_INPUTS:
         if image_input.many:
@@ -56,55 +75,60 @@ def _inputs(job: Job, old: dict[str, object]) -> InputFiles:
             if isinstance(paths, list):
                 files[image_input.target] = [InputImage(str(path), 0, 0) for path in paths]
         elif isinstance(path := old.get(image_input.target), str):
-            size = _SIZE.match(str(job.params.get(image_input.field, "")))
-            files[image_input.target] = InputImage(path, int(size[1]) if size else 0, int(size[2]) if size else 0)
-    return InputFiles(**files)  # type: ignore[arg-type]
+            image = described.get(image_input.field)
+            size = (image.width, image.height) if isinstance(image, InputImage) else (0, 0)
+            files[image_input.target] = InputImage(path, *size)
+    return InputFiles.of(files)
 
 
-def _request_fields(spec: dict[str, object]) -> dict[str, object]:
+def _request_fields(spec: dict[str, Any]) -> dict[str, Any]:
     fields = {key: value for key, value in spec.items() if key not in ("inputs", "passes")}
     fields.update({i.field: [] if i.many else "" for i in IMAGE_INPUTS})  # images now live in `inputs`
     return fields
 
 
-def _generation(spec_type: type, request_type: type) -> Callable[[Job, dict[str, object]], JobSpec]:
-    def convert(job: Job, spec: dict[str, object]) -> JobSpec:
-        inputs = spec.get("inputs") if isinstance(spec.get("inputs"), dict) else {}
+def _old_inputs(spec: dict[str, Any]) -> dict[str, Any]:
+    inputs = spec.get("inputs")
+    return inputs if isinstance(inputs, dict) else {}
+
+
+Converter = Callable[[dict[str, Any], dict[str, Any]], JobSpecBase]
+
+
+def _generation(spec_type: type[GenerationJob], request_type: type[GenerationRequest]) -> Converter:
+    def convert(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
         # Old specs stored every field; anything missing takes the contract's default, as it did then.
-        request: GenerationRequest = msgspec.convert(_request_fields(spec), request_type)
-        request, _ = resolve_defaults(request, None)
-        return spec_type(request=request, inputs=_inputs(job, inputs))  # type: ignore[no-any-return, arg-type]
+        request, _ = resolve_defaults(msgspec.convert(_request_fields(spec), request_type), None)
+        return spec_type(request=request, inputs=_inputs(params, _old_inputs(spec)))
     return convert
 
 
-def _upscale(job: Job, spec: dict[str, object]) -> JobSpec:
-    inputs = spec.get("inputs") if isinstance(spec.get("inputs"), dict) else {}
+def _upscale(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
     return UpscaleJob(request=msgspec.convert(_request_fields(spec), UpscaleRequest), passes=int(str(spec["passes"])),
-                      inputs=_inputs(job, inputs))  # type: ignore[arg-type]
+                      inputs=_inputs(params, _old_inputs(spec)))
 
 
-def _convert(job: Job, spec: dict[str, object]) -> JobSpec:
-    params = job.params
+def _convert(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
     return ConvertJob(request=msgspec.convert(params, ConvertRequest), source=str(spec["input_path"]),
                       target=str(spec["output_path"]), weight_type=str(spec["output_type"]),
                       vae=str(spec["vae_path"]) if spec.get("vae_path") else None,
                       output_reference=str(params["output_path"]))
 
 
-def _download(job: Job, spec: dict[str, object]) -> JobSpec:
-    return DownloadJob(request=msgspec.convert(job.params, DownloadRequest), source=spec["source"],  # type: ignore[arg-type]
-                       url=str(spec["url"]), target=str(spec["target"]), path=str(job.params["path"]))
+def _download(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
+    source: DownloadSource = msgspec.convert(spec["source"], DownloadSource)
+    return DownloadJob(request=msgspec.convert(params, DownloadRequest), source=source, url=str(spec["url"]),
+                       target=str(spec["target"]), path=str(params["path"]))
 
 
-def _hash(job: Job, spec: dict[str, object]) -> JobSpec:
-    expected, digest = spec.get("expected_sha256"), job.params.get("sha256")
-    return HashJob(model_type=str(job.params["model_type"]), path=str(job.params["path"]), target=str(spec["target"]),
-                   expected_sha256=str(expected) if expected else None, download_job_id=str(spec["download_job_id"]),
-                   sha256=str(digest) if digest else None)
+def _hash(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
+    expected = spec.get("expected_sha256")  # the digest the old job found is its result (HashJob.read_old_params)
+    return HashJob(model_type=str(params["model_type"]), path=str(params["path"]), target=str(spec["target"]),
+                   expected_sha256=str(expected) if expected else None, download_job_id=str(spec["download_job_id"]))
 
 
 # Old job type -> how its free-form spec becomes the typed one.
-SPEC_CONVERTERS: dict[str, Callable[[Job, dict[str, object]], JobSpec]] = {
+SPEC_CONVERTERS: dict[str, Converter] = {
     "txt2img": _generation(Txt2ImgJob, Txt2ImgRequest),
     "img2img": _generation(Img2ImgJob, Img2ImgRequest),
     "txt2vid": _generation(Txt2VidJob, Txt2VidRequest),
@@ -115,10 +139,18 @@ SPEC_CONVERTERS: dict[str, Callable[[Job, dict[str, object]], JobSpec]] = {
 }
 
 
-def _record(old: _OldRecord) -> JobRecord:
-    job = old.job
+def _record(old: _OldRecord, path: Path) -> JobRecord:
     try:
-        return JobRecord(job, SPEC_CONVERTERS[job.type](job, old.spec))
+        job = msgspec.json.decode(old.job, type=Job)
+        params = msgspec.json.decode(old.job, type=_OldParams).params
+    except msgspec.ValidationError as exc:
+        raise _unusable(path, exc) from None
+    job_type = JOB_CODEC.specs.get(job.type)
+    if job_type is not None:  # the params as clients saw them, typed (images as {path, width, height})
+        with contextlib.suppress(ValueError, TypeError, msgspec.ValidationError):  # else the job lists without them
+            job.params, job.result = job_type.read_old_params(params)
+    try:
+        return JobRecord(job, SPEC_CONVERTERS[job.type](params, old.spec))
     except (KeyError, ValueError, TypeError, msgspec.ValidationError) as exc:
         if job.status == "pending":  # it cannot run: say so rather than drop it
             job.status, job.completed_at = "failed", job.created_at
@@ -130,13 +162,17 @@ def _read(path: Path, type_: type[T]) -> T:
     try:
         return msgspec.json.decode(path.read_bytes(), type=type_)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise StoreUnusable(f"cannot import the previous version's state file {path}: {exc}. It was left "
-                            "untouched: repair or move it away, then start again.") from None
+        raise _unusable(path, exc) from None
+
+
+def _unusable(path: Path, exc: Exception) -> StoreUnusable:
+    return StoreUnusable(f"cannot import the previous version's state file {path}: {exc}. It was left "
+                         "untouched: repair or move it away, then start again.")
 
 
 def _queue(store: SqliteStore, path: Path) -> None:
     state = _read(path, _OldQueue)
-    store.insert_jobs_blocking([_record(old) for old in state.jobs])
+    store.insert_jobs_blocking([_record(old, path) for old in state.jobs])
     store.set_value_blocking(LOADED_MODEL_KEY, state.loaded_model)
     store.set_value_blocking(LOADED_UPSCALER_KEY, state.loaded_upscaler)
 
