@@ -37,8 +37,8 @@ lint: venv
     {{bin}}/ruff format --check .
     {{bin}}/mypy
 
-# run the unit and integration tests against the real CPU binary
-test *args: venv backend
+# lint and type-check, then run the unit and integration tests against the real CPU binary
+test *args: venv lint backend
     {{bin}}/python -m pytest {{args}}
 
 # write the tiny random-weight test models into DIR (e.g. your models folder)

@@ -23,22 +23,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, TypedDict
+from typing import TypedDict
 
 import httpx
 import msgspec
 from websockets.sync.client import ClientConnection, connect
 
-from fixtures.tiny_models import write_tiny_models
-from core.generation.requests import Txt2ImgRequest
-from core.settings import load_settings
-from runners.options import build_server_body
-from runners.sdserver import free_loopback_port
 from bench import store_scaling, worker_previews
 from bench.progress_latency import measure, report
+from core.generation.requests import Txt2ImgRequest
+from core.settings import load_settings
+from fixtures.tiny_models import write_tiny_models
+from runners.options import build_server_body
+from runners.sdserver import free_loopback_port
 from tests.support import ServerProcess
+
 
 class RequestBody(TypedDict):
     """The /txt2img JSON body the bench sends, as a client would (the server fills in the rest)."""
@@ -51,15 +54,26 @@ class RequestBody(TypedDict):
     sampler: str
     cfg_scale: float
 
+
 # The same for both clients; much tighter polling steals CPU from the binary on a 2-core machine.
 POLL_S = 0.01
-LOAD = {"model_name": "flux2_tiny_dit.safetensors", "model_type": "diffusion",
-        "llm": "qwen3_tiny_llm.safetensors", "taesd": "taef2_tiny.safetensors"}
+LOAD = {
+    "model_name": "flux2_tiny_dit.safetensors",
+    "model_type": "diffusion",
+    "llm": "qwen3_tiny_llm.safetensors",
+    "taesd": "taef2_tiny.safetensors",
+}
 
 
 def model_flags(models: Path) -> list[str]:
-    return ["--diffusion-model", str(models / "diffusion_models" / LOAD["model_name"]),
-            "--llm", str(models / "llm" / LOAD["llm"]), "--taesd", str(models / "taesd" / LOAD["taesd"])]
+    return [
+        "--diffusion-model",
+        str(models / "diffusion_models" / LOAD["model_name"]),
+        "--llm",
+        str(models / "llm" / LOAD["llm"]),
+        "--taesd",
+        str(models / "taesd" / LOAD["taesd"]),
+    ]
 
 
 def request(size: int, steps: int, seed: int) -> RequestBody:
@@ -73,17 +87,39 @@ def timed(run: Callable[[], object]) -> float:
 
 
 def bare_cli(sd_cli: str, models: Path, out: Path, body: RequestBody) -> None:
-    argv = [sd_cli, "-M", "img_gen", *model_flags(models), "-p", body["prompt"], "-W", str(body["width"]),
-            "-H", str(body["height"]), "--steps", str(body["steps"]), "-s", str(body["seed"]),
-            "--sampling-method", body["sampler"], "--cfg-scale", str(body["cfg_scale"]), "-o", str(out / "cli.png")]
+    argv = [
+        sd_cli,
+        "-M",
+        "img_gen",
+        *model_flags(models),
+        "-p",
+        body["prompt"],
+        "-W",
+        str(body["width"]),
+        "-H",
+        str(body["height"]),
+        "--steps",
+        str(body["steps"]),
+        "-s",
+        str(body["seed"]),
+        "--sampling-method",
+        body["sampler"],
+        "--cfg-scale",
+        str(body["cfg_scale"]),
+        "-o",
+        str(out / "cli.png"),
+    ]
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextmanager
 def bare_server(sd_server: str, models: Path) -> Iterator[httpx.Client]:
     port = free_loopback_port()
-    process = subprocess.Popen([sd_server, *model_flags(models), "--listen-port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sd_server, *model_flags(models), "--listen-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             deadline = time.monotonic() + 120
@@ -128,8 +164,17 @@ def api_job_polled(http: httpx.Client, body: RequestBody) -> None:
 
 def health_during_job(http: httpx.Client, size: int) -> list[float]:
     """GET /health latencies while a longer job runs: the event loop must stay free."""
-    job_id = http.post("/txt2img", json={"prompt": "busy", "width": size * 4, "height": size * 4, "steps": 8,
-                                         "sampler": "euler", "cfg_scale": 1.0}).json()["job_id"]
+    job_id = http.post(
+        "/txt2img",
+        json={
+            "prompt": "busy",
+            "width": size * 4,
+            "height": size * 4,
+            "steps": 8,
+            "sampler": "euler",
+            "cfg_scale": 1.0,
+        },
+    ).json()["job_id"]
     latencies = []
     while http.get(f"/queue/{job_id}").json()["status"] in ("pending", "processing"):
         latencies.append(timed(lambda: http.get("/health").raise_for_status()))
@@ -155,13 +200,18 @@ def main() -> int:
         if args.only == "worker":
             worker_previews.run(models, work, LOAD)
             return 0
-        print(f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True)
+        print(
+            f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True
+        )
         bodies = [request(args.size, args.steps, seed) for seed in range(args.jobs)]
-        cli_times = [timed(lambda: bare_cli(backend.sd_cli, models, work, body)) for body in bodies]
+        cli_times = [timed(partial(bare_cli, backend.sd_cli, models, work, body)) for body in bodies]
         api = ServerProcess(models, work / "output", work / "server.log").start()
         try:
-            with (bare_server(backend.sd_server, models) as bare, httpx.Client(base_url=api.url, timeout=60) as http,
-                  connect(f"ws://127.0.0.1:{api.ws_port}") as ws):
+            with (
+                bare_server(backend.sd_server, models) as bare,
+                httpx.Client(base_url=api.url, timeout=60) as http,
+                connect(f"ws://127.0.0.1:{api.ws_port}") as ws,
+            ):
                 # Previews off: with a WebSocket client watching, every job would also render previews.
                 http.put("/preview/settings", json={"enabled": False}).raise_for_status()
                 load_s = timed(lambda: http.post("/models/load", json=LOAD).raise_for_status())
@@ -169,9 +219,9 @@ def main() -> int:
                 api_job(http, ws, bodies[0])
                 server_times, api_times, polled_times = [], [], []
                 for body in bodies:
-                    server_times.append(timed(lambda: bare_server_job(bare, body)))
-                    api_times.append(timed(lambda: api_job(http, ws, body)))
-                    polled_times.append(timed(lambda: api_job_polled(http, body)))
+                    server_times.append(timed(partial(bare_server_job, bare, body)))
+                    api_times.append(timed(partial(api_job, http, ws, body)))
+                    polled_times.append(timed(partial(api_job_polled, http, body)))
                 health_times = health_during_job(http, args.size)
         finally:
             api.stop()
@@ -181,20 +231,28 @@ def main() -> int:
     cli, server, api_median = (statistics.median(t) for t in (cli_times, server_times, api_times))
     print(f"bare sd-cli run (load + generate):         {cli:7.3f} s  (median of {len(cli_times)})")
     print(f"bare sd-server job on a loaded model:      {server:7.3f} s")
-    print(f"API job on a loaded model:                 {api_median:7.3f} s   overhead {1000 * (api_median - server):+.1f} ms")
+    print(
+        f"API job on a loaded model:                 {api_median:7.3f} s   overhead {1000 * (api_median - server):+.1f} ms"
+    )
     polled = statistics.median(polled_times)
-    print(f"API job, client polling every {POLL_S * 1000:.0f} ms:    {polled:7.3f} s   overhead {1000 * (polled - server):+.1f} ms"
-          f" ({polled / server:.3f}x; the polling itself takes CPU from the binary)")
+    print(
+        f"API job, client polling every {POLL_S * 1000:.0f} ms:    {polled:7.3f} s   overhead {1000 * (polled - server):+.1f} ms"
+        f" ({polled / server:.3f}x; the polling itself takes CPU from the binary)"
+    )
     print(f"API model load (sd-server start):          {load_s:7.3f} s")
     print(f"ratio API job / bare sd-server job:        {api_median / server:7.3f}x  (target <= 1.05x)")
     print(f"ratio API job / bare sd-cli run:           {api_median / cli:7.3f}x")
     print(report(latencies))
     health_ms = sorted(1000 * t for t in health_times)
-    print(f"GET /health while a job runs: median {statistics.median(health_ms):.1f} ms, "
-          f"max {health_ms[-1]:.1f} ms over {len(health_ms)} requests")
+    print(
+        f"GET /health while a job runs: median {statistics.median(health_ms):.1f} ms, "
+        f"max {health_ms[-1]:.1f} ms over {len(health_ms)} requests"
+    )
     total_api = load_s + sum(api_times)
-    print(f"{args.jobs} jobs: API {total_api:.2f} s (incl. load) vs bare sd-cli {sum(cli_times):.2f} s "
-          f"= {total_api / sum(cli_times):.3f}x")
+    print(
+        f"{args.jobs} jobs: API {total_api:.2f} s (incl. load) vs bare sd-cli {sum(cli_times):.2f} s "
+        f"= {total_api / sum(cli_times):.3f}x"
+    )
     return 0
 
 

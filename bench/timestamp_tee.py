@@ -10,17 +10,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 
 def main() -> int:
-    log = open(os.environ["BENCH_TEE_LOG"], "a", buffering=1)
-    child = subprocess.Popen([os.environ["BENCH_TEE_REAL"], *sys.argv[1:]], stdout=subprocess.PIPE)
-    assert child.stdout is not None
-    fd = child.stdout.fileno()
-    while chunk := os.read(fd, 65536):
-        os.write(1, chunk)
-        log.write(json.dumps({"t": __import__("time").time(), "text": chunk.decode("utf-8", "replace")}) + "\n")
-    return child.wait()
+    with open(os.environ["BENCH_TEE_LOG"], "a", buffering=1) as log:
+        child = subprocess.Popen([os.environ["BENCH_TEE_REAL"], *sys.argv[1:]], stdout=subprocess.PIPE)
+        assert child.stdout is not None
+        fd = child.stdout.fileno()
+        while chunk := os.read(fd, 65536):
+            os.write(1, chunk)
+            log.write(json.dumps({"t": time.time(), "text": chunk.decode("utf-8", "replace")}) + "\n")
+        return child.wait()
 
 
 if __name__ == "__main__":

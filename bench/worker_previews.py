@@ -22,8 +22,11 @@ def _job(http: httpx.Client, ws_url: str, body: dict[str, object]) -> float:
         while True:
             message = json.loads(ws.recv(timeout=300))
             data = message["data"]
-            if (message["event"] == "job_status_changed" and data["job_id"] == job_id
-                    and data["status"] in ("completed", "failed", "cancelled")):
+            if (
+                message["event"] == "job_status_changed"
+                and data["job_id"] == job_id
+                and data["status"] in ("completed", "failed", "cancelled")
+            ):
                 assert data["status"] == "completed", http.get(f"/queue/{job_id}").json()
                 return time.perf_counter() - started
 
@@ -34,20 +37,30 @@ def run(models: Path, work: Path, load: dict[str, str], jobs: int = 6, size: int
         with httpx.Client(base_url=server.url, timeout=300) as http:
             http.post("/models/load", json=load).raise_for_status()
             ws_url = f"ws://127.0.0.1:{server.ws_port}/?job_id="
-            body = {"prompt": "a cat", "width": size, "height": size, "steps": steps, "seed": 1, "sampler": "euler",
-                    "cfg_scale": 1.0}
+            body = {
+                "prompt": "a cat",
+                "width": size,
+                "height": size,
+                "steps": steps,
+                "seed": 1,
+                "sampler": "euler",
+                "cfg_scale": 1.0,
+            }
             variants = {"none": {"preview": False}, "proj": {"preview": True}, "tae": {"preview": True}}
             times: dict[str, list[float]] = {name: [] for name in variants}
             _job(http, ws_url, {**body, "preview": False})  # warm up
             for _ in range(jobs):
                 for name, extra in variants.items():
                     if name != "none":
-                        http.put("/preview/settings", json={"enabled": True, "mode": name, "interval": 1}).raise_for_status()
+                        http.put(
+                            "/preview/settings", json={"enabled": True, "mode": name, "interval": 1}
+                        ).raise_for_status()
                     times[name].append(_job(http, ws_url, {**body, **extra}))
             # Cancel a running job, then time the next (small) job: the worker restarts and reloads the model.
             baseline = statistics.median(times["none"])
-            long_id = http.post("/txt2img", json={**body, "width": 256, "height": 256, "steps": 100,
-                                                  "preview": False}).json()["job_id"]
+            long_id = http.post(
+                "/txt2img", json={**body, "width": 256, "height": 256, "steps": 100, "preview": False}
+            ).json()["job_id"]
             while http.get(f"/queue/{long_id}").json()["progress"]["step"] < 1:
                 time.sleep(0.02)
             cancelled = time.perf_counter()
@@ -59,7 +72,11 @@ def run(models: Path, work: Path, load: dict[str, str], jobs: int = 6, size: int
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"worker previews ({jobs} interleaved jobs each, {size}x{size}, {steps} steps, model loaded once):")
     for name, value in medians.items():
-        print(f"  previews {name:>4}: {value:6.3f} s per job  ratio {value / medians['none']:.3f}x"
-              + {"proj": " (target <= 1.15)", "tae": " (target <= 2.0 on the tiny set)"}.get(name, ""))
-    print(f"  cancel of a running job -> next job completed: {cancel_to_next:.2f} s "
-          f"(a job alone: {baseline:.2f} s; the difference is the worker's restart and model load)")
+        print(
+            f"  previews {name:>4}: {value:6.3f} s per job  ratio {value / medians['none']:.3f}x"
+            + {"proj": " (target <= 1.15)", "tae": " (target <= 2.0 on the tiny set)"}.get(name, "")
+        )
+    print(
+        f"  cancel of a running job -> next job completed: {cancel_to_next:.2f} s "
+        f"(a job alone: {baseline:.2f} s; the difference is the worker's restart and model load)"
+    )

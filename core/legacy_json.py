@@ -100,31 +100,49 @@ def _generation(spec_type: type[GenerationJob], request_type: type[GenerationReq
         # Old specs stored every field; anything missing takes the contract's default, as it did then.
         request, _ = resolve_defaults(msgspec.convert(_request_fields(spec), request_type), None)
         return spec_type(request=request, inputs=_inputs(params, _old_inputs(spec)))
+
     return convert
 
 
 def _upscale(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
-    return UpscaleJob(request=msgspec.convert(_request_fields(spec), UpscaleRequest), passes=int(str(spec["passes"])),
-                      inputs=_inputs(params, _old_inputs(spec)))
+    return UpscaleJob(
+        request=msgspec.convert(_request_fields(spec), UpscaleRequest),
+        passes=int(str(spec["passes"])),
+        inputs=_inputs(params, _old_inputs(spec)),
+    )
 
 
 def _convert(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
-    return ConvertJob(request=msgspec.convert(params, ConvertRequest), source=str(spec["input_path"]),
-                      target=str(spec["output_path"]), weight_type=str(spec["output_type"]),
-                      vae=str(spec["vae_path"]) if spec.get("vae_path") else None,
-                      output_reference=str(params["output_path"]))
+    return ConvertJob(
+        request=msgspec.convert(params, ConvertRequest),
+        source=str(spec["input_path"]),
+        target=str(spec["output_path"]),
+        weight_type=str(spec["output_type"]),
+        vae=str(spec["vae_path"]) if spec.get("vae_path") else None,
+        output_reference=str(params["output_path"]),
+    )
 
 
 def _download(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
     source: DownloadSource = msgspec.convert(spec["source"], DownloadSource)
-    return DownloadJob(request=msgspec.convert(params, DownloadRequest), source=source, url=str(spec["url"]),
-                       target=str(spec["target"]), path=str(params["path"]))
+    return DownloadJob(
+        request=msgspec.convert(params, DownloadRequest),
+        source=source,
+        url=str(spec["url"]),
+        target=str(spec["target"]),
+        path=str(params["path"]),
+    )
 
 
 def _hash(params: dict[str, Any], spec: dict[str, Any]) -> JobSpecBase:
     expected = spec.get("expected_sha256")  # the digest the old job found is its result (HashJob.read_old_params)
-    return HashJob(model_type=str(params["model_type"]), path=str(params["path"]), target=str(spec["target"]),
-                   expected_sha256=str(expected) if expected else None, download_job_id=str(spec["download_job_id"]))
+    return HashJob(
+        model_type=str(params["model_type"]),
+        path=str(params["path"]),
+        target=str(spec["target"]),
+        expected_sha256=str(expected) if expected else None,
+        download_job_id=str(spec["download_job_id"]),
+    )
 
 
 # Old job type -> how its free-form spec becomes the typed one.
@@ -166,8 +184,10 @@ def _read(path: Path, type_: type[T]) -> T:
 
 
 def _unusable(path: Path, exc: Exception) -> StoreUnusable:
-    return StoreUnusable(f"cannot import the previous version's state file {path}: {exc}. It was left "
-                         "untouched: repair or move it away, then start again.")
+    return StoreUnusable(
+        f"cannot import the previous version's state file {path}: {exc}. It was left "
+        "untouched: repair or move it away, then start again."
+    )
 
 
 def _queue(store: SqliteStore, path: Path) -> None:
@@ -191,6 +211,7 @@ def _llm(feature: str, entry: type[E], entry_id: Callable[[E], str | None]) -> C
         entries: list[E] = [msgspec.json.decode(raw, type=entry) for raw in state.history]
         store.set_value_blocking(f"{feature}_settings", state.settings)
         store.history_add_blocking(feature, [(entry_id(e), e) for e in entries], max(len(entries), 1))
+
     return import_state
 
 

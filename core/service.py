@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 import anyio
 import msgspec
@@ -45,8 +45,14 @@ log = logging.getLogger("sdcpp_restapi")
 
 
 class Service:
-    def __init__(self, settings: Settings, binaries: Binaries, capabilities: Capabilities, store: SqliteStore,
-                 session_secret: bytes = b"") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        binaries: Binaries,
+        capabilities: Capabilities,
+        store: SqliteStore,
+        session_secret: bytes = b"",
+    ) -> None:
         self.settings = settings
         self.session_secret = session_secret or secrets.token_bytes(32)  # signs login cookies
         self.binaries = binaries
@@ -57,16 +63,24 @@ class Service:
         self.started_monotonic = time.monotonic()
         self.output_root: Path = settings.output_root()
         self.library = ModelLibrary(settings.model_folders())
-        self.models = ModelManager(self.library, self.bus, store, binaries.sd_server, settings.load_timeout_s,
-                                   binaries.worker, settings.worker_stall_timeout_s)
+        self.models = ModelManager(
+            self.library,
+            self.bus,
+            store,
+            binaries.sd_server,
+            settings.load_timeout_s,
+            binaries.worker,
+            settings.worker_stall_timeout_s,
+        )
         self.upscaler = UpscalerManager(self.library, self.bus, store)
         self.hashes = HashCache(store)
         self.previews = PreviewStore(store)
         self.output = OutputFolder(self.output_root)
         self.queue = JobQueue(store, self.output_root, self.bus, settings.retention, settings.limits.max_pending)
         self.generation = GenerationSubmitter(self.queue, self.models, self.upscaler, capabilities, settings.limits)
-        self.engine = GenerationEngine(self.queue, self.models, self.upscaler, binaries.sd_cli, self.previews,
-                                       self.hub.watching, self.bus)
+        self.engine = GenerationEngine(
+            self.queue, self.models, self.upscaler, binaries.sd_cli, self.previews, self.hub.watching, self.bus
+        )
         self.enhancer = PromptEnhancer(store, settings.ollama)
         self.assistant = Assistant(store, settings.assistant)
         self.conversion = ConversionService(self.queue, self.library, binaries.sd_cli, capabilities)
@@ -90,19 +104,28 @@ class Service:
         models, upscaler = self.models, self.upscaler.loaded
         loaded = models.loaded
         return HealthResponse(
-            status="ok", model_loaded=loaded is not None, model_loading=models.loading_name is not None,
-            loading_model_name=models.loading_name, last_error=models.last_error,
-            model_name=loaded.name if loaded else None, model_type=loaded.request.model_type if loaded else None,
+            status="ok",
+            model_loaded=loaded is not None,
+            model_loading=models.loading_name is not None,
+            loading_model_name=models.loading_name,
+            last_error=models.last_error,
+            model_name=loaded.name if loaded else None,
+            model_type=loaded.request.model_type if loaded else None,
             model_architecture=loaded.architecture.variant if loaded and loaded.architecture else None,
             loaded_components=msgspec.structs.asdict(loaded.components()) if loaded else {},
-            upscaler_loaded=upscaler is not None, upscaler_name=upscaler.request.model_name if upscaler else None)
+            upscaler_loaded=upscaler is not None,
+            upscaler_name=upscaler.request.model_name if upscaler else None,
+        )
 
     def loaded_model(self) -> LoadedModelInfo:
         loaded, upscaler = self.models.loaded, self.upscaler.loaded
         return LoadedModelInfo(
-            model_name=loaded.name if loaded else None, model_type=loaded.request.model_type if loaded else None,
+            model_name=loaded.name if loaded else None,
+            model_type=loaded.request.model_type if loaded else None,
             model_architecture=loaded.architecture.variant if loaded and loaded.architecture else None,
-            load_request=loaded.request if loaded else None, upscaler_name=upscaler.request.model_name if upscaler else None)
+            load_request=loaded.request if loaded else None,
+            upscaler_name=upscaler.request.model_name if upscaler else None,
+        )
 
     def architectures(self) -> Architectures:
         loaded = self.models.loaded
@@ -117,11 +140,17 @@ class Service:
         counts = self.queue.counts
         loaded = self.models.loaded
         return ServerStatus(
-            pending_count=counts["pending"], processing_count=counts["processing"],
-            completed_count=counts["completed"], failed_count=counts["failed"], total_count=sum(counts.values()),
-            model_loaded=loaded is not None, model_name=loaded.name if loaded else None,
-            model_loading=self.models.loading_name is not None, upscaler_loaded=self.upscaler.loaded is not None,
-            uptime_seconds=round(time.monotonic() - self.started_monotonic, 1))
+            pending_count=counts["pending"],
+            processing_count=counts["processing"],
+            completed_count=counts["completed"],
+            failed_count=counts["failed"],
+            total_count=sum(counts.values()),
+            model_loaded=loaded is not None,
+            model_name=loaded.name if loaded else None,
+            model_loading=self.models.loading_name is not None,
+            upscaler_loaded=self.upscaler.loaded is not None,
+            uptime_seconds=round(time.monotonic() - self.started_monotonic, 1),
+        )
 
     def status_event(self) -> Event:
         return stamp(self.status())
@@ -150,7 +179,7 @@ class Service:
                 log.warning("could not restore model %s: %s", model.model_name, exc)
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator["Service"]:
+    async def running(self) -> AsyncIterator[Service]:
         """Restore state, run the workers while the context is open; on exit stop the workers and any
         resident sd-server."""
         await anyio.to_thread.run_sync(self._prepare_folders)

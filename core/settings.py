@@ -62,58 +62,95 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
     host: Annotated[str, Meta(description="address to listen on"), OnCommandLine()] = "127.0.0.1"
     port: Annotated[int, Meta(description="HTTP port (the API, the web UI, /ws)"), OnCommandLine()] = 8080
-    ws_port: Annotated[int, Meta(description="port of the standalone WebSocket server (0: none)"),
-                       OnCommandLine()] = 8081
-    models_dir: Annotated[str, Meta(
-        description="models root, one sub-folder per model type (default: models/ in the data folder)"),
-        OnCommandLine()] = ""
-    output_dir: Annotated[str, Meta(description="where jobs write their files (default: output/ in the data folder)"),
-                          OnCommandLine()] = ""
-    paths: Annotated[dict[str, str], Meta(
-        description="per-type folder overrides, keyed by the model types' folders (checkpoints, loras, ...)")] = {}
-    backend: Annotated[str, Meta(description="backend name: a [backends.NAME] table, or a bin/build-backend build"),
-                       OnCommandLine()] = "cpu"
+    ws_port: Annotated[int, Meta(description="port of the standalone WebSocket server (0: none)"), OnCommandLine()] = (
+        8081
+    )
+    models_dir: Annotated[
+        str,
+        Meta(description="models root, one sub-folder per model type (default: models/ in the data folder)"),
+        OnCommandLine(),
+    ] = ""
+    output_dir: Annotated[
+        str, Meta(description="where jobs write their files (default: output/ in the data folder)"), OnCommandLine()
+    ] = ""
+    paths: Annotated[
+        dict[str, str],
+        Meta(description="per-type folder overrides, keyed by the model types' folders (checkpoints, loras, ...)"),
+    ] = {}
+    backend: Annotated[
+        str, Meta(description="backend name: a [backends.NAME] table, or a bin/build-backend build"), OnCommandLine()
+    ] = "cpu"
     backends: Annotated[dict[str, Backend], Meta(description="binaries by backend name")] = {}
-    sd_cli: Annotated[str, Meta(description="path of the sd-cli binary to use (default: the backend's)"),
-                      OnCommandLine()] = ""
-    sd_server: Annotated[str, Meta(description="path of the sd-server binary to use (default: the backend's)"),
-                         OnCommandLine()] = ""
-    sd_worker: Annotated[str, Meta(
-        description="path of our resident worker (default: the backend's sdcpp-worker), or 'none' to use sd-server "
-                    "and sd-cli only, as with a plain sd.cpp release"), OnCommandLine()] = ""
-    worker_stall_timeout_s: Annotated[float, Meta(
-        description="how long the worker may print nothing while a job runs before it is stopped and the job "
-                    "failed")] = 300.0
+    sd_cli: Annotated[
+        str, Meta(description="path of the sd-cli binary to use (default: the backend's)"), OnCommandLine()
+    ] = ""
+    sd_server: Annotated[
+        str, Meta(description="path of the sd-server binary to use (default: the backend's)"), OnCommandLine()
+    ] = ""
+    sd_worker: Annotated[
+        str,
+        Meta(
+            description="path of our resident worker (default: the backend's sdcpp-worker), or 'none' to use sd-server "
+            "and sd-cli only, as with a plain sd.cpp release"
+        ),
+        OnCommandLine(),
+    ] = ""
+    worker_stall_timeout_s: Annotated[
+        float,
+        Meta(
+            description="how long the worker may print nothing while a job runs before it is stopped and the job failed"
+        ),
+    ] = 300.0
     limits: Annotated[Limits, Meta(description="bounds on what a client may ask for")] = msgspec.field(
-        default_factory=Limits)
+        default_factory=Limits
+    )
     downloads: Annotated[DownloadSettings, Meta(description="model downloads")] = msgspec.field(
-        default_factory=DownloadSettings)
+        default_factory=DownloadSettings
+    )
     ollama: Annotated[LlmSettings, Meta(description="prompt enhancement's starting settings")] = msgspec.field(
-        default_factory=LlmSettings)
+        default_factory=LlmSettings
+    )
     assistant: Annotated[LlmSettings, Meta(description="the assistant's starting settings")] = msgspec.field(
-        default_factory=lambda: LlmSettings(timeout_seconds=120.0, max_history=50))
-    log_level: Annotated[str, Meta(description=f"log level: {', '.join(LOG_LEVELS)}"),
-                         OnCommandLine(choices=LOG_LEVELS)] = "info"
-    load_timeout_s: Annotated[float, Meta(
-        description="how long a model load (until the resident process answers) may take; big models on slow "
-                    "disks need minutes")] = 600.0
-    retention: Annotated[Retention, Meta(
-        description="how much finished job history the store keeps (off by default: all of it)")] = msgspec.field(
-        default_factory=Retention)
+        default_factory=lambda: LlmSettings(timeout_seconds=120.0, max_history=50)
+    )
+    log_level: Annotated[
+        str, Meta(description=f"log level: {', '.join(LOG_LEVELS)}"), OnCommandLine(choices=LOG_LEVELS)
+    ] = "info"
+    load_timeout_s: Annotated[
+        float,
+        Meta(
+            description="how long a model load (until the resident process answers) may take; big models on slow "
+            "disks need minutes"
+        ),
+    ] = 600.0
+    retention: Annotated[
+        Retention, Meta(description="how much finished job history the store keeps (off by default: all of it)")
+    ] = msgspec.field(default_factory=Retention)
     status_interval_s: Annotated[float, Meta(description="period of the server_status heartbeat event")] = 5.0
-    models: Annotated[dict[str, LoadModelRequest], Meta(
-        description='load profiles by model name ([models."flux.safetensors"] llm = "...", vae = "..."): how a model '
-                    "chosen by name (AUTOMATIC1111 / OpenAI clients, MCP) is loaded when it has never been loaded "
-                    "through /models/load")] = {}
+    models: Annotated[
+        dict[str, LoadModelRequest],
+        Meta(
+            description='load profiles by model name ([models."flux.safetensors"] llm = "...", vae = "..."): how a model '
+            "chosen by name (AUTOMATIC1111 / OpenAI clients, MCP) is loaded when it has never been loaded "
+            "through /models/load"
+        ),
+    ] = {}
     auth: Annotated[Auth, Meta(description="API keys")] = msgspec.field(default_factory=Auth)
     cors: Annotated[Cors, Meta(description="web origins that may call the API from a browser")] = msgspec.field(
-        default_factory=Cors)
-    allowed_hosts: Annotated[list[str], Meta(
-        description="host names (besides loopback ones) that requests may name while the server is bound to "
-                    "loopback: a guard against DNS rebinding")] = []
-    no_auth: Annotated[bool, Meta(
-        description="serve on a non-loopback address without API keys (anyone who reaches it may use it)"),
-        OnCommandLine()] = False
+        default_factory=Cors
+    )
+    allowed_hosts: Annotated[
+        list[str],
+        Meta(
+            description="host names (besides loopback ones) that requests may name while the server is bound to "
+            "loopback: a guard against DNS rebinding"
+        ),
+    ] = []
+    no_auth: Annotated[
+        bool,
+        Meta(description="serve on a non-loopback address without API keys (anyone who reaches it may use it)"),
+        OnCommandLine(),
+    ] = False
 
     @property
     def on_loopback(self) -> bool:
@@ -155,8 +192,9 @@ def is_loopback(host: str) -> bool:
 def default_backend(name: str) -> Backend:
     """Where `bin/build-backend NAME` installs its binaries."""
     folder = backend_dir(name)
-    return Backend(sd_cli=str(folder / "sd-cli"), sd_server=str(folder / "sd-server"),
-                   sd_worker=str(folder / "sdcpp-worker"))
+    return Backend(
+        sd_cli=str(folder / "sd-cli"), sd_server=str(folder / "sd-server"), sd_worker=str(folder / "sdcpp-worker")
+    )
 
 
 class CommandLineSetting(msgspec.Struct, frozen=True):
@@ -189,8 +227,9 @@ def _command_line_settings() -> tuple[CommandLineSetting, ...]:
         if marker is None:
             continue
         meta = next(extra for extra in extras if isinstance(extra, Meta))
-        found.append(CommandLineSetting(name, hint.__origin__, meta.description or "", getattr(defaults, name),
-                                        marker.choices))
+        found.append(
+            CommandLineSetting(name, hint.__origin__, meta.description or "", getattr(defaults, name), marker.choices)
+        )
     return tuple(found)
 
 
@@ -200,10 +239,12 @@ COMMAND_LINE: tuple[CommandLineSetting, ...] = _command_line_settings()
 CONFIG_FILE = CommandLineSetting("config", str, "TOML config file", None)
 # Variables without a flag: the keys (a command line is visible to other users) and the data folder (read by
 # runners.paths.data_dir, below any setting).
-API_KEYS = CommandLineSetting("api_keys", str, "API keys, comma-separated; added to [auth] api_keys", None,
-                              has_flag=False)
-DATA_DIR = CommandLineSetting("data_dir", str, "moves the whole data folder (backends, default models and outputs)",
-                              None, has_flag=False)
+API_KEYS = CommandLineSetting(
+    "api_keys", str, "API keys, comma-separated; added to [auth] api_keys", None, has_flag=False
+)
+DATA_DIR = CommandLineSetting(
+    "data_dir", str, "moves the whole data folder (backends, default models and outputs)", None, has_flag=False
+)
 ENVIRONMENT_ONLY: tuple[CommandLineSetting, ...] = (API_KEYS, DATA_DIR)
 
 

@@ -39,10 +39,21 @@ def create_app(service: Service) -> Litestar:
 
     settings = service.settings
     policy = SecurityPolicy(settings, service.session_secret)
-    cors = CORSConfig(allow_origins=settings.cors.allow_origins, allow_credentials=True,
-                      allow_headers=["Authorization", "X-API-Key", "Content-Type"]) if settings.cors.allow_origins else None
+    cors = (
+        CORSConfig(
+            allow_origins=settings.cors.allow_origins,
+            allow_credentials=True,
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+        if settings.cors.allow_origins
+        else None
+    )
     return Litestar(
-        route_handlers=[docs, mcp, *documented_errors(handler for module in ROUTE_MODULES for handler in module.ROUTES)],
+        route_handlers=[
+            docs,
+            mcp,
+            *documented_errors(handler for module in ROUTE_MODULES for handler in module.ROUTES),
+        ],
         dependencies={"service": Provide(provide_service, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

@@ -12,8 +12,8 @@ from typing import Any
 import anyio
 import msgspec
 from litestar import Request
-from litestar.serialization import decode_json
 from litestar.exceptions import SerializationException
+from litestar.serialization import decode_json
 from litestar.types import Empty
 
 from core.errors import BadRequest

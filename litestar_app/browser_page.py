@@ -14,9 +14,13 @@ __all__ = ["PLAY_SVG", "render_listing"]
 # Inline SVG icons: no icon font or emoji font needed on the viewing device.
 _SVG = '<svg class="icon" viewBox="0 0 24 24" width="40" height="40" aria-hidden="true">{}</svg>'
 ICONS = {
-    "folder": _SVG.format('<path fill="#f59e0b" d="M3 6a2 2 0 0 1 2-2h4l2 2h8a2 2 0 0 1 2 2v9a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2z"/>'),
-    "file": _SVG.format('<path fill="#94a3b8" d="M6 2h8l5 5v13a2 2 0 0 1-2 2H6a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2z"/>'
-                        '<path fill="#e2e8f0" d="M14 2v5h5"/>'),
+    "folder": _SVG.format(
+        '<path fill="#f59e0b" d="M3 6a2 2 0 0 1 2-2h4l2 2h8a2 2 0 0 1 2 2v9a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2z"/>'
+    ),
+    "file": _SVG.format(
+        '<path fill="#94a3b8" d="M6 2h8l5 5v13a2 2 0 0 1-2 2H6a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2z"/>'
+        '<path fill="#e2e8f0" d="M14 2v5h5"/>'
+    ),
 }
 
 STYLE = """
@@ -103,16 +107,22 @@ def _row(entry: Entry) -> str:
         if entry.kind in ("image", "video"):
             thumb = escape(url_of("/thumb/", entry.path))
             visual = f'<img loading="lazy" src="{thumb}" alt="">'
-            link = (f'<a class="entry-link media" data-kind="{entry.kind}" data-name="{name}" '
-                    f'href="{escape(href)}">{name}</a>')
+            link = (
+                f'<a class="entry-link media" data-kind="{entry.kind}" data-name="{name}" '
+                f'href="{escape(href)}">{name}</a>'
+            )
         else:
             visual = ICONS["file"]
             link = f'<a class="entry-link" href="{escape(href)}">{name}</a>'
         size = human_size(entry.size)
-    summary = f'<span class="summary" title="{escape(entry.summary)}">{escape(entry.summary)}</span>' if entry.summary else ""
+    summary = (
+        f'<span class="summary" title="{escape(entry.summary)}">{escape(entry.summary)}</span>' if entry.summary else ""
+    )
     modified = dt.datetime.fromtimestamp(entry.mtime).strftime("%Y-%m-%d %H:%M")
-    return (f'<tr class="entry {entry.kind}"><td class="thumb">{visual}</td><td class="name">{link}{summary}</td>'
-            f'<td class="size">{size}</td><td class="date">{modified}</td></tr>')
+    return (
+        f'<tr class="entry {entry.kind}"><td class="thumb">{visual}</td><td class="name">{link}{summary}</td>'
+        f'<td class="size">{size}</td><td class="date">{modified}</td></tr>'
+    )
 
 
 def render_listing(listing: Listing, sort: str, order: str) -> str:
@@ -124,8 +134,10 @@ def render_listing(listing: Listing, sort: str, order: str) -> str:
     title = escape("/" + listing.path if listing.path else "/")
     rows = "".join(_row(entry) for entry in listing.entries)
     body = rows or '<tr><td colspan="4" class="empty">This folder is empty.</td></tr>'
-    stats = (f"{listing.folders} folder{'s' if listing.folders != 1 else ''} · {listing.files} "
-             f"file{'s' if listing.files != 1 else ''} · {human_size(listing.total_bytes)}")
+    stats = (
+        f"{listing.folders} folder{'s' if listing.folders != 1 else ''} · {listing.files} "
+        f"file{'s' if listing.files != 1 else ''} · {human_size(listing.total_bytes)}"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Outputs {title}</title><style>{STYLE}</style></head>

@@ -31,8 +31,9 @@ def parser() -> argparse.ArgumentParser:
         if setting.kind is bool:
             serve.add_argument(setting.flag, dest=setting.name, action="store_true", default=None, help=help_text)
         else:
-            serve.add_argument(setting.flag, dest=setting.name, type=setting.kind, choices=setting.choices,
-                               help=help_text)
+            serve.add_argument(
+                setting.flag, dest=setting.name, type=setting.kind, choices=setting.choices, help=help_text
+            )
     return root
 
 
@@ -42,8 +43,13 @@ def describe(settings: Settings) -> None:
     for folder, path in settings.model_folders().items():
         log.info("  %-16s %s", folder, path)
     log.info("output folder: %s", settings.output_root())
-    log.info("backend '%s': sd-cli %s, sd-server %s, worker %s", settings.backend, backend.sd_cli, backend.sd_server,
-             backend.sd_worker or "none")
+    log.info(
+        "backend '%s': sd-cli %s, sd-server %s, worker %s",
+        settings.backend,
+        backend.sd_cli,
+        backend.sd_server,
+        backend.sd_worker or "none",
+    )
     keys = len(settings.auth.api_keys)  # never the keys themselves
     log.info("API keys: %s", f"{keys} configured" if keys else "none (open to whoever reaches the address)")
 
@@ -74,16 +80,23 @@ def check_exposure(settings: Settings) -> None:
         return
     raise Unprotected(
         f"refusing to listen on {settings.host} without an API key: anyone who can reach this address could use "
-        "the server. Set a key ([auth] api_keys = [\"...\"] in the config, or SDCPP_RESTAPI_API_KEYS=key1,key2), "
-        "or pass --no-auth if the network is trusted.")
+        'the server. Set a key ([auth] api_keys = ["..."] in the config, or SDCPP_RESTAPI_API_KEYS=key1,key2), '
+        "or pass --no-auth if the network is trusted."
+    )
 
 
 async def serve(settings: Settings) -> None:
     from litestar_app.app import create_app
 
     service = await build_service(settings)
-    config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port,
-                            log_level=settings.log_level, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(service),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+    )
     log.info("listening on http://%s:%d", settings.host, settings.port)
     await uvicorn.Server(config).serve()
 

@@ -19,6 +19,7 @@ log = logging.getLogger("sdcpp_restapi")
 async def wait_or_cancel(request: Request, service: Service, job_id: str, on_update: OnUpdate | None = None) -> Job:
     job: Job | None = None
     async with anyio.create_task_group() as tasks:
+
         async def cancel_on_disconnect() -> None:
             while (await request.receive())["type"] != "http.disconnect":
                 pass

@@ -46,4 +46,8 @@ def unexpected_error(request: Request, exc: Exception) -> Response:
     return Response({"error": f"Internal error: {type(exc).__name__}"}, status_code=500)
 
 
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {ServiceError: service_error, HTTPException: http_error, Exception: unexpected_error}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    ServiceError: service_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

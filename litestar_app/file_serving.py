@@ -6,9 +6,9 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+from collections.abc import AsyncIterator
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import AsyncIterator
 
 import anyio
 from litestar import Request, Response
@@ -16,8 +16,14 @@ from litestar.response import Stream
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-EXTRA_TYPES = {".webm": "video/webm", ".webp": "image/webp", ".avi": "video/x-msvideo", ".mkv": "video/x-matroska",
-               ".safetensors": "application/octet-stream", ".gguf": "application/octet-stream"}
+EXTRA_TYPES = {
+    ".webm": "video/webm",
+    ".webp": "image/webp",
+    ".avi": "video/x-msvideo",
+    ".mkv": "video/x-matroska",
+    ".safetensors": "application/octet-stream",
+    ".gguf": "application/octet-stream",
+}
 
 
 def media_type(path: Path) -> str:
@@ -45,7 +51,7 @@ def _position(digits: str) -> int:
     return int(digits) if len(digits) <= 18 else 10**18
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """(first, last) inclusive; None for "send everything"; "unsatisfiable" for a 416."""
     if not header:
         return None
@@ -75,8 +81,12 @@ async def _chunks(path: Path, first: int, length: int) -> AsyncIterator[bytes]:
 async def serve_file(request: Request, path: Path, cache_control: str = "no-cache") -> Response:
     stat = await anyio.Path(path).stat()
     etag = etag_of(stat)
-    headers = {"ETag": etag, "Last-Modified": formatdate(stat.st_mtime, usegmt=True), "Accept-Ranges": "bytes",
-               "Cache-Control": cache_control}
+    headers = {
+        "ETag": etag,
+        "Last-Modified": formatdate(stat.st_mtime, usegmt=True),
+        "Accept-Ranges": "bytes",
+        "Cache-Control": cache_control,
+    }
     if not_modified(request, etag, stat.st_mtime):
         return Response(b"", status_code=304, headers=headers)
     wanted = parse_range(request.headers.get("range"), stat.st_size)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+
 import msgspec
 from litestar.handlers import ASGIRouteHandler, asgi
 from litestar.types import Receive, Scope, Send
@@ -15,8 +16,14 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from core.jobs.schemas import QueueQuery
 from core.service import Service
-from litestar_app.mcp_tools import (GENERATE_SCHEMA, JOB_SCHEMA, MODEL_SCHEMA, TOOL_DESCRIPTIONS, AgentTools,
-                                    failure_message)
+from litestar_app.mcp_tools import (
+    GENERATE_SCHEMA,
+    JOB_SCHEMA,
+    MODEL_SCHEMA,
+    TOOL_DESCRIPTIONS,
+    AgentTools,
+    failure_message,
+)
 
 log = logging.getLogger("sdcpp_restapi")
 RESOURCE_NOT_FOUND = -32002
@@ -52,9 +59,15 @@ def _base_url(ctx: ServerRequestContext) -> str:
 def build_server(service: Service) -> Server:
     tools = AgentTools(service)
 
-    async def list_tools(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[types.Tool(name=name, description=TOOL_DESCRIPTIONS[name], input_schema=schema)
-                                            for name, schema in TOOL_SCHEMAS.items()])
+    async def list_tools(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(name=name, description=TOOL_DESCRIPTIONS[name], input_schema=schema)
+                for name, schema in TOOL_SCHEMAS.items()
+            ]
+        )
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
         arguments = dict(params.arguments or {})
@@ -63,8 +76,10 @@ def build_server(service: Service) -> Server:
                 result = await tools.generate(arguments, ctx.session.report_progress, _base_url(ctx))
                 if result.error:
                     return _error(f"job {result.job_id} {result.status}: {result.error}")
-                images = [types.ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
-                          for png in await tools.thumbnails(result)]
+                images = [
+                    types.ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
+                    for png in await tools.thumbnails(result)
+                ]
                 return types.CallToolResult(content=[_text(result), *images])
             if params.name == "model":
                 return types.CallToolResult(content=[_text(await tools.model(arguments))])
@@ -78,31 +93,51 @@ def build_server(service: Service) -> Server:
             return _error(message)
         return _error(f"unknown tool '{params.name}': use generate, model or job")
 
-    async def list_resources(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
-                             ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=[
-            types.Resource(uri=uri, name=name, description=description, mime_type="application/json")
-            for uri, (name, description) in RESOURCES.items()])
+    async def list_resources(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(
+            resources=[
+                types.Resource(uri=uri, name=name, description=description, mime_type="application/json")
+                for uri, (name, description) in RESOURCES.items()
+            ]
+        )
 
-    async def list_templates(ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
-                             ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(resource_templates=[types.ResourceTemplate(
-            uri_template=JOB_TEMPLATE, name="job", description="One job (GET /queue/{job_id})",
-            mime_type="application/json")])
+    async def list_templates(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                types.ResourceTemplate(
+                    uri_template=JOB_TEMPLATE,
+                    name="job",
+                    description="One job (GET /queue/{job_id})",
+                    mime_type="application/json",
+                )
+            ]
+        )
 
-    async def read_resource(ctx: ServerRequestContext, params: types.ReadResourceRequestParams
-                            ) -> types.ReadResourceResult:
+    async def read_resource(
+        ctx: ServerRequestContext, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
         uri = str(params.uri)
         try:
             value = await _resource(service, uri)
         except Exception as exc:
             raise MCPError(code=RESOURCE_NOT_FOUND, message=failure_message(exc) or f"cannot read {uri}") from None
-        return types.ReadResourceResult(contents=[types.TextResourceContents(
-            uri=uri, mime_type="application/json", text=_encode(value).decode())])
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=uri, mime_type="application/json", text=_encode(value).decode())]
+        )
 
-    return Server("sdcpp-restapi", version="0.1.0", on_list_tools=list_tools, on_call_tool=call_tool,
-                  on_list_resources=list_resources, on_list_resource_templates=list_templates,
-                  on_read_resource=read_resource)
+    return Server(
+        "sdcpp-restapi",
+        version="0.1.0",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+    )
 
 
 async def _resource(service: Service, uri: str) -> msgspec.Struct:
@@ -124,8 +159,9 @@ async def _resource(service: Service, uri: str) -> msgspec.Struct:
 
 def mcp_endpoint(service: Service) -> tuple[ASGIRouteHandler, StreamableHTTPSessionManager]:
     """The `/mcp` route and its session manager (whose `run()` the app's lifespan must enter)."""
-    manager = StreamableHTTPSessionManager(app=build_server(service), stateless=False, json_response=False,
-                                           security_settings=None)  # Host and Origin: litestar_app.security
+    manager = StreamableHTTPSessionManager(
+        app=build_server(service), stateless=False, json_response=False, security_settings=None
+    )  # Host and Origin: litestar_app.security
 
     @asgi("/mcp", copy_scope=True)
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:

@@ -8,7 +8,8 @@ tool error naming the field and the rule, as the REST API's 400 does.
 from __future__ import annotations
 
 import io
-from typing import Annotated, Awaitable, Callable, Literal, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -27,7 +28,11 @@ from core.service import Service
 T = TypeVar("T")
 GenerationType = Literal["txt2img", "img2img", "txt2vid", "upscale"]
 REQUEST_TYPES: dict[str, type[msgspec.Struct]] = {
-    "txt2img": Txt2ImgRequest, "img2img": Img2ImgRequest, "txt2vid": Txt2VidRequest, "upscale": UpscaleRequest}
+    "txt2img": Txt2ImgRequest,
+    "img2img": Img2ImgRequest,
+    "txt2vid": Txt2VidRequest,
+    "upscale": UpscaleRequest,
+}
 THUMBNAIL_PX = 256
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
@@ -112,15 +117,18 @@ TOOL_DESCRIPTIONS = {
         "Queue an image or video job on the loaded model: type txt2img, img2img (init_image_base64), txt2vid (a video "
         "model) or upscale (image_base64, needs a loaded upscaler), with the same fields as the REST API (prompt, "
         "negative_prompt, width, height, steps, cfg_scale, seed, sampler, ...). Returns the job id. With wait: true "
-        "it reports progress and returns the finished images as thumbnails plus their URLs under /output/."),
+        "it reports progress and returns the finished images as thumbnails plus their URLs under /output/."
+    ),
     "model": (
         "Manage models. action=list (optional type, search) lists model files; action=status tells which model and "
         "upscaler are loaded; action=load loads model_name (model_type checkpoint or diffusion) with its components "
         "(vae, llm, clip_l, t5xxl, taesd, ...) and options, or, given only model_name, with the components and "
-        "options it was last loaded with; action=unload unloads it."),
+        "options it was last loaded with; action=unload unloads it."
+    ),
     "job": (
         "Follow jobs. action=status or cancel needs job_id; action=list filters by status and type, newest first "
-        "(limit, offset); action=search finds jobs whose prompt contains `search`."),
+        "(limit, offset); action=search finds jobs whose prompt contains `search`."
+    ),
 }
 
 
@@ -136,24 +144,33 @@ class AgentTools:
         fields = {k: v for k, v in arguments.items() if k not in ("type", "wait", "timeout_seconds")}
         request = _convert(fields, REQUEST_TYPES[control.type])
         generation = self.service.generation
-        accepted: JobAccepted = await (generation.submit_upscale(request) if isinstance(request, UpscaleRequest)
-                                       else generation.submit(control.type, request))  # type: ignore[arg-type]
+        accepted: JobAccepted = await (
+            generation.submit_upscale(request)
+            if isinstance(request, UpscaleRequest)
+            else generation.submit(control.type, request)  # type: ignore[arg-type]
+        )
         if not control.wait:
             return GenerateResult(accepted.job_id, accepted.status, accepted.position)
         job = await self._wait(accepted.job_id, control.timeout_seconds, progress)
-        return GenerateResult(job.job_id, job.status, outputs=[f"{base_url}/output/{path}" for path in job.outputs],
-                              error=job.error)
+        return GenerateResult(
+            job.job_id, job.status, outputs=[f"{base_url}/output/{path}" for path in job.outputs], error=job.error
+        )
 
     async def _wait(self, job_id: str, timeout_s: float, progress: Progress) -> Job:
         async def relay(update: Update) -> None:
             if isinstance(update, JobProgress):
-                await progress(update.percentage, 100.0, f"image {update.current_image + 1}/{update.total_images}, "
-                                                          f"step {update.step}/{update.total_steps}")
+                await progress(
+                    update.percentage,
+                    100.0,
+                    f"image {update.current_image + 1}/{update.total_images}, step {update.step}/{update.total_steps}",
+                )
 
         with anyio.move_on_after(timeout_s):
             return await wait_for_job(self.service.queue, self.service.bus, job_id, relay)
-        raise ToolFailure(f"job {job_id} did not finish within {timeout_s:.0f}s; it goes on: follow it with the job "
-                          "tool (action=status)")
+        raise ToolFailure(
+            f"job {job_id} did not finish within {timeout_s:.0f}s; it goes on: follow it with the job "
+            "tool (action=status)"
+        )
 
     async def model(self, arguments: dict[str, object]) -> msgspec.Struct:
         args = _convert(arguments, ModelArgs)
@@ -183,10 +200,12 @@ class AgentTools:
             return await queue.get(args.job_id)
         if args.action == "search" and not args.search:
             raise ToolFailure("search is required for action=search (text the prompt contains)")
-        listing = await queue.listing(QueueQuery(tuple(args.status), tuple(args.type), args.search, args.limit,
-                                                 args.offset))
-        return JobList(listing.pending_count, listing.processing_count, listing.matched_count,
-                       list(reversed(listing.items)))
+        listing = await queue.listing(
+            QueueQuery(tuple(args.status), tuple(args.type), args.search, args.limit, args.offset)
+        )
+        return JobList(
+            listing.pending_count, listing.processing_count, listing.matched_count, list(reversed(listing.items))
+        )
 
     async def thumbnails(self, result: GenerateResult) -> list[bytes]:
         """Small PNGs of the finished images, for the agent to look at (videos have none)."""

@@ -3,7 +3,8 @@ documents."""
 
 from __future__ import annotations
 
-from typing import Iterable, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 from litestar import get
 from litestar.handlers import HTTPRouteHandler
@@ -37,8 +38,10 @@ def docs() -> Redirect:
 def documented_errors(handlers: Iterable[H], body: type = ErrorBody) -> list[H]:
     """Every HTTP route documents the error statuses it can answer, with its API's error body (ours, or the shape
     AUTOMATIC1111 or OpenAI clients expect on their routes)."""
-    responses = {status: ResponseSpec(body, description=description, generate_examples=False)
-                 for status, description in ERROR_STATUSES}
+    responses = {
+        status: ResponseSpec(body, description=description, generate_examples=False)
+        for status, description in ERROR_STATUSES
+    }
     listed = list(handlers)
     for handler in listed:
         if isinstance(handler, HTTPRouteHandler) and handler.include_in_schema:
@@ -48,8 +51,10 @@ def documented_errors(handlers: Iterable[H], body: type = ErrorBody) -> list[H]:
 
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
-        title="sdcpp-restapi", version="0.1.0",
+        title="sdcpp-restapi",
+        version="0.1.0",
         description="REST API, job queue and live events around stable-diffusion.cpp (see README.md and "
-                    "shared/spec/API.md). WebSocket events: ws://<host>:<ws_port>/ and /ws on this port.",
-        path=SCHEMA_PATH, render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        "shared/spec/API.md). WebSocket events: ws://<host>:<ws_port>/ and /ws on this port.",
+        path=SCHEMA_PATH,
+        render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
     )

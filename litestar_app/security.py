@@ -20,8 +20,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Mapping
 from http.cookies import SimpleCookie
-from typing import Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
@@ -38,8 +38,10 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC = frozenset({("GET", "/health"), ("GET", "/login"), ("POST", "/login"), ("GET", "/favicon.ico")})
 JSON_TYPES = frozenset({"application/json"})
 # Paths whose body may be something else (documented there); every other body is JSON.
-BODY_TYPES = {"/login": JSON_TYPES | {"application/x-www-form-urlencoded"},
-              "/v1/images/edits": JSON_TYPES | {"multipart/form-data"}}
+BODY_TYPES = {
+    "/login": JSON_TYPES | {"application/x-www-form-urlencoded"},
+    "/v1/images/edits": JSON_TYPES | {"multipart/form-data"},
+}
 
 
 class Refusal(msgspec.Struct, frozen=True):
@@ -134,25 +136,39 @@ class SecurityPolicy:
         if self.check_host:
             name = _host_name(host).lower()
             if not (is_loopback(name) or name in self.allowed_hosts):
-                return Refusal(403, f"Host '{host}' is not allowed: the server is bound to loopback; add the "
-                                    "name to allowed_hosts to reach it under that name")
+                return Refusal(
+                    403,
+                    f"Host '{host}' is not allowed: the server is bound to loopback; add the "
+                    "name to allowed_hosts to reach it under that name",
+                )
         if facts.method == "OPTIONS":
             return None  # CORS preflight: answered by the CORS layer, never acts
         origin = headers.get("origin")
-        if (facts.websocket or facts.method in STATE_CHANGING) and origin is not None:
-            if origin.rstrip("/").lower() not in self.allow_origins and not self._same_origin(origin, facts):
-                return Refusal(403, f"cross-site request refused: Origin '{origin}' is neither this server nor in "
-                                    "[cors] allow_origins")
+        if (
+            (facts.websocket or facts.method in STATE_CHANGING)
+            and origin is not None
+            and origin.rstrip("/").lower() not in self.allow_origins
+            and not self._same_origin(origin, facts)
+        ):
+            return Refusal(
+                403,
+                f"cross-site request refused: Origin '{origin}' is neither this server nor in [cors] allow_origins",
+            )
         if self.keys and (facts.method, facts.path) not in PUBLIC and not self._authorised(facts):
-            return Refusal(401, "an API key is required: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' "
-                                "or HTTP Basic with the key as password (WebSocket: ?token=<key>; browsers: "
-                                "/login)", {"WWW-Authenticate": 'Bearer realm="sdcpp-restapi"'})
+            return Refusal(
+                401,
+                "an API key is required: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' "
+                "or HTTP Basic with the key as password (WebSocket: ?token=<key>; browsers: "
+                "/login)",
+                {"WWW-Authenticate": 'Bearer realm="sdcpp-restapi"'},
+            )
         if not facts.websocket and self._has_body(headers):
             media_type = _media_type(headers.get("content-type", ""))
             allowed = BODY_TYPES.get(facts.path, JSON_TYPES)
             if media_type not in allowed:
-                return Refusal(415, f"Content-Type must be application/json for a request body (got "
-                                    f"'{media_type or 'none'}')")
+                return Refusal(
+                    415, f"Content-Type must be application/json for a request body (got '{media_type or 'none'}')"
+                )
         return None
 
     @staticmethod
@@ -188,8 +204,14 @@ class SecurityMiddleware(ASGIMiddleware):
 
 async def _redirect(send: Send, location: str) -> None:
     start: HTTPResponseStartEvent = {
-        "type": "http.response.start", "status": 303,
-        "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0"), (b"cache-control", b"no-store")]}
+        "type": "http.response.start",
+        "status": 303,
+        "headers": [
+            (b"location", location.encode("latin-1")),
+            (b"content-length", b"0"),
+            (b"cache-control", b"no-store"),
+        ],
+    }
     body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": b"", "more_body": False}
     await send(start)
     await send(body)

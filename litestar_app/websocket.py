@@ -5,8 +5,8 @@ core.events.stream, so a stalled client only ever fills its own buffer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
@@ -15,8 +15,9 @@ import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.http11 import Request as WsRequest, Response as WsResponse
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
 
 from core.events.stream import Subscription
 from core.service import Service
@@ -41,14 +42,19 @@ async def stream_events(service: Service, subscription: Subscription, send: Call
                 return f"client did not accept an event within {SEND_TIMEOUT_S:.0f}s"
 
 
-async def _serve_until_closed(service: Service, job_id: str | None, send: Callable[[str], Awaitable[None]],
-                              receive_until_closed: Callable[[], Awaitable[None]],
-                              close: Callable[[str], Awaitable[None]]) -> None:
+async def _serve_until_closed(
+    service: Service,
+    job_id: str | None,
+    send: Callable[[str], Awaitable[None]],
+    receive_until_closed: Callable[[], Awaitable[None]],
+    close: Callable[[str], Awaitable[None]],
+) -> None:
     """Stream to one client until it leaves; a client that is too slow is closed with the reason."""
     subscription = service.hub.open(job_id)
     reason: str | None = None
     try:
         async with anyio.create_task_group() as tasks:
+
             async def writer() -> None:
                 nonlocal reason
                 reason = await stream_events(service, subscription, send)

@@ -91,8 +91,17 @@ def fetch_sdist(cache: Path) -> Path:
         return sdist
     say(f"downloading {SDIST_NAME}=={SDIST_VERSION} sdist from the package index")
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-         f"{SDIST_NAME}=={SDIST_VERSION}", "-d", str(cache)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary=:all:",
+            f"{SDIST_NAME}=={SDIST_VERSION}",
+            "-d",
+            str(cache),
+        ],
         check=True,
     )
     actual = sha256_of(sdist)
@@ -129,9 +138,7 @@ def build(backend: str, jobs: int, force: bool) -> Path:
     say(f"configuring: cmake {' '.join(flags)}")
     subprocess.run(["cmake", "-S", str(WORKER_PROJECT), "-B", str(build_dir), *flags], check=True)
     say(f"compiling {', '.join(TARGETS)} with {jobs} jobs (a few minutes on 2 cores the first time)")
-    subprocess.run(
-        ["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS], check=True
-    )
+    subprocess.run(["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS], check=True)
     staging = install.with_name(install.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -140,8 +147,12 @@ def build(backend: str, jobs: int, force: bool) -> Path:
         built = next(path for path in build_dir.rglob(target) if path.is_file())
         shutil.copy2(built, staging / target)
         binaries[target] = sha256_of(staging / target)
-    manifest = {**wanted, "binaries": binaries, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "build_seconds": round(time.monotonic() - started, 1)}
+    manifest = {
+        **wanted,
+        "binaries": binaries,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(install, ignore_errors=True)
     staging.rename(install)

@@ -16,11 +16,20 @@ _EXAMPLES = re.compile(r"examples: (?P<items>[^)]*)\)")
 
 # Display names and bit widths of ggml weight types, for /options.
 QUANT_INFO: dict[str, tuple[str, int]] = {
-    "f32": ("F32 (32-bit float)", 32), "f16": ("F16 (16-bit float)", 16), "bf16": ("BF16 (Brain float 16)", 16),
-    "q8_0": ("Q8_0 (8-bit)", 8), "q5_0": ("Q5_0 (5-bit)", 5), "q5_1": ("Q5_1 (5-bit)", 5),
-    "q4_0": ("Q4_0 (4-bit)", 4), "q4_1": ("Q4_1 (4-bit)", 4), "q4_k": ("Q4_K (4-bit K-quant)", 4),
-    "q5_k": ("Q5_K (5-bit K-quant)", 5), "q6_k": ("Q6_K (6-bit K-quant)", 6), "q8_k": ("Q8_K (8-bit K-quant)", 8),
-    "q3_k": ("Q3_K (3-bit K-quant)", 3), "q2_k": ("Q2_K (2-bit K-quant)", 2),
+    "f32": ("F32 (32-bit float)", 32),
+    "f16": ("F16 (16-bit float)", 16),
+    "bf16": ("BF16 (Brain float 16)", 16),
+    "q8_0": ("Q8_0 (8-bit)", 8),
+    "q5_0": ("Q5_0 (5-bit)", 5),
+    "q5_1": ("Q5_1 (5-bit)", 5),
+    "q4_0": ("Q4_0 (4-bit)", 4),
+    "q4_1": ("Q4_1 (4-bit)", 4),
+    "q4_k": ("Q4_K (4-bit K-quant)", 4),
+    "q5_k": ("Q5_K (5-bit K-quant)", 5),
+    "q6_k": ("Q6_K (6-bit K-quant)", 6),
+    "q8_k": ("Q8_K (8-bit K-quant)", 8),
+    "q3_k": ("Q3_K (3-bit K-quant)", 3),
+    "q2_k": ("Q2_K (2-bit K-quant)", 2),
 }
 
 

@@ -6,7 +6,8 @@ table describes sd-cli's context and generation options, which sd-server shares.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Literal, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 import msgspec
 
@@ -57,9 +58,7 @@ def build_argv(table: Iterable[Flag], source: FlagSource | object) -> list[str]:
         render = spec.format or str
         if spec.kind == "value":
             argv += [spec.flag, render(value)]
-        elif spec.kind == "switch" and value is True:
-            argv.append(spec.flag)
-        elif spec.kind == "inverse_switch" and value is False:
+        elif (spec.kind == "switch" and value is True) or (spec.kind == "inverse_switch" and value is False):
             argv.append(spec.flag)
         elif spec.kind == "repeat":
             for item in value:

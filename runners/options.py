@@ -8,7 +8,8 @@ table (or `derived_generation_fields`) translates; a field absent from the sourc
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, cast
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import msgspec
 
@@ -169,11 +170,35 @@ _HIGH_SLG = ("high_noise_sample_params", "guidance", "slg")
 _TILING = ("vae_tiling_params",)
 
 SERVER_FIELDS: tuple[JsonField, ...] = (
-    *(JsonField(name, (name,)) for name in (
-        "prompt", "negative_prompt", "width", "height", "seed", "batch_count", "clip_skip", "strength",
-        "control_strength", "auto_resize_ref_image", "increase_ref_index", "video_frames", "fps", "moe_boundary",
-        "vace_strength", "cache_mode", "cache_option", "lora", "init_image", "mask_image", "end_image",
-        "control_image", "ref_images", "control_frames")),
+    *(
+        JsonField(name, (name,))
+        for name in (
+            "prompt",
+            "negative_prompt",
+            "width",
+            "height",
+            "seed",
+            "batch_count",
+            "clip_skip",
+            "strength",
+            "control_strength",
+            "auto_resize_ref_image",
+            "increase_ref_index",
+            "video_frames",
+            "fps",
+            "moe_boundary",
+            "vace_strength",
+            "cache_mode",
+            "cache_option",
+            "lora",
+            "init_image",
+            "mask_image",
+            "end_image",
+            "control_image",
+            "ref_images",
+            "control_frames",
+        )
+    ),
     JsonField("steps", (*_SAMPLE, "sample_steps")),
     JsonField("sampler", (*_SAMPLE, "sample_method"), omit_when=empty),
     JsonField("scheduler", (*_SAMPLE, "scheduler"), omit_when=empty),

@@ -7,12 +7,14 @@ survives a cancelled job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import anyio
 import msgspec
@@ -48,10 +50,8 @@ class RunResult(msgspec.Struct):
 
 
 def _kill_group(process: Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 async def pump_lines(stream: ByteReceiveStream | None, on_text: Callable[[str], None]) -> None:
@@ -166,8 +166,12 @@ async def spawn(argv: Sequence[str], cwd: str | os.PathLike[str] | None = None, 
     """Start a binary in its own session with piped output (and input, for a resident worker), recorded in
     CHILDREN until it exits."""
     process = await anyio.open_process(
-        list(argv), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, cwd=cwd, start_new_session=True,
+        list(argv),
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        start_new_session=True,
     )
     await anyio.to_thread.run_sync(CHILDREN.add, process.pid, str(Path(argv[0]).resolve()))
     return process

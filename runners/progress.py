@@ -9,7 +9,8 @@ loading bars count MB/s, VAE and ESRGAN tile bars follow their own log lines).
 from __future__ import annotations
 
 import re
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import msgspec
 

@@ -4,7 +4,7 @@ listener (model loading progress), and the reason a failure is reported with."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import Process

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from runners.flags import build_argv
-from runners.options import (CLI_ONLY_CONTEXT_FLAGS, CONTEXT_FLAGS, GENERATION_FLAGS, PREVIEW_FLAGS,
-                             derived_generation_fields)
+from runners.options import (
+    CLI_ONLY_CONTEXT_FLAGS,
+    CONTEXT_FLAGS,
+    GENERATION_FLAGS,
+    PREVIEW_FLAGS,
+    derived_generation_fields,
+)
 
 CliMode = Literal["img_gen", "vid_gen"]
 
@@ -18,11 +24,14 @@ def generation_argv(
     """A full sd-cli command line; `output` may hold a `%d` pattern for numbered results."""
     fields = {**generation, **derived_generation_fields(generation)}
     return [
-        str(sd_cli), "--mode", mode,
+        str(sd_cli),
+        "--mode",
+        mode,
         *build_argv(CONTEXT_FLAGS + CLI_ONLY_CONTEXT_FLAGS, context),
         *build_argv(GENERATION_FLAGS, fields),
         *build_argv(PREVIEW_FLAGS, fields),
-        "--output", str(output),
+        "--output",
+        str(output),
     ]
 
 
@@ -35,14 +44,33 @@ def upscale_argv(
     sd_cli: str | Path, model: Path, image: Path, output: Path, repeats: int, tile_size: int, n_threads: int = -1
 ) -> list[str]:
     # Metadata is off: upscale mode would otherwise embed a misleading "img_gen" parameters chunk.
-    argv = [str(sd_cli), "--mode", "upscale", "--upscale-model", str(model), "--init-img", str(image),
-            "--output", str(output), "--upscale-repeats", str(repeats), "--upscale-tile-size", str(tile_size),
-            "--disable-image-metadata"]
+    argv = [
+        str(sd_cli),
+        "--mode",
+        "upscale",
+        "--upscale-model",
+        str(model),
+        "--init-img",
+        str(image),
+        "--output",
+        str(output),
+        "--upscale-repeats",
+        str(repeats),
+        "--upscale-tile-size",
+        str(tile_size),
+        "--disable-image-metadata",
+    ]
     return argv + (["--threads", str(n_threads)] if n_threads > 0 else [])
 
 
-def convert_argv(sd_cli: str | Path, source: Path, output: Path, weight_type: str, vae: Path | None = None,
-                 tensor_type_rules: str = "") -> list[str]:
+def convert_argv(
+    sd_cli: str | Path,
+    source: Path,
+    output: Path,
+    weight_type: str,
+    vae: Path | None = None,
+    tensor_type_rules: str = "",
+) -> list[str]:
     # Convert mode reads only -m (--diffusion-model passes validation but is ignored there).
     argv = [str(sd_cli), "--mode", "convert", "--model", str(source), "--output", str(output), "--type", weight_type]
     if vae is not None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import logging
 import socket
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -18,8 +19,8 @@ import msgspec
 from anyio.abc import Process, TaskStatus
 
 from runners.process import pump_lines, spawn, stop_process
-from runners.resident import ResidentProcess
 from runners.progress import LogLine, Piece, classify
+from runners.resident import ResidentProcess
 
 log = logging.getLogger("sdcpp_restapi.runners")
 T = TypeVar("T")

@@ -10,9 +10,11 @@ logged and ignored.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import anyio
 import msgspec
@@ -143,6 +145,7 @@ class ResidentWorker(ResidentProcess):
                 pumps.start_soon(pump_lines, process.stderr, self._on_stderr)
                 with anyio.move_on_after(self.ready_timeout_s):
                     async with anyio.create_task_group() as waiting:
+
                         async def exited() -> None:
                             await self.exited.wait()
                             waiting.cancel_scope.cancel()
@@ -163,7 +166,9 @@ class ResidentWorker(ResidentProcess):
             self._messages.close()
         if not self._ready.is_set():
             why = self._fatal or self.reason(f"the worker exited with code {self.returncode} while loading")
-            raise WorkerFailed(why if self.exited.is_set() else f"the worker did not load within {self.ready_timeout_s:.0f}s")
+            raise WorkerFailed(
+                why if self.exited.is_set() else f"the worker did not load within {self.ready_timeout_s:.0f}s"
+            )
 
     async def _pump_stdout(self, process: Process) -> None:
         await pump_lines(process.stdout, self._on_stdout)
@@ -174,11 +179,8 @@ class ResidentWorker(ResidentProcess):
     async def stop(self) -> None:
         if self.process is not None:
             if self.process.stdin is not None:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self.process.stdin.aclose()
-                    except Exception:  # already gone
-                        pass
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):  # already gone
+                    await self.process.stdin.aclose()
             await stop_process(self.process)
             with anyio.move_on_after(5):
                 await self.exited.wait()
@@ -198,11 +200,13 @@ class ResidentWorker(ResidentProcess):
                         try:
                             message = await self._inbox.receive()
                         except anyio.EndOfStream:
-                            raise WorkerFailed(self.reason(
-                                f"the worker exited with code {self.returncode} during the job")) from None
+                            raise WorkerFailed(
+                                self.reason(f"the worker exited with code {self.returncode} during the job")
+                            ) from None
                     if stalled.cancelled_caught:
-                        raise WorkerFailed(f"the worker printed nothing for {self.stall_timeout_s:.0f}s during the "
-                                           "job: it was stopped")
+                        raise WorkerFailed(
+                            f"the worker printed nothing for {self.stall_timeout_s:.0f}s during the job: it was stopped"
+                        )
                     if getattr(message, "job_id", request.job_id) != request.job_id:
                         continue  # a late line of an earlier job
                     if isinstance(message, Done):

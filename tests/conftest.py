@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
-from fixtures.random_models import FAMILIES as RANDOM_FAMILIES, tables_digest, write_families
+from fixtures.random_models import FAMILIES as RANDOM_FAMILIES
+from fixtures.random_models import tables_digest, write_families
 from fixtures.tiny_models import write_tiny_models
 from runners.paths import data_dir
 from tests.support import ServerProcess, cached_models, server_fixture

@@ -13,8 +13,9 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def reply(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None,
-              head: bool = False) -> None:
+    def reply(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None, head: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -18,43 +18,93 @@ class FakeHubs(LocalHttpServer):
         owner = self
 
         class Handler(QuietHandler):
-
             def _route(self, head: bool) -> None:
                 owner.auth.append(self.headers.get("Authorization"))
                 path = self.path.split("?")[0]
                 base = owner.url
                 if path == "/api/v1/models/4242":
-                    return self.reply_json(200, {"id": 4242, "name": "Tiny Detail", "type": "LORA", "modelVersions": [
-                        {"id": 777, "name": "v2", "baseModel": "Flux.2 Klein", "downloadUrl": f"{base}/api/download/models/777",
-                         "files": [{"name": "tiny_detail_v2.safetensors", "sizeKB": len(owner.payload) / 1024,
-                                    "hashes": {"SHA256": owner.civitai_sha256.upper()}, "primary": True,
-                                    "downloadUrl": f"{base}/api/download/models/777"}]},
-                        {"id": 700, "name": "v1", "baseModel": "Flux.2 Klein", "files": []}]})
+                    return self.reply_json(
+                        200,
+                        {
+                            "id": 4242,
+                            "name": "Tiny Detail",
+                            "type": "LORA",
+                            "modelVersions": [
+                                {
+                                    "id": 777,
+                                    "name": "v2",
+                                    "baseModel": "Flux.2 Klein",
+                                    "downloadUrl": f"{base}/api/download/models/777",
+                                    "files": [
+                                        {
+                                            "name": "tiny_detail_v2.safetensors",
+                                            "sizeKB": len(owner.payload) / 1024,
+                                            "hashes": {"SHA256": owner.civitai_sha256.upper()},
+                                            "primary": True,
+                                            "downloadUrl": f"{base}/api/download/models/777",
+                                        }
+                                    ],
+                                },
+                                {"id": 700, "name": "v1", "baseModel": "Flux.2 Klein", "files": []},
+                            ],
+                        },
+                    )
                 if path == "/api/v1/models/4343":  # publishes a hash the file does not have
-                    return self.reply_json(200, {"id": 4343, "name": "Tampered", "type": "LORA", "modelVersions": [
-                        {"id": 778, "name": "v1", "files": [{"name": "tampered.safetensors", "primary": True,
-                                                              "sizeKB": len(owner.payload) / 1024,
-                                                              "hashes": {"SHA256": "0" * 64},
-                                                              "downloadUrl": f"{base}/api/download/models/777"}]}]})
+                    return self.reply_json(
+                        200,
+                        {
+                            "id": 4343,
+                            "name": "Tampered",
+                            "type": "LORA",
+                            "modelVersions": [
+                                {
+                                    "id": 778,
+                                    "name": "v1",
+                                    "files": [
+                                        {
+                                            "name": "tampered.safetensors",
+                                            "primary": True,
+                                            "sizeKB": len(owner.payload) / 1024,
+                                            "hashes": {"SHA256": "0" * 64},
+                                            "downloadUrl": f"{base}/api/download/models/777",
+                                        }
+                                    ],
+                                }
+                            ],
+                        },
+                    )
                 if path.startswith("/api/v1/models/"):
                     return self.reply_json(404, {"error": "No model with id"})
                 if path == "/api/download/models/777":
-                    return self.reply(200, owner.payload, "application/octet-stream",
-                                       {"Content-Disposition": 'attachment; filename="tiny_detail_v2.safetensors"'}, head)
+                    return self.reply(
+                        200,
+                        owner.payload,
+                        "application/octet-stream",
+                        {"Content-Disposition": 'attachment; filename="tiny_detail_v2.safetensors"'},
+                        head,
+                    )
                 if path == "/tiny-org/tiny-repo/resolve/main/loras/tiny.safetensors":
-                    return self.reply(302, b"", "text/plain", {
-                        "Location": f"{base}/cdn/blob", "X-Linked-Size": str(len(owner.payload)),
-                        "X-Linked-Etag": f'"{owner.sha256}"'}, head)
+                    return self.reply(
+                        302,
+                        b"",
+                        "text/plain",
+                        {
+                            "Location": f"{base}/cdn/blob",
+                            "X-Linked-Size": str(len(owner.payload)),
+                            "X-Linked-Etag": f'"{owner.sha256}"',
+                        },
+                        head,
+                    )
                 if path == "/cdn/blob":
                     return self.reply(200, owner.payload, "application/octet-stream", head=head)
                 if path == "/plain/model.gguf":
                     return self.reply(200, owner.payload, "application/octet-stream", head=head)
                 return self.reply_json(404, {"error": "Entry not found"})
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._route(head=False)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._route(head=True)
 
         super().__init__(Handler)

@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -31,8 +32,9 @@ def free_port() -> int:
 class ServerProcess:
     """`sdcpp-restapi serve` on free ports with its own models and output folders."""
 
-    def __init__(self, models_dir: Path, output_dir: Path, log_path: Path, *extra: str,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, models_dir: Path, output_dir: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.models_dir, self.output_dir, self.log_path = models_dir, output_dir, log_path
         self.env = {**os.environ, **(env or {})}
         self.port, self.ws_port = free_port(), free_port()
@@ -41,14 +43,29 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "litestar_app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws-port", str(self.ws_port), "--models-dir", str(self.models_dir),
-                "--output-dir", str(self.output_dir), *self.extra]
+        return [
+            sys.executable,
+            "-m",
+            "litestar_app",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ws-port",
+            str(self.ws_port),
+            "--models-dir",
+            str(self.models_dir),
+            "--output-dir",
+            str(self.output_dir),
+            *self.extra,
+        ]
 
-    def start(self, timeout: float = 60.0) -> "ServerProcess":
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.argv(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, env=self.env)
+        self.process = subprocess.Popen(
+            self.argv(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -69,8 +86,9 @@ class ServerProcess:
         self.kill(signal.SIGTERM)
 
 
-def running_server_with(models_dir: Path, work: Path, *extra: str,
-                        env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def running_server_with(
+    models_dir: Path, work: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
     process = ServerProcess(models_dir, work / "output", work / "server.log", *extra, env=env).start()
     try:
         yield process
@@ -108,8 +126,6 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120.0) -> d
     raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
 
 
-
-
 def process_exe(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/exe")
@@ -117,11 +133,14 @@ def process_exe(pid: int) -> str | None:
         return None
 
 
-def sd_processes(server: "ServerProcess", name: str = "sd-server") -> list[int]:
+def sd_processes(server: ServerProcess, name: str = "sd-server") -> list[int]:
     """Live descendants of the test server (in any session) whose binary is `name`."""
     assert server.process is not None
-    return [pid for pid in all_pids() if (exe := process_exe(pid)) and Path(exe).name == name
-            and _is_descendant(pid, server.process.pid)]
+    return [
+        pid
+        for pid in all_pids()
+        if (exe := process_exe(pid)) and Path(exe).name == name and _is_descendant(pid, server.process.pid)
+    ]
 
 
 def all_pids() -> list[int]:

@@ -258,7 +258,11 @@ def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: 
             fields[name] = value
     # A1111's "stop at last layer 1" is no skip; sd.cpp's default (-1) already picks what the model wants (2 for
     # SDXL), where a literal 1 would override it. Larger values are passed.
-    stop = request.clip_skip if request.clip_skip is not None else request.override_settings.get("CLIP_stop_at_last_layers")
+    stop = (
+        request.clip_skip
+        if request.clip_skip is not None
+        else request.override_settings.get("CLIP_stop_at_last_layers")
+    )
     if isinstance(stop, int) and stop > 1:
         fields["clip_skip"] = stop
     sampler_name = request.sampler_name or request.sampler_index
@@ -290,38 +294,78 @@ def parameters(request: A1111Generation) -> A1111Generation:
     return request
 
 
-def info(job: Job, understood: GenerationRequest, request: A1111Generation, model: str | None,
-         infotexts: list[str]) -> str:
+def info(
+    job: Job, understood: GenerationRequest, request: A1111Generation, model: str | None, infotexts: list[str]
+) -> str:
     """A1111's `info` (a JSON string) for a job that ran `understood` (the request with the seed resolved and the
     architecture's defaults filled); sd.cpp numbers batch images seed + i."""
     seed, count = understood.seed, understood.batch_count
-    return msgspec.json.encode(GenerationInfo(
-        prompt=understood.prompt, all_prompts=[understood.prompt] * count, negative_prompt=understood.negative_prompt,
-        all_negative_prompts=[understood.negative_prompt] * count, seed=seed,
-        all_seeds=[seed + i for i in range(count)],
-        subseed=-1, all_subseeds=[-1] * count, subseed_strength=0, width=understood.width, height=understood.height,
-        sampler_name=request.sampler_name or request.sampler_index or understood.sampler,
-        scheduler=understood.scheduler, cfg_scale=understood.cfg_scale, steps=understood.steps,
-        batch_size=request.batch_size, n_iter=request.n_iter, clip_skip=understood.clip_skip,
-        denoising_strength=understood.strength if isinstance(understood, Img2ImgRequest) else None,
-        sd_model_name=model, sd_model_hash=None, seed_resize_from_w=-1, seed_resize_from_h=-1, styles=[],
-        extra_generation_params={}, index_of_first_image=0, infotexts=infotexts,
-        job_timestamp=_timestamp(job.started_at), is_using_inpainting_conditioning=False, version="sdcpp-restapi",
-        job_id=job.job_id)).decode()
+    return msgspec.json.encode(
+        GenerationInfo(
+            prompt=understood.prompt,
+            all_prompts=[understood.prompt] * count,
+            negative_prompt=understood.negative_prompt,
+            all_negative_prompts=[understood.negative_prompt] * count,
+            seed=seed,
+            all_seeds=[seed + i for i in range(count)],
+            subseed=-1,
+            all_subseeds=[-1] * count,
+            subseed_strength=0,
+            width=understood.width,
+            height=understood.height,
+            sampler_name=request.sampler_name or request.sampler_index or understood.sampler,
+            scheduler=understood.scheduler,
+            cfg_scale=understood.cfg_scale,
+            steps=understood.steps,
+            batch_size=request.batch_size,
+            n_iter=request.n_iter,
+            clip_skip=understood.clip_skip,
+            denoising_strength=understood.strength if isinstance(understood, Img2ImgRequest) else None,
+            sd_model_name=model,
+            sd_model_hash=None,
+            seed_resize_from_w=-1,
+            seed_resize_from_h=-1,
+            styles=[],
+            extra_generation_params={},
+            index_of_first_image=0,
+            infotexts=infotexts,
+            job_timestamp=_timestamp(job.started_at),
+            is_using_inpainting_conditioning=False,
+            version="sdcpp-restapi",
+            job_id=job.job_id,
+        )
+    ).decode()
 
 
 def progress(job: Job | None, queued: int, preview_b64: str | None) -> Progress:
     """`/sdapi/v1/progress` for the running generation job (all zero when none runs)."""
     if job is None:
-        idle = ProgressState(skipped=False, interrupted=False, stopping_generation=False, job="", job_count=queued,
-                             job_timestamp="0", job_no=0, sampling_step=0, sampling_steps=0)
+        idle = ProgressState(
+            skipped=False,
+            interrupted=False,
+            stopping_generation=False,
+            job="",
+            job_count=queued,
+            job_timestamp="0",
+            job_no=0,
+            sampling_step=0,
+            sampling_steps=0,
+        )
         return Progress(0.0, 0.0, idle, None, None)
     fraction = job.progress.percentage / 100.0
     elapsed = _elapsed(job.started_at)
     eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
-    state = ProgressState(skipped=False, interrupted=False, stopping_generation=False, job=job.job_id,
-                          job_count=queued, job_timestamp=_timestamp(job.started_at), job_no=job.progress.current_image,
-                          sampling_step=job.progress.step, sampling_steps=job.progress.total_steps)
+    state = ProgressState(
+        skipped=False,
+        interrupted=False,
+        stopping_generation=False,
+        job=job.job_id,
+        job_count=queued,
+        job_timestamp=_timestamp(job.started_at),
+        job_no=job.progress.current_image,
+        sampling_step=job.progress.step,
+        sampling_steps=job.progress.total_steps,
+    )
     return Progress(round(fraction, 4), round(eta, 2), state, preview_b64, None)
 
 
@@ -336,7 +380,7 @@ def _timestamp(timestamp: str | None) -> str:
 
 def _elapsed(timestamp: str | None) -> float:
     moment = _parse(timestamp)
-    return (dt.datetime.now(dt.timezone.utc) - moment).total_seconds() if moment else 0.0
+    return (dt.datetime.now(dt.UTC) - moment).total_seconds() if moment else 0.0
 
 
 def inverted_mask(data: str, max_bytes: int, max_pixels: int) -> str:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from core.compat.sd_server import extract_extra_args
 from core.errors import BadRequest
-from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from core.generation.defaults import default_size
+from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from core.models.architecture import Architecture
 from core.request_types import Request, describe_validation_error
 
@@ -123,8 +123,15 @@ def parse_size(size: str, architecture: Architecture | None) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def to_request(prompt: str, n: int, size: tuple[int, int], preview: bool, init_image: str | None = None,
-               mask: str | None = None, references: list[str] | None = None) -> GenerationRequest:
+def to_request(
+    prompt: str,
+    n: int,
+    size: tuple[int, int],
+    preview: bool,
+    init_image: str | None = None,
+    mask: str | None = None,
+    references: list[str] | None = None,
+) -> GenerationRequest:
     """Our request: txt2img, or img2img when an image is given (the edit endpoint)."""
     clean, extra = extract_extra_args(prompt)
     fields: dict[str, object] = {"prompt": clean, "batch_count": n, "width": size[0], "height": size[1]}

@@ -4,7 +4,7 @@ WebSocket layer subscribes. Nobody else talks to sockets."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -21,7 +21,7 @@ class Event(msgspec.Struct):
 
 def utc_timestamp() -> str:
     """ISO 8601 UTC with milliseconds, e.g. 2024-01-01T12:00:00.000Z."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def stamp(data: EventData) -> Event:

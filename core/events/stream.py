@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from typing import Callable, Hashable, cast
+from collections.abc import Callable, Hashable
+from typing import cast
 
 import anyio
 

@@ -21,13 +21,23 @@ from core.models.architecture import Architecture, GenerationDefaults, preset_of
 R = TypeVar("R", bound=GenerationRequest)
 
 # The request fields that follow the architecture, in GenerationDefaults' names.
-FOLLOWS_ARCHITECTURE = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler", "distilled_guidance",
-                        "video_frames", "flow_shift")
+FOLLOWS_ARCHITECTURE = (
+    "width",
+    "height",
+    "steps",
+    "cfg_scale",
+    "sampler",
+    "scheduler",
+    "distilled_guidance",
+    "video_frames",
+    "flow_shift",
+)
 
 # The contract's defaults: what an omitted field is when the architecture is unknown.
 IMAGE_DEFAULTS = GenerationDefaults(512, 512, 20, 7.0, "euler_a", scheduler="discrete", distilled_guidance=3.5)
-VIDEO_DEFAULTS = GenerationDefaults(832, 480, 30, 6.0, "euler", scheduler="discrete", distilled_guidance=3.5,
-                                    video_frames=33, flow_shift=3.0)
+VIDEO_DEFAULTS = GenerationDefaults(
+    832, 480, 30, 6.0, "euler", scheduler="discrete", distilled_guidance=3.5, video_frames=33, flow_shift=3.0
+)
 
 
 class RequestDefaults(msgspec.Struct):
@@ -40,9 +50,11 @@ class RequestDefaults(msgspec.Struct):
 
 
 def request_defaults() -> RequestDefaults:
-    return RequestDefaults(txt2img=resolve_defaults(Txt2ImgRequest(prompt=""), None)[0],
-                           img2img=resolve_defaults(Img2ImgRequest(prompt=""), None)[0],
-                           txt2vid=resolve_defaults(Txt2VidRequest(prompt=""), None)[0])
+    return RequestDefaults(
+        txt2img=resolve_defaults(Txt2ImgRequest(prompt=""), None)[0],
+        img2img=resolve_defaults(Img2ImgRequest(prompt=""), None)[0],
+        txt2vid=resolve_defaults(Txt2VidRequest(prompt=""), None)[0],
+    )
 
 
 def contract_defaults(request: GenerationRequest) -> GenerationDefaults:
@@ -63,8 +75,9 @@ def _load_defaults(flow_shift: float | None) -> dict[str, object]:
     return {"flow_shift": flow_shift}
 
 
-def resolve_defaults(request: R, architecture: Architecture | None,
-                     load_flow_shift: float | None = None) -> tuple[R, dict[str, str]]:
+def resolve_defaults(
+    request: R, architecture: Architecture | None, load_flow_shift: float | None = None
+) -> tuple[R, dict[str, str]]:
     """The request with every omitted architecture-following field filled, and field -> where it came from."""
     preset = preset_of(architecture)
     layers: list[tuple[str, dict[str, object]]] = [("load options", _load_defaults(load_flow_shift))]

@@ -8,8 +8,8 @@ engine and why.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import anyio
 import msgspec
@@ -28,8 +28,7 @@ from runners.flags import FlagSource
 from runners.options import build_server_body
 from runners.process import run_binary
 from runners.progress import Bar, Piece, ProgressTracker, SamplingStep
-from runners.sdcli import CliMode, generation_argv
-from runners.sdcli import generation_args
+from runners.sdcli import CliMode, generation_args, generation_argv
 from runners.sdserver import ResidentServer, ServerFailed, ServerResult, decode_images
 from runners.worker import JobEvent, JobRequest, Preview, PreviewRequest, Progress, ResidentWorker, WorkerFailed
 
@@ -41,7 +40,10 @@ SERVER_IMAGE_LISTS = ("ref_images", "control_frames")
 
 # What makes a job run on sd-cli instead of the resident sd-server, with the reason recorded in config.json.
 CLI_ONLY: tuple[tuple[Callable[[GenerationJob], bool], str], ...] = (
-    (lambda job: bool(job.inputs.pm_id_images or job.request.pm_id_embed_path), "PhotoMaker inputs exist only in sd-cli"),
+    (
+        lambda job: bool(job.inputs.pm_id_images or job.request.pm_id_embed_path),
+        "PhotoMaker inputs exist only in sd-cli",
+    ),
     (lambda job: job.request.batch_count > 8, "sd-server caps batch_count at 8"),
     (lambda job: (job.request.steps or 0) > 100, "sd-server caps steps at 100"),
 )
@@ -91,8 +93,16 @@ def cli_reason(job: GenerationJob) -> str | None:
 
 
 class GenerationEngine:
-    def __init__(self, queue: JobQueue, models: ModelManager, upscaler: UpscalerManager, sd_cli: Path,
-                 previews: PreviewStore, watched: Callable[[str], bool], bus: EventBus) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        models: ModelManager,
+        upscaler: UpscalerManager,
+        sd_cli: Path,
+        previews: PreviewStore,
+        watched: Callable[[str], bool],
+        bus: EventBus,
+    ) -> None:
         self.queue, self.models, self.upscaler, self.sd_cli = queue, models, upscaler, sd_cli
         self.previews, self.watched, self.bus = previews, watched, bus
         self.upscaling = Upscaling(upscaler, sd_cli)
@@ -107,13 +117,15 @@ class GenerationEngine:
             outputs, config = await self._run_generation(spec, record.job.job_id, job_dir, report)
         else:
             raise JobFailed(f"{record.job.type} is not a generation job")
-        config = msgspec.structs.replace(config, job_id=record.job.job_id, type=record.job.type,
-                                         params=record.job.params)
+        config = msgspec.structs.replace(
+            config, job_id=record.job.job_id, type=record.job.type, params=record.job.params
+        )
         await anyio.to_thread.run_sync(atomic_write_json, job_dir / "config.json", config)
         return [path.relative_to(self.queue.output_root).as_posix() for path in outputs]
 
-    async def _run_generation(self, job: GenerationJob, job_id: str, job_dir: Path,
-                              report: ProgressReport) -> tuple[list[Path], JobConfig]:
+    async def _run_generation(
+        self, job: GenerationJob, job_id: str, job_dir: Path, report: ProgressReport
+    ) -> tuple[list[Path], JobConfig]:
         mode: CliMode = "vid_gen" if isinstance(job, Txt2VidJob) else "img_gen"
         tracker = ProgressTracker()
 
@@ -136,9 +148,16 @@ class GenerationEngine:
             else:
                 outputs = await self._on_cli(mode, loaded, job, fields, job_dir, on_piece, job_id, plan)
                 engine = f"sd-cli ({reason})"
-        config = JobConfig(job_id, "", job.params(), engine, model=loaded.name, model_type=loaded.request.model_type,
-                           model_architecture=loaded.architecture.variant if loaded.architecture else None,
-                           components=msgspec.structs.asdict(loaded.components()))
+        config = JobConfig(
+            job_id,
+            "",
+            job.params(),
+            engine,
+            model=loaded.name,
+            model_type=loaded.request.model_type,
+            model_architecture=loaded.architecture.variant if loaded.architecture else None,
+            components=msgspec.structs.asdict(loaded.components()),
+        )
         if job.request.upscale and mode == "img_gen":
             outputs += await self.upscaling.chain(outputs, job.request.upscale_repeats)
             config.upscaler = self.upscaler.loaded.request.model_name if self.upscaler.loaded else None
@@ -146,8 +165,17 @@ class GenerationEngine:
                 await self.upscaler.unload()
         return outputs, config
 
-    async def _on_worker(self, worker: ResidentWorker, mode: CliMode, job: GenerationJob, fields: dict[str, object],
-                         job_dir: Path, report: ProgressReport, job_id: str, plan: PreviewPlan | None) -> list[Path]:
+    async def _on_worker(
+        self,
+        worker: ResidentWorker,
+        mode: CliMode,
+        job: GenerationJob,
+        fields: dict[str, object],
+        job_dir: Path,
+        report: ProgressReport,
+        job_id: str,
+        plan: PreviewPlan | None,
+    ) -> list[Path]:
         """One request line to the resident worker: the same generation flags sd-cli gets, previews by callback."""
         watcher: PreviewWatcher | None = None
         preview: PreviewRequest | None = None
@@ -198,8 +226,15 @@ class GenerationEngine:
             self.previews.latest.pop(job_id, None)
         return [Path(path) for path in written]
 
-    async def _on_server(self, server: ResidentServer, mode: CliMode, job: GenerationJob, fields: dict[str, object],
-                         job_dir: Path, on_piece: Callable[[Piece], None]) -> list[Path]:
+    async def _on_server(
+        self,
+        server: ResidentServer,
+        mode: CliMode,
+        job: GenerationJob,
+        fields: dict[str, object],
+        job_dir: Path,
+        on_piece: Callable[[Piece], None],
+    ) -> list[Path]:
         body = await anyio.to_thread.run_sync(self._server_body, mode, job, fields)
         try:
             result = await server.generate(mode, body, on_piece)
@@ -218,8 +253,10 @@ class GenerationEngine:
         prompt = job.request.prompt
         tags = parse_lora_tags(prompt, self.models.library.folder_of("lora"))
         source: dict[str, object] = {
-            **fields, "prompt": LORA_TAG.sub("", prompt).strip(),
-            "lora": [{"path": t.path, "multiplier": t.multiplier, "is_high_noise": t.is_high_noise} for t in tags]}
+            **fields,
+            "prompt": LORA_TAG.sub("", prompt).strip(),
+            "lora": [{"path": t.path, "multiplier": t.multiplier, "is_high_noise": t.is_high_noise} for t in tags],
+        }
         for target in SERVER_IMAGE_FIELDS:
             if isinstance(path := fields.get(target), str):
                 source[target] = _b64_file(Path(path))
@@ -230,8 +267,9 @@ class GenerationEngine:
         body["output_format"] = "webm" if mode == "vid_gen" else "png"
         return body
 
-    def _preview_plan(self, job_id: str, job: GenerationJob, loaded: LoadedModel, mode: CliMode,
-                      job_dir: Path) -> PreviewPlan | None:
+    def _preview_plan(
+        self, job_id: str, job: GenerationJob, loaded: LoadedModel, mode: CliMode, job_dir: Path
+    ) -> PreviewPlan | None:
         """Whether this job previews, and how. `tae` needs a TAESD: the model's own, else a fitting one from
         taesd/ (preview-only), else the cheap `proj` projection (said in the events' `note`)."""
         settings, wanted = self.previews.settings, job.request.preview
@@ -252,9 +290,17 @@ class GenerationEngine:
         extension = ".webp" if mode == "vid_gen" else ".png"  # animated WebP for video previews
         return PreviewPlan(settings, context, job_dir / PREVIEW_DIR / f"preview{extension}", note)
 
-    async def _on_cli(self, mode: CliMode, loaded: LoadedModel, job: GenerationJob, fields: dict[str, object],
-                      job_dir: Path, on_piece: Callable[[Piece], None], job_id: str,
-                      plan: PreviewPlan | None) -> list[Path]:
+    async def _on_cli(
+        self,
+        mode: CliMode,
+        loaded: LoadedModel,
+        job: GenerationJob,
+        fields: dict[str, object],
+        job_dir: Path,
+        on_piece: Callable[[Piece], None],
+        job_id: str,
+        plan: PreviewPlan | None,
+    ) -> list[Path]:
         context: FlagSource = loaded.context
         watcher: PreviewWatcher | None = None
         if plan is not None:
@@ -293,8 +339,15 @@ class GenerationEngine:
 
 # Which TAESD file names fit which architecture family (madebyollin's naming).
 TAESD_NAMES: dict[str, tuple[str, ...]] = {
-    "SD1": ("taesd_", "taesd."), "SD2": ("taesd_", "taesd."), "SDXL": ("taesdxl",), "SD3": ("taesd3",),
-    "Flux": ("taef1",), "Chroma": ("taef1",), "FLUX.2": ("taef2",), "Wan": ("taew2",), "Qwen-Image": ("taew2_1", "taeqwen"),
+    "SD1": ("taesd_", "taesd."),
+    "SD2": ("taesd_", "taesd."),
+    "SDXL": ("taesdxl",),
+    "SD3": ("taesd3",),
+    "Flux": ("taef1",),
+    "Chroma": ("taef1",),
+    "FLUX.2": ("taef2",),
+    "Wan": ("taew2",),
+    "Qwen-Image": ("taew2_1", "taeqwen"),
 }
 
 

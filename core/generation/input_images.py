@@ -57,7 +57,9 @@ def decode_image(data: str, field: str, max_bytes: int, max_pixels: int, mode: s
     return image.convert(mode)
 
 
-def save_input(data: str, field: str, path: Path, max_bytes: int, max_pixels: int, mode: str = "RGB") -> tuple[int, int]:
+def save_input(
+    data: str, field: str, path: Path, max_bytes: int, max_pixels: int, mode: str = "RGB"
+) -> tuple[int, int]:
     image = decode_image(data, field, max_bytes, max_pixels, mode)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")

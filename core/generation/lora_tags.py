@@ -33,7 +33,9 @@ def parse_lora_tags(prompt: str, lora_dir: Path, field: str = "prompt") -> list[
         try:
             weight = float(raw_weight)
         except ValueError:
-            raise BadRequest(f"{field}: LoRA tag <lora:{raw_name}:{raw_weight}> has a weight that is not a number") from None
+            raise BadRequest(
+                f"{field}: LoRA tag <lora:{raw_name}:{raw_weight}> has a weight that is not a number"
+            ) from None
         base = resolve_inside(lora_dir, name, f"{field} LoRA name")
         for extension in LORA_EXTENSIONS:
             candidate = base.with_name(base.name + extension)
@@ -41,6 +43,7 @@ def parse_lora_tags(prompt: str, lora_dir: Path, field: str = "prompt") -> list[
                 tags.append(LoraTag(name, candidate.relative_to(lora_dir.resolve()).as_posix(), weight, is_high_noise))
                 break
         else:
-            raise BadRequest(f"{field}: unknown LoRA '{name}' (no .safetensors, .gguf, .pt or .pth file of that "
-                             "name in loras/)")
+            raise BadRequest(
+                f"{field}: unknown LoRA '{name}' (no .safetensors, .gguf, .pt or .pth file of that name in loras/)"
+            )
     return tags

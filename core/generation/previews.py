@@ -102,8 +102,15 @@ def render(data: bytes, max_size: int, quality: int) -> RenderedPreview | None:
 class PreviewWatcher:
     """Watches one job's preview file while its process runs."""
 
-    def __init__(self, job_id: str, path: Path, settings: PreviewSettings, store: PreviewStore, bus: EventBus,
-                 note: str | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        path: Path,
+        settings: PreviewSettings,
+        store: PreviewStore,
+        bus: EventBus,
+        note: str | None = None,
+    ) -> None:
         self.job_id, self.path, self.settings, self.store, self.bus = job_id, path, settings, store, bus
         self.note = note  # e.g. why the mode fell back to proj
         self.step = 0  # the job's latest sampling step, fed by the progress tracker
@@ -150,6 +157,17 @@ class PreviewWatcher:
         self.published += 1
         self.store.latest[self.job_id] = rendered.jpeg
         data_url = "data:image/jpeg;base64," + base64.b64encode(rendered.jpeg).decode("ascii")
-        self.bus.publish(JobPreview(self.job_id, self.step, rendered.frame_count, rendered.width, rendered.height,
-                                    is_noisy=is_noisy, image=data_url, mode=self.settings.mode, note=self.note))
+        self.bus.publish(
+            JobPreview(
+                self.job_id,
+                self.step,
+                rendered.frame_count,
+                rendered.width,
+                rendered.height,
+                is_noisy=is_noisy,
+                image=data_url,
+                mode=self.settings.mode,
+                note=self.note,
+            )
+        )
         return True

@@ -17,8 +17,10 @@ from core.request_types import INT_MAX, Base64Image, CInt, NonNegFloat, NonNegIn
 # sd.cpp's seed is an int64; below 0 means random (resolved when the job is accepted).
 # sd-cli upscales in passes (x1, x2 or x4 each): more than 4 passes is beyond any image size it can write.
 Passes = Annotated[int, Meta(ge=1, le=4)]
-FOLLOWS = ("follows the architecture: when omitted, the loaded architecture's generationDefaults "
-           "(GET /architectures), else the contract's default")
+FOLLOWS = (
+    "follows the architecture: when omitted, the loaded architecture's generationDefaults "
+    "(GET /architectures), else the contract's default"
+)
 ArchPosInt = Annotated[int, Meta(ge=1, le=INT_MAX, description=FOLLOWS)] | None
 ArchNonNegFloat = Annotated[float, Meta(ge=0.0, description=FOLLOWS)] | None
 ArchName = Annotated[str, Meta(description=FOLLOWS)] | None
@@ -97,7 +99,9 @@ class Txt2VidRequest(GenerationRequest):
     high_noise_sampler: str = ""
     high_noise_distilled_guidance: NonNegFloat = 3.5
     high_noise_slg_scale: NonNegFloat = 0.0
-    high_noise_skip_layers: Annotated[list[NonNegInt], Meta(max_length=128)] = msgspec.field(default_factory=lambda: [7, 8, 9])
+    high_noise_skip_layers: Annotated[list[NonNegInt], Meta(max_length=128)] = msgspec.field(
+        default_factory=lambda: [7, 8, 9]
+    )
     high_noise_slg_start: Unit = 0.01
     high_noise_slg_end: Unit = 0.2
     moe_boundary: Unit = 0.875

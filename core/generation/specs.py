@@ -74,8 +74,9 @@ def params_struct(request: type[Request], name: str, default_sources: bool = Tru
             fields.append((field.name, list[InputImage], msgspec.field(default_factory=list)))
         elif image is not None:
             required = field.default is msgspec.NODEFAULT and field.default_factory is msgspec.NODEFAULT
-            fields.append((field.name, InputImage, msgspec.NODEFAULT) if required else
-                          (field.name, InputImage | None, None))
+            fields.append(
+                (field.name, InputImage, msgspec.NODEFAULT) if required else (field.name, InputImage | None, None)
+            )
         elif field.default_factory is not msgspec.NODEFAULT:
             fields.append((field.name, field.type, msgspec.field(default_factory=field.default_factory)))
         else:

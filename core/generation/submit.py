@@ -35,8 +35,14 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 
 class GenerationSubmitter:
-    def __init__(self, queue: JobQueue, models: ModelManager, upscaler: UpscalerManager,
-                 capabilities: Capabilities, limits: Limits) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        models: ModelManager,
+        upscaler: UpscalerManager,
+        capabilities: Capabilities,
+        limits: Limits,
+    ) -> None:
         self.queue, self.models, self.upscaler = queue, models, upscaler
         self.capabilities, self.limits = capabilities, limits
 
@@ -48,17 +54,26 @@ class GenerationSubmitter:
         for field in ("prompt", "negative_prompt"):
             if len(text := getattr(request, field)) > limits.max_prompt_chars:
                 raise BadRequest(f"{field}: at most {limits.max_prompt_chars} characters (got {len(text)})")
-        bounds = {"width": limits.max_width, "height": limits.max_height, "steps": limits.max_steps,
-                  "batch_count": limits.max_batch_count}
+        bounds = {
+            "width": limits.max_width,
+            "height": limits.max_height,
+            "steps": limits.max_steps,
+            "batch_count": limits.max_batch_count,
+        }
         for field, maximum in bounds.items():
             if getattr(request, field) > maximum:
                 raise BadRequest(f"{field} must be at most {maximum} (got {getattr(request, field)})")
         samplers = self.capabilities.samplers
-        for field, allowed in (("sampler", samplers), ("scheduler", self.capabilities.schedulers),
-                               ("high_noise_sampler", samplers)):
+        for field, allowed in (
+            ("sampler", samplers),
+            ("scheduler", self.capabilities.schedulers),
+            ("high_noise_sampler", samplers),
+        ):
             value = getattr(request, field, "")
             if value and value not in allowed:
-                raise BadRequest(f"{field} '{value}' is not supported by this sd.cpp build; use one of: {', '.join(allowed)}")
+                raise BadRequest(
+                    f"{field} '{value}' is not supported by this sd.cpp build; use one of: {', '.join(allowed)}"
+                )
         if request.slg_start >= request.slg_end and request.slg_scale > 0:
             raise BadRequest("slg_start must be below slg_end")
         if request.easycache and not request.easycache_start < request.easycache_end:
@@ -70,11 +85,15 @@ class GenerationSubmitter:
         width, height = request.width or 0, request.height or 0
         if multiple and architecture and (width % multiple or height % multiple):
             rounded = (-(-width // multiple) * multiple, -(-height // multiple) * multiple)
-            raise BadRequest(f"width and height must be multiples of {multiple} for {architecture.variant} "
-                             f"(sd.cpp would silently make {width}x{height} into {rounded[0]}x{rounded[1]})")
+            raise BadRequest(
+                f"width and height must be multiples of {multiple} for {architecture.variant} "
+                f"(sd.cpp would silently make {width}x{height} into {rounded[0]}x{rounded[1]})"
+            )
         if request.control_image_base64 and not takes_control_image(architecture, bool(loaded.request.controlnet)):
-            raise BadRequest("control_image_base64: needs a ControlNet: load the model with 'controlnet' "
-                             "(sd.cpp would ignore the image)")
+            raise BadRequest(
+                "control_image_base64: needs a ControlNet: load the model with 'controlnet' "
+                "(sd.cpp would ignore the image)"
+            )
         if job_type == "txt2vid" and (architecture is None or architecture.family not in VIDEO_FAMILIES):
             name = architecture.variant if architecture else "an unrecognised architecture"
             raise BadRequest(f"txt2vid needs a video model (Wan); the loaded model is {name}")
@@ -95,14 +114,26 @@ class GenerationSubmitter:
                 files = []
                 for index, item in enumerate(data):
                     relative = f"inputs/{image_input.field}/{index:04d}.png"
-                    size = save_input(item, f"{image_input.field}[{index}]", job_dir / relative,
-                                      limits.max_image_bytes, limits.max_image_pixels, image_input.mode)
+                    size = save_input(
+                        item,
+                        f"{image_input.field}[{index}]",
+                        job_dir / relative,
+                        limits.max_image_bytes,
+                        limits.max_image_pixels,
+                        image_input.mode,
+                    )
                     files.append(InputImage(relative, *size))
                 saved[image_input.target] = files
             else:
                 relative = f"inputs/{image_input.target}.png"
-                size = save_input(data, image_input.field, job_dir / relative, limits.max_image_bytes,
-                                  limits.max_image_pixels, image_input.mode)
+                size = save_input(
+                    data,
+                    image_input.field,
+                    job_dir / relative,
+                    limits.max_image_bytes,
+                    limits.max_image_pixels,
+                    image_input.mode,
+                )
                 saved[image_input.target] = InputImage(relative, *size)
         return InputFiles.of(saved)
 
@@ -125,8 +156,9 @@ class GenerationSubmitter:
         self.validate(job_type, request, loaded)
         await anyio.to_thread.run_sync(parse_lora_tags, request.prompt, self.models.library.folder_of("lora"))
         if request.pm_id_embed_path:  # sd-cli reads it: only a file inside the model folders
-            embed = await anyio.to_thread.run_sync(self.models.library.resolve, "embedding", request.pm_id_embed_path,
-                                                   "pm_id_embed_path")
+            embed = await anyio.to_thread.run_sync(
+                self.models.library.resolve, "embedding", request.pm_id_embed_path, "pm_id_embed_path"
+            )
             request = msgspec.structs.replace(request, pm_id_embed_path=str(embed))
         job_id = self.queue.new_job_id()
         stored, inputs = await self._with_inputs(request, job_id)
@@ -138,12 +170,14 @@ class GenerationSubmitter:
     async def submit_upscale(self, request: UpscaleRequest) -> JobAccepted:
         upscaler = self.upscaler.require_loaded()
         passes = request.repeats
-        if request.upscale_factor != upscaler.scale ** passes:
+        if request.upscale_factor != upscaler.scale**passes:
             # With repeats 1, a factor that is a power of the model's scale sets the number of passes.
-            achievable = {upscaler.scale ** k: k for k in range(1, 5)}
+            achievable = {upscaler.scale**k: k for k in range(1, 5)}
             if request.repeats != 1 or request.upscale_factor not in achievable:
-                raise BadRequest(f"upscale_factor {request.upscale_factor} is not reachable: the loaded upscaler "
-                                 f"scales x{upscaler.scale} per pass (repeats {request.repeats})")
+                raise BadRequest(
+                    f"upscale_factor {request.upscale_factor} is not reachable: the loaded upscaler "
+                    f"scales x{upscaler.scale} per pass (repeats {request.repeats})"
+                )
             passes = achievable[request.upscale_factor]
         job_id = self.queue.new_job_id()
         stored, inputs = await self._with_inputs(request, job_id)

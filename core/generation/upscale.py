@@ -27,8 +27,15 @@ class Upscaling:
             raise JobFailed("the job has no input image")
         target = job_dir / OUTPUT_NAME
         await self.upscale_file(upscaler, job_dir / job.inputs.image.path, target, job.passes, job.request.tile_size)
-        return [target], JobConfig("", "", job.params(), "sd-cli (upscale mode)", upscaler=upscaler.request.model_name,
-                                   scale_per_pass=upscaler.scale, passes=job.passes)
+        return [target], JobConfig(
+            "",
+            "",
+            job.params(),
+            "sd-cli (upscale mode)",
+            upscaler=upscaler.request.model_name,
+            scale_per_pass=upscaler.scale,
+            passes=job.passes,
+        )
 
     async def chain(self, images: list[Path], repeats: int) -> list[Path]:
         """`upscale: true`: each generated image upscaled beside it as `<name>_upscaled.png`."""
@@ -40,15 +47,17 @@ class Upscaling:
             results.append(target)
         return results
 
-    async def upscale_file(self, upscaler: LoadedUpscaler, source: Path, target: Path, repeats: int,
-                           tile_size: int) -> None:
-        argv = upscale_argv(self.sd_cli, Path(upscaler.path), source, target, repeats, tile_size,
-                            upscaler.request.n_threads)
+    async def upscale_file(
+        self, upscaler: LoadedUpscaler, source: Path, target: Path, repeats: int, tile_size: int
+    ) -> None:
+        argv = upscale_argv(
+            self.sd_cli, Path(upscaler.path), source, target, repeats, tile_size, upscaler.request.n_threads
+        )
         result = await run_binary(argv, cwd=target.parent)
         # sd-cli's upscale mode exits 0 and writes the unmodified input when the upscaler fails.
         if not result.ok or result.error_lines or not target.is_file():
             raise JobFailed(result.failure_reason("sd-cli upscale"))
-        expected = await anyio.to_thread.run_sync(_scaled_size, source, upscaler.scale ** repeats)
+        expected = await anyio.to_thread.run_sync(_scaled_size, source, upscaler.scale**repeats)
         actual = await anyio.to_thread.run_sync(_image_size, target)
         if actual != expected:
             raise JobFailed(f"sd-cli upscale wrote {actual[0]}x{actual[1]}, expected {expected[0]}x{expected[1]}")

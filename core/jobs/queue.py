@@ -15,8 +15,9 @@ import math
 import shutil
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable, get_args
+from typing import get_args
 
 import anyio
 import msgspec
@@ -74,8 +75,14 @@ Executor = Callable[[JobRecord, ProgressReport], Awaitable[list[str]]]
 
 
 class JobQueue:
-    def __init__(self, store: JobStore, output_root: Path, bus: EventBus, retention: Retention | None = None,
-                 max_pending: int = 0) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        output_root: Path,
+        bus: EventBus,
+        retention: Retention | None = None,
+        max_pending: int = 0,
+    ) -> None:
         self.store = store
         self.max_pending = max_pending  # 0: no limit
         self.output_root = output_root
@@ -84,7 +91,8 @@ class JobQueue:
         self.active: dict[str, JobRecord] = {}  # pending and processing jobs, in submission order
         self.counts: Counter[str] = Counter()  # jobs per status over the whole history
         self._lanes: dict[Lane, tuple[MemoryObjectSendStream[str], MemoryObjectReceiveStream[str]]] = {
-            lane: anyio.create_memory_object_stream[str](math.inf) for lane in LANES}
+            lane: anyio.create_memory_object_stream[str](math.inf) for lane in LANES
+        }
         self._running: dict[Lane, tuple[str, anyio.CancelScope]] = {}
 
     # ------------------------------------------------------------------------------------- durability
@@ -109,7 +117,7 @@ class JobQueue:
             return
         cutoff = None
         if self.retention.max_age_days > 0:
-            moment = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=self.retention.max_age_days)
+            moment = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.retention.max_age_days)
             cutoff = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         forgotten = await self.store.prune_finished(self.retention.max_jobs, cutoff)
         if not forgotten:
@@ -117,8 +125,11 @@ class JobQueue:
         self.counts = Counter(await self.store.status_counts())
         if self.retention.delete_outputs:
             await anyio.to_thread.run_sync(self._delete_outputs, forgotten)
-        log.info("retention: forgot %d finished job(s)%s", len(forgotten),
-                 " and deleted their outputs" if self.retention.delete_outputs else "")
+        log.info(
+            "retention: forgot %d finished job(s)%s",
+            len(forgotten),
+            " and deleted their outputs" if self.retention.delete_outputs else "",
+        )
 
     def _delete_outputs(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
@@ -146,8 +157,11 @@ class JobQueue:
         if record is None or record.spec is None or record.job.status != "pending":
             return 0
         lane = record.spec.lane
-        pending = [r.job.job_id for r in self.active.values()
-                   if r.job.status == "pending" and r.spec is not None and r.spec.lane == lane]
+        pending = [
+            r.job.job_id
+            for r in self.active.values()
+            if r.job.status == "pending" and r.spec is not None and r.spec.lane == lane
+        ]
         return pending.index(job_id) + 1
 
     def running(self, lane: Lane = "generation") -> Job | None:
@@ -167,9 +181,16 @@ class JobQueue:
         jobs, matched = await self.store.list_jobs(query)
         live = [self.active[job.job_id].job if job.job_id in self.active else job for job in jobs]
         total = sum(self.counts.values())
-        return QueueListing(self.count("pending"), self.count("processing"), self.count("completed"),
-                            self.count("failed"), total, live, self.count("cancelled"),
-                            (total if matched is None else matched) if query.filtered or query.limit is not None else None)
+        return QueueListing(
+            self.count("pending"),
+            self.count("processing"),
+            self.count("completed"),
+            self.count("failed"),
+            total,
+            live,
+            self.count("cancelled"),
+            (total if matched is None else matched) if query.filtered or query.limit is not None else None,
+        )
 
     # ---------------------------------------------------------------------------------------- commands
 
@@ -180,10 +201,19 @@ class JobQueue:
     async def submit(self, spec: JobSpecBase, job_id: str | None = None) -> JobAccepted:
         """Commit the job to the store, then queue it: once this returns, the job survives a SIGKILL."""
         if self.max_pending and self.count("pending") >= self.max_pending:
-            raise TooManyRequests(f"the queue holds {self.count('pending')} pending jobs, the most it takes "
-                                  "(limits.max_pending); try again later", {"Retry-After": str(RETRY_AFTER_S)})
-        job = Job(job_id=job_id or self.new_job_id(), type=spec.job_type, status="pending",
-                  progress=Progress(total_images=spec.total_images), created_at=utc_timestamp(), params=spec.params())
+            raise TooManyRequests(
+                f"the queue holds {self.count('pending')} pending jobs, the most it takes "
+                "(limits.max_pending); try again later",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        job = Job(
+            job_id=job_id or self.new_job_id(),
+            type=spec.job_type,
+            status="pending",
+            progress=Progress(total_images=spec.total_images),
+            created_at=utc_timestamp(),
+            params=spec.params(),
+        )
         record = JobRecord(job, spec)
         await self.store.add_job(record)
         self.active[job.job_id] = record
@@ -246,8 +276,12 @@ class JobQueue:
             progress.all_steps = step.total * progress.total_images
             progress.current_all_steps = step.image_index * step.total + step.step
             progress.percentage = round(100.0 * progress.current_all_steps / max(progress.all_steps, 1), 2)
-            self.bus.publish(JobProgress(job.job_id, step.step, step.total, step.image_index, progress.total_images,
-                                         progress.percentage))
+            self.bus.publish(
+                JobProgress(
+                    job.job_id, step.step, step.total, step.image_index, progress.total_images, progress.percentage
+                )
+            )
+
         return report
 
     async def run_worker(self, execute: Executor, lane: Lane = "generation") -> None:

@@ -66,8 +66,11 @@ class JobCodec:
         self._job = msgspec.json.Decoder(Job)  # params and result as their empty bases: filled from _TypedParts
         self._parts = msgspec.json.Decoder(_TypedParts)
         self._params = {tag: msgspec.json.Decoder(spec.params_type) for tag, spec in self.specs.items()}
-        self._results = {tag: msgspec.json.Decoder(spec.result_type) for tag, spec in self.specs.items()
-                         if spec.result_type is not None}
+        self._results = {
+            tag: msgspec.json.Decoder(spec.result_type)
+            for tag, spec in self.specs.items()
+            if spec.result_type is not None
+        }
 
     def spec(self, data: bytes) -> JobSpecBase:
         spec: JobSpecBase = self._spec.decode(data)

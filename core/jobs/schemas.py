@@ -25,9 +25,11 @@ class JobResult(msgspec.Struct):
     """Base of what a job type reports besides its output files (the hash job's digest), in the job's `result`."""
 
 
-PARAMS_DESCRIPTION = ("The request as understood: the seed resolved, omitted fields filled (default_sources says from "
-                      "where), each input image as the file it was saved to: {path (in the job's output folder), "
-                      "width, height}. One shape per job type.")
+PARAMS_DESCRIPTION = (
+    "The request as understood: the seed resolved, omitted fields filled (default_sources says from "
+    "where), each input image as the file it was saved to: {path (in the job's output folder), "
+    "width, height}. One shape per job type."
+)
 RESULT_DESCRIPTION = "What a completed job found besides its outputs: the hash job's {sha256}."
 
 

@@ -4,7 +4,7 @@ progress and previews relayed as they happen."""
 from __future__ import annotations
 
 import math
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 

@@ -33,8 +33,8 @@ class Architecture(msgspec.Struct, frozen=True):
 
 def _ggml_ne(shape: list[int]) -> list[int]:
     """ggml's ne[] (innermost first, at most 4 dims, the outer ones folded into ne[3])."""
-    reverse = list(reversed(shape)) + [1, 1, 1, 1]
-    return reverse[:3] + [math.prod(reverse[3:])]
+    reverse = [*list(reversed(shape)), 1, 1, 1, 1]
+    return [*reverse[:3], math.prod(reverse[3:])]
 
 
 def _safetensors_table(handle: BinaryIO) -> dict[str, list[int]]:
@@ -50,8 +50,11 @@ def _safetensors_table(handle: BinaryIO) -> dict[str, list[int]]:
         raise UnreadableModel(f"safetensors header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise UnreadableModel("safetensors header is not an object")
-    return {name: list(info.get("shape", [])) for name, info in header.items()
-            if name != "__metadata__" and isinstance(info, dict)}
+    return {
+        name: list(info.get("shape", []))
+        for name, info in header.items()
+        if name != "__metadata__" and isinstance(info, dict)
+    }
 
 
 class _Reader:
@@ -127,8 +130,10 @@ def tensor_table(path: Path) -> dict[str, list[int]]:
 
 def detect(table: dict[str, list[int]], diffusion_only: bool = False) -> Architecture | None:
     """sd.cpp's get_sd_version over a tensor table; None where sd.cpp would not recognise it either."""
-    names = {(DIFFUSION_PREFIX + n if diffusion_only and not n.startswith(DIFFUSION_PREFIX) else n): s
-             for n, s in table.items()}
+    names = {
+        (DIFFUSION_PREFIX + n if diffusion_only and not n.startswith(DIFFUSION_PREFIX) else n): s
+        for n, s in table.items()
+    }
 
     def has(fragment: str) -> bool:
         return any(fragment in name for name in names)
@@ -156,9 +161,18 @@ def detect(table: dict[str, list[int]], diffusion_only: bool = False) -> Archite
         variant = {184320: "Wan2.2 I2V", 147456: "Wan2.2 TI2V"}.get(channels, "Wan") if not img_emb else "Wan"
         return Architecture(variant, "Wan")
 
-    input_block = next((ne(n) for n in ("model.diffusion_model.input_blocks.0.0.weight",
-                                         "model.diffusion_model.img_in.weight", "unet.conv_in.weight") if n in names),
-                       [0, 0, 0, 0])
+    input_block = next(
+        (
+            ne(n)
+            for n in (
+                "model.diffusion_model.input_blocks.0.0.weight",
+                "model.diffusion_model.img_in.weight",
+                "unet.conv_in.weight",
+            )
+            if n in names
+        ),
+        [0, 0, 0, 0],
+    )
     is_inpaint, is_ip2p = input_block[2] == 9, input_block[2] == 8
     is_unet = has("model.diffusion_model.input_blocks.") or has("unet.down_blocks.")
     multiple_encoders = has("conditioner.embedders.1") or has("cond_stage_model.1") or has("te.1")
@@ -167,8 +181,13 @@ def detect(table: dict[str, list[int]], diffusion_only: bool = False) -> Archite
     if is_unet and multiple_encoders:
         suffix = " (inpaint)" if is_inpaint else " (pix2pix)" if is_ip2p else ""
         if not middle_block_1:
-            return Architecture("SDXL Vega" if not has("model.diffusion_model.output_blocks.3.1.transformer_blocks.1")
-                                and not has("unet.up_blocks.1.attentions.0.transformer_blocks.1") else "SSD-1B", "SDXL")
+            return Architecture(
+                "SDXL Vega"
+                if not has("model.diffusion_model.output_blocks.3.1.transformer_blocks.1")
+                and not has("unet.up_blocks.1.attentions.0.transformer_blocks.1")
+                else "SSD-1B",
+                "SDXL",
+            )
         return Architecture("SDXL" + suffix, "SDXL")
 
     is_flux2 = has("model.diffusion_model.double_stream_modulation_img.lin.weight")
@@ -180,11 +199,14 @@ def detect(table: dict[str, list[int]], diffusion_only: bool = False) -> Archite
     if is_flux2:
         return Architecture("FLUX.2" if has("single_blocks.47.linear1.weight") else "FLUX.2 klein", "FLUX.2")
 
-    token_names = ("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
-                   "cond_stage_model.model.token_embedding.weight", "text_model.embeddings.token_embedding.weight",
-                   "te.text_model.embeddings.token_embedding.weight",
-                   "conditioner.embedders.0.model.token_embedding.weight",
-                   "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight")
+    token_names = (
+        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+        "cond_stage_model.model.token_embedding.weight",
+        "text_model.embeddings.token_embedding.weight",
+        "te.text_model.embeddings.token_embedding.weight",
+        "conditioner.embedders.0.model.token_embedding.weight",
+        "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+    )
     token_width = next((ne(n)[0] for n in token_names if n in names), 0)
     suffix = " (inpaint)" if is_inpaint else " (pix2pix)" if is_ip2p else ""
     if token_width == 768:
@@ -215,8 +237,16 @@ class GenerationDefaults(msgspec.Struct, frozen=True, omit_defaults=True):
     flow_shift: float | None = None
 
 
-class Preset(msgspec.Struct, frozen=True, rename={"required": "requiredComponents", "optional": "optionalComponents",
-                                                      "defaults": "generationDefaults", "multiple": "sizeMultiple"}):
+class Preset(
+    msgspec.Struct,
+    frozen=True,
+    rename={
+        "required": "requiredComponents",
+        "optional": "optionalComponents",
+        "defaults": "generationDefaults",
+        "multiple": "sizeMultiple",
+    },
+):
     display_name: str
     required: tuple[str, ...]
     optional: tuple[str, ...]
@@ -226,30 +256,59 @@ class Preset(msgspec.Struct, frozen=True, rename={"required": "requiredComponent
     multiple: int = 8
 
 
-def _defaults(width: int, height: int, steps: int, cfg: float, sampler: str = "euler_a", **more: float | str) -> GenerationDefaults:
+def _defaults(
+    width: int, height: int, steps: int, cfg: float, sampler: str = "euler_a", **more: float | str
+) -> GenerationDefaults:
     return GenerationDefaults(width, height, steps, cfg, sampler, **more)  # type: ignore[arg-type]
 
 
 # Components a standalone diffusion model needs (a full checkpoint usually bundles them).
 # "vae" is also satisfied by a TAESD (`taesd`), which can decode on its own.
 PRESETS: dict[str, Preset] = {
-    "SD1": Preset("Stable Diffusion 1.x", (), ("vae", "taesd", "lora", "controlnet", "embedding"),
-                  _defaults(512, 512, 20, 7.0), multiple=64),
-    "SD2": Preset("Stable Diffusion 2.x", (), ("vae", "taesd", "lora", "embedding"), _defaults(768, 768, 20, 7.0), multiple=64),
-    "SDXL": Preset("Stable Diffusion XL", (), ("vae", "taesd", "lora", "controlnet", "embedding"),
-                   _defaults(1024, 1024, 25, 7.0), multiple=64),
-    "SD3": Preset("Stable Diffusion 3 / 3.5", ("clip_l", "clip_g", "t5xxl"), ("vae", "lora"),
-                  _defaults(1024, 1024, 20, 4.5, "euler")),
-    "Flux": Preset("FLUX.1", ("clip_l", "t5xxl", "vae"), ("lora", "controlnet"),
-                   _defaults(1024, 1024, 20, 1.0, "euler", distilled_guidance=3.5)),
+    "SD1": Preset(
+        "Stable Diffusion 1.x",
+        (),
+        ("vae", "taesd", "lora", "controlnet", "embedding"),
+        _defaults(512, 512, 20, 7.0),
+        multiple=64,
+    ),
+    "SD2": Preset(
+        "Stable Diffusion 2.x", (), ("vae", "taesd", "lora", "embedding"), _defaults(768, 768, 20, 7.0), multiple=64
+    ),
+    "SDXL": Preset(
+        "Stable Diffusion XL",
+        (),
+        ("vae", "taesd", "lora", "controlnet", "embedding"),
+        _defaults(1024, 1024, 25, 7.0),
+        multiple=64,
+    ),
+    "SD3": Preset(
+        "Stable Diffusion 3 / 3.5",
+        ("clip_l", "clip_g", "t5xxl"),
+        ("vae", "lora"),
+        _defaults(1024, 1024, 20, 4.5, "euler"),
+    ),
+    "Flux": Preset(
+        "FLUX.1",
+        ("clip_l", "t5xxl", "vae"),
+        ("lora", "controlnet"),
+        _defaults(1024, 1024, 20, 1.0, "euler", distilled_guidance=3.5),
+    ),
     "FLUX.2": Preset("FLUX.2", ("llm", "vae"), ("lora", "taesd"), _defaults(1024, 1024, 20, 1.0, "euler"), multiple=16),
     "Chroma": Preset("Chroma", ("t5xxl", "vae"), ("lora",), _defaults(1024, 1024, 26, 4.0, "euler")),
-    "Wan": Preset("Wan 2.x (video)", ("vae",), ("t5xxl", "clip_vision", "high_noise_diffusion_model", "lora"),
-                  _defaults(832, 480, 30, 6.0, "euler", video_frames=33, flow_shift=3.0), multiple=16),
-    "Qwen-Image": Preset("Qwen-Image", ("llm", "vae"), ("llm_vision", "lora"),
-                         _defaults(1024, 1024, 20, 2.5, "euler", flow_shift=3.0)),
-    "Z-Image": Preset("Z-Image", ("llm", "vae"), ("lora",),
-                      _defaults(1024, 1024, 8, 1.0, "euler", scheduler="smoothstep")),
+    "Wan": Preset(
+        "Wan 2.x (video)",
+        ("vae",),
+        ("t5xxl", "clip_vision", "high_noise_diffusion_model", "lora"),
+        _defaults(832, 480, 30, 6.0, "euler", video_frames=33, flow_shift=3.0),
+        multiple=16,
+    ),
+    "Qwen-Image": Preset(
+        "Qwen-Image", ("llm", "vae"), ("llm_vision", "lora"), _defaults(1024, 1024, 20, 2.5, "euler", flow_shift=3.0)
+    ),
+    "Z-Image": Preset(
+        "Z-Image", ("llm", "vae"), ("lora",), _defaults(1024, 1024, 8, 1.0, "euler", scheduler="smoothstep")
+    ),
     "SVD": Preset("Stable Video Diffusion", (), ("vae",), _defaults(1024, 576, 25, 2.5), multiple=64),
     "Anima": Preset("Anima", ("llm", "vae"), ("lora",), _defaults(1024, 1024, 30, 4.0, "euler")),
     "ERNIE-Image": Preset("ERNIE-Image", ("llm", "vae"), ("lora",), _defaults(1024, 1024, 20, 4.0, "euler")),

@@ -35,16 +35,20 @@ class ConversionService:
         folder_key = relative.parts[0] if len(relative.parts) > 1 else ""
         root = self.library.folders.get(folder_key)
         if root is None:
-            raise BadRequest(f"{field} must be '<model folder>/<file>' with a folder among "
-                             f"{', '.join(sorted(self.library.folders))}; got '{reference}'")
+            raise BadRequest(
+                f"{field} must be '<model folder>/<file>' with a folder among "
+                f"{', '.join(sorted(self.library.folders))}; got '{reference}'"
+            )
         return folder_key, resolve_inside(root, str(PurePosixPath(*relative.parts[1:])), field)
 
     def prepare(self, request: ConvertRequest) -> ConvertJob:
         """Validated spec; blocking (file checks): run off the event loop."""
         weight_type = request.output_type.lower()
         if weight_type not in self.capabilities.weight_types:
-            raise BadRequest(f"output_type '{request.output_type}' is not supported by this sd.cpp build; use one of: "
-                             f"{', '.join(self.capabilities.weight_types)}")
+            raise BadRequest(
+                f"output_type '{request.output_type}' is not supported by this sd.cpp build; use one of: "
+                f"{', '.join(self.capabilities.weight_types)}"
+            )
         _, source = self._locate(request.input_path, "input_path")
         if not source.is_file():
             raise NotFound(f"Model not found: {request.input_path}")
@@ -63,8 +67,14 @@ class ConversionService:
             _, vae = self._locate(request.vae_path, "vae_path")
             if not vae.is_file():
                 raise NotFound(f"Model not found: {request.vae_path}")
-        return ConvertJob(request=request, source=str(source), target=str(target), weight_type=weight_type,
-                          vae=str(vae) if vae else None, output_reference=self._reference(target))
+        return ConvertJob(
+            request=request,
+            source=str(source),
+            target=str(target),
+            weight_type=weight_type,
+            vae=str(vae) if vae else None,
+            output_reference=self._reference(target),
+        )
 
     def _reference(self, path: Path) -> str:
         for key, root in self.library.folders.items():
@@ -82,8 +92,14 @@ class ConversionService:
         if target.exists():
             raise JobFailed(f"output_path appeared meanwhile, not overwritten: {target.name}")
         hidden = target.with_name(f".{target.stem}.converting{target.suffix}")
-        argv = convert_argv(self.sd_cli, Path(spec.source), hidden, spec.weight_type,
-                            Path(spec.vae) if spec.vae else None, spec.request.tensor_type_rules)
+        argv = convert_argv(
+            self.sd_cli,
+            Path(spec.source),
+            hidden,
+            spec.weight_type,
+            Path(spec.vae) if spec.vae else None,
+            spec.request.tensor_type_rules,
+        )
         try:
             result = await run_binary(argv, cwd=target.parent)
             if not result.ok or not hidden.is_file():

@@ -33,8 +33,16 @@ MIB = 1024 * 1024
 HF_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)
 HF_REVISION = re.compile(r"[\w][\w./-]*", re.ASCII)
 # CivitAI's model types -> ours
-CIVITAI_TYPES = {"Checkpoint": "checkpoint", "LORA": "lora", "LoCon": "lora", "DoRA": "lora",
-                 "TextualInversion": "embedding", "VAE": "vae", "Controlnet": "controlnet", "Upscaler": "esrgan"}
+CIVITAI_TYPES = {
+    "Checkpoint": "checkpoint",
+    "LORA": "lora",
+    "LoCon": "lora",
+    "DoRA": "lora",
+    "TextualInversion": "embedding",
+    "VAE": "vae",
+    "Controlnet": "controlnet",
+    "Upscaler": "esrgan",
+}
 
 
 class DownloadSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -105,8 +113,11 @@ class DownloadService:
         base = self.settings.civitai_url.rstrip("/")
         model = await self._get_json("civitai", f"{base}/api/v1/models/{model_id}", _CivitaiModel)
         versions = model.modelVersions
-        version = next((v for v in versions if str(v.id) == version_id), None) if version_id else (
-            versions[0] if versions else None)
+        version = (
+            next((v for v in versions if str(v.id) == version_id), None)
+            if version_id
+            else (versions[0] if versions else None)
+        )
         if version is None:
             raise NotFound(f"CivitAI model {model_id} has no version {version_id or '(none published)'}")
         chosen = next((f for f in version.files if f.primary), version.files[0] if version.files else None)
@@ -114,11 +125,18 @@ class DownloadService:
             raise NotFound(f"CivitAI model version {version.id} has no files")
         model_type = model.type or ""
         return CivitaiInfo(
-            success=True, model_id=str(model.id if model.id is not None else model_id), version_id=str(version.id),
-            name=model.name, version_name=version.name, type=CIVITAI_TYPES.get(model_type, model_type.lower()),
-            base_model=version.baseModel, filename=chosen.name, file_size=int((chosen.sizeKB or 0) * 1024),
+            success=True,
+            model_id=str(model.id if model.id is not None else model_id),
+            version_id=str(version.id),
+            name=model.name,
+            version_name=version.name,
+            type=CIVITAI_TYPES.get(model_type, model_type.lower()),
+            base_model=version.baseModel,
+            filename=chosen.name,
+            file_size=int((chosen.sizeKB or 0) * 1024),
             sha256=chosen.hashes.get("SHA256", "").lower() or None,
-            download_url=chosen.downloadUrl or version.downloadUrl)
+            download_url=chosen.downloadUrl or version.downloadUrl,
+        )
 
     async def huggingface_info(self, repo_id: str, filename: str, revision: str = "main") -> HuggingfaceInfo:
         if not HF_REPO_ID.fullmatch(repo_id):
@@ -141,8 +159,9 @@ class DownloadService:
         headers = response.headers
         size = headers.get("x-linked-size") or headers.get("content-length") or "0"
         etag = (headers.get("x-linked-etag") or headers.get("etag") or "").strip('"').removeprefix("W/").strip('"')
-        return HuggingfaceInfo(True, repo_id, filename, revision, int(size), etag.lower() if len(etag) == 64 else None,
-                               url)
+        return HuggingfaceInfo(
+            True, repo_id, filename, revision, int(size), etag.lower() if len(etag) == 64 else None, url
+        )
 
     # ----------------------------------------------------------------------------------- submission
 
@@ -159,7 +178,9 @@ class DownloadService:
 
     async def submit(self, request: DownloadRequest) -> DownloadAccepted:
         self.library.model_type(request.model_type)
-        source: DownloadSource = request.source or ("civitai" if request.model_id else "huggingface" if request.repo_id else "url")
+        source: DownloadSource = request.source or (
+            "civitai" if request.model_id else "huggingface" if request.repo_id else "url"
+        )
         expected: str | None = None
         if source == "civitai":
             if not request.model_id:
@@ -183,10 +204,18 @@ class DownloadService:
         if not url or not filename:
             raise UpstreamError(f"{source} gave no download URL or file name")
         target, relative = await anyio.to_thread.run_sync(self._target, request.model_type, request.subfolder, filename)
-        download = await self.queue.submit(DownloadJob(request=request, source=source, url=url, target=str(target),
-                                                       path=relative))
-        hashing = await self.queue.submit(HashJob(model_type=request.model_type, path=relative, target=str(target),
-                                                  expected_sha256=expected, download_job_id=download.job_id))
+        download = await self.queue.submit(
+            DownloadJob(request=request, source=source, url=url, target=str(target), path=relative)
+        )
+        hashing = await self.queue.submit(
+            HashJob(
+                model_type=request.model_type,
+                path=relative,
+                target=str(target),
+                expected_sha256=expected,
+                download_job_id=download.job_id,
+            )
+        )
         return DownloadAccepted(True, download.job_id, hashing.job_id, source, request.model_type, download.position)
 
     # ------------------------------------------------------------------------------------ execution
@@ -198,17 +227,19 @@ class DownloadService:
         partial = target.with_name(f".{target.name}.part")
         await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=300), follow_redirects=True) as http:
-                async with http.stream("GET", job.url, headers=self._auth(job.source)) as response:
-                    if response.status_code >= 400:
-                        raise JobFailed(f"download failed: HTTP {response.status_code} from {job.source}")
-                    total = int(response.headers.get("content-length") or 0)
-                    done = 0
-                    async with await anyio.open_file(partial, "wb") as handle:
-                        async for chunk in response.aiter_bytes(MIB):
-                            await handle.write(chunk)
-                            done += len(chunk)
-                            report(Transfer(done, total))
+            async with (
+                httpx.AsyncClient(timeout=httpx.Timeout(60, read=300), follow_redirects=True) as http,
+                http.stream("GET", job.url, headers=self._auth(job.source)) as response,
+            ):
+                if response.status_code >= 400:
+                    raise JobFailed(f"download failed: HTTP {response.status_code} from {job.source}")
+                total = int(response.headers.get("content-length") or 0)
+                done = 0
+                async with await anyio.open_file(partial, "wb") as handle:
+                    async for chunk in response.aiter_bytes(MIB):
+                        await handle.write(chunk)
+                        done += len(chunk)
+                        report(Transfer(done, total))
             if total and done != total:
                 raise JobFailed(f"download incomplete: {done} of {total} bytes")
             await anyio.to_thread.run_sync(os.replace, partial, target)
@@ -230,6 +261,7 @@ class DownloadService:
         expected = job.expected_sha256
         if expected and digest != expected:
             await anyio.Path(target).unlink(missing_ok=True)
-            raise JobFailed(f"sha256 mismatch: the source publishes {expected}, the file has {digest}; "
-                            "the file was deleted")
+            raise JobFailed(
+                f"sha256 mismatch: the source publishes {expected}, the file has {digest}; the file was deleted"
+            )
         return HashResult(digest)

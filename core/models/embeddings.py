@@ -28,14 +28,15 @@ MAX_EMBEDDING_BYTES = 64 * 1024 * 1024  # textual inversions are kilobytes; anyt
 
 def _has_half(header: object) -> bool:
     """A safetensors header (tensor name -> info) with an f16 / bf16 tensor."""
-    return isinstance(header, dict) and any(isinstance(info, dict) and info.get("dtype") in HALF_TYPES
-                                            for info in header.values())
+    return isinstance(header, dict) and any(
+        isinstance(info, dict) and info.get("dtype") in HALF_TYPES for info in header.values()
+    )
 
 
 def _header(data: bytes) -> tuple[dict[str, dict], dict[str, str] | None, int]:
     """(tensors, metadata, data start) of a safetensors file's bytes."""
     (length,) = struct.unpack_from("<Q", data)
-    header = json.loads(data[8:8 + length])
+    header = json.loads(data[8 : 8 + length])
     metadata = header.pop("__metadata__", None)
     return header, metadata, 8 + length
 
@@ -62,7 +63,7 @@ def f32_copy(data: bytes) -> bytes | None:
     offset = 0
     for name, info in tensors.items():
         begin, end = info["data_offsets"]
-        raw = data[start + begin:start + end]
+        raw = data[start + begin : start + end]
         dtype = info["dtype"]
         if dtype in HALF_TYPES:
             raw, dtype = _to_f32(dtype, raw), "F32"
@@ -104,8 +105,11 @@ def embeddings_for_sdcpp(folder: Path) -> Path:
     Blocking (reads and writes files): run off the event loop."""
     view = folder / VIEW_FOLDER
     try:
-        embeddings = sorted(path for path in folder.iterdir() if path.suffix in EMBEDDING_SUFFIXES
-                            and not path.name.startswith(".") and path.is_file())
+        embeddings = sorted(
+            path
+            for path in folder.iterdir()
+            if path.suffix in EMBEDDING_SUFFIXES and not path.name.startswith(".") and path.is_file()
+        )
         half = {path for path in embeddings if _is_half(path)}
         if not half:
             if view.is_dir():

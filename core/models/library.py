@@ -69,7 +69,9 @@ class ModelLibrary:
                 stat = stat_inside(path, real_root)
                 if stat is None:
                     continue
-                found.append(ModelFile(kind.name, path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns))
+                found.append(
+                    ModelFile(kind.name, path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime_ns)
+                )
         return sorted(found, key=lambda f: f.name.lower())
 
     def find_main_model(self, name: str, field: str = "model") -> ModelFile:
@@ -77,8 +79,11 @@ class ModelLibrary:
         or without extension, or an AUTOMATIC1111 title ("name.safetensors [hash]"). Blocking: run off-loop."""
         wanted = A1111_TITLE_HASH.sub("", name).strip()
         candidates = [model for kind in MODEL_TYPES if kind.loadable for model in self.scan(kind)]
-        for matches in (lambda m: m.name == wanted, lambda m: Path(m.name).with_suffix("").as_posix() == wanted,
-                        lambda m: Path(m.name).name == wanted or Path(m.name).stem == wanted):
+        for matches in (
+            lambda m: m.name == wanted,
+            lambda m: Path(m.name).with_suffix("").as_posix() == wanted,
+            lambda m: Path(m.name).name == wanted or Path(m.name).stem == wanted,
+        ):
             found = [model for model in candidates if matches(model)]
             if found:
                 return found[0]
@@ -90,8 +95,14 @@ class ModelLibrary:
     def paths(self) -> ModelPaths:
         return ModelPaths(**{kind.path_key: str(self.folders[kind.folder]) for kind in MODEL_TYPES})
 
-    async def listing(self, hashes: HashCache, loaded: LoadedModel | None, type_filter: str | None,
-                      extension: str | None, search: str | None) -> ModelListing:
+    async def listing(
+        self,
+        hashes: HashCache,
+        loaded: LoadedModel | None,
+        type_filter: str | None,
+        extension: str | None,
+        search: str | None,
+    ) -> ModelListing:
         """GET /models: every type's list (filtered), with known hashes and which model is loaded."""
         wanted_type = self.model_type(type_filter, "type").name if type_filter else None
         wanted_ext = ("." + extension.lower().lstrip(".")) if extension else None
@@ -101,14 +112,24 @@ class ModelLibrary:
         lists: dict[str, Any] = {}  # list_key -> entries: ModelListing's fields (a unit test checks them)
         for kind in MODEL_TYPES:
             lists[kind.list_key] = [
-                ModelEntry(name=model.name, type=kind.name, file_extension=model.path.suffix.lower(),
-                           size_bytes=model.size_bytes, hash=hashes.known(model.path, model.size_bytes, model.mtime_ns),
-                           is_loaded=((kind.name, model.name) == loaded_key) if kind.loadable else None)
+                ModelEntry(
+                    name=model.name,
+                    type=kind.name,
+                    file_extension=model.path.suffix.lower(),
+                    size_bytes=model.size_bytes,
+                    hash=hashes.known(model.path, model.size_bytes, model.mtime_ns),
+                    is_loaded=((kind.name, model.name) == loaded_key) if kind.loadable else None,
+                )
                 for model in scanned[kind.name]
-                if wanted_type in (None, kind.name) and not (wanted_ext and model.path.suffix.lower() != wanted_ext)
-                and not (needle and needle not in model.name.lower())]
+                if wanted_type in (None, kind.name)
+                and not (wanted_ext and model.path.suffix.lower() != wanted_ext)
+                and not (needle and needle not in model.name.lower())
+            ]
         filters = {"type": type_filter, "extension": extension, "search": search}
         applied = {key: value for key, value in filters.items() if value}
-        return ModelListing(**lists, loaded_model=loaded.name if loaded else None,
-                            loaded_model_type=loaded.request.model_type if loaded else None,
-                            applied_filters=applied or None)
+        return ModelListing(
+            **lists,
+            loaded_model=loaded.name if loaded else None,
+            loaded_model_type=loaded.request.model_type if loaded else None,
+            applied_filters=applied or None,
+        )

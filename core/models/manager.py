@@ -7,8 +7,8 @@ waits for the running job instead of pulling the model from under it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import anyio
 import msgspec
@@ -55,8 +55,16 @@ class LoadedModel(msgspec.Struct):
 
 
 class ModelManager:
-    def __init__(self, library: ModelLibrary, bus: EventBus, store: ValueStore, sd_server: Path,
-                 ready_timeout_s: float = 600.0, worker: Path | None = None, stall_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        library: ModelLibrary,
+        bus: EventBus,
+        store: ValueStore,
+        sd_server: Path,
+        ready_timeout_s: float = 600.0,
+        worker: Path | None = None,
+        stall_timeout_s: float = 300.0,
+    ) -> None:
         self.library = library
         self.store = store
         self.bus = bus
@@ -99,8 +107,10 @@ class ModelManager:
         if architecture is not None:
             missing = missing_components(architecture.family, set(context), diffusion_only)
             if missing:
-                raise BadRequest(f"{architecture.variant} needs {', '.join(missing)}: add "
-                                 f"{' and '.join(repr(m) for m in missing)} to the load request")
+                raise BadRequest(
+                    f"{architecture.variant} needs {', '.join(missing)}: add "
+                    f"{' and '.join(repr(m) for m in missing)} to the load request"
+                )
         context.update(msgspec.to_builtins(request.options))
         context["lora_dir"] = str(self.library.folder_of("lora"))
         embeddings = self.library.folder_of("embedding")
@@ -113,17 +123,27 @@ class ModelManager:
     def _loading_listener(self, name: str) -> Callable[[Piece], None]:
         def listen(piece: Piece) -> None:
             if isinstance(piece, Bar) and piece.unit in ("MB/s", "GB/s"):
-                self.bus.publish(ModelLoadingProgress(name, step=piece.step, total_steps=piece.total,
-                                                      percentage=round(100.0 * piece.step / max(piece.total, 1), 1)))
+                self.bus.publish(
+                    ModelLoadingProgress(
+                        name,
+                        step=piece.step,
+                        total_steps=piece.total,
+                        percentage=round(100.0 * piece.step / max(piece.total, 1), 1),
+                    )
+                )
             elif isinstance(piece, LogLine) and piece.message.startswith("loading "):
                 self.bus.publish(ModelLoadingProgress(name, message=piece.message))
+
         return listen
 
     async def _start_server(self, loaded: LoadedModel) -> Resident:
         assert self.task_group is not None, "the service must be running"
         flags = build_argv(CONTEXT_FLAGS, loaded.context)
-        server: Resident = (ResidentWorker([str(self.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
-                            if self.worker else ResidentServer([str(self.sd_server), *flags], self.ready_timeout_s))
+        server: Resident = (
+            ResidentWorker([str(self.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
+            if self.worker
+            else ResidentServer([str(self.sd_server), *flags], self.ready_timeout_s)
+        )
         server.listener = self._loading_listener(loaded.name)
         try:
             await self.task_group.start(server.run)
@@ -191,9 +211,14 @@ class ModelManager:
         except UnreadableModel:
             architecture = None
         preset = preset_of(architecture)
-        return ModelInspection(model_name, model_type, architecture.family if architecture and preset else None,
-                               architecture.variant if architecture else None, preset,
-                               await self.load_profile(model_name))
+        return ModelInspection(
+            model_name,
+            model_type,
+            architecture.family if architecture and preset else None,
+            architecture.variant if architecture else None,
+            preset,
+            await self.load_profile(model_name),
+        )
 
     async def select(self, name: str, configured: Mapping[str, LoadModelRequest], field: str = "model") -> LoadedModel:
         """The model a client names, loaded if it is not already: with its load profile, else the config's
@@ -202,8 +227,12 @@ class ModelManager:
         if self.loaded is not None and self.loaded.name == found.name and self.loaded.request.model_type == found.type:
             return self.loaded
         stem = Path(found.name).with_suffix("").as_posix()
-        request = (await self.load_profile(found.name) or configured.get(found.name) or configured.get(stem)
-                   or LoadModelRequest(model_name=found.name, model_type=found.type))  # type: ignore[arg-type]
+        request = (
+            await self.load_profile(found.name)
+            or configured.get(found.name)
+            or configured.get(stem)
+            or LoadModelRequest(model_name=found.name, model_type=found.type)  # type: ignore[arg-type]
+        )
         return await self.load(msgspec.structs.replace(request, model_name=found.name, model_type=found.type))
 
     async def restore(self) -> LoadModelRequest | None:

@@ -17,6 +17,8 @@ RngType = Literal["std_default", "cuda", "cpu"]
 Prediction = Literal["", "eps", "v", "edm_v", "sd3_flow", "flux_flow", "flux2_flow"]
 LoraApplyMode = Literal["auto", "immediately", "at_runtime"]
 MainModelType = Literal["checkpoint", "diffusion"]
+
+
 class LoadOptions(Request):
     n_threads: CInt = -1
     keep_clip_on_cpu: bool = True

@@ -29,8 +29,13 @@ class ConvertJob(JobSpecBase, tag="convert"):
     output_reference: str  # "<folder>/<file>" as clients name it
 
     def params(self) -> ConvertParams:
-        return ConvertParams(self.request.input_path, self.weight_type, self.output_reference, self.request.vae_path,
-                             self.request.tensor_type_rules)
+        return ConvertParams(
+            self.request.input_path,
+            self.weight_type,
+            self.output_reference,
+            self.request.vae_path,
+            self.request.tensor_type_rules,
+        )
 
 
 class DownloadParams(DownloadRequest, JobParams, forbid_unknown_fields=True):

@@ -133,8 +133,10 @@ class OutputFolder:
         if kind == "video":
             return None, "image/svg+xml"
         if kind != "image":
-            raise BadRequest(f"path is not an image or video ({source.suffix or 'no extension'}); "
-                             "thumbnails exist for .png .jpg .jpeg .gif .webp .bmp .mp4 .webm .avi .mov .mkv")
+            raise BadRequest(
+                f"path is not an image or video ({source.suffix or 'no extension'}); "
+                "thumbnails exist for .png .jpg .jpeg .gif .webp .bmp .mp4 .webm .avi .mov .mkv"
+            )
         target = source.parent / THUMB_DIR / (source.name + ".jpg")
         try:
             if target.stat().st_mtime_ns >= source.stat().st_mtime_ns:

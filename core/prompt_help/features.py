@@ -38,13 +38,15 @@ ENHANCE_SYSTEM_PROMPT = (
 )
 ASSISTANT_SYSTEM_PROMPT = (
     "You are the assistant of an image generation web UI built on stable-diffusion.cpp. Answer briefly and "
-    "helpfully. Reply with a JSON object {\"message\": string, \"actions\": [ {\"type\": string, "
-    "\"parameters\": object} ]}. Allowed action types: load_model (model_name, model_type), unload_model, "
+    'helpfully. Reply with a JSON object {"message": string, "actions": [ {"type": string, '
+    '"parameters": object} ]}. Allowed action types: load_model (model_name, model_type), unload_model, '
     "generate (txt2img parameters such as prompt, width, height, steps, cfg_scale, sampler), "
     "set_preview_settings (enabled, mode, interval, max_size, quality), load_upscaler (model_name), "
     "navigate (view). Only suggest actions the user asked for; use model names from the context."
 )
-ACTION_TYPES = frozenset({"load_model", "unload_model", "generate", "set_preview_settings", "load_upscaler", "navigate"})
+ACTION_TYPES = frozenset(
+    {"load_model", "unload_model", "generate", "set_preview_settings", "load_upscaler", "navigate"}
+)
 ASSISTANT_CONTEXT_TURNS = 20
 
 
@@ -54,8 +56,9 @@ class HistoryStore(ValueStore, Protocol):
     async def history_add(self, feature: str, entries: Sequence[tuple[str | None, object]], keep: int) -> None:
         """Append (entry id, entry) pairs and keep only the newest `keep` of the feature (0 keeps none)."""
 
-    async def history_page(self, feature: str, type_: type[T], limit: int | None, offset: int = 0,
-                           newest_first: bool = True) -> list[T]: ...
+    async def history_page(
+        self, feature: str, type_: type[T], limit: int | None, offset: int = 0, newest_first: bool = True
+    ) -> list[T]: ...
 
     async def history_entry(self, feature: str, entry_id: str, type_: type[T]) -> T | None: ...
 
@@ -113,8 +116,15 @@ class LlmFeature:
 
     async def status(self) -> LlmStatus:
         connected = self.settings.enabled and await self.client().reachable()
-        return self.with_details(LlmStatus(self.settings.enabled, connected, self.settings.base_url,
-                                           self.settings.model, await self.store.history_count(self.name)))
+        return self.with_details(
+            LlmStatus(
+                self.settings.enabled,
+                connected,
+                self.settings.base_url,
+                self.settings.model,
+                await self.store.history_count(self.name),
+            )
+        )
 
     def with_details(self, status: LlmStatus) -> LlmStatus:
         """What this feature's status adds (the spec gives each its own extra field)."""
@@ -130,9 +140,15 @@ class PromptEnhancer(LlmFeature):
 
     async def enhance(self, prompt: str, system_prompt: str | None) -> Enhancement:
         client = self.require_enabled()
-        entry = Enhancement(id=str(uuid.uuid4()), original_prompt=prompt, enhanced_prompt="",
-                            model_used=self.settings.model, created_at=int(time.time()), success=False,
-                            error_message="")
+        entry = Enhancement(
+            id=str(uuid.uuid4()),
+            original_prompt=prompt,
+            enhanced_prompt="",
+            model_used=self.settings.model,
+            created_at=int(time.time()),
+            success=False,
+            error_message="",
+        )
         messages = [ChatTurn("system", system_prompt or ENHANCE_SYSTEM_PROMPT), ChatTurn("user", prompt)]
         try:
             entry.enhanced_prompt = (await client.chat(self.settings.model, messages)).strip().strip('"')
@@ -176,8 +192,11 @@ class Assistant(LlmFeature):
         if context:
             system += "\nApplication context (JSON): " + json.dumps(context, default=str)[:20000]
         recent = await self.store.history_page(self.name, ChatMessage, ASSISTANT_CONTEXT_TURNS)
-        messages = [ChatTurn("system", system), *(ChatTurn(m.role, m.content) for m in reversed(recent)),
-                    ChatTurn("user", message)]
+        messages = [
+            ChatTurn("system", system),
+            *(ChatTurn(m.role, m.content) for m in reversed(recent)),
+            ChatTurn("user", message),
+        ]
         reply = await client.chat(self.settings.model, messages, json_format=True)
         text, actions = parse_assistant_reply(reply)
         now = int(time.time())

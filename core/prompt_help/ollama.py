@@ -57,12 +57,17 @@ class OllamaClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def _call(self, method: str, path: str, answer: type[T], body: msgspec.Struct | None = None,
-                    timeout: float | None = None) -> T:
+    async def _call(
+        self, method: str, path: str, answer: type[T], body: msgspec.Struct | None = None, timeout: float | None = None
+    ) -> T:
         try:
-            response = await self.http.request(method, path, content=msgspec.json.encode(body) if body else None,
-                                               headers={"Content-Type": "application/json"} if body else None,
-                                               timeout=timeout or self.timeout_s)
+            response = await self.http.request(
+                method,
+                path,
+                content=msgspec.json.encode(body) if body else None,
+                headers={"Content-Type": "application/json"} if body else None,
+                timeout=timeout or self.timeout_s,
+            )
         except httpx.TimeoutException:
             raise LlmUnavailable(f"Ollama at {self.base_url} did not answer within {self.timeout_s:.0f}s") from None
         except httpx.HTTPError as exc:

@@ -23,8 +23,14 @@ class LlmSettings(msgspec.Struct, forbid_unknown_fields=True):
     api_key: str = ""
 
     def public(self, with_key: bool = True) -> PublicLlmSettings:
-        return PublicLlmSettings(self.enabled, self.base_url, self.model, self.timeout_seconds, self.max_history,
-                                 (MASK if self.api_key else "") if with_key else msgspec.UNSET)
+        return PublicLlmSettings(
+            self.enabled,
+            self.base_url,
+            self.model,
+            self.timeout_seconds,
+            self.max_history,
+            (MASK if self.api_key else "") if with_key else msgspec.UNSET,
+        )
 
 
 class PublicLlmSettings(msgspec.Struct):

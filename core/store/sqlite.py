@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import anyio
 import msgspec
@@ -97,32 +98,58 @@ class SqliteStore:
     # ------------------------------------------------------------------------------------------ jobs
 
     def insert_jobs_blocking(self, records: Sequence[JobRecord]) -> None:
-        rows = [(r.job.job_id, r.job.type, r.job.status, r.job.created_at, r.spec.prompt if r.spec else "",
-                 _encode(r.job), _encode(r.spec)) for r in records]
-        self._write(lambda db: db.executemany(
-            "INSERT OR IGNORE INTO jobs (job_id, type, status, created_at, prompt, job, spec) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows))
+        rows = [
+            (
+                r.job.job_id,
+                r.job.type,
+                r.job.status,
+                r.job.created_at,
+                r.spec.prompt if r.spec else "",
+                _encode(r.job),
+                _encode(r.spec),
+            )
+            for r in records
+        ]
+        self._write(
+            lambda db: db.executemany(
+                "INSERT OR IGNORE INTO jobs (job_id, type, status, created_at, prompt, job, spec) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        )
 
     async def add_job(self, record: JobRecord) -> None:
         await self._off_loop(partial(self.insert_jobs_blocking, [record]))
 
     async def save_job(self, record: JobRecord) -> None:
         row = (record.job.status, _encode(record.job), _encode(record.spec), record.job.job_id)
-        await self._off_loop(partial(self._run, lambda db: db.execute(
-            "UPDATE jobs SET status = ?, job = ?, spec = ? WHERE job_id = ?", row)))
+        await self._off_loop(
+            partial(
+                self._run, lambda db: db.execute("UPDATE jobs SET status = ?, job = ?, spec = ? WHERE job_id = ?", row)
+            )
+        )
 
     def _record(self, row: tuple[bytes, bytes | None]) -> JobRecord:
         spec = row[1]
         return JobRecord(self.jobs.job(row[0]), self.jobs.spec(spec) if spec is not None and spec != b"null" else None)
 
     async def job(self, job_id: str) -> JobRecord | None:
-        row = await self._off_loop(partial(self._run, lambda db: db.execute(
-            "SELECT job, spec FROM jobs WHERE job_id = ?", (job_id,)).fetchone()))
+        row = await self._off_loop(
+            partial(
+                self._run, lambda db: db.execute("SELECT job, spec FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            )
+        )
         return self._record(row) if row else None
 
     async def active_jobs(self) -> list[JobRecord]:
-        rows = await self._off_loop(partial(self._run, lambda db: db.execute(
-            f"SELECT job, spec FROM jobs WHERE status IN ({_marks(_ACTIVE)}) ORDER BY seq", _ACTIVE).fetchall()))
+        rows = await self._off_loop(
+            partial(
+                self._run,
+                lambda db: db.execute(
+                    f"SELECT job, spec FROM jobs WHERE status IN ({_marks(_ACTIVE)}) ORDER BY seq", _ACTIVE
+                ).fetchall(),
+            )
+        )
         return [self._record(row) for row in rows]
 
     @staticmethod
@@ -149,10 +176,13 @@ class SqliteStore:
                     f"SELECT seq, job FROM jobs WHERE {where} AND status IN ({_marks(_ACTIVE)}) "
                     f"UNION ALL SELECT * FROM (SELECT seq, job FROM jobs WHERE {where} "
                     f"AND status IN ({_marks(_TERMINAL)}) ORDER BY seq DESC LIMIT ?)",
-                    (*args, *_ACTIVE, *args, *_TERMINAL, DEFAULT_FINISHED_LISTED)).fetchall()
+                    (*args, *_ACTIVE, *args, *_TERMINAL, DEFAULT_FINISHED_LISTED),
+                ).fetchall()
             else:
-                rows = db.execute(f"SELECT seq, job FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
-                                  (*args, query.limit or -1, query.offset)).fetchall()
+                rows = db.execute(
+                    f"SELECT seq, job FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                    (*args, query.limit or -1, query.offset),
+                ).fetchall()
             # Counting scans the matches: only where a filter makes it differ from the caller's total.
             matched = db.execute(f"SELECT count(*) FROM jobs WHERE {where}", args).fetchone()[0] if args else None
         rows.sort()
@@ -162,8 +192,9 @@ class SqliteStore:
         return await self._off_loop(partial(self._list_blocking, query))
 
     async def status_counts(self) -> dict[JobStatus, int]:
-        rows = await self._off_loop(partial(self._run, lambda db: db.execute(
-            "SELECT status, count(*) FROM jobs GROUP BY status").fetchall()))
+        rows = await self._off_loop(
+            partial(self._run, lambda db: db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+        )
         return dict(rows)
 
     def _prune_blocking(self, keep: int, created_before: str | None) -> list[str]:
@@ -171,14 +202,23 @@ class SqliteStore:
             finished = f"status IN ({_marks(_TERMINAL)})"
             doomed: list[str] = []
             if keep > 0:
-                boundary = db.execute(f"SELECT seq FROM jobs WHERE {finished} ORDER BY seq DESC LIMIT 1 OFFSET ?",
-                                      (*_TERMINAL, keep - 1)).fetchone()
+                boundary = db.execute(
+                    f"SELECT seq FROM jobs WHERE {finished} ORDER BY seq DESC LIMIT 1 OFFSET ?", (*_TERMINAL, keep - 1)
+                ).fetchone()
                 if boundary:
-                    doomed += [r[0] for r in db.execute(f"SELECT job_id FROM jobs WHERE {finished} AND seq < ?",
-                                                        (*_TERMINAL, boundary[0]))]
+                    doomed += [
+                        r[0]
+                        for r in db.execute(
+                            f"SELECT job_id FROM jobs WHERE {finished} AND seq < ?", (*_TERMINAL, boundary[0])
+                        )
+                    ]
             if created_before:
-                doomed += [r[0] for r in db.execute(f"SELECT job_id FROM jobs WHERE {finished} AND created_at < ?",
-                                                    (*_TERMINAL, created_before))]
+                doomed += [
+                    r[0]
+                    for r in db.execute(
+                        f"SELECT job_id FROM jobs WHERE {finished} AND created_at < ?", (*_TERMINAL, created_before)
+                    )
+                ]
             doomed = sorted(set(doomed))
             db.executemany("DELETE FROM jobs WHERE job_id = ?", [(job_id,) for job_id in doomed])
             return doomed
@@ -195,64 +235,91 @@ class SqliteStore:
             self._run(lambda db: db.execute("DELETE FROM state_values WHERE key = ?", (key,)))
         else:
             data = _encode(value)
-            self._run(lambda db: db.execute("INSERT OR REPLACE INTO state_values (key, value) VALUES (?, ?)",
-                                            (key, data)))
+            self._run(
+                lambda db: db.execute("INSERT OR REPLACE INTO state_values (key, value) VALUES (?, ?)", (key, data))
+            )
 
     async def set_value(self, key: str, value: object | None) -> None:
         await self._off_loop(partial(self.set_value_blocking, key, value))
 
     async def value(self, key: str, type_: type[T]) -> T | None:
-        row = await self._off_loop(partial(self._run, lambda db: db.execute(
-            "SELECT value FROM state_values WHERE key = ?", (key,)).fetchone()))
+        row = await self._off_loop(
+            partial(self._run, lambda db: db.execute("SELECT value FROM state_values WHERE key = ?", (key,)).fetchone())
+        )
         if row is None:
             return None
         try:
             return msgspec.json.decode(row[0], type=type_)
         except msgspec.ValidationError as exc:
-            raise StoreUnusable(f"{self.path}: stored value '{key}' does not fit this version ({exc}); "
-                                "the file was left untouched") from None
+            raise StoreUnusable(
+                f"{self.path}: stored value '{key}' does not fit this version ({exc}); the file was left untouched"
+            ) from None
 
     # --------------------------------------------------------------------------------------- hashes
 
     def set_hashes_blocking(self, entries: dict[str, CachedHash]) -> None:
         rows = [(path, e.size, e.mtime_ns, e.sha256) for path, e in entries.items()]
-        self._write(lambda db: db.executemany(
-            "INSERT OR REPLACE INTO model_hashes (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)", rows))
+        self._write(
+            lambda db: db.executemany(
+                "INSERT OR REPLACE INTO model_hashes (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)", rows
+            )
+        )
 
     async def set_hash(self, path: str, entry: CachedHash) -> None:
         await self._off_loop(partial(self.set_hashes_blocking, {path: entry}))
 
     async def hashes(self) -> dict[str, CachedHash]:
-        rows = await self._off_loop(partial(self._run, lambda db: db.execute(
-            "SELECT path, size, mtime_ns, sha256 FROM model_hashes").fetchall()))
+        rows = await self._off_loop(
+            partial(
+                self._run, lambda db: db.execute("SELECT path, size, mtime_ns, sha256 FROM model_hashes").fetchall()
+            )
+        )
         return {path: CachedHash(size, mtime_ns, sha256) for path, size, mtime_ns, sha256 in rows}
 
     # ------------------------------------------------------------------------------------ histories
 
     def history_add_blocking(self, feature: str, entries: Sequence[tuple[str | None, object]], keep: int) -> None:
         def add(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT INTO history (feature, entry_id, entry) VALUES (?, ?, ?)",
-                           [(feature, entry_id, _encode(entry)) for entry_id, entry in entries])
-            db.execute("DELETE FROM history WHERE feature = ? AND seq NOT IN "
-                       "(SELECT seq FROM history WHERE feature = ? ORDER BY seq DESC LIMIT ?)", (feature, feature, keep))
+            db.executemany(
+                "INSERT INTO history (feature, entry_id, entry) VALUES (?, ?, ?)",
+                [(feature, entry_id, _encode(entry)) for entry_id, entry in entries],
+            )
+            db.execute(
+                "DELETE FROM history WHERE feature = ? AND seq NOT IN "
+                "(SELECT seq FROM history WHERE feature = ? ORDER BY seq DESC LIMIT ?)",
+                (feature, feature, keep),
+            )
 
         self._write(add)
 
     async def history_add(self, feature: str, entries: Sequence[tuple[str | None, object]], keep: int) -> None:
         await self._off_loop(partial(self.history_add_blocking, feature, entries, keep))
 
-    async def history_page(self, feature: str, type_: type[T], limit: int | None, offset: int = 0,
-                           newest_first: bool = True) -> list[T]:
+    async def history_page(
+        self, feature: str, type_: type[T], limit: int | None, offset: int = 0, newest_first: bool = True
+    ) -> list[T]:
         order = "DESC" if newest_first else "ASC"
-        rows = await self._off_loop(partial(self._run, lambda db: db.execute(
-            f"SELECT entry FROM history WHERE feature = ? ORDER BY seq {order} LIMIT ? OFFSET ?",
-            (feature, -1 if limit is None else limit, offset)).fetchall()))
+        rows = await self._off_loop(
+            partial(
+                self._run,
+                lambda db: db.execute(
+                    f"SELECT entry FROM history WHERE feature = ? ORDER BY seq {order} LIMIT ? OFFSET ?",
+                    (feature, -1 if limit is None else limit, offset),
+                ).fetchall(),
+            )
+        )
         decode = msgspec.json.Decoder(type_).decode
         return [decode(row[0]) for row in rows]
 
     async def history_entry(self, feature: str, entry_id: str, type_: type[T]) -> T | None:
-        row = await self._off_loop(partial(self._run, lambda db: db.execute(
-            "SELECT entry FROM history WHERE feature = ? AND entry_id = ?", (feature, entry_id)).fetchone()))
+        row = await self._off_loop(
+            partial(
+                self._run,
+                lambda db: db.execute(
+                    "SELECT entry FROM history WHERE feature = ? AND entry_id = ?", (feature, entry_id)
+                ).fetchone(),
+            )
+        )
         return msgspec.json.decode(row[0], type=type_) if row else None
 
     async def history_delete(self, feature: str, entry_id: str | None = None) -> int:
@@ -263,8 +330,12 @@ class SqliteStore:
         return cursor.rowcount
 
     async def history_count(self, feature: str) -> int:
-        row = await self._off_loop(partial(self._run, lambda db: db.execute(
-            "SELECT count(*) FROM history WHERE feature = ?", (feature,)).fetchone()))
+        row = await self._off_loop(
+            partial(
+                self._run,
+                lambda db: db.execute("SELECT count(*) FROM history WHERE feature = ?", (feature,)).fetchone(),
+            )
+        )
         return int(row[0])
 
     # -------------------------------------------------------------------------------- child processes
@@ -286,8 +357,10 @@ class SqliteStore:
 
 
 def _refuse(path: Path, why: str) -> StoreUnusable:
-    return StoreUnusable(f"cannot use the state store {path}: {why}. The file was left untouched: move it "
-                         "away to start with an empty history, or restore a backup.")
+    return StoreUnusable(
+        f"cannot use the state store {path}: {why}. The file was left untouched: move it "
+        "away to start with an empty history, or restore a backup."
+    )
 
 
 def _stored_version(db: sqlite3.Connection, path: Path) -> int:
@@ -307,8 +380,11 @@ def _stored_version(db: sqlite3.Connection, path: Path) -> int:
     if check is None or check[0] != "ok":
         raise _refuse(path, f"its integrity check failed ({check[0] if check else 'no answer'})")
     if row[0] > SCHEMA_VERSION:
-        raise _refuse(path, f"it was written by a newer version of sdcpp-restapi (schema {row[0]}; this "
-                            f"version knows up to {SCHEMA_VERSION})")
+        raise _refuse(
+            path,
+            f"it was written by a newer version of sdcpp-restapi (schema {row[0]}; this "
+            f"version knows up to {SCHEMA_VERSION})",
+        )
     return int(row[0])
 
 

@@ -54,15 +54,17 @@ from litestar_app.errors import http_message
 from litestar_app.openapi import documented_errors
 
 
-async def _generate(request: Request, service: Service, body: A1111Txt2Img | A1111Img2Img, job_type: str
-                    ) -> GenerationResponse:
+async def _generate(
+    request: Request, service: Service, body: A1111Txt2Img | A1111Img2Img, job_type: str
+) -> GenerationResponse:
     runs = CompatRuns(service)
     caps = service.capabilities
     generation = to_request(body, caps.samplers, caps.schedulers)
     if isinstance(body, A1111Img2Img) and body.mask and body.inpainting_mask_invert:
         limits = service.settings.limits
-        inverted = await anyio.to_thread.run_sync(inverted_mask, body.mask, limits.max_image_bytes,
-                                                  limits.max_image_pixels)
+        inverted = await anyio.to_thread.run_sync(
+            inverted_mask, body.mask, limits.max_image_bytes, limits.max_image_pixels
+        )
         generation = msgspec.structs.replace(generation, mask_image_base64=inverted)
     await runs.choose_model(model_choice(body), "override_settings.sd_model_checkpoint")
     accepted = await runs.submit(job_type, generation)
@@ -70,11 +72,15 @@ async def _generate(request: Request, service: Service, body: A1111Txt2Img | A11
     images = await runs.images(job)
     loaded = service.models.loaded
     record = await service.queue.record(job.job_id)
-    understood: GenerationRequest = (record.spec.request if record and isinstance(record.spec, GenerationJob)
-                                     else generation)
+    understood: GenerationRequest = (
+        record.spec.request if record and isinstance(record.spec, GenerationJob) else generation
+    )
     model = loaded.name if loaded else None
-    return GenerationResponse([runs.b64(png) for png, _ in images] if body.send_images else [], parameters(body),
-                              info(job, understood, body, model, [text for _, text in images]))
+    return GenerationResponse(
+        [runs.b64(png) for png, _ in images] if body.send_images else [],
+        parameters(body),
+        info(job, understood, body, model, [text for _, text in images]),
+    )
 
 
 @post("/txt2img", status_code=200, summary="A1111 txt2img: waits for the job, returns base64 PNGs")
@@ -139,8 +145,15 @@ async def sd_models(service: Service) -> list[SdModel]:
     for kind in ("checkpoint", "diffusion"):
         for model in scanned[kind]:
             sha256 = service.hashes.known(model.path, model.size_bytes, model.mtime_ns)
-            models.append(SdModel(_title(model.name, sha256), model.name.rsplit(".", 1)[0],
-                                  sha256[:10] if sha256 else None, sha256, str(model.path)))
+            models.append(
+                SdModel(
+                    _title(model.name, sha256),
+                    model.name.rsplit(".", 1)[0],
+                    sha256[:10] if sha256 else None,
+                    sha256,
+                    str(model.path),
+                )
+            )
     return models
 
 
@@ -158,15 +171,19 @@ def samplers(service: Service) -> list[Sampler]:
 
 @get("/schedulers", sync_to_thread=False, summary="A1111 schedulers this sd.cpp build supports")
 def schedulers(service: Service) -> list[Scheduler]:
-    return [Scheduler(name, LISTED_SCHEDULERS.get(name, name), None, 0.0, False)
-            for name in ("automatic", *service.capabilities.schedulers)]
+    return [
+        Scheduler(name, LISTED_SCHEDULERS.get(name, name), None, 0.0, False)
+        for name in ("automatic", *service.capabilities.schedulers)
+    ]
 
 
 @get("/upscalers", summary="A1111 upscalers: the ESRGAN models")
 async def upscalers(service: Service) -> list[Upscaler]:
     files = await anyio.to_thread.run_sync(service.library.scan, BY_NAME["esrgan"])
-    return [Upscaler("None", None, None, None, 1.0),
-            *(Upscaler(model.name.rsplit(".", 1)[0], model.name, str(model.path), None, 4.0) for model in files)]
+    return [
+        Upscaler("None", None, None, None, 1.0),
+        *(Upscaler(model.name.rsplit(".", 1)[0], model.name, str(model.path), None, 4.0) for model in files),
+    ]
 
 
 @get("/latent-upscale-modes", sync_to_thread=False, summary="A1111 latent upscale modes: none in sd.cpp")
@@ -211,18 +228,25 @@ def memory() -> Memory:
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     available = os.sysconf("SC_AVPHYS_PAGES") * page_size
     total = pages * page_size
-    return Memory(RamUsage(free=available, used=total - available, total=total),
-                  DeviceMemoryUnknown("sd.cpp's backend reports no device memory to this server"))
+    return Memory(
+        RamUsage(free=available, used=total - available, total=total),
+        DeviceMemoryUnknown("sd.cpp's backend reports no device memory to this server"),
+    )
 
 
 @post("/extra-single-image", status_code=200, summary="A1111 extras: upscale one image with the loaded upscaler")
 async def extra_single_image(request: Request, data: ExtraSingleImage, service: Service) -> ExtraSingleImageResponse:
     runs = CompatRuns(service)
     loaded = service.upscaler.require_loaded()
-    if data.upscaler_1 and data.upscaler_1 not in ("None", loaded.request.model_name,
-                                                    (loaded.request.model_name or "").rsplit(".", 1)[0]):
-        raise BadRequest(f"upscaler_1: '{data.upscaler_1}' is not the loaded upscaler "
-                         f"({loaded.request.model_name}); POST /upscaler/load it first")
+    if data.upscaler_1 and data.upscaler_1 not in (
+        "None",
+        loaded.request.model_name,
+        (loaded.request.model_name or "").rsplit(".", 1)[0],
+    ):
+        raise BadRequest(
+            f"upscaler_1: '{data.upscaler_1}' is not the loaded upscaler "
+            f"({loaded.request.model_name}); POST /upscaler/load it first"
+        )
     factor = max(1, round(data.upscaling_resize))
     accepted = await runs.submit("upscale", UpscaleRequest(image_base64=data.image, upscale_factor=factor))
     job = runs.require_completed(await wait_or_cancel(request, service, accepted.job_id))
@@ -234,15 +258,40 @@ def a1111_error(_: Request, exc: Exception) -> Response[A1111Error]:
     if isinstance(exc, ServiceError):
         return Response(A1111Error(type(exc).__name__, exc.message), status_code=exc.status, headers=exc.headers)
     if isinstance(exc, HTTPException):
-        return Response(A1111Error(type(exc).__name__, http_message(exc)), status_code=exc.status_code,
-                        headers=exc.headers)
+        return Response(
+            A1111Error(type(exc).__name__, http_message(exc)), status_code=exc.status_code, headers=exc.headers
+        )
     return Response(A1111Error("InternalError", f"Internal error: {type(exc).__name__}"), status_code=500)
 
 
-ROUTER = Router("/sdapi/v1", route_handlers=documented_errors([
-    txt2img, img2img, get_progress, interrupt, skip, get_options, set_options, sd_models, refresh_checkpoints,
-    samplers, schedulers, upscalers, latent_upscale_modes, sd_vae, sd_modules, loras, embeddings, scripts, memory,
-    extra_single_image], A1111Error),
+ROUTER = Router(
+    "/sdapi/v1",
+    route_handlers=documented_errors(
+        [
+            txt2img,
+            img2img,
+            get_progress,
+            interrupt,
+            skip,
+            get_options,
+            set_options,
+            sd_models,
+            refresh_checkpoints,
+            samplers,
+            schedulers,
+            upscalers,
+            latent_upscale_modes,
+            sd_vae,
+            sd_modules,
+            loras,
+            embeddings,
+            scripts,
+            memory,
+            extra_single_image,
+        ],
+        A1111Error,
+    ),
     exception_handlers={ServiceError: a1111_error, HTTPException: a1111_error, Exception: a1111_error},
-    tags=["AUTOMATIC1111 compatibility"])
+    tags=["AUTOMATIC1111 compatibility"],
+)
 ROUTES = [ROUTER]

@@ -57,7 +57,7 @@ class Options(msgspec.Struct):
 
 UNSUPPORTED = {
     "upscale_factor": "fixed by the ESRGAN model (x1, x2 or x4 per pass); other factors are reached only as powers "
-                      "of it via repeats",
+    "of it via repeats",
     "photo_maker": "PhotoMaker inputs (pm_*) run on sd-cli, never on the resident sd-server",
 }
 
@@ -66,14 +66,22 @@ UNSUPPORTED = {
 def options(service: Service) -> Options:
     caps = service.capabilities
     return Options(
-        samplers=list(caps.samplers), schedulers=list(caps.schedulers),
-        quantization_types=[QuantizationType(kind, *QUANT_INFO.get(kind, (kind.upper(), 0)))
-                            for kind in caps.weight_types],
-        preview_modes=list(caps.preview_modes), rng_types=list(caps.rng_types), unsupported=UNSUPPORTED)
+        samplers=list(caps.samplers),
+        schedulers=list(caps.schedulers),
+        quantization_types=[
+            QuantizationType(kind, *QUANT_INFO.get(kind, (kind.upper(), 0))) for kind in caps.weight_types
+        ],
+        preview_modes=list(caps.preview_modes),
+        rng_types=list(caps.rng_types),
+        unsupported=UNSUPPORTED,
+    )
 
 
-@get("/defaults", sync_to_thread=False,
-     summary="What each field of a generation request becomes when left out (the contract's, no architecture)")
+@get(
+    "/defaults",
+    sync_to_thread=False,
+    summary="What each field of a generation request becomes when left out (the contract's, no architecture)",
+)
 def defaults() -> RequestDefaults:
     return request_defaults()
 
@@ -91,8 +99,7 @@ async def update_preview_settings(data: PreviewSettingsUpdate, service: Service)
     return PreviewSettingsUpdated(True, await service.previews.update(data))
 
 
-@get("/queue/{job_id:str}/preview", summary="The latest preview of a running job (JPEG)",
-     media_type="image/jpeg")
+@get("/queue/{job_id:str}/preview", summary="The latest preview of a running job (JPEG)", media_type="image/jpeg")
 async def job_preview(service: Service, job_id: str) -> Response[bytes]:
     """The latest preview of a running job, for clients without WebSocket."""
     await service.queue.get(job_id)  # 404 for an unknown job
@@ -102,5 +109,4 @@ async def job_preview(service: Service, job_id: str) -> Response[bytes]:
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-ROUTES = [txt2img, img2img, txt2vid, upscale, options, defaults, preview_settings, update_preview_settings,
-          job_preview]
+ROUTES = [txt2img, img2img, txt2vid, upscale, options, defaults, preview_settings, update_preview_settings, job_preview]

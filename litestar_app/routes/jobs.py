@@ -18,9 +18,17 @@ async def list_queue(
     status: Annotated[list[JobStatus] | None, Parameter(description="only jobs with these statuses")] = None,
     type: Annotated[list[JobType] | None, Parameter(description="only jobs of these types")] = None,
     search: Annotated[str | None, Parameter(description="prompt contains this text (case-insensitive)")] = None,
-    limit: Annotated[int | None, Parameter(ge=0, le=INT_MAX, description=(
-        "page size, counted back from the newest job; 0 lists every matching job. Without it: all pending "
-        "and processing jobs plus the newest 100 finished ones"))] = None,
+    limit: Annotated[
+        int | None,
+        Parameter(
+            ge=0,
+            le=INT_MAX,
+            description=(
+                "page size, counted back from the newest job; 0 lists every matching job. Without it: all pending "
+                "and processing jobs plus the newest 100 finished ones"
+            ),
+        ),
+    ] = None,
     offset: Annotated[int, Parameter(ge=0, le=INT_MAX, description="skip this many newer jobs (with limit)")] = 0,
 ) -> QueueListing:
     query = QueueQuery(tuple(status or ()), tuple(type or ()), search or "", limit, offset)

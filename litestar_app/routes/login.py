@@ -4,8 +4,8 @@ so that pages (the output browser, the web UI) can show files and call the API."
 from __future__ import annotations
 
 import html
-from urllib.parse import urlsplit
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -36,16 +36,24 @@ def _safe_next(target: str) -> str:
     a URL and read a backslash as a slash, so a slash, a tab and "/evil.example" would be "//evil.example",
     another site: any control character, space or backslash refuses the target, as does anything that parses
     with a scheme or a host."""
-    clean = (target.startswith("/") and not target.startswith("//") and "\\" not in target
-             and not any(ord(char) < 0x21 or ord(char) == 0x7F for char in target))
+    clean = (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not any(ord(char) < 0x21 or ord(char) == 0x7F for char in target)
+    )
     parts = urlsplit(target) if clean else None
     return target if parts is not None and not parts.scheme and not parts.netloc else "/output"
 
 
 def _page(next_path: str, message: str = "", status: int = 200) -> Response[str]:
     shown = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
-    return Response(PAGE.format(message=shown, next=html.escape(_safe_next(next_path))), status_code=status,
-                    media_type="text/html", headers={"Cache-Control": "no-store"})
+    return Response(
+        PAGE.format(message=shown, next=html.escape(_safe_next(next_path))),
+        status_code=status,
+        media_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @get("/login", sync_to_thread=False, include_in_schema=False)
@@ -54,15 +62,22 @@ def login_page(next: str = "/output") -> Response[str]:
 
 
 @post("/login", include_in_schema=False)
-async def login(request: Request, data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
-                ) -> Response[str]:
+async def login(
+    request: Request, data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
+) -> Response[str]:
     policy: SecurityPolicy = request.app.state.policy
     if not policy.keys_required:
         return Response("", status_code=303, headers={"Location": _safe_next(data.next)})
     if not policy.valid_key(data.key):
         return _page(data.next, "That key is not valid.", status=401)
-    cookie = Cookie(key=SESSION_COOKIE, value=policy.session_token(data.key), httponly=True, samesite="strict",
-                    path="/", max_age=SESSION_DAYS * 86400)
+    cookie = Cookie(
+        key=SESSION_COOKIE,
+        value=policy.session_token(data.key),
+        httponly=True,
+        samesite="strict",
+        path="/",
+        max_age=SESSION_DAYS * 86400,
+    )
     return Response("", status_code=303, headers={"Location": _safe_next(data.next)}, cookies=[cookie])
 
 

@@ -48,8 +48,9 @@ async def list_models(
     search: Annotated[str | None, Parameter(description="name contains this text (case-insensitive)")] = None,
     name: Annotated[str | None, Parameter(description="alias of search")] = None,
 ) -> ModelListing:
-    return await service.library.listing(service.hashes, service.models.loaded, type, extension,
-                                         search if search is not None else name)
+    return await service.library.listing(
+        service.hashes, service.models.loaded, type, extension, search if search is not None else name
+    )
 
 
 @post("/models/load", status_code=200, summary="Load a model (starts its resident process)")
@@ -128,5 +129,20 @@ def architectures(service: Service) -> Architectures:
     return service.architectures()
 
 
-ROUTES = [health, list_models, load_model, unload_model, model_hash, inspect_model, model_paths, model_types,
-          download_model, civitai_info, huggingface_info, load_upscaler, unload_upscaler, convert, architectures]
+ROUTES = [
+    health,
+    list_models,
+    load_model,
+    unload_model,
+    model_hash,
+    inspect_model,
+    model_paths,
+    model_types,
+    download_model,
+    civitai_info,
+    huggingface_info,
+    load_upscaler,
+    unload_upscaler,
+    convert,
+    architectures,
+]

@@ -61,8 +61,14 @@ async def _choose_model(service: Service, name: str | None) -> None:
     service.models.require_loaded()
 
 
-async def _respond(request: Request, service: Service, options: ImageGeneration, generation: GenerationRequest,
-                   job_type: str, kind: str) -> Response[ImagesResponse] | ServerSentEvent:
+async def _respond(
+    request: Request,
+    service: Service,
+    options: ImageGeneration,
+    generation: GenerationRequest,
+    job_type: str,
+    kind: str,
+) -> Response[ImagesResponse] | ServerSentEvent:
     runs = CompatRuns(service)
     accepted = await runs.submit(job_type, generation)
     size = f"{generation.width}x{generation.height}"
@@ -72,18 +78,23 @@ async def _respond(request: Request, service: Service, options: ImageGeneration,
     images = await runs.images(job)
     if options.response_format == "url":
         host = request.headers.get("host", "")
-        data = [ImageData(url=f"{request.url.scheme}://{host}/output/{path}") for path in job.outputs
-                if path.endswith(".png")]
+        data = [
+            ImageData(url=f"{request.url.scheme}://{host}/output/{path}")
+            for path in job.outputs
+            if path.endswith(".png")
+        ]
         output_format: OutputFormat = "png"
     else:
         encoded = await anyio.to_thread.run_sync(
-            lambda: [encode(png, options.output_format, options.output_compression) for png, _ in images])
+            lambda: [encode(png, options.output_format, options.output_compression) for png, _ in images]
+        )
         data, output_format = [ImageData(b64_json=runs.b64(image)) for image in encoded], options.output_format
     return Response(ImagesResponse(now(), data, "opaque", output_format, options.quality or "auto", size, Usage()))
 
 
-async def _stream(service: Service, job_id: str, options: ImageGeneration, size: str, kind: str
-                  ) -> AsyncIterator[ServerSentEventMessage]:
+async def _stream(
+    service: Service, job_id: str, options: ImageGeneration, size: str, kind: str
+) -> AsyncIterator[ServerSentEventMessage]:
     """Partial images at evenly spaced points of the progress (from the previews), then one completed event per
     image. A client that leaves cancels the job."""
     thresholds = [100.0 * (k + 1) / (options.partial_images + 1) for k in range(options.partial_images)]
@@ -91,9 +102,17 @@ async def _stream(service: Service, job_id: str, options: ImageGeneration, size:
 
     async def message(event_type: str, image: bytes, index: int | None = None) -> ServerSentEventMessage:
         encoded = await anyio.to_thread.run_sync(encode, image, options.output_format, options.output_compression)
-        event = StreamEvent(type=event_type, b64_json=CompatRuns.b64(encoded), created_at=now(), size=size,
-                            quality=options.quality or "auto", background="opaque", output_format=options.output_format,
-                            partial_image_index=index, usage=None if index is not None else Usage())
+        event = StreamEvent(
+            type=event_type,
+            b64_json=CompatRuns.b64(encoded),
+            created_at=now(),
+            size=size,
+            quality=options.quality or "auto",
+            background="opaque",
+            output_format=options.output_format,
+            partial_image_index=index,
+            usage=None if index is not None else Usage(),
+        )
         return ServerSentEventMessage(data=_encode(event).decode(), event=event.type)
 
     try:
@@ -117,12 +136,14 @@ async def _stream(service: Service, job_id: str, options: ImageGeneration, size:
 
 
 @post("/images/generations", status_code=200, summary="OpenAI images.generate: txt2img on the queue")
-async def generations(request: Request, data: ImageGeneration, service: Service
-                      ) -> Response[ImagesResponse] | ServerSentEvent:
+async def generations(
+    request: Request, data: ImageGeneration, service: Service
+) -> Response[ImagesResponse] | ServerSentEvent:
     await _choose_model(service, data.model)
     loaded = service.models.require_loaded()
-    generation = to_request(data.prompt, data.n, parse_size(data.size, loaded.architecture),
-                            data.stream and data.partial_images > 0)
+    generation = to_request(
+        data.prompt, data.n, parse_size(data.size, loaded.architecture), data.stream and data.partial_images > 0
+    )
     return await _respond(request, service, data, generation, "txt2img", "image_generation")
 
 
@@ -147,16 +168,30 @@ async def edits(request: Request, service: Service) -> Response[ImagesResponse] 
     mask = await _upload_b64(form["mask"], "mask") if "mask" in form else None
     await _choose_model(service, options.model)
     loaded = service.models.require_loaded()
-    generation = to_request(options.prompt, options.n, parse_size(options.size, loaded.architecture),
-                            options.stream and options.partial_images > 0, images[0], mask, images[1:])
+    generation = to_request(
+        options.prompt,
+        options.n,
+        parse_size(options.size, loaded.architecture),
+        options.stream and options.partial_images > 0,
+        images[0],
+        mask,
+        images[1:],
+    )
     return await _respond(request, service, options, generation, "img2img", "image_edit")
 
 
 @get("/models", summary="OpenAI models.list: the generation models (checkpoints and diffusion models)")
 async def models(service: Service) -> ModelList:
     scanned = await anyio.to_thread.run_sync(service.library.scan_all)
-    return ModelList("list", [ModelCard(model.name, "model", model.mtime_ns // 10**9, "sdcpp-restapi")
-                              for kind in MODEL_TYPES if kind.loadable for model in scanned[kind.name]])
+    return ModelList(
+        "list",
+        [
+            ModelCard(model.name, "model", model.mtime_ns // 10**9, "sdcpp-restapi")
+            for kind in MODEL_TYPES
+            if kind.loadable
+            for model in scanned[kind.name]
+        ],
+    )
 
 
 NO_RETRY = {"x-should-retry": "false"}  # the openai client retries 5xx and 429, which would run a job again
@@ -164,14 +199,22 @@ NO_RETRY = {"x-should-retry": "false"}  # the openai client retries 5xx and 429,
 
 def openai_error(_: Request, exc: Exception) -> Response[object]:
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.message, exc.status), status_code=exc.status, headers={**exc.headers, **NO_RETRY})
+        return Response(
+            error_body(exc.message, exc.status), status_code=exc.status, headers={**exc.headers, **NO_RETRY}
+        )
     if isinstance(exc, HTTPException):
-        return Response(error_body(http_message(exc), exc.status_code), status_code=exc.status_code,
-                        headers={**(exc.headers or {}), **NO_RETRY})
+        return Response(
+            error_body(http_message(exc), exc.status_code),
+            status_code=exc.status_code,
+            headers={**(exc.headers or {}), **NO_RETRY},
+        )
     return Response(error_body(f"Internal error: {type(exc).__name__}", 500), status_code=500, headers=NO_RETRY)
 
 
-ROUTER = Router("/v1", route_handlers=documented_errors([generations, edits, models], OpenAIError),
-                exception_handlers={ServiceError: openai_error, HTTPException: openai_error, Exception: openai_error},
-                tags=["OpenAI compatibility"])
+ROUTER = Router(
+    "/v1",
+    route_handlers=documented_errors([generations, edits, models], OpenAIError),
+    exception_handlers={ServiceError: openai_error, HTTPException: openai_error, Exception: openai_error},
+    tags=["OpenAI compatibility"],
+)
 ROUTES = [ROUTER]

@@ -19,7 +19,7 @@ def _reject_absolute(request: Request) -> None:
     """Routing collapses "/output//etc/passwd" to "/etc/passwd"; the raw path still shows the absolute path."""
     raw = (request.scope.get("raw_path") or b"").decode("latin-1")
     for prefix in ("/output/", "/thumb/"):
-        if raw.startswith(prefix) and raw[len(prefix):].startswith("/"):
+        if raw.startswith(prefix) and raw[len(prefix) :].startswith("/"):
             raise BadRequest("path must be relative to the output folder, not an absolute path")
 
 
@@ -29,28 +29,43 @@ async def _browse_or_serve(request: Request, service: Service, path: str, sort: 
     relative, resolved = await anyio.to_thread.run_sync(folder.resolve, path)
     if await anyio.Path(resolved).is_dir():
         listing = await anyio.to_thread.run_sync(folder.list_dir, relative, resolved, sort, order)
-        return Response(render_listing(listing, sort, order), media_type="text/html",
-                        headers={"Cache-Control": "no-cache"})
+        return Response(
+            render_listing(listing, sort, order), media_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
     return await serve_file(request, resolved)
 
 
 @get("/output", name="output_root", media_type="text/html", summary="The output browser (HTML)")
-async def output_root(request: Request, service: Service, sort: SortKey = "name",
-                      order: Literal["asc", "desc"] = "asc") -> Response:
+async def output_root(
+    request: Request, service: Service, sort: SortKey = "name", order: Literal["asc", "desc"] = "asc"
+) -> Response:
     return await _browse_or_serve(request, service, "", sort, order)
 
 
-@get("/output/{path:path}", summary="A file (ranges, revalidation) or a folder listing (HTML)",
-     responses={200: ResponseSpec(bytes, media_type="*/*", description="the file, or the folder's HTML listing",
-                                  generate_examples=False)})
-async def output_path(request: Request, service: Service, path: str, sort: SortKey = "name",
-                      order: Literal["asc", "desc"] = "asc") -> Response:
+@get(
+    "/output/{path:path}",
+    summary="A file (ranges, revalidation) or a folder listing (HTML)",
+    responses={
+        200: ResponseSpec(
+            bytes, media_type="*/*", description="the file, or the folder's HTML listing", generate_examples=False
+        )
+    },
+)
+async def output_path(
+    request: Request, service: Service, path: str, sort: SortKey = "name", order: Literal["asc", "desc"] = "asc"
+) -> Response:
     return await _browse_or_serve(request, service, path, sort, order)
 
 
-@get("/thumb/{path:path}", summary="A 120x120 JPEG thumbnail (an SVG play button for videos)",
-     responses={200: ResponseSpec(bytes, media_type="image/*", description="image/jpeg, or image/svg+xml for a video",
-                                  generate_examples=False)})
+@get(
+    "/thumb/{path:path}",
+    summary="A 120x120 JPEG thumbnail (an SVG play button for videos)",
+    responses={
+        200: ResponseSpec(
+            bytes, media_type="image/*", description="image/jpeg, or image/svg+xml for a video", generate_examples=False
+        )
+    },
+)
 async def thumbnail(request: Request, service: Service, path: str) -> Response:
     _reject_absolute(request)
     folder = service.output

@@ -34,8 +34,11 @@ async def enhance(data: EnhanceRequest, service: Service) -> Enhancement:
 
 
 @get("/ollama/history", summary="Enhancement history, newest first")
-async def history(service: Service, limit: Annotated[int, Parameter(ge=0, le=INT_MAX)] = 50,
-                  offset: Annotated[int, Parameter(ge=0, le=INT_MAX)] = 0) -> EnhancementPage:
+async def history(
+    service: Service,
+    limit: Annotated[int, Parameter(ge=0, le=INT_MAX)] = 50,
+    offset: Annotated[int, Parameter(ge=0, le=INT_MAX)] = 0,
+) -> EnhancementPage:
     return await service.enhancer.page(limit, offset)
 
 
@@ -70,19 +73,30 @@ def feature_routes(prefix: str, feature: Callable[[Service], LlmFeature]) -> lis
     Ollama enhancer and the assistant."""
     section = prefix.strip("/")
 
-    @get(f"{prefix}/status", summary=f"Whether {section} is enabled and its LLM reachable",
-         operation_id=f"get_{section}_status")
+    @get(
+        f"{prefix}/status",
+        summary=f"Whether {section} is enabled and its LLM reachable",
+        operation_id=f"get_{section}_status",
+    )
     async def status(service: Service) -> LlmStatus:
         return await feature(service).status()
 
-    @delete(f"{prefix}/history", status_code=200, summary=f"Clear the {section} history",
-            operation_id=f"clear_{section}_history")
+    @delete(
+        f"{prefix}/history",
+        status_code=200,
+        summary=f"Clear the {section} history",
+        operation_id=f"clear_{section}_history",
+    )
     async def clear_history(service: Service) -> Success:
         await feature(service).clear()
         return Success()
 
-    @get(f"{prefix}/settings", sync_to_thread=False, summary=f"{section} settings (API key masked)",
-         operation_id=f"get_{section}_settings")
+    @get(
+        f"{prefix}/settings",
+        sync_to_thread=False,
+        summary=f"{section} settings (API key masked)",
+        operation_id=f"get_{section}_settings",
+    )
     def read_settings(service: Service) -> PublicLlmSettings:
         return feature(service).settings.public()
 
@@ -94,6 +108,14 @@ def feature_routes(prefix: str, feature: Callable[[Service], LlmFeature]) -> lis
     return [status, clear_history, read_settings, update_settings]
 
 
-ROUTES = [enhance, history, history_entry, delete_history_entry, ollama_models, assistant_chat, assistant_history,
-          *feature_routes("/ollama", lambda service: service.enhancer),
-          *feature_routes("/assistant", lambda service: service.assistant)]
+ROUTES = [
+    enhance,
+    history,
+    history_entry,
+    delete_history_entry,
+    ollama_models,
+    assistant_chat,
+    assistant_history,
+    *feature_routes("/ollama", lambda service: service.enhancer),
+    *feature_routes("/assistant", lambda service: service.assistant),
+]

@@ -11,9 +11,11 @@ from litestar.static_files import create_static_files_router
 
 UI_FOLDER = Path(__file__).resolve().parent.parent / "ui"
 # 'self' covers ws:/wss: to this host in current browsers; data: and blob: carry previews, uploads and masks.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-                           "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
-                           "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+    "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
 
 
 def _with_security_headers(response: Response) -> Response:
@@ -23,8 +25,14 @@ def _with_security_headers(response: Response) -> Response:
     return response
 
 
-ui_files = create_static_files_router("/ui", directories=[UI_FOLDER], html_mode=True, name="ui",
-                                      after_request=_with_security_headers, include_in_schema=False)
+ui_files = create_static_files_router(
+    "/ui",
+    directories=[UI_FOLDER],
+    html_mode=True,
+    name="ui",
+    after_request=_with_security_headers,
+    include_in_schema=False,
+)
 
 
 @get("/", include_in_schema=False, sync_to_thread=False)
@@ -35,8 +43,12 @@ def home() -> Redirect:
 @get("/favicon.ico", include_in_schema=False, sync_to_thread=False)
 def favicon() -> File:
     """Browsers ask every page of this server (the login form, the output browser) for it."""
-    return File(UI_FOLDER / "favicon.svg", media_type="image/svg+xml", content_disposition_type="inline",
-                headers={"Cache-Control": "public, max-age=86400"})
+    return File(
+        UI_FOLDER / "favicon.svg",
+        media_type="image/svg+xml",
+        content_disposition_type="inline",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 ROUTES = [ui_files, home, favicon]

@@ -8,8 +8,8 @@ import io
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -47,15 +47,16 @@ def api(server: ServerProcess) -> webuiapi.WebUIApi:
     return webuiapi.WebUIApi(host="127.0.0.1", port=server.port, sampler="Euler", steps=3)
 
 
-def png_b64(size: tuple[int, int], color: object = (200, 40, 40), mode: str = "RGB") -> str:
+def png_b64(size: tuple[int, int], color: float | tuple[float, ...] | str = (200, 40, 40), mode: str = "RGB") -> str:
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_txt2img_gives_images_of_the_size_and_info_with_the_seed(api: webuiapi.WebUIApi, server: ServerProcess) -> None:
-    result = api.txt2img(prompt="a lovely cat", negative_prompt="blurry", width=64, height=48, seed=1234,
-                         cfg_scale=1.0, batch_size=2)
+    result = api.txt2img(
+        prompt="a lovely cat", negative_prompt="blurry", width=64, height=48, seed=1234, cfg_scale=1.0, batch_size=2
+    )
     assert [image.size for image in result.images] == [(64, 48), (64, 48)]
     assert result.info["seed"] == 1234 and result.info["all_seeds"] == [1234, 1235]
     assert result.info["sd_model_name"] == TINY_LOAD["model_name"] and result.info["width"] == 64
@@ -74,8 +75,16 @@ def test_img2img_with_a_mask(api: webuiapi.WebUIApi) -> None:
     init = Image.new("RGB", (64, 64), (10, 200, 30))
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
-    result = api.img2img(images=[init], mask_image=mask, prompt="a frog", width=64, height=64, denoising_strength=0.6,
-                         inpainting_mask_invert=1, seed=7)
+    result = api.img2img(
+        images=[init],
+        mask_image=mask,
+        prompt="a frog",
+        width=64,
+        height=64,
+        denoising_strength=0.6,
+        inpainting_mask_invert=1,
+        seed=7,
+    )
     assert [image.size for image in result.images] == [(64, 64)] and result.info["denoising_strength"] == 0.6
 
 
@@ -116,10 +125,17 @@ def test_interrupt_cancels_the_running_job(api: webuiapi.WebUIApi, server: Serve
 
 def test_a_client_that_disconnects_cancels_its_job(server: ServerProcess) -> None:
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "abandoned", "width": 256, "height": 256,
-                                                           "steps": 60}, timeout=2.0)
-    wait_until(lambda: httpx.get(server.url + "/queue", params={"search": "abandoned"}).json()["items"][0]["status"]
-               == "cancelled", timeout=30)
+        httpx.post(
+            server.url + "/sdapi/v1/txt2img",
+            json={"prompt": "abandoned", "width": 256, "height": 256, "steps": 60},
+            timeout=2.0,
+        )
+    wait_until(
+        lambda: (
+            httpx.get(server.url + "/queue", params={"search": "abandoned"}).json()["items"][0]["status"] == "cancelled"
+        ),
+        timeout=30,
+    )
 
 
 def test_discovery_endpoints(api: webuiapi.WebUIApi, server: ServerProcess) -> None:
@@ -144,8 +160,14 @@ def test_unknown_sampler_is_a_400_listing_the_known_ones(server: ServerProcess) 
 
 def test_old_style_karras_sampler_and_sd_server_conventions(server: ServerProcess) -> None:
     extra = json.dumps({"sample_params": {"sample_steps": 2}})
-    body = {"prompt": f"a cat <sd_cpp_extra_args>{extra}</sd_cpp_extra_args>", "sampler_name": "DPM++ 2M Karras",
-            "width": 64, "height": 64, "steps": 9, "lora": [{"path": "tiny_lora.safetensors", "multiplier": 0.5}]}
+    body = {
+        "prompt": f"a cat <sd_cpp_extra_args>{extra}</sd_cpp_extra_args>",
+        "sampler_name": "DPM++ 2M Karras",
+        "width": 64,
+        "height": 64,
+        "steps": 9,
+        "lora": [{"path": "tiny_lora.safetensors", "multiplier": 0.5}],
+    }
     response = httpx.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120)
     assert response.status_code == 200, response.text
     job_id = json.loads(response.json()["info"])["job_id"]
@@ -158,14 +180,32 @@ def test_old_style_karras_sampler_and_sd_server_conventions(server: ServerProces
 # SillyTavern public/scripts/extensions/stable-diffusion/index.js generateAutoImage, forwarded whole by its server).
 OPEN_WEBUI_TXT2IMG = {"prompt": "a red fox in the snow", "batch_size": 1, "width": 512, "height": 512, "steps": 50}
 SILLYTAVERN_TXT2IMG = {
-    "url": "http://localhost:7860", "auth": "", "prompt": "best quality, absurdres, aesthetic, 1girl, red hair",
+    "url": "http://localhost:7860",
+    "auth": "",
+    "prompt": "best quality, absurdres, aesthetic, 1girl, red hair",
     "negative_prompt": "lowres, bad anatomy, bad hands, text, error, cropped, worst quality, low quality, normal "
-                       "quality, jpeg artifacts, signature, watermark, username, blurry",
-    "sampler_name": "DDIM", "scheduler": "normal", "steps": 20, "cfg_scale": 7, "width": 512, "height": 512,
-    "restore_faces": False, "enable_hr": False, "hr_upscaler": "Latent", "hr_scale": 2, "hr_additional_modules": [],
-    "denoising_strength": 0.7, "hr_second_pass_steps": 0, "override_settings": {"CLIP_stop_at_last_layers": 1},
-    "override_settings_restore_afterwards": True, "clip_skip": 1, "save_images": True, "send_images": True,
-    "do_not_save_grid": False, "do_not_save_samples": False}
+    "quality, jpeg artifacts, signature, watermark, username, blurry",
+    "sampler_name": "DDIM",
+    "scheduler": "normal",
+    "steps": 20,
+    "cfg_scale": 7,
+    "width": 512,
+    "height": 512,
+    "restore_faces": False,
+    "enable_hr": False,
+    "hr_upscaler": "Latent",
+    "hr_scale": 2,
+    "hr_additional_modules": [],
+    "denoising_strength": 0.7,
+    "hr_second_pass_steps": 0,
+    "override_settings": {"CLIP_stop_at_last_layers": 1},
+    "override_settings_restore_afterwards": True,
+    "clip_skip": 1,
+    "save_images": True,
+    "send_images": True,
+    "do_not_save_grid": False,
+    "do_not_save_samples": False,
+}
 
 
 @pytest.mark.parametrize("body", [OPEN_WEBUI_TXT2IMG, SILLYTAVERN_TXT2IMG], ids=["open-webui", "sillytavern"])

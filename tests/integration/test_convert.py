@@ -23,8 +23,9 @@ server = server_fixture("models_dir")
 
 
 def test_convert_to_q8_0_then_load_and_generate(client: httpx.Client, models_dir: Path) -> None:
-    accepted = client.post("/convert", json={"input_path": "diffusion_models/flux2_tiny_dit.safetensors",
-                                             "output_type": "q8_0"})
+    accepted = client.post(
+        "/convert", json={"input_path": "diffusion_models/flux2_tiny_dit.safetensors", "output_type": "q8_0"}
+    )
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["output_path"] == "diffusion_models/flux2_tiny_dit.q8_0.gguf"
     job = wait_for_job(client, accepted.json()["job_id"])
@@ -40,8 +41,9 @@ def test_convert_to_q8_0_then_load_and_generate(client: httpx.Client, models_dir
     assert client.get("/health").json()["model_architecture"] == "FLUX.2 klein"
     made = client.post("/txt2img", json={"prompt": "q8", "width": 64, "height": 64, "steps": 2}).json()
     assert wait_for_job(client, made["job_id"])["status"] == "completed"
-    again = client.post("/convert", json={"input_path": "diffusion_models/flux2_tiny_dit.safetensors",
-                                          "output_type": "q8_0"})
+    again = client.post(
+        "/convert", json={"input_path": "diffusion_models/flux2_tiny_dit.safetensors", "output_type": "q8_0"}
+    )
     assert again.status_code == 400 and "already exists" in again.json()["error"]
 
 
@@ -52,9 +54,20 @@ def test_convert_to_q8_0_then_load_and_generate(client: httpx.Client, models_dir
         ({"input_path": "diffusion_models/../../x", "output_type": "q8_0"}, 400, "'..'"),
         ({"input_path": "flux2_tiny_dit.safetensors", "output_type": "q8_0"}, 400, "<model folder>/<file>"),
         ({"input_path": "diffusion_models/nope.safetensors", "output_type": "q8_0"}, 404, "Model not found"),
-        ({"input_path": "diffusion_models/flux2_tiny_dit.safetensors", "output_type": "q9_9"}, 400, "output_type 'q9_9'"),
-        ({"input_path": "diffusion_models/flux2_tiny_dit.safetensors", "output_type": "q4_0",
-          "output_path": "diffusion_models/x.bin"}, 400, ".gguf or .safetensors"),
+        (
+            {"input_path": "diffusion_models/flux2_tiny_dit.safetensors", "output_type": "q9_9"},
+            400,
+            "output_type 'q9_9'",
+        ),
+        (
+            {
+                "input_path": "diffusion_models/flux2_tiny_dit.safetensors",
+                "output_type": "q4_0",
+                "output_path": "diffusion_models/x.bin",
+            },
+            400,
+            ".gguf or .safetensors",
+        ),
         ({"output_type": "q8_0"}, 400, "input_path"),
     ],
 )

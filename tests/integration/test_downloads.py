@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -32,23 +32,44 @@ def hubs(models_dir: Path) -> Iterator[FakeHubs]:
 @pytest.fixture(scope="module")
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory, hubs: FakeHubs) -> Iterator[ServerProcess]:
     yield from running_server_with_config(
-        models_dir, tmp_path_factory.mktemp("server-downloads"), hubs.server_config(civitai_token="civ-token"))
+        models_dir, tmp_path_factory.mktemp("server-downloads"), hubs.server_config(civitai_token="civ-token")
+    )
 
 
 def test_hub_metadata(client: httpx.Client, hubs: FakeHubs) -> None:
     info = client.get("/models/civitai/4242").json()
-    assert info == {"success": True, "model_id": "4242", "version_id": "777", "name": "Tiny Detail",
-                    "version_name": "v2", "type": "lora", "base_model": "Flux.2 Klein",
-                    "filename": "tiny_detail_v2.safetensors", "file_size": len(hubs.payload), "sha256": hubs.sha256,
-                    "download_url": f"{hubs.url}/api/download/models/777"}
+    assert info == {
+        "success": True,
+        "model_id": "4242",
+        "version_id": "777",
+        "name": "Tiny Detail",
+        "version_name": "v2",
+        "type": "lora",
+        "base_model": "Flux.2 Klein",
+        "filename": "tiny_detail_v2.safetensors",
+        "file_size": len(hubs.payload),
+        "sha256": hubs.sha256,
+        "download_url": f"{hubs.url}/api/download/models/777",
+    }
     assert client.get("/models/civitai/4242:700").status_code == 404  # that version has no files
     assert client.get("/models/civitai/999").status_code == 404
     assert client.get("/models/civitai/abc").status_code == 400
-    hf = client.get("/models/huggingface", params={"repo_id": "tiny-org/tiny-repo", "filename": "loras/tiny.safetensors"})
-    assert hf.json() == {"success": True, "repo_id": "tiny-org/tiny-repo", "filename": "loras/tiny.safetensors",
-                         "revision": "main", "file_size": len(hubs.payload), "sha256": hubs.sha256,
-                         "download_url": f"{hubs.url}/tiny-org/tiny-repo/resolve/main/loras/tiny.safetensors"}
-    assert client.get("/models/huggingface", params={"repo_id": "tiny-org/tiny-repo", "filename": "nope.gguf"}).status_code == 404
+    hf = client.get(
+        "/models/huggingface", params={"repo_id": "tiny-org/tiny-repo", "filename": "loras/tiny.safetensors"}
+    )
+    assert hf.json() == {
+        "success": True,
+        "repo_id": "tiny-org/tiny-repo",
+        "filename": "loras/tiny.safetensors",
+        "revision": "main",
+        "file_size": len(hubs.payload),
+        "sha256": hubs.sha256,
+        "download_url": f"{hubs.url}/tiny-org/tiny-repo/resolve/main/loras/tiny.safetensors",
+    }
+    assert (
+        client.get("/models/huggingface", params={"repo_id": "tiny-org/tiny-repo", "filename": "nope.gguf"}).status_code
+        == 404
+    )
     assert client.get("/models/huggingface", params={"repo_id": "x"}).status_code == 400
 
 
@@ -56,11 +77,16 @@ def test_hub_metadata(client: httpx.Client, hubs: FakeHubs) -> None:
     ("body", "expected_path"),
     [
         ({"model_type": "lora", "model_id": "4242", "subfolder": "civitai"}, "civitai/tiny_detail_v2.safetensors"),
-        ({"model_type": "lora", "repo_id": "tiny-org/tiny-repo", "filename": "loras/tiny.safetensors"}, "tiny.safetensors"),
+        (
+            {"model_type": "lora", "repo_id": "tiny-org/tiny-repo", "filename": "loras/tiny.safetensors"},
+            "tiny.safetensors",
+        ),
         ({"model_type": "lora", "source": "url", "url": "{hubs}/plain/model.gguf"}, "model.gguf"),
     ],
 )
-def test_download_then_hash_job(client: httpx.Client, hubs: FakeHubs, models_dir: Path, body: dict, expected_path: str) -> None:
+def test_download_then_hash_job(
+    client: httpx.Client, hubs: FakeHubs, models_dir: Path, body: dict, expected_path: str
+) -> None:
     body = {k: (v.format(hubs=hubs.url) if isinstance(v, str) else v) for k, v in body.items()}
     accepted = client.post("/models/download", json=body)
     assert accepted.status_code == 202, accepted.text
@@ -81,19 +107,26 @@ def test_download_then_hash_job(client: httpx.Client, hubs: FakeHubs, models_dir
     assert again.status_code == 400 and "already exists" in again.json()["error"]
 
 
-def test_a_download_reports_its_progress_in_bytes(client: httpx.Client, server: ServerProcess, hubs: FakeHubs,
-                                                  models_dir: Path) -> None:
+def test_a_download_reports_its_progress_in_bytes(
+    client: httpx.Client, server: ServerProcess, hubs: FakeHubs, models_dir: Path
+) -> None:
     with connect(f"ws://127.0.0.1:{server.ws_port}") as ws:
         assert json.loads(ws.recv(timeout=10))["event"] == "server_status"
-        reply = client.post("/models/download", json={"model_type": "lora", "url": f"{hubs.url}/plain/model.gguf",
-                                                      "subfolder": "progress"}).json()
+        reply = client.post(
+            "/models/download",
+            json={"model_type": "lora", "url": f"{hubs.url}/plain/model.gguf", "subfolder": "progress"},
+        ).json()
         events = collect_until(ws, reply["download_job_id"])
     mine = [e for e in events if e["data"].get("job_id") == reply["download_job_id"]]
     transfers = [e["data"] for e in mine if e["event"] == "job_transfer_progress"]
     size = len(hubs.payload)
     assert transfers and all(0 < t["bytes_done"] <= size and t["bytes_total"] == size for t in transfers)
-    assert transfers[-1] == {"job_id": reply["download_job_id"], "bytes_done": size, "bytes_total": size,
-                             "percentage": 100.0}
+    assert transfers[-1] == {
+        "job_id": reply["download_job_id"],
+        "bytes_done": size,
+        "bytes_total": size,
+        "percentage": 100.0,
+    }
     assert not [e for e in mine if e["event"] == "job_progress"]  # steps are sampling steps, not MiB
     assert (models_dir / "loras" / "progress" / "model.gguf").read_bytes() == hubs.payload
     assert wait_for_job(client, reply["download_job_id"])["progress"]["percentage"] == 100.0
@@ -102,8 +135,9 @@ def test_a_download_reports_its_progress_in_bytes(client: httpx.Client, server: 
 def test_civitai_token_is_sent_and_downloaded_lora_is_usable(client: httpx.Client, hubs: FakeHubs) -> None:
     assert "Bearer civ-token" in hubs.auth
     client.post("/models/load", json=TINY_LOAD).raise_for_status()
-    job = client.post("/txt2img", json={"prompt": "x <lora:civitai/tiny_detail_v2:0.5>", "width": 64, "height": 64,
-                                        "steps": 2}).json()
+    job = client.post(
+        "/txt2img", json={"prompt": "x <lora:civitai/tiny_detail_v2:0.5>", "width": 64, "height": 64, "steps": 2}
+    ).json()
     assert wait_for_job(client, job["job_id"])["status"] == "completed"
 
 
@@ -125,7 +159,9 @@ def test_bad_download_requests(client: httpx.Client, body: dict, status: int, fr
 
 
 def test_unreachable_url_fails_the_job_not_the_server(client: httpx.Client, models_dir: Path) -> None:
-    reply = client.post("/models/download", json={"model_type": "vae", "url": "http://127.0.0.1:9/dead.safetensors"}).json()
+    reply = client.post(
+        "/models/download", json={"model_type": "vae", "url": "http://127.0.0.1:9/dead.safetensors"}
+    ).json()
     download = wait_for_job(client, reply["download_job_id"])
     assert download["status"] == "failed" and "download failed" in download["error"]
     hashed = wait_for_job(client, reply["hash_job_id"])

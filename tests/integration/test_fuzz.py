@@ -16,8 +16,9 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -41,23 +42,25 @@ pytestmark = pytest.mark.integration
 UPSCALER_LOAD = {"model_name": "esrgan_tiny_x4.safetensors"}
 LLM_SETTINGS: dict[str, Any] = {"enabled": True, "model": "llama3.2", "timeout_seconds": 10}  # + base_url
 
-CONFIG = SchemathesisConfig.from_dict({
-    "seed": int(os.environ.get("SDCPP_FUZZ_SEED", "20240601")),
-    "suppress-health-check": ["all"],  # slow, filtered or large data is expected here, not a problem
-    "request-timeout": 20,  # a request that hangs fails its case instead of stalling the suite
-    "generation": {
-        "max-examples": int(os.environ.get("SDCPP_FUZZ_EXAMPLES", "25")),  # per operation
-        "mode": "all",  # valid and invalid requests: invalid ones must get a documented 4xx, never a 5xx
-        "no-shrink": True,  # each shrink step is more requests; the first failing case is reported as found
-        "database": "none",  # no .hypothesis/ folder and no replay of earlier failures: the seed decides
-    },
-    "phases": {
-        # The coverage phase sends every boundary value the schema allows, whatever max-examples says; the
-        # examples and fuzzing phases stay on. Stateful runs are a separate API (not parametrize()).
-        "coverage": {"enabled": False},
-        "stateful": {"enabled": False},
-    },
-})
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "seed": int(os.environ.get("SDCPP_FUZZ_SEED", "20240601")),
+        "suppress-health-check": ["all"],  # slow, filtered or large data is expected here, not a problem
+        "request-timeout": 20,  # a request that hangs fails its case instead of stalling the suite
+        "generation": {
+            "max-examples": int(os.environ.get("SDCPP_FUZZ_EXAMPLES", "25")),  # per operation
+            "mode": "all",  # valid and invalid requests: invalid ones must get a documented 4xx, never a 5xx
+            "no-shrink": True,  # each shrink step is more requests; the first failing case is reported as found
+            "database": "none",  # no .hypothesis/ folder and no replay of earlier failures: the seed decides
+        },
+        "phases": {
+            # The coverage phase sends every boundary value the schema allows, whatever max-examples says; the
+            # examples and fuzzing phases stay on. Stateful runs are a separate API (not parametrize()).
+            "coverage": {"enabled": False},
+            "stateful": {"enabled": False},
+        },
+    }
+)
 
 # Generation jobs really run on the resident sd-server. The server's own [limits] (below) turn larger sizes,
 # steps and batches into a 400; a field left out would mean the server's default (512x512, 20 steps, 33
@@ -87,20 +90,25 @@ def upstreams() -> Iterator[tuple[FakeOllama, FakeHubs]]:
 
 
 @pytest.fixture(scope="module")
-def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-           upstreams: tuple[FakeOllama, FakeHubs]) -> Iterator[ServerProcess]:
+def server(
+    own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory, upstreams: tuple[FakeOllama, FakeHubs]
+) -> Iterator[ServerProcess]:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     ollama, hubs = upstreams
     LLM_SETTINGS["base_url"] = ollama.url
     work = tmp_path_factory.mktemp("server-fuzz")
     config = work / "config.toml"
-    config.write_text(f'[ollama]\nbase_url = "{ollama.url}"\n[assistant]\nbase_url = "{ollama.url}"\n'
-                      f'[downloads]\nhuggingface_url = "{hubs.url}"\ncivitai_url = "{hubs.url}"\n' + LIMITS)
-    proxies = {name: dead for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                                       "all_proxy")}
+    config.write_text(
+        f'[ollama]\nbase_url = "{ollama.url}"\n[assistant]\nbase_url = "{ollama.url}"\n'
+        f'[downloads]\nhuggingface_url = "{hubs.url}"\ncivitai_url = "{hubs.url}"\n' + LIMITS
+    )
+    proxies = {
+        name: dead for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    }
     local = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    process = ServerProcess(own_models_dir, work / "output", work / "server.log", "--config", str(config),
-                            env={**proxies, **local}).start()
+    process = ServerProcess(
+        own_models_dir, work / "output", work / "server.log", "--config", str(config), env={**proxies, **local}
+    ).start()
     try:
         yield process
     finally:
@@ -127,8 +135,11 @@ def ensure_loaded(server: ServerProcess) -> None:
         server.kill()  # SIGKILL: a server stuck in a computation never gets to handle SIGTERM
         server.start()
         load(server, {"model_loaded": False, "upscaler_loaded": False})
-        pytest.fail(f"the server stopped answering ({exc!r}; restarted) after this request:\n"
-                    f"    {SENT[0] if SENT else '(none)'}", pytrace=False)
+        pytest.fail(
+            f"the server stopped answering ({exc!r}; restarted) after this request:\n"
+            f"    {SENT[0] if SENT else '(none)'}",
+            pytrace=False,
+        )
     load(server, health)
 
 
@@ -159,7 +170,7 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
     (node ids are structured now): give it a plain attribute to use. Results still come out as one pytest
     sub-test per operation, named after it."""
     if not hasattr(request.node, "_nodeid"):
-        setattr(request.node, "_nodeid", request.node.nodeid)
+        request.node._nodeid = request.node.nodeid
 
 
 @schemathesis.check
@@ -182,8 +193,13 @@ def no_server_error_beyond_contract(ctx: Any, response: Any, case: Any) -> bool 
 # refuses valid-looking requests for reasons the schema cannot say (no such model, size not a multiple of 16);
 # ignored_auth and the other auth checks do not apply (no authentication); use_after_free / ensure_resource_*
 # need stateful runs.
-CHECKS = [no_server_error_beyond_contract, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
+CHECKS = [
+    no_server_error_beyond_contract,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 
 
 @schema.parametrize()

@@ -20,7 +20,7 @@ from tests.support import ServerProcess, sd_processes, server_fixture, wait_for_
 pytestmark = pytest.mark.integration
 
 
-def png_b64(size: tuple[int, int], mode: str = "RGB", color: object = (200, 40, 40)) -> str:
+def png_b64(size: tuple[int, int], mode: str = "RGB", color: float | tuple[float, ...] | str = (200, 40, 40)) -> str:
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
@@ -81,8 +81,12 @@ def test_omitted_sampling_fields_follow_the_loaded_architecture(loaded: httpx.Cl
     job = run_job(loaded, "/txt2img", {"prompt": "a fox", "width": 64, "height": 64, "steps": 2, "seed": 7})
     params = job["params"]
     assert (params["sampler"], params["cfg_scale"], params["scheduler"]) == ("euler", 1.0, "discrete")
-    assert params["default_sources"] == {"cfg_scale": "architecture FLUX.2", "sampler": "architecture FLUX.2",
-                                         "scheduler": "contract", "distilled_guidance": "contract"}
+    assert params["default_sources"] == {
+        "cfg_scale": "architecture FLUX.2",
+        "sampler": "architecture FLUX.2",
+        "scheduler": "contract",
+        "distilled_guidance": "contract",
+    }
     config = json.loads((server.output_dir / job["job_id"] / "config.json").read_text())
     assert config["params"]["default_sources"] == params["default_sources"]
     written = fetch_image(loaded, job["outputs"][0]).info["parameters"]  # what sd.cpp itself ran
@@ -91,9 +95,20 @@ def test_omitted_sampling_fields_follow_the_loaded_architecture(loaded: httpx.Cl
 
 def test_img2img_with_inpainting_mask(loaded: httpx.Client, server: ServerProcess) -> None:
     mask = "data:image/png;base64," + png_b64((64, 64), "L", 255)
-    job = run_job(loaded, "/img2img", {"prompt": "watercolor", "init_image_base64": png_b64((64, 64)),
-                                       "mask_image_base64": mask, "strength": 0.5, "width": 64, "height": 64,
-                                       "steps": 4, "seed": 3})
+    job = run_job(
+        loaded,
+        "/img2img",
+        {
+            "prompt": "watercolor",
+            "init_image_base64": png_b64((64, 64)),
+            "mask_image_base64": mask,
+            "strength": 0.5,
+            "width": 64,
+            "height": 64,
+            "steps": 4,
+            "seed": 3,
+        },
+    )
     assert job["status"] == "completed", job.get("error")
     assert fetch_image(loaded, job["outputs"][0]).size == (64, 64)
     # The params show each input image as the file it was saved to, with its size.
@@ -107,7 +122,10 @@ def test_img2img_with_inpainting_mask(loaded: httpx.Client, server: ServerProces
     ("body", "fragment"),
     [
         ({"init_image_base64": "not base64!"}, "init_image_base64: not valid base64"),
-        ({"init_image_base64": base64.b64encode(b"\x89PNG\r\n\x1a\n garbage").decode()}, "init_image_base64: not a decodable image"),
+        (
+            {"init_image_base64": base64.b64encode(b"\x89PNG\r\n\x1a\n garbage").decode()},
+            "init_image_base64: not a decodable image",
+        ),
         ({"init_image_base64": png_b64((8, 8)), "mask_image_base64": "%%%"}, "mask_image_base64: not valid base64"),
         ({"init_image_base64": png_b64((8, 8)), "strength": 1.5}, "strength: expected `float` <= 1.0"),
         ({"init_image_base64": png_b64((8, 8)), "ref_images": ["AAAA"]}, "ref_images[0]: not a decodable image"),
@@ -121,8 +139,9 @@ def test_bad_images_are_400_naming_the_field(loaded: httpx.Client, body: dict, f
 
 
 def test_lora_tag_reaches_the_resident_server(loaded: httpx.Client, server: ServerProcess) -> None:
-    job = run_job(loaded, "/txt2img", {"prompt": "a cat <lora:tiny_lora:0.7>", "width": 64, "height": 64,
-                                       "steps": 2, "seed": 9})
+    job = run_job(
+        loaded, "/txt2img", {"prompt": "a cat <lora:tiny_lora:0.7>", "width": 64, "height": 64, "steps": 2, "seed": 9}
+    )
     assert job["status"] == "completed", job.get("error")
     assert "<lora:tiny_lora:0.7>" in job["params"]["prompt"]
     assert fetch_image(loaded, job["outputs"][0]).size == (64, 64)
@@ -132,10 +151,18 @@ def test_lora_tag_reaches_the_resident_server(loaded: httpx.Client, server: Serv
 
 
 def test_upscaler_job_and_chained_upscale(loaded: httpx.Client) -> None:
-    assert loaded.post("/upscale", json={"image_base64": png_b64((16, 16))}).json()["error"].startswith("No upscaler loaded")
+    assert (
+        loaded.post("/upscale", json={"image_base64": png_b64((16, 16))})
+        .json()["error"]
+        .startswith("No upscaler loaded")
+    )
     loaded_up = loaded.post("/upscaler/load", json={"model_name": "esrgan_tiny_x4.safetensors"})
-    assert loaded_up.json() == {"success": True, "message": "Upscaler loaded successfully",
-                                "model_name": "esrgan_tiny_x4.safetensors", "upscale_factor": 4}
+    assert loaded_up.json() == {
+        "success": True,
+        "message": "Upscaler loaded successfully",
+        "model_name": "esrgan_tiny_x4.safetensors",
+        "upscale_factor": 4,
+    }
     assert loaded.get("/health").json()["upscaler_name"] == "esrgan_tiny_x4.safetensors"
     job = run_job(loaded, "/upscale", {"image_base64": png_b64((24, 16))})
     assert job["status"] == "completed", job.get("error")
@@ -178,8 +205,9 @@ def test_cancel_pending_and_running_jobs(loaded: httpx.Client, server: ServerPro
 
 def test_cancel_running_cli_job_leaves_no_process(loaded: httpx.Client, server: ServerProcess) -> None:
     # batch_count > 8 runs on sd-cli (sd-server caps batches at 8)
-    job = loaded.post("/txt2img", json={"prompt": "many", "width": 128, "height": 128, "steps": 40,
-                                        "batch_count": 9}).json()
+    job = loaded.post(
+        "/txt2img", json={"prompt": "many", "width": 128, "height": 128, "steps": 40, "batch_count": 9}
+    ).json()
     wait_until(lambda: loaded.get(f"/queue/{job['job_id']}").json()["progress"]["step"] >= 1, timeout=60)
     assert sd_processes(server, "sd-cli")
     loaded.delete(f"/queue/{job['job_id']}")
@@ -197,7 +225,9 @@ def test_crashing_binary_fails_the_job_and_the_queue_goes_on(client: httpx.Clien
     assert "GGML_ASSERT" in failed["error"] or "SIGABRT" in failed["error"], failed["error"]
     wait_for_job(client, queued["job_id"])  # the queue moves on (this one crashes the same way)
     assert client.post("/models/load", json=TINY_LOAD).status_code == 200
-    assert run_job(client, "/txt2img", {"prompt": "fine", "width": 64, "height": 64, "steps": 2})["status"] == "completed"
+    assert (
+        run_job(client, "/txt2img", {"prompt": "fine", "width": 64, "height": 64, "steps": 2})["status"] == "completed"
+    )
 
 
 def test_restart_recovers_queue_model_and_kills_orphans(models_dir: Path, tmp_path: Path) -> None:

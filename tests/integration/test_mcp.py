@@ -7,9 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import httpx
 import httpx2
@@ -28,8 +28,11 @@ KEY = "mcp-test-key"
 @asynccontextmanager
 async def mcp_session(server: ServerProcess, headers: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
     http = httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30, read=300))
-    async with http, streamable_http_client(server.url + "/mcp", http_client=http) as (read, write), \
-            ClientSession(read, write) as session:
+    async with (
+        http,
+        streamable_http_client(server.url + "/mcp", http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
         await session.initialize()
         yield session
 
@@ -58,8 +61,13 @@ async def test_tools_resources_and_templates_are_listed(server: ServerProcess) -
         assert set(tools["model"].input_schema["properties"]["action"]["enum"]) == {"list", "load", "unload", "status"}
         assert all(tool.description for tool in tools.values())
         resources = {str(resource.uri) for resource in (await session.list_resources()).resources}
-        assert resources == {"sdcpp://health", "sdcpp://models", "sdcpp://models/loaded", "sdcpp://queue",
-                             "sdcpp://architectures"}
+        assert resources == {
+            "sdcpp://health",
+            "sdcpp://models",
+            "sdcpp://models/loaded",
+            "sdcpp://queue",
+            "sdcpp://architectures",
+        }
         templates = (await session.list_resource_templates()).resource_templates
         assert [template.uri_template for template in templates] == ["sdcpp://queue/{job_id}"]
         architectures = json.loads((await session.read_resource("sdcpp://architectures")).contents[0].text)
@@ -71,7 +79,9 @@ async def test_load_status_unload_and_load_by_profile(server: ServerProcess) -> 
         loaded = payload(await session.call_tool("model", {"action": "load", **TINY_LOAD}))
         assert loaded["model_loaded"] is True and loaded["model_name"] == TINY_LOAD["model_name"]
         listed = payload(await session.call_tool("model", {"action": "list", "type": "diffusion"}))
-        assert [entry["is_loaded"] for entry in listed["diffusion_models"] if entry["name"] == TINY_LOAD["model_name"]] == [True]
+        assert [
+            entry["is_loaded"] for entry in listed["diffusion_models"] if entry["name"] == TINY_LOAD["model_name"]
+        ] == [True]
         unloaded = payload(await session.call_tool("model", {"action": "unload"}))
         assert unloaded["model_loaded"] is False
         # By name alone: the components and options of its last successful load (its load profile).
@@ -91,9 +101,11 @@ async def test_generate_waits_reports_progress_and_returns_the_image(server: Ser
 
     async with mcp_session(server) as session:
         payload(await session.call_tool("model", {"action": "load", **TINY_LOAD}))
-        result = await session.call_tool("generate", {"type": "txt2img", "prompt": "an agent's cat", "width": 64,
-                                                      "height": 48, "steps": 4, "wait": True},
-                                          progress_callback=on_progress)
+        result = await session.call_tool(
+            "generate",
+            {"type": "txt2img", "prompt": "an agent's cat", "width": 64, "height": 48, "steps": 4, "wait": True},
+            progress_callback=on_progress,
+        )
         body = payload(result)
         assert body["status"] == "completed" and len(body["outputs"]) == 1
         assert reports and reports[-1][1] == 100.0 and "step" in str(reports[-1][2])
@@ -114,8 +126,11 @@ async def test_generate_waits_reports_progress_and_returns_the_image(server: Ser
 async def test_cancel_a_running_job(server: ServerProcess) -> None:
     async with mcp_session(server) as session:
         payload(await session.call_tool("model", {"action": "load", **TINY_LOAD}))
-        started = payload(await session.call_tool("generate", {"type": "txt2img", "prompt": "long", "width": 256,
-                                                               "height": 256, "steps": 80}))
+        started = payload(
+            await session.call_tool(
+                "generate", {"type": "txt2img", "prompt": "long", "width": 256, "height": 256, "steps": 80}
+            )
+        )
         job_id = started["job_id"]
         for _ in range(600):
             if payload(await session.call_tool("job", {"action": "status", "job_id": job_id}))["progress"]["step"] >= 1:
@@ -133,26 +148,36 @@ async def test_cancel_a_running_job(server: ServerProcess) -> None:
 async def test_bad_arguments_are_tool_errors_naming_the_field(server: ServerProcess) -> None:
     async with mcp_session(server) as session:
         payload(await session.call_tool("model", {"action": "load", **TINY_LOAD}))
-        assert error_text(await session.call_tool("generate", {"type": "txt2img", "prompt": "x", "steps": 0})) == \
-            "steps: expected `int` >= 1"
+        assert (
+            error_text(await session.call_tool("generate", {"type": "txt2img", "prompt": "x", "steps": 0}))
+            == "steps: expected `int` >= 1"
+        )
         assert error_text(await session.call_tool("generate", {"type": "painting", "prompt": "x"})).startswith("type:")
-        assert "multiples of 16" in error_text(await session.call_tool(
-            "generate", {"type": "txt2img", "prompt": "x", "width": 72, "height": 40}))  # the REST API's message
-        assert error_text(await session.call_tool("job", {"action": "status"})) == "job_id is required for action=status"
+        assert "multiples of 16" in error_text(
+            await session.call_tool("generate", {"type": "txt2img", "prompt": "x", "width": 72, "height": 40})
+        )  # the REST API's message
+        assert (
+            error_text(await session.call_tool("job", {"action": "status"})) == "job_id is required for action=status"
+        )
         assert error_text(await session.call_tool("job", {"action": "status", "job_id": "nope"})) == "Job not found"
         assert error_text(await session.call_tool("model", {"action": "load", "model_name": "../x"})).startswith(
-            "model_name")
+            "model_name"
+        )
 
 
 @pytest.fixture(scope="module")
 def keyed_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from running_server_with(tiny_models_dir, tmp_path_factory.mktemp("mcp-keyed"),
-                                   env={"SDCPP_RESTAPI_API_KEYS": KEY})
+    yield from running_server_with(
+        tiny_models_dir, tmp_path_factory.mktemp("mcp-keyed"), env={"SDCPP_RESTAPI_API_KEYS": KEY}
+    )
 
 
 async def test_the_endpoint_needs_the_key_when_keys_are_set(keyed_server: ServerProcess) -> None:
-    refused = httpx.post(keyed_server.url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                         headers={"Accept": "application/json, text/event-stream"})
+    refused = httpx.post(
+        keyed_server.url + "/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        headers={"Accept": "application/json, text/event-stream"},
+    )
     assert refused.status_code == 401
     async with mcp_session(keyed_server, {"Authorization": f"Bearer {KEY}"}) as session:
         assert payload(await session.call_tool("model", {"action": "status"}))["model_loaded"] is False

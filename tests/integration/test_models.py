@@ -15,14 +15,19 @@ from tests.conftest import TINY_LOAD
 from tests.support import FAKES, ServerProcess, sd_processes, server_fixture, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
-BACKEND_SERVER = Path(os.environ.get("SDCPP_RESTAPI_DATA_DIR", Path.home() / ".local/share/sdcpp-restapi")) / "backends/cpu/sd-server"
+BACKEND_SERVER = (
+    Path(os.environ.get("SDCPP_RESTAPI_DATA_DIR", Path.home() / ".local/share/sdcpp-restapi"))
+    / "backends/cpu/sd-server"
+)
 
 
 @pytest.fixture(scope="module")
 def models_dir(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny set plus files that exercise listing and failure paths."""
     models = own_models_dir
-    (models / "diffusion_models" / "garbage.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + os.urandom(4096))
+    (models / "diffusion_models" / "garbage.safetensors").write_bytes(
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + os.urandom(4096)
+    )
     (models / "loras" / "Styles").mkdir()
     shutil.copy(models / "loras" / "tiny_lora.safetensors", models / "loras" / "Styles" / "Detail_Lora.safetensors")
     (models / "loras" / "README.txt").write_text("not a model")
@@ -69,8 +74,19 @@ def test_hash_matches_hashlib_and_is_cached_in_listing(client: httpx.Client, mod
 def test_paths_options_and_architectures(client: httpx.Client, models_dir: Path) -> None:
     paths = client.get("/models/paths").json()
     assert paths["lora"] == str(models_dir / "loras") and paths["taesd"] == str(models_dir / "taesd")
-    assert set(paths) == {"checkpoints", "diffusion_models", "vae", "lora", "clip", "t5", "embeddings",
-                          "controlnet", "llm", "esrgan", "taesd"}
+    assert set(paths) == {
+        "checkpoints",
+        "diffusion_models",
+        "vae",
+        "lora",
+        "clip",
+        "t5",
+        "embeddings",
+        "controlnet",
+        "llm",
+        "esrgan",
+        "taesd",
+    }
     options = client.get("/options").json()
     assert "euler_a" in options["samplers"] and "er_sde" in options["samplers"]  # read from this build's --help
     assert "smoothstep" in options["schedulers"]
@@ -78,16 +94,30 @@ def test_paths_options_and_architectures(client: httpx.Client, models_dir: Path)
     archs = client.get("/architectures").json()
     for family in ("SD1", "SD2", "SDXL", "SD3", "Flux", "FLUX.2", "Chroma", "Wan", "Qwen-Image", "Z-Image"):
         preset = archs["architectures"][family]
-        assert {"display_name", "requiredComponents", "optionalComponents", "generationDefaults", "sizeMultiple"} <= set(preset)
-    assert archs["architectures"]["SDXL"]["sizeMultiple"] == 64 and archs["architectures"]["FLUX.2"]["sizeMultiple"] == 16
+        assert {
+            "display_name",
+            "requiredComponents",
+            "optionalComponents",
+            "generationDefaults",
+            "sizeMultiple",
+        } <= set(preset)
+    assert (
+        archs["architectures"]["SDXL"]["sizeMultiple"] == 64 and archs["architectures"]["FLUX.2"]["sizeMultiple"] == 16
+    )
 
 
 def test_model_types_and_request_defaults_for_clients_that_keep_no_copy(client: httpx.Client, models_dir: Path) -> None:
     """The web UI reads the model types, the components and the contract's defaults from these two endpoints."""
     table = client.get("/models/types").json()
     types = {kind["name"]: kind for kind in table["model_types"]}
-    assert types["lora"] == {"name": "lora", "folder": "loras", "list_key": "loras", "path_key": "lora",
-                             "loadable": False, "extensions": [".gguf", ".pt", ".pth", ".safetensors"]}
+    assert types["lora"] == {
+        "name": "lora",
+        "folder": "loras",
+        "list_key": "loras",
+        "path_key": "lora",
+        "loadable": False,
+        "extensions": [".gguf", ".pt", ".pth", ".safetensors"],
+    }
     assert [name for name, kind in types.items() if kind["loadable"]] == ["checkpoint", "diffusion"]
     listing = client.get("/models").json()
     paths = client.get("/models/paths").json()
@@ -97,12 +127,18 @@ def test_model_types_and_request_defaults_for_clients_that_keep_no_copy(client: 
     components = {component["field"]: component for component in table["components"]}
     assert components["llm_vision"] == {"field": "llm_vision", "model_type": "llm", "reported": True}
     assert components["taesd"] == {"field": "taesd", "model_type": "taesd", "reported": False}
-    assert set(components) <= set(client.get("/schema/openapi.json").json()["components"]["schemas"]
-                                  ["LoadModelRequest"]["properties"])
+    assert set(components) <= set(
+        client.get("/schema/openapi.json").json()["components"]["schemas"]["LoadModelRequest"]["properties"]
+    )
     defaults = client.get("/defaults").json()
     txt2img, img2img, txt2vid = defaults["txt2img"], defaults["img2img"], defaults["txt2vid"]
-    assert (txt2img["width"], txt2img["height"], txt2img["steps"], txt2img["cfg_scale"], txt2img["sampler"]) == \
-        (512, 512, 20, 7.0, "euler_a")
+    assert (txt2img["width"], txt2img["height"], txt2img["steps"], txt2img["cfg_scale"], txt2img["sampler"]) == (
+        512,
+        512,
+        20,
+        7.0,
+        "euler_a",
+    )
     assert (txt2img["seed"], txt2img["batch_count"], img2img["strength"]) == (-1, 1, 0.75)
     assert (txt2vid["width"], txt2vid["height"], txt2vid["video_frames"], txt2vid["flow_shift"]) == (832, 480, 33, 3.0)
 
@@ -124,7 +160,9 @@ def test_load_validates_components_and_option_values(client: httpx.Client) -> No
     assert component.status_code == 400 and component.json()["error"].startswith("llm:")
 
 
-def test_failed_load_reports_the_binary_error_and_leaves_no_process(client: httpx.Client, server: ServerProcess) -> None:
+def test_failed_load_reports_the_binary_error_and_leaves_no_process(
+    client: httpx.Client, server: ServerProcess
+) -> None:
     response = client.post("/models/load", json={"model_name": "garbage.safetensors", "model_type": "diffusion"})
     assert response.status_code == 500
     assert response.json()["error"].startswith("Failed to load model: garbage.safetensors")
@@ -134,7 +172,9 @@ def test_failed_load_reports_the_binary_error_and_leaves_no_process(client: http
     assert sd_processes(server) == []
 
 
-def test_resident_server_serves_jobs_without_reloading_and_unload_frees_it(client: httpx.Client, server: ServerProcess) -> None:
+def test_resident_server_serves_jobs_without_reloading_and_unload_frees_it(
+    client: httpx.Client, server: ServerProcess
+) -> None:
     assert client.post("/models/load", json=TINY_LOAD).status_code == 200
     health = client.get("/health").json()
     assert health["model_loaded"] and health["last_error"] is None
@@ -156,12 +196,21 @@ def test_resident_server_serves_jobs_without_reloading_and_unload_frees_it(clien
 
 
 def test_health_shows_loading_while_the_binary_starts(models_dir: Path, tmp_path: Path) -> None:
-    slow = ServerProcess(models_dir, tmp_path / "out", tmp_path / "log", *NO_WORKER, "--sd-server", str(FAKES / "slow_start"),
-                         env={"FAKE_REAL_BINARY": str(BACKEND_SERVER), "FAKE_SLOW_START_S": "2"}).start()
+    slow = ServerProcess(
+        models_dir,
+        tmp_path / "out",
+        tmp_path / "log",
+        *NO_WORKER,
+        "--sd-server",
+        str(FAKES / "slow_start"),
+        env={"FAKE_REAL_BINARY": str(BACKEND_SERVER), "FAKE_SLOW_START_S": "2"},
+    ).start()
     try:
         with httpx.Client(base_url=slow.url, timeout=30) as http:
             result: dict[str, int] = {}
-            loader = threading.Thread(target=lambda: result.update(code=http.post("/models/load", json=TINY_LOAD).status_code))
+            loader = threading.Thread(
+                target=lambda: result.update(code=http.post("/models/load", json=TINY_LOAD).status_code)
+            )
             loader.start()
             during = wait_until(lambda: (h := http.get("/health").json())["model_loading"] and h)
             assert during["loading_model_name"] == "flux2_tiny_dit.safetensors" and during["model_loaded"] is False

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import openai
@@ -23,10 +23,12 @@ KEY = "openai-test-key"
 
 @pytest.fixture(scope="module")
 def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    for process in running_server_with(own_models_dir, tmp_path_factory.mktemp("openai"),
-                                       env={"SDCPP_RESTAPI_API_KEYS": KEY}):
-        httpx.post(process.url + "/models/load", json=TINY_LOAD, headers={"Authorization": f"Bearer {KEY}"}
-                   ).raise_for_status()
+    for process in running_server_with(
+        own_models_dir, tmp_path_factory.mktemp("openai"), env={"SDCPP_RESTAPI_API_KEYS": KEY}
+    ):
+        httpx.post(
+            process.url + "/models/load", json=TINY_LOAD, headers={"Authorization": f"Bearer {KEY}"}
+        ).raise_for_status()
         yield process
 
 
@@ -47,13 +49,15 @@ def png(size: tuple[int, int], mode: str = "RGB", color: float | tuple[int, ...]
 
 
 def test_generate_b64_json(client: openai.OpenAI, server: ServerProcess) -> None:
-    result = client.images.generate(model="dall-e-3", prompt="an openai cat", n=2, size="64x48",
-                                    response_format="b64_json")
+    result = client.images.generate(
+        model="dall-e-3", prompt="an openai cat", n=2, size="64x48", response_format="b64_json"
+    )
     assert [decoded(item.b64_json).size for item in result.data] == [(64, 48), (64, 48)]
     assert result.size == "64x48" and result.output_format == "png" and result.created > 0
     assert result.usage is not None and result.usage.total_tokens == 0
-    jobs = httpx.get(server.url + "/queue", params={"search": "an openai cat"},
-                     headers={"Authorization": f"Bearer {KEY}"}).json()["items"]
+    jobs = httpx.get(
+        server.url + "/queue", params={"search": "an openai cat"}, headers={"Authorization": f"Bearer {KEY}"}
+    ).json()["items"]
     assert [(job["type"], job["status"], job["params"]["batch_count"]) for job in jobs] == [("txt2img", "completed", 2)]
 
 
@@ -72,14 +76,19 @@ def test_edit_with_a_mask(client: openai.OpenAI) -> None:
     mask.paste(255, (0, 0, 32, 64))
     buffer = io.BytesIO()
     mask.save(buffer, format="PNG")
-    result = client.images.edit(image=("frog.png", png((64, 64)), "image/png"), mask=("mask.png", buffer.getvalue(),
-                                "image/png"), prompt="a frog wearing a hat", size="64x64")
+    result = client.images.edit(
+        image=("frog.png", png((64, 64)), "image/png"),
+        mask=("mask.png", buffer.getvalue(), "image/png"),
+        prompt="a frog wearing a hat",
+        size="64x64",
+    )
     assert decoded(result.data[0].b64_json).size == (64, 64)
 
 
 def test_streaming_sends_partial_images_then_the_result(client: openai.OpenAI) -> None:
-    stream = client.images.generate(prompt="streamed cat", size="64x64", stream=True, partial_images=2,
-                                    extra_body={"n": 1})
+    stream = client.images.generate(
+        prompt="streamed cat", size="64x64", stream=True, partial_images=2, extra_body={"n": 1}
+    )
     events = list(stream)
     kinds = [event.type for event in events]
     assert kinds.count("image_generation.partial_image") >= 1 and kinds[-1] == "image_generation.completed"
@@ -105,12 +114,21 @@ def test_errors_come_in_openai_shape(client: openai.OpenAI, server: ServerProces
 
 
 # Verbatim from Open WebUI (backend/open_webui/routers/images.py, default settings: dall-e-2, 512x512).
-OPEN_WEBUI_GENERATIONS = {"model": "dall-e-2", "prompt": "a red fox in the snow", "n": 1, "size": "512x512",
-                          "response_format": "b64_json"}
+OPEN_WEBUI_GENERATIONS = {
+    "model": "dall-e-2",
+    "prompt": "a red fox in the snow",
+    "n": 1,
+    "size": "512x512",
+    "response_format": "b64_json",
+}
 
 
 def test_the_body_open_webui_sends(server: ServerProcess) -> None:
-    response = httpx.post(server.url + "/v1/images/generations", json=OPEN_WEBUI_GENERATIONS,
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=300)
+    response = httpx.post(
+        server.url + "/v1/images/generations",
+        json=OPEN_WEBUI_GENERATIONS,
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=300,
+    )
     assert response.status_code == 200, response.text
     assert decoded(response.json()["data"][0]["b64_json"]).size == (512, 512)

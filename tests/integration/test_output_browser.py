@@ -6,8 +6,8 @@ import io
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -29,8 +29,9 @@ XSS_NAME = "<img src=x onerror=window.__xss=1>.txt"
 def job(client: httpx.Client, server: ServerProcess) -> dict:
     """A real job: two generated PNGs, plus files that exercise sorting and escaping."""
     client.post("/models/load", json=TINY_LOAD).raise_for_status()
-    accepted = client.post("/txt2img", json={"prompt": "a <b>bold</b> cat", "width": 64, "height": 48, "steps": 2,
-                                             "batch_count": 2}).json()
+    accepted = client.post(
+        "/txt2img", json={"prompt": "a <b>bold</b> cat", "width": 64, "height": 48, "steps": 2, "batch_count": 2}
+    ).json()
     finished = wait_for_job(client, accepted["job_id"])
     assert finished["status"] == "completed"
     folder = server.output_dir / finished["job_id"]
@@ -55,8 +56,10 @@ def test_listing_sorting_stats_and_hidden_files(client: httpx.Client, job: dict,
     by_name = names_in(client.get(folder).text)
     assert by_name == sorted(by_name, key=str.lower) and "config.json" in by_name
     by_size = names_in(client.get(folder, params={"sort": "size", "order": "desc"}).text)
-    sizes = {name: (server.output_dir / job["job_id"] / name.replace("&lt;", "<").replace("&gt;", ">")).stat().st_size
-             for name in by_size}
+    sizes = {
+        name: (server.output_dir / job["job_id"] / name.replace("&lt;", "<").replace("&gt;", ">")).stat().st_size
+        for name in by_size
+    }
     assert list(sizes.values()) == sorted(sizes.values(), reverse=True)
     by_date = names_in(client.get(folder, params={"sort": "date", "order": "asc"}).text)
     assert by_date[0] == "tiny.txt"
@@ -72,9 +75,18 @@ def test_file_names_are_escaped(client: httpx.Client, job: dict) -> None:
     assert "&lt;img src=x onerror=window.__xss=1&gt;.txt" in page
 
 
-@pytest.mark.parametrize("path", ["/output/%2e%2e/%2e%2e/etc/passwd", "/output/..%2F..%2Fetc%2Fpasswd",
-                                  "/output/%252e%252e/etc", "/output//etc/passwd", "/output/a%5C..%5Cb",
-                                  "/thumb/%2e%2e/x.png", "/thumb//etc/x.png"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/output/%2e%2e/%2e%2e/etc/passwd",
+        "/output/..%2F..%2Fetc%2Fpasswd",
+        "/output/%252e%252e/etc",
+        "/output//etc/passwd",
+        "/output/a%5C..%5Cb",
+        "/thumb/%2e%2e/x.png",
+        "/thumb//etc/x.png",
+    ],
+)
 def test_traversal_is_refused(client: httpx.Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 400, (path, response.text)
@@ -136,8 +148,10 @@ def driver() -> Iterator[Chrome]:
         yield chrome
 
 
-@pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
-                    reason="chromium / chromedriver not installed (.ci/run installs them)")
+@pytest.mark.skipif(
+    not browser.available() and not os.environ.get("CI"),
+    reason="chromium / chromedriver not installed (.ci/run installs them)",
+)
 def test_browse_click_and_lightbox_in_chromium(job: dict, server: ServerProcess, driver: Chrome) -> None:
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -149,9 +163,12 @@ def test_browse_click_and_lightbox_in_chromium(job: dict, server: ServerProcess,
     stats = wait.until(EC.presence_of_element_located((By.ID, "stats")))
     assert stats.get_property("textContent").startswith("0 folders · 6 files")
     # thumbnails really load (120x120 JPEGs from /thumb)
-    assert wait.until(lambda d: d.execute_script(
-        "const t = document.querySelectorAll('td.thumb img');"
-        "return t.length >= 2 && Array.from(t).every(i => i.complete && i.naturalWidth === 120)"))
+    assert wait.until(
+        lambda d: d.execute_script(
+            "const t = document.querySelectorAll('td.thumb img');"
+            "return t.length >= 2 && Array.from(t).every(i => i.complete && i.naturalWidth === 120)"
+        )
+    )
     names = [el.text for el in driver.find_elements(By.CSS_SELECTOR, "a.entry-link")]
     assert XSS_NAME in names and driver.execute_script("return window.__xss === undefined")
     # a real generated image
@@ -159,9 +176,12 @@ def test_browse_click_and_lightbox_in_chromium(job: dict, server: ServerProcess,
     lightbox = driver.find_element(By.ID, "lightbox")
     wait.until(EC.visibility_of(lightbox))
     assert "open" in lightbox.get_attribute("class").split()
-    shown = wait.until(lambda d: d.execute_script(
-        "const i = document.getElementById('lightbox-img');"
-        "return i.complete && i.naturalWidth ? [i.src, i.naturalWidth, i.naturalHeight] : null"))
+    shown = wait.until(
+        lambda d: d.execute_script(
+            "const i = document.getElementById('lightbox-img');"
+            "return i.complete && i.naturalWidth ? [i.src, i.naturalWidth, i.naturalHeight] : null"
+        )
+    )
     assert shown[0].endswith("/image_1.png") and (shown[1], shown[2]) == (64, 48)
     assert driver.find_element(By.ID, "lightbox-caption").get_property("textContent") == "image_1.png"
     assert driver.save_screenshot(str(artifacts / "output-browser-lightbox.png"))
@@ -170,6 +190,9 @@ def test_browse_click_and_lightbox_in_chromium(job: dict, server: ServerProcess,
     assert "open" not in lightbox.get_attribute("class").split()
     # no console errors; chromium's own request for /favicon.ico (the page declares no icon) is a 404 by design
     favicon = f"{server.url}/favicon.ico "
-    severe = [entry for entry in driver.get_log("browser")
-              if entry["level"] == "SEVERE" and not entry["message"].startswith(favicon)]
+    severe = [
+        entry
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and not entry["message"].startswith(favicon)
+    ]
     assert not severe, severe

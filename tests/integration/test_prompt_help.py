@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -21,11 +21,15 @@ def ollama() -> Iterator[FakeOllama]:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory, ollama: FakeOllama) -> Iterator[ServerProcess]:
+def server(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory, ollama: FakeOllama
+) -> Iterator[ServerProcess]:
     yield from running_server_with_config(
-        tiny_models_dir, tmp_path_factory.mktemp("server-llm"),
+        tiny_models_dir,
+        tmp_path_factory.mktemp("server-llm"),
         f'[ollama]\nbase_url = "{ollama.url}"\nmodel = "llama3.2"\napi_key = "sekrit"\n'
-        f'[assistant]\nbase_url = "{ollama.url}"\nmodel = "llama3.2"\n')
+        f'[assistant]\nbase_url = "{ollama.url}"\nmodel = "llama3.2"\n',
+    )
 
 
 def test_enhance_records_history(client: httpx.Client, ollama: FakeOllama) -> None:
@@ -75,11 +79,20 @@ def test_status_models_and_settings(client: httpx.Client, ollama: FakeOllama) ->
 
 
 def test_assistant_chat_actions_and_history(client: httpx.Client, ollama: FakeOllama) -> None:
-    reply = client.post("/assistant/chat", json={"message": "Load the tiny model",
-                                                 "context": {"current_view": "dashboard"}})
+    reply = client.post(
+        "/assistant/chat", json={"message": "Load the tiny model", "context": {"current_view": "dashboard"}}
+    )
     assert reply.status_code == 200, reply.text
-    assert reply.json() == {"success": True, "message": "Loading it.", "actions": [
-        {"type": "load_model", "parameters": {"model_name": "flux2_tiny_dit.safetensors", "model_type": "diffusion"}}]}
+    assert reply.json() == {
+        "success": True,
+        "message": "Loading it.",
+        "actions": [
+            {
+                "type": "load_model",
+                "parameters": {"model_name": "flux2_tiny_dit.safetensors", "model_type": "diffusion"},
+            }
+        ],
+    }
     sent = ollama.requests[-1]["body"]
     assert sent["format"] == "json" and "dashboard" in sent["messages"][0]["content"]
     ollama.assistant_reply = "plain words, not JSON"

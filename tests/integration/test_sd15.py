@@ -14,16 +14,23 @@ import base64
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, cast
+from typing import Any, cast
 
 import httpx
 import msgspec
 import pytest
 from PIL import Image, ImageChops
 
-from fixtures.random_models import (CHECKPOINT_FILE, CONTROLNET_FILE, EMBEDDING_FILE, LORA_FILE, VAE_FILE,
-                                    embedding_tensors)
+from fixtures.random_models import (
+    CHECKPOINT_FILE,
+    CONTROLNET_FILE,
+    EMBEDDING_FILE,
+    LORA_FILE,
+    VAE_FILE,
+    embedding_tensors,
+)
 from fixtures.tiny_models import write_safetensors
 from tests.support import ServerProcess, linked_models_dir, running_server_with, wait_for_job
 
@@ -31,8 +38,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SIZE = 64  # SD1's size multiple
 # Always explicit: omitted size/steps/cfg follow the architecture's preset (512x512, 20 steps for SD1).
-BASE = {"prompt": "a lovely cat", "width": SIZE, "height": SIZE, "steps": 2, "cfg_scale": 7.0, "seed": 42,
-        "sampler": "euler_a", "preview": False}
+BASE = {
+    "prompt": "a lovely cat",
+    "width": SIZE,
+    "height": SIZE,
+    "steps": 2,
+    "cfg_scale": 7.0,
+    "seed": 42,
+    "sampler": "euler_a",
+    "preview": False,
+}
 EMBEDDING_NAME = Path(EMBEDDING_FILE).stem
 EMBEDDING_F16_NAME = "half_precision_twin"  # not a prefix or extension of the other name: no token overlap
 LORA_NAME = Path(LORA_FILE).stem
@@ -171,8 +186,9 @@ def test_img2img_uses_the_init_image(sd15: Sd15Session) -> None:
 def test_inpainting_uses_the_mask(sd15: Sd15Session) -> None:
     init = png_b64((200, 40, 40))
     unmasked = sd15.generate(PLAIN, "/img2img", init_image_base64=init, strength=0.75)
-    masked = sd15.generate(PLAIN, "/img2img", init_image_base64=init, strength=0.75,
-                           mask_image_base64=png_b64(255, "L", half=True))
+    masked = sd15.generate(
+        PLAIN, "/img2img", init_image_base64=init, strength=0.75, mask_image_base64=png_b64(255, "L", half=True)
+    )
     assert_real_image(masked)
     assert masked.png != unmasked.png
 

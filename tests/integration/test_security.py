@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import httpx
@@ -34,8 +34,9 @@ def png_b64(size: tuple[int, int] = (64, 64)) -> str:
 @pytest.fixture(scope="module")
 def open_server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """No keys, loopback, and a small queue bound."""
-    yield from running_server_with_config(own_models_dir, tmp_path_factory.mktemp("open"),
-                                          "[limits]\nmax_pending = 2\n")
+    yield from running_server_with_config(
+        own_models_dir, tmp_path_factory.mktemp("open"), "[limits]\nmax_pending = 2\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,14 @@ def keyed_server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     work = tmp_path_factory.mktemp("keyed")
     config = work / "config.toml"
     config.write_text(f'[cors]\nallow_origins = ["{UI}"]\n')
-    process = ServerProcess(own_models_dir, work / "output", work / "server.log", "--config", str(config),
-                            env={"SDCPP_RESTAPI_API_KEYS": f"other-key, {KEY}"})
+    process = ServerProcess(
+        own_models_dir,
+        work / "output",
+        work / "server.log",
+        "--config",
+        str(config),
+        env={"SDCPP_RESTAPI_API_KEYS": f"other-key, {KEY}"},
+    )
     process.start()
     try:
         yield process
@@ -58,9 +65,11 @@ def keyed_server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 def test_cross_site_simple_requests_are_refused_and_queue_nothing(open_server: ServerProcess) -> None:
     with httpx.Client(base_url=open_server.url, timeout=30) as http:
         before = http.get("/queue").json()["total_count"]
-        for headers in ({"Content-Type": "text/plain", "Origin": "https://evil.example"},
-                        {"Content-Type": "application/json", "Origin": "https://evil.example"},
-                        {"Content-Type": "application/json", "Origin": "null"}):
+        for headers in (
+            {"Content-Type": "text/plain", "Origin": "https://evil.example"},
+            {"Content-Type": "application/json", "Origin": "https://evil.example"},
+            {"Content-Type": "application/json", "Origin": "null"},
+        ):
             refused = http.post("/txt2img", content=b'{"prompt": "x"}', headers=headers)
             assert refused.status_code == 403 and "cross-site" in refused.json()["error"], refused.text
         assert http.delete("/ollama/history", headers={"Origin": "https://evil.example"}).status_code == 403
@@ -80,8 +89,9 @@ def test_a_body_must_be_declared_as_json(open_server: ServerProcess) -> None:
             assert response.status_code == 415 and "application/json" in response.json()["error"], response.text
         missing = http.put("/preview/settings", content=b'{"interval": 3}', headers={"Content-Type": ""})
         assert missing.status_code == 415
-        ok = http.put("/preview/settings", content=b'{"interval": 3}',
-                      headers={"Content-Type": "application/json; charset=utf-8"})
+        ok = http.put(
+            "/preview/settings", content=b'{"interval": 3}', headers={"Content-Type": "application/json; charset=utf-8"}
+        )
         assert ok.status_code == 200
 
 
@@ -99,8 +109,7 @@ def test_dns_rebinding_host_names_are_refused_on_loopback(open_server: ServerPro
 
 @pytest.mark.parametrize("endpoint", ["ws_port", "http_port"])
 def test_websocket_handshakes_check_the_origin(open_server: ServerProcess, endpoint: str) -> None:
-    url = (f"ws://127.0.0.1:{open_server.ws_port}/" if endpoint == "ws_port"
-           else f"ws://127.0.0.1:{open_server.port}/ws")
+    url = f"ws://127.0.0.1:{open_server.ws_port}/" if endpoint == "ws_port" else f"ws://127.0.0.1:{open_server.port}/ws"
     with pytest.raises(InvalidStatus) as refused:
         connect(url, origin=Origin("https://evil.example"))
     assert refused.value.response.status_code == 403
@@ -133,13 +142,21 @@ def test_hostile_values_are_refused_with_the_field_named(open_server: ServerProc
         for body, fragment in cases:
             response = http.post("/txt2img", json=body)
             assert response.status_code == 400 and fragment in response.json()["error"], (fragment, response.text[:200])
-        utf8 = http.post("/txt2img", content=b'{"prompt": "a \xff\xfe cat"}', headers={"Content-Type": "application/json"})
+        utf8 = http.post(
+            "/txt2img", content=b'{"prompt": "a \xff\xfe cat"}', headers={"Content-Type": "application/json"}
+        )
         assert utf8.status_code == 400 and "UTF-8" in utf8.json()["error"]
         truncated = "data:image/png;base64," + base64.b64encode(base64.b64decode(png_b64((128, 128)))[:200]).decode()
-        response = http.post("/img2img", json={"prompt": "x", "width": 64, "height": 64, "init_image_base64": truncated})
+        response = http.post(
+            "/img2img", json={"prompt": "x", "width": 64, "height": 64, "init_image_base64": truncated}
+        )
         assert response.status_code == 400 and "init_image_base64" in response.json()["error"]
-        assert http.post("/txt2img", json={"prompt": "x", "seed": 2**63 - 1, "width": 64, "height": 64,
-                                           "steps": 1}).status_code == 202  # the largest int64 is fine
+        assert (
+            http.post(
+                "/txt2img", json={"prompt": "x", "seed": 2**63 - 1, "width": 64, "height": 64, "steps": 1}
+            ).status_code
+            == 202
+        )  # the largest int64 is fine
         wait_for_job(http, http.get("/queue").json()["items"][-1]["job_id"])
 
 
@@ -151,14 +168,19 @@ def test_deep_nesting_long_names_and_huge_ranges_are_4xx_not_500(open_server: Se
         for body in (deep, b'{"prompt": "x", "ref_images": ' + deep + b"}"):
             nested = http.post("/txt2img", content=body, headers={"Content-Type": "application/json"})
             assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"], nested.text[:200]
-        extra = '<sd_cpp_extra_args>' + "[" * 50_000 + "]" * 50_000 + "</sd_cpp_extra_args>"
+        extra = "<sd_cpp_extra_args>" + "[" * 50_000 + "]" * 50_000 + "</sd_cpp_extra_args>"
         embedded = http.post("/sdapi/v1/txt2img", json={"prompt": "x " + extra})
-        assert embedded.status_code == 400 and "nested too deeply" in embedded.json()["detail"], embedded.text[:200]  # A1111 shape
-        for method, path, body in (("GET", f"/output/{long_name}", None), ("GET", f"/thumb/{long_name}.png", None),
-                                   ("GET", f"/models/hash/lora/{long_name}", None),
-                                   ("POST", "/models/load", {"model_name": long_name, "model_type": "diffusion"}),
-                                   ("POST", "/txt2img", {"prompt": f"a cat <lora:{long_name}:1>"})):
-            response = http.request(method, path, json=body)
+        assert embedded.status_code == 400 and "nested too deeply" in embedded.json()["detail"], embedded.text[
+            :200
+        ]  # A1111 shape
+        for method, path, payload in (
+            ("GET", f"/output/{long_name}", None),
+            ("GET", f"/thumb/{long_name}.png", None),
+            ("GET", f"/models/hash/lora/{long_name}", None),
+            ("POST", "/models/load", {"model_name": long_name, "model_type": "diffusion"}),
+            ("POST", "/txt2img", {"prompt": f"a cat <lora:{long_name}:1>"}),
+        ):
+            response = http.request(method, path, json=payload)
             assert 400 <= response.status_code < 500 and "255 bytes" in response.text, (path, response.text[:200])
         job = http.post("/txt2img", json={"prompt": "x", "width": 64, "height": 64, "steps": 1})
         output = wait_for_job(http, job.json()["job_id"])["outputs"][0]
@@ -206,7 +228,9 @@ def test_keys_are_required_everywhere_but_health(keyed_server: ServerProcess) ->
 
 @pytest.mark.parametrize("endpoint", ["ws_port", "http_port"])
 def test_websockets_need_the_key_as_token(keyed_server: ServerProcess, endpoint: str) -> None:
-    base = f"ws://127.0.0.1:{keyed_server.ws_port}/" if endpoint == "ws_port" else f"ws://127.0.0.1:{keyed_server.port}/ws"
+    base = (
+        f"ws://127.0.0.1:{keyed_server.ws_port}/" if endpoint == "ws_port" else f"ws://127.0.0.1:{keyed_server.port}/ws"
+    )
     for query in ("", "?token=wrong"):
         with pytest.raises(InvalidStatus) as refused:
             connect(base + query)
@@ -225,13 +249,21 @@ def test_a_browser_signs_in_and_the_cookie_serves_files(keyed_server: ServerProc
         assert wrong.status_code == 401 and "not valid" in wrong.text and "sdcpp_session" not in browser.cookies
         # Paths a browser would turn into another site (it drops tabs and line breaks, reads '\\' as '/'), and a
         # line break that once dropped the connection: each signs in and goes to /output.
-        for offsite_next in ("/\t/evil.example/", "/\n/evil.example", "/\\evil.example", "/ /evil.example",
-                             "/output\r\nSet-Cookie: x=1"):
+        for offsite_next in (
+            "/\t/evil.example/",
+            "/\n/evil.example",
+            "/\\evil.example",
+            "/ /evil.example",
+            "/output\r\nSet-Cookie: x=1",
+        ):
             redirected = browser.post("/login", data={"key": KEY, "next": offsite_next})
             assert redirected.status_code == 303 and redirected.headers["location"] == "/output", offsite_next
         offsite = browser.post("/login", data={"key": KEY, "next": "//evil.example/"})
         assert offsite.status_code == 303 and offsite.headers["location"] == "/output"
-        assert browser.post("/login", data={"key": KEY, "next": "/ui/?view=queue"}).headers["location"] == "/ui/?view=queue"
+        assert (
+            browser.post("/login", data={"key": KEY, "next": "/ui/?view=queue"}).headers["location"]
+            == "/ui/?view=queue"
+        )
         cookie = offsite.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and KEY not in offsite.headers["set-cookie"]
         assert browser.get("/output").status_code == 200
@@ -244,17 +276,28 @@ def test_a_browser_signs_in_and_the_cookie_serves_files(keyed_server: ServerProc
 
 def test_cors_allows_the_configured_origin_only(keyed_server: ServerProcess) -> None:
     url = keyed_server.url
-    preflight = httpx.options(url + "/txt2img", headers={"Origin": UI, "Access-Control-Request-Method": "POST",
-                                                          "Access-Control-Request-Headers": "authorization,content-type"})
+    preflight = httpx.options(
+        url + "/txt2img",
+        headers={
+            "Origin": UI,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert preflight.status_code in (200, 204) and preflight.headers["access-control-allow-origin"] == UI
-    other = httpx.options(url + "/txt2img", headers={"Origin": "https://evil.example",
-                                                      "Access-Control-Request-Method": "POST"})
+    other = httpx.options(
+        url + "/txt2img", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert other.headers.get("access-control-allow-origin") != "https://evil.example"
-    allowed = httpx.put(url + "/preview/settings", json={"interval": 1},
-                        headers={"Origin": UI, "Authorization": f"Bearer {KEY}"})
+    allowed = httpx.put(
+        url + "/preview/settings", json={"interval": 1}, headers={"Origin": UI, "Authorization": f"Bearer {KEY}"}
+    )
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == UI
-    refused = httpx.put(url + "/preview/settings", json={"interval": 1},
-                        headers={"Origin": "https://evil.example", "Authorization": f"Bearer {KEY}"})
+    refused = httpx.put(
+        url + "/preview/settings",
+        json={"interval": 1},
+        headers={"Origin": "https://evil.example", "Authorization": f"Bearer {KEY}"},
+    )
     assert refused.status_code == 403
 
 
@@ -266,8 +309,9 @@ def test_an_unprotected_non_loopback_bind_is_refused_unless_no_auth(own_models_d
     refused = subprocess.run(process.argv(), capture_output=True, text=True, timeout=60, cwd=REPO)
     assert refused.returncode == 2 and "--no-auth" in refused.stderr and "SDCPP_RESTAPI_API_KEYS" in refused.stderr
     assert "Traceback" not in refused.stderr
-    exposed = ServerProcess(own_models_dir, tmp_path / "output", tmp_path / "exposed.log", "--host", "0.0.0.0",
-                            "--no-auth").start()
+    exposed = ServerProcess(
+        own_models_dir, tmp_path / "output", tmp_path / "exposed.log", "--host", "0.0.0.0", "--no-auth"
+    ).start()
     try:
         assert httpx.get(exposed.url + "/health").status_code == 200
     finally:

@@ -27,8 +27,9 @@ CHEAP = {"prompt": "burst cat", "width": 64, "height": 64, "steps": 1}
 server = server_fixture("own_models_dir")
 
 
-def test_sigkill_during_a_burst_of_200_submissions_loses_no_acknowledged_job(own_models_dir: Path,
-                                                                             tmp_path: Path) -> None:
+def test_sigkill_during_a_burst_of_200_submissions_loses_no_acknowledged_job(
+    own_models_dir: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "output"
     first = ServerProcess(own_models_dir, output, tmp_path / "first.log").start()
     acknowledged: list[str] = []
@@ -90,8 +91,9 @@ def test_old_json_state_is_imported_on_the_first_start(own_models_dir: Path, tmp
 
 
 @pytest.mark.parametrize("damage", ["garbage", "newer"])
-def test_a_store_it_cannot_use_stops_the_server_and_stays_untouched(own_models_dir: Path, tmp_path: Path,
-                                                                    damage: str) -> None:
+def test_a_store_it_cannot_use_stops_the_server_and_stays_untouched(
+    own_models_dir: Path, tmp_path: Path, damage: str
+) -> None:
     output = tmp_path / "output"
     output.mkdir()
     store = output / STORE
@@ -114,8 +116,10 @@ def test_a_store_it_cannot_use_stops_the_server_and_stays_untouched(own_models_d
 
 def test_queue_filters_and_paging_over_http(client: httpx.Client) -> None:
     assert client.post("/models/load", json=TINY_LOAD).status_code == 200
-    ids = [client.post("/txt2img", json={**CHEAP, "prompt": prompt}).json()["job_id"]
-           for prompt in ("a red fox", "a blue fox", "a cat")]
+    ids = [
+        client.post("/txt2img", json={**CHEAP, "prompt": prompt}).json()["job_id"]
+        for prompt in ("a red fox", "a blue fox", "a cat")
+    ]
     for job_id in ids:
         assert wait_for_job(client, job_id)["status"] == "completed"
     foxes = client.get("/queue", params={"search": "FOX", "status": "completed", "type": "txt2img"}).json()
@@ -134,15 +138,23 @@ def test_openapi_lists_every_documented_endpoint(client: httpx.Client) -> None:
     assert len(documented) >= 40
     document = client.get("/schema/openapi.json").json()
     assert document["openapi"].startswith("3.1")
-    served = {(method.upper(), re.sub(r"\{[^}]+\}", "{}", path))
-              for path, item in document["paths"].items() for method in item if method != "parameters"}
+    served = {
+        (method.upper(), re.sub(r"\{[^}]+\}", "{}", path))
+        for path, item in document["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
     wanted = {(method, re.sub(r"\{[^}]+\}", "{}", path)) for method, path in documented}
     assert wanted - served == set()
     txt2img = document["paths"]["/txt2img"]["post"]
     body_schema = txt2img["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     properties = document["components"]["schemas"][body_schema]["properties"]
-    assert properties["steps"]["minimum"] == 1 and "prompt" in document["components"]["schemas"][body_schema]["required"]
-    follows = {name for name, schema in properties.items() if "follows the architecture" in schema.get("description", "")}
+    assert (
+        properties["steps"]["minimum"] == 1 and "prompt" in document["components"]["schemas"][body_schema]["required"]
+    )
+    follows = {
+        name for name, schema in properties.items() if "follows the architecture" in schema.get("description", "")
+    }
     assert follows == {"width", "height", "steps", "cfg_scale", "distilled_guidance", "sampler", "scheduler"}
     error = txt2img["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert document["components"]["schemas"][error]["properties"] == {"error": {"type": "string"}}
@@ -152,8 +164,10 @@ def test_openapi_lists_every_documented_endpoint(client: httpx.Client) -> None:
 
 def test_an_oversized_body_is_refused_before_it_is_read(server: ServerProcess) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 314572800\r\n\r\n{\"prompt\": ")
+        sock.sendall(
+            b"POST /txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 314572800\r\n\r\n{"prompt": '
+        )
         sock.shutdown(socket.SHUT_WR)  # the client stops sending: the answer must not wait for the 300 MB
         answer = b""
         while chunk := sock.recv(4096):

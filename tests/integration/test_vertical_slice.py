@@ -50,9 +50,21 @@ def test_models_lists_the_tiny_set_by_type(client: httpx.Client) -> None:
     ("body", "status", "message"),
     [
         ({}, 400, "model_name is required"),
-        ({"model_name": "../llm/qwen3_tiny_llm.safetensors", "model_type": "diffusion"}, 400, "model_name must not contain '..'"),
-        ({"model_name": "/etc/passwd", "model_type": "diffusion"}, 400, "model_name must be a path relative to its folder, not an absolute path"),
-        ({"model_name": "nope.safetensors", "model_type": "diffusion"}, 500, "Internal error: Model not found: nope.safetensors"),
+        (
+            {"model_name": "../llm/qwen3_tiny_llm.safetensors", "model_type": "diffusion"},
+            400,
+            "model_name must not contain '..'",
+        ),
+        (
+            {"model_name": "/etc/passwd", "model_type": "diffusion"},
+            400,
+            "model_name must be a path relative to its folder, not an absolute path",
+        ),
+        (
+            {"model_name": "nope.safetensors", "model_type": "diffusion"},
+            500,
+            "Internal error: Model not found: nope.safetensors",
+        ),
         ({"model_name": "flux2_tiny_dit.safetensors", "model_type": "unet"}, 400, None),
         ({"model_name": 5}, 400, None),
     ],
@@ -71,10 +83,19 @@ def test_load_generate_and_fetch_png(client: httpx.Client, server: ServerProcess
     loaded = client.post("/models/load", json=TINY_LOAD)
     assert loaded.status_code == 200, loaded.text
     assert loaded.json() == {
-        "success": True, "message": "Model loaded successfully", "model_name": "flux2_tiny_dit.safetensors",
+        "success": True,
+        "message": "Model loaded successfully",
+        "model_name": "flux2_tiny_dit.safetensors",
         "model_type": "diffusion",
-        "loaded_components": {"vae": None, "clip_l": None, "clip_g": None, "t5xxl": None, "controlnet": None,
-                              "llm": "qwen3_tiny_llm.safetensors", "llm_vision": None},
+        "loaded_components": {
+            "vae": None,
+            "clip_l": None,
+            "clip_g": None,
+            "t5xxl": None,
+            "controlnet": None,
+            "llm": "qwen3_tiny_llm.safetensors",
+            "llm_vision": None,
+        },
     }
     health = client.get("/health").json()
     assert health["model_loaded"] is True and health["model_name"] == "flux2_tiny_dit.safetensors"
@@ -116,9 +137,14 @@ def test_load_generate_and_fetch_png(client: httpx.Client, server: ServerProcess
         ({"prompt": "x <lora:no_such_lora:0.5>"}, "unknown LoRA 'no_such_lora'"),
         ({"prompt": "x <lora:../../etc/passwd:0.5>"}, "must not contain '..'"),
         ({"width": 64}, "Object missing required field `prompt`"),
-        ({"prompt": "x", "width": 64, "height": 64, "control_image_base64": "iVBORw0KGgo="},
-         "control_image_base64: needs a ControlNet"),
-        ({"prompt": "x", "width": 72, "height": 40}, "multiples of 16 for FLUX.2 klein (sd.cpp would silently make 72x40 into 80x48)"),
+        (
+            {"prompt": "x", "width": 64, "height": 64, "control_image_base64": "iVBORw0KGgo="},
+            "control_image_base64: needs a ControlNet",
+        ),
+        (
+            {"prompt": "x", "width": 72, "height": 40},
+            "multiples of 16 for FLUX.2 klein (sd.cpp would silently make 72x40 into 80x48)",
+        ),
     ],
 )
 def test_bad_txt2img_requests_name_the_field(client: httpx.Client, body: dict, fragment: str) -> None:
@@ -146,9 +172,22 @@ def test_output_refuses_traversal(client: httpx.Client) -> None:
 
 def test_missing_binary_is_a_clear_startup_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "litestar_app", "serve", "--sd-cli", str(tmp_path / "nope"),
-         "--models-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "litestar_app",
+            "serve",
+            "--sd-cli",
+            str(tmp_path / "nope"),
+            "--models-dir",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "sd-cli binary not found" in result.stderr and "bin/build-backend cpu" in result.stderr
@@ -157,9 +196,22 @@ def test_missing_binary_is_a_clear_startup_error(tmp_path: Path) -> None:
 
 def test_port_in_use_is_a_clear_startup_error(server: ServerProcess, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "litestar_app", "serve", "--port", str(server.port), "--models-dir", str(tmp_path),
-         "--output-dir", str(tmp_path / "out")],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "litestar_app",
+            "serve",
+            "--port",
+            str(server.port),
+            "--models-dir",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{server.port} (--port)" in result.stderr

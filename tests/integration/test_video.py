@@ -16,8 +16,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from fixtures.tiny_wan import TAEW_FILE, WAN_FILE, write_wan
 from core.settings import load_settings
+from fixtures.tiny_wan import TAEW_FILE, WAN_FILE, write_wan
 from tests import browser
 from tests.integration.test_ui import by_id, click, open_view, screenshot, type_into
 from tests.support import ServerProcess, cached_models, server_fixture, wait_for_job
@@ -31,8 +31,12 @@ def write_quantized_wan(folder: Path) -> None:
     """The Wan model as q4_0 (converted by the real sd-cli; the 2.84 GB f16 file is not kept) and taew2.1."""
     f16, _ = write_wan(folder)
     sd_cli = load_settings().selected_backend().sd_cli
-    subprocess.run([sd_cli, "-M", "convert", "-m", str(f16), "--type", "q4_0", "-o", str(f16.with_name(WAN_Q4))],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sd_cli, "-M", "convert", "-m", str(f16), "--type", "q4_0", "-o", str(f16.with_name(WAN_Q4))],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     f16.unlink()
 
 
@@ -47,8 +51,18 @@ server = server_fixture("wan_models_dir")
 def test_txt2vid_writes_a_webm_video(client: httpx.Client) -> None:
     assert client.post("/models/load", json=WAN_LOAD, timeout=300).status_code == 200
     assert client.get("/health").json()["model_architecture"] == "Wan"
-    accepted = client.post("/txt2vid", json={"prompt": "a cat walking", "width": 64, "height": 64,
-                                             "video_frames": 5, "steps": 2, "seed": 7, "preview": False})
+    accepted = client.post(
+        "/txt2vid",
+        json={
+            "prompt": "a cat walking",
+            "width": 64,
+            "height": 64,
+            "video_frames": 5,
+            "steps": 2,
+            "seed": 7,
+            "preview": False,
+        },
+    )
     assert accepted.status_code == 202, accepted.text
     job = wait_for_job(client, accepted.json()["job_id"], timeout=300)
     assert job["status"] == "completed", job.get("error")
@@ -62,18 +76,27 @@ def test_txt2vid_writes_a_webm_video(client: httpx.Client) -> None:
     assert client.post("/txt2img", json={"prompt": "x", "width": 64, "height": 64, "steps": 1}).status_code == 202
 
 
-@pytest.mark.skipif(not browser.available() and not os.environ.get("CI"), reason="chromium / chromedriver not installed")
+@pytest.mark.skipif(
+    not browser.available() and not os.environ.get("CI"), reason="chromium / chromedriver not installed"
+)
 def test_the_web_ui_offers_text_to_video_and_shows_the_video(client: httpx.Client, server: ServerProcess) -> None:
     """With Wan loaded (by the test above) the Generate view offers text to video with Wan's preset, and the
     finished WebM appears in the page."""
     with browser.chrome() as driver:
         wait = WebDriverWait(driver, 300)
         open_view(driver, server, "generate")
-        wait.until(lambda d: by_id(d, "mode-txt2vid").is_displayed() and by_id(d, "width").get_property("value") == "832")
+        wait.until(
+            lambda d: by_id(d, "mode-txt2vid").is_displayed() and by_id(d, "width").get_property("value") == "832"
+        )
         assert by_id(driver, "video_frames").get_property("value") == "33"  # Wan's preset
         click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="txt2vid"]'))
-        for field, value in (("prompt", "a cat walking"), ("width", "64"), ("height", "64"), ("steps", "2"),
-                             ("video_frames", "5")):
+        for field, value in (
+            ("prompt", "a cat walking"),
+            ("width", "64"),
+            ("height", "64"),
+            ("steps", "2"),
+            ("video_frames", "5"),
+        ):
             type_into(driver, field, value)
         click(driver, by_id(driver, "generate-button"))
         video = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#results video")))

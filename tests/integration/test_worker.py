@@ -8,8 +8,8 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -30,7 +30,7 @@ def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="module")
-def loaded(server: ServerProcess) -> httpx.Client:
+def loaded(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120) as http:
         http.post("/models/load", json=TINY_LOAD).raise_for_status()
         yield http
@@ -50,10 +50,15 @@ def test_previews_arrive_while_the_worker_stays_loaded(loaded: httpx.Client, ser
     assert sd_processes(server, "sd-server") == [] and sd_processes(server, "sd-cli") == []
     for prompt in ("first", "second"):
         with connect(f"ws://127.0.0.1:{server.ws_port}") as ws:
-            job_id = loaded.post("/txt2img", json={"prompt": prompt, "width": 64, "height": 64, "steps": 4}).json()["job_id"]
-            events = []
-            while not (events and events[-1]["event"] == "job_status_changed"
-                       and events[-1]["data"]["status"] in ("completed", "failed")):
+            job_id = loaded.post("/txt2img", json={"prompt": prompt, "width": 64, "height": 64, "steps": 4}).json()[
+                "job_id"
+            ]
+            events: list[dict[str, object]] = []
+            while not (
+                events
+                and events[-1]["event"] == "job_status_changed"
+                and events[-1]["data"]["status"] in ("completed", "failed")
+            ):
                 message = json.loads(ws.recv(timeout=120))
                 if message["data"].get("job_id") == job_id:
                     events.append(message)
@@ -69,16 +74,27 @@ def test_batches_and_steps_beyond_sd_servers_caps(loaded: httpx.Client, server: 
     batch = run(loaded, {"prompt": "many", "width": 64, "height": 64, "steps": 2, "batch_count": 10, "preview": False})
     assert batch["status"] == "completed", batch.get("error")
     assert len(batch["outputs"]) == 10 and batch["progress"]["current_image"] == 9
-    long = run(loaded, {"prompt": "long", "width": 64, "height": 64, "steps": 120, "sampler": "euler",
-                        "preview": False})
+    long = run(
+        loaded, {"prompt": "long", "width": 64, "height": 64, "steps": 120, "sampler": "euler", "preview": False}
+    )
     assert long["status"] == "completed" and long["progress"]["total_steps"] == 120
     assert config_of(server, batch)["engine"] == config_of(server, long)["engine"] == "worker (resident)"
 
 
-def test_outputs_equal_sd_clis(loaded: httpx.Client, server: ServerProcess, tiny_models_dir: Path,
-                               tmp_path: Path) -> None:
-    body = {"prompt": "a lovely cat <lora:tiny_lora:0.7>", "negative_prompt": "dog", "width": 64, "height": 48,
-            "steps": 3, "seed": 4242, "sampler": "euler", "cfg_scale": 2.0, "preview": False}
+def test_outputs_equal_sd_clis(
+    loaded: httpx.Client, server: ServerProcess, tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    body = {
+        "prompt": "a lovely cat <lora:tiny_lora:0.7>",
+        "negative_prompt": "dog",
+        "width": 64,
+        "height": 48,
+        "steps": 3,
+        "seed": 4242,
+        "sampler": "euler",
+        "cfg_scale": 2.0,
+        "preview": False,
+    }
     mine = run(loaded, body)
     assert mine["status"] == "completed", mine.get("error")
     bare = ServerProcess(tiny_models_dir, tmp_path / "output", tmp_path / "bare.log", "--sd-worker", "none").start()
@@ -89,15 +105,21 @@ def test_outputs_equal_sd_clis(loaded: httpx.Client, server: ServerProcess, tiny
             assert config_of(bare, theirs)["engine"].startswith("sd-cli")
     finally:
         bare.stop()
-    with Image.open(server.output_dir / mine["outputs"][0]) as ours, Image.open(bare.output_dir / theirs["outputs"][0]) as cli:
+    with (
+        Image.open(server.output_dir / mine["outputs"][0]) as ours,
+        Image.open(bare.output_dir / theirs["outputs"][0]) as cli,
+    ):
         assert ours.tobytes() == cli.tobytes()  # pixel-identical, same seed and arguments
-        assert ours.info["parameters"].replace("Batch count: 1", "") == cli.info["parameters"].replace("Batch count: 9", "")
+        assert ours.info["parameters"].replace("Batch count: 1", "") == cli.info["parameters"].replace(
+            "Batch count: 9", ""
+        )
 
 
 def test_cancel_ends_the_worker_and_the_next_job_runs(loaded: httpx.Client, server: ServerProcess) -> None:
     [before] = sd_processes(server, WORKER)
-    job_id = loaded.post("/txt2img", json={"prompt": "slow", "width": 256, "height": 256, "steps": 100,
-                                           "preview": False}).json()["job_id"]
+    job_id = loaded.post(
+        "/txt2img", json={"prompt": "slow", "width": 256, "height": 256, "steps": 100, "preview": False}
+    ).json()["job_id"]
     wait_until(lambda: loaded.get(f"/queue/{job_id}").json()["progress"]["step"] >= 1, timeout=60)
     assert loaded.delete(f"/queue/{job_id}").status_code == 200
     assert wait_for_job(loaded, job_id)["status"] == "cancelled"
@@ -108,27 +130,44 @@ def test_cancel_ends_the_worker_and_the_next_job_runs(loaded: httpx.Client, serv
 
 
 def test_a_killed_worker_fails_its_job_and_the_next_runs(loaded: httpx.Client, server: ServerProcess) -> None:
-    job_id = loaded.post("/txt2img", json={"prompt": "doomed", "width": 256, "height": 256, "steps": 100,
-                                           "preview": False}).json()["job_id"]
+    job_id = loaded.post(
+        "/txt2img", json={"prompt": "doomed", "width": 256, "height": 256, "steps": 100, "preview": False}
+    ).json()["job_id"]
     wait_until(lambda: loaded.get(f"/queue/{job_id}").json()["progress"]["step"] >= 1, timeout=60)
     [worker] = sd_processes(server, WORKER)
     os.kill(worker, signal.SIGKILL)
     failed = wait_for_job(loaded, job_id)
     assert failed["status"] == "failed" and "worker" in failed["error"], failed
-    assert run(loaded, {"prompt": "after", "width": 64, "height": 64, "steps": 2, "preview": False})["status"] == "completed"
+    assert (
+        run(loaded, {"prompt": "after", "width": 64, "height": 64, "steps": 2, "preview": False})["status"]
+        == "completed"
+    )
 
 
 def test_the_worker_answers_and_ignores_a_malformed_line(tiny_models_dir: Path, tmp_path: Path) -> None:
     worker = Path(load_settings().selected_backend().sd_worker)
     models = tiny_models_dir
-    argv = [str(worker), "--diffusion-model", str(models / "diffusion_models" / TINY_LOAD["model_name"]),
-            "--llm", str(models / "llm" / TINY_LOAD["llm"]), "--taesd", str(models / "taesd" / TINY_LOAD["taesd"])]
-    request = {"job_id": "j1", "mode": "img_gen", "args": ["--prompt", "cat", "-W", "64", "-H", "64", "--steps", "2"],
-               "output": str(tmp_path / "out_%d.png")}
+    argv = [
+        str(worker),
+        "--diffusion-model",
+        str(models / "diffusion_models" / TINY_LOAD["model_name"]),
+        "--llm",
+        str(models / "llm" / TINY_LOAD["llm"]),
+        "--taesd",
+        str(models / "taesd" / TINY_LOAD["taesd"]),
+    ]
+    request = {
+        "job_id": "j1",
+        "mode": "img_gen",
+        "args": ["--prompt", "cat", "-W", "64", "-H", "64", "--steps", "2"],
+        "output": str(tmp_path / "out_%d.png"),
+    }
     lines = "this is not json\n[1, 2]\n" + json.dumps(request) + "\n"
     result = subprocess.run(argv, input=lines, capture_output=True, text=True, timeout=120)
     messages = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [m["type"] for m in messages if m["type"] != "progress"] == ["ready", "error", "error", "done"], result.stdout
+    assert [m["type"] for m in messages if m["type"] != "progress"] == ["ready", "error", "error", "done"], (
+        result.stdout
+    )
     assert messages[-1] == {"type": "done", "job_id": "j1", "outputs": [str(tmp_path / "out_0.png")]}
     assert Image.open(tmp_path / "out_0.png").size == (64, 64)
     assert result.returncode == 0 and "[INFO ]" in result.stderr  # logs on stderr, protocol alone on stdout

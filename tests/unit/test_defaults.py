@@ -52,11 +52,14 @@ def test_what_the_client_sends_wins_and_is_not_listed() -> None:
     assert not {"sampler", "cfg_scale", "width"} & sources.keys()
 
 
-@pytest.mark.parametrize(("load_shift", "expected", "source"), [
-    (5.0, 5.0, "load options"),  # defect 4: the load-time shift reaches video jobs
-    (0.0, 3.0, "architecture Wan"),  # 0 means auto: the preset's
-    (None, 3.0, "architecture Wan"),
-])
+@pytest.mark.parametrize(
+    ("load_shift", "expected", "source"),
+    [
+        (5.0, 5.0, "load options"),  # defect 4: the load-time shift reaches video jobs
+        (0.0, 3.0, "architecture Wan"),  # 0 means auto: the preset's
+        (None, 3.0, "architecture Wan"),
+    ],
+)
 def test_video_flow_shift_follows_the_load_options(load_shift: float | None, expected: float, source: str) -> None:
     request, sources = resolve_defaults(Txt2VidRequest(prompt="p"), WAN, load_shift)
     assert (request.flow_shift, sources["flow_shift"]) == (expected, source)

@@ -15,12 +15,12 @@ SHAPE = {"emb_params": [2, 768]}
 def tensors_of(path: Path) -> dict[str, tuple[str, tuple[float, ...]]]:
     data = path.read_bytes()
     (length,) = struct.unpack_from("<Q", data)
-    header = json.loads(data[8:8 + length])
+    header = json.loads(data[8 : 8 + length])
     header.pop("__metadata__", None)
     decoded = {}
     for name, info in header.items():
         begin, end = info["data_offsets"]
-        raw = data[8 + length + begin:8 + length + end]
+        raw = data[8 + length + begin : 8 + length + end]
         kind = {"F16": "e", "F32": "f"}[info["dtype"]]
         decoded[name] = (info["dtype"], struct.unpack(f"<{len(raw) // struct.calcsize(kind)}{kind}", raw))
     return decoded

@@ -15,22 +15,55 @@ from runners.sdcli import generation_argv, upscale_argv
 
 def test_each_flag_kind() -> None:
     table = (
-        Flag("a", "--a"), Flag("b", "--b", "switch"), Flag("c", "--c", "inverse_switch"),
-        Flag("d", "-d", "repeat"), Flag("e", "--e", omit_when=lambda v: v == 0), Flag("missing", "--m"),
+        Flag("a", "--a"),
+        Flag("b", "--b", "switch"),
+        Flag("c", "--c", "inverse_switch"),
+        Flag("d", "-d", "repeat"),
+        Flag("e", "--e", omit_when=lambda v: v == 0),
+        Flag("missing", "--m"),
     )
     assert build_argv(table, {"a": 1.5, "b": True, "c": False, "d": ["x", "y"], "e": 0}) == [
-        "--a", "1.5", "--b", "--c", "-d", "x", "-d", "y",
+        "--a",
+        "1.5",
+        "--b",
+        "--c",
+        "-d",
+        "x",
+        "-d",
+        "y",
     ]
     assert build_argv(table, {"b": False, "c": True, "d": []}) == []
 
 
 def test_generation_argv_translates_spec_fields() -> None:
-    context = {"diffusion": "/m/dit.safetensors", "llm": "/m/llm.safetensors", "n_threads": -1,
-               "keep_clip_on_cpu": True, "chroma_use_dit_mask": True, "prediction": "", "rng_type": "cuda"}
-    generation = {"prompt": "cat", "negative_prompt": "", "width": 64, "height": 32, "seed": 5, "eta": 0.0,
-                  "skip_layers": [7, 8, 9], "easycache": True, "easycache_threshold": 0.3, "easycache_start": 0.1,
-                  "easycache_end": 0.9, "vae_tiling": True, "vae_tile_size_x": 16, "vae_tile_size_y": 24,
-                  "auto_resize_ref_image": False, "custom_sigmas": [], "flow_shift": None}
+    context = {
+        "diffusion": "/m/dit.safetensors",
+        "llm": "/m/llm.safetensors",
+        "n_threads": -1,
+        "keep_clip_on_cpu": True,
+        "chroma_use_dit_mask": True,
+        "prediction": "",
+        "rng_type": "cuda",
+    }
+    generation = {
+        "prompt": "cat",
+        "negative_prompt": "",
+        "width": 64,
+        "height": 32,
+        "seed": 5,
+        "eta": 0.0,
+        "skip_layers": [7, 8, 9],
+        "easycache": True,
+        "easycache_threshold": 0.3,
+        "easycache_start": 0.1,
+        "easycache_end": 0.9,
+        "vae_tiling": True,
+        "vae_tile_size_x": 16,
+        "vae_tile_size_y": 24,
+        "auto_resize_ref_image": False,
+        "custom_sigmas": [],
+        "flow_shift": None,
+    }
     argv = generation_argv("/bin/sd-cli", "img_gen", context, generation, Path("/o/image_%d.png"))
     assert argv[:3] == ["/bin/sd-cli", "--mode", "img_gen"]
     assert argv[argv.index("--diffusion-model") + 1] == "/m/dit.safetensors"
@@ -55,15 +88,21 @@ def test_upscale_argv_disables_misleading_metadata() -> None:
 def test_load_level_tiling_and_flow_shift_become_job_defaults() -> None:
     from core.generation.engine import with_load_defaults
 
-    context = {"vae_tiling": True, "vae_tile_size_x": 32, "vae_tile_size_y": 16, "vae_tile_overlap": 0.25,
-               "flow_shift": 3.0}
+    context = {
+        "vae_tiling": True,
+        "vae_tile_size_x": 32,
+        "vae_tile_size_y": 16,
+        "vae_tile_overlap": 0.25,
+        "flow_shift": 3.0,
+    }
     merged = with_load_defaults({"prompt": "x", "vae_tiling": False, "vae_tile_size_x": 0}, context)
     argv = generation_argv("sd-cli", "img_gen", {}, merged, Path("o.png"))
     assert "--vae-tiling" in argv and argv[argv.index("--vae-tile-size") + 1] == "32x16"
     assert argv[argv.index("--vae-tile-overlap") + 1] == "0.25"
     assert argv[argv.index("--flow-shift") + 1] == "3.0"
-    own = with_load_defaults({"prompt": "x", "flow_shift": 5.0, "vae_tiling": True, "vae_tile_size_x": 8,
-                              "vae_tile_size_y": 8}, context)
+    own = with_load_defaults(
+        {"prompt": "x", "flow_shift": 5.0, "vae_tiling": True, "vae_tile_size_x": 8, "vae_tile_size_y": 8}, context
+    )
     assert own["flow_shift"] == 5.0 and own["vae_tile_size_x"] == 8  # the request's own values win
 
 
@@ -89,8 +128,10 @@ def test_lora_files_sd_server_cannot_index_are_neither_listed_nor_accepted(tmp_p
         (loras / name).write_bytes(b"x")
     library = ModelLibrary({"loras": loras})
     assert [model.name for model in library.scan(BY_NAME["lora"])] == ["also.gguf", "good.safetensors"]
-    assert [tag.path for tag in parse_lora_tags("a <lora:good:0.5> <lora:also:1>", loras)] == ["good.safetensors",
-                                                                                                  "also.gguf"]
+    assert [tag.path for tag in parse_lora_tags("a <lora:good:0.5> <lora:also:1>", loras)] == [
+        "good.safetensors",
+        "also.gguf",
+    ]
     for tag in ("<lora:old:1>", "<lora:old.ckpt:1>", "<lora:weird:1>", "<lora:blob.bin:1>"):
         with pytest.raises(BadRequest, match="unknown LoRA"):
             parse_lora_tags(f"a {tag}", loras)

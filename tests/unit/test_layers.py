@@ -96,15 +96,20 @@ def test_core_imports_point_down() -> None:
 
 @pytest.mark.parametrize(("package", "forbidden"), [("runners", ("core", "litestar_app")), ("core", ("litestar_app",))])
 def test_lower_packages_never_import_higher_ones(package: str, forbidden: tuple[str, ...]) -> None:
-    offending = [f"{module_name(path)} imports {imported}" for path in python_files(package)
-                 for imported in sorted(imported_modules(path))
-                 if any(imported == name or imported.startswith(name + ".") for name in forbidden)]
+    offending = [
+        f"{module_name(path)} imports {imported}"
+        for path in python_files(package)
+        for imported in sorted(imported_modules(path))
+        if any(imported == name or imported.startswith(name + ".") for name in forbidden)
+    ]
     assert offending == []
 
 
 def test_the_import_scan_sees_function_level_and_type_checking_imports() -> None:
-    source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from core.service import Service\n"
-              "def f():\n    import core.settings\n    from .store import sqlite\n")
+    source = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from core.service import Service\n"
+        "def f():\n    import core.settings\n    from .store import sqlite\n"
+    )
     found = imports_in(source, "core")
     assert {"core.service", "core.settings", "core.store", "core.store.sqlite"} <= found
     assert "core.service.Service" not in found  # a name, not a module

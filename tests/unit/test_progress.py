@@ -35,10 +35,14 @@ def test_only_sampling_bars_count_whatever_the_chunking() -> None:
 
 
 def test_classify_log_lines_and_bars() -> None:
-    assert classify("[ERROR] main.cpp:92   - new_sd_ctx_t failed") == LogLine("ERROR", "main.cpp:92", "new_sd_ctx_t failed")
+    assert classify("[ERROR] main.cpp:92   - new_sd_ctx_t failed") == LogLine(
+        "ERROR", "main.cpp:92", "new_sd_ctx_t failed"
+    )
     assert classify("[WARN ] model.cpp:231  - file x not found").level == "WARN"
     assert classify("  |" + "=" * 50 + "| 4/4 - 2.00s/it") == Bar(4, 4, "s/it")
-    assert classify("terminate called after throwing an instance of 'std::invalid_argument'").__class__.__name__ == "Other"
+    assert (
+        classify("terminate called after throwing an instance of 'std::invalid_argument'").__class__.__name__ == "Other"
+    )
 
 
 def test_a_bar_is_complete_at_its_erase_code_not_at_the_next_bar() -> None:

@@ -3,8 +3,8 @@ filters and paging, retention, and restart."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import anyio
 import msgspec
@@ -84,7 +84,7 @@ async def test_history_beyond_a_thousand_jobs_is_kept_and_paged(store: SqliteSto
     listing = await queue.listing()
     assert listing.total_count == 1201 and listing.completed_count == 1200 and listing.pending_count == 1
     # Default window: every pending job plus the newest 100 finished ones, oldest first.
-    assert [job.job_id for job in listing.items] == ids[-100:] + [last]
+    assert [job.job_id for job in listing.items] == [*ids[-100:], last]
     everything = await queue.listing(QueueQuery(limit=0))
     assert len(everything.items) == 1201 and everything.items[0].job_id == ids[0]
     page = await queue.listing(QueueQuery(limit=10, offset=5))
@@ -156,11 +156,21 @@ async def test_a_transfer_reports_bytes_not_steps(store: SqliteStore, tmp_path: 
                 await anyio.sleep(0.01)
         tasks.cancel_scope.cancel()
     transfers = [data for data in seen if isinstance(data, JobTransferProgress)]
-    assert transfers == [JobTransferProgress(job_id, 3 * 1024 * 1024, 4 * 1024 * 1024, 75.0),
-                         JobTransferProgress(job_id, 10, None, None)]
+    assert transfers == [
+        JobTransferProgress(job_id, 3 * 1024 * 1024, 4 * 1024 * 1024, 75.0),
+        JobTransferProgress(job_id, 10, None, None),
+    ]
     assert not [data for data in seen if isinstance(data, JobProgress)]
     job = await queue.get(job_id)
     assert job.status == "completed" and job.progress.step == job.progress.total_steps == 0
-    assert msgspec.to_builtins(job.params) == {"model_type": "lora", "source": "url", "model_id": None,
-                                               "url": "http://hub/x.safetensors", "repo_id": None, "filename": None,
-                                               "subfolder": None, "revision": "main", "path": "x"}
+    assert msgspec.to_builtins(job.params) == {
+        "model_type": "lora",
+        "source": "url",
+        "model_id": None,
+        "url": "http://hub/x.safetensors",
+        "repo_id": None,
+        "filename": None,
+        "subfolder": None,
+        "revision": "main",
+        "path": "x",
+    }

@@ -5,9 +5,20 @@ import math
 import struct
 from pathlib import Path
 
-from fixtures.random_models import (CLIP_PREFIX, LORA_MODULES, LORA_RANK, UNET_PREFIX, VAE_PREFIX, checkpoint_tensors,
-                                    controlnet_tensors, lora_tensors, sdxl_checkpoint_tensors, unet_tensors, vae_tensors,
-                                    write_family)
+from fixtures.random_models import (
+    CLIP_PREFIX,
+    LORA_MODULES,
+    LORA_RANK,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    checkpoint_tensors,
+    controlnet_tensors,
+    lora_tensors,
+    sdxl_checkpoint_tensors,
+    unet_tensors,
+    vae_tensors,
+    write_family,
+)
 
 
 def parameters(tensors: dict[str, list[int]], prefix: str = "") -> int:

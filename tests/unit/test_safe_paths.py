@@ -11,9 +11,18 @@ from core.safe_paths import resolve_inside
 
 @pytest.mark.parametrize(
     ("name", "rule"),
-    [("../x", "'..'"), ("a/../../x", "'..'"), ("/etc/passwd", "absolute"), ("C:/x", "absolute"),
-     ("a\\..\\x", "separator"), ("", "empty"), ("a\x00b", "NUL"), ("x" * 256, "at most 255 bytes"),
-     ("é" * 128, "at most 255 bytes"), ("/".join(["x" * 200] * 6), "at most 1024 bytes")],
+    [
+        ("../x", "'..'"),
+        ("a/../../x", "'..'"),
+        ("/etc/passwd", "absolute"),
+        ("C:/x", "absolute"),
+        ("a\\..\\x", "separator"),
+        ("", "empty"),
+        ("a\x00b", "NUL"),
+        ("x" * 256, "at most 255 bytes"),
+        ("é" * 128, "at most 255 bytes"),
+        ("/".join(["x" * 200] * 6), "at most 1024 bytes"),
+    ],
 )
 def test_unsafe_names_are_refused_with_the_rule(tmp_path: Path, name: str, rule: str) -> None:
     with pytest.raises(BadRequest, match=rule) as caught:
@@ -33,4 +42,6 @@ def test_symlink_leaving_the_folder_is_refused(tmp_path: Path) -> None:
 def test_nested_names_resolve_inside(tmp_path: Path) -> None:
     (tmp_path / "SD1x").mkdir()
     (tmp_path / "SD1x" / "m.safetensors").write_bytes(b"x")
-    assert resolve_inside(tmp_path, "SD1x/m.safetensors", "model_name") == (tmp_path / "SD1x" / "m.safetensors").resolve()
+    assert (
+        resolve_inside(tmp_path, "SD1x/m.safetensors", "model_name") == (tmp_path / "SD1x" / "m.safetensors").resolve()
+    )

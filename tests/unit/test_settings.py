@@ -36,7 +36,9 @@ def test_layers_toml_then_environment_then_flags(tmp_path: Path) -> None:
     assert settings.ws_port == 9200  # flag beats everything
     assert settings.model_folder("loras") == Path("/srv/loras")
     assert settings.selected_backend().sd_cli == "/opt/cuda/sd-cli"
-    assert load_settings(config, environ=env, overrides={"sd_cli": "/x/sd-cli"}).selected_backend().sd_cli == "/x/sd-cli"
+    assert (
+        load_settings(config, environ=env, overrides={"sd_cli": "/x/sd-cli"}).selected_backend().sd_cli == "/x/sd-cli"
+    )
 
 
 def test_config_file_from_environment(tmp_path: Path) -> None:
@@ -74,7 +76,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def _configuration_section() -> str:
     text = README.read_text()
     start = text.index("\n## Configuration\n")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def _shown_default(value: object) -> str:
@@ -82,16 +84,26 @@ def _shown_default(value: object) -> str:
 
 
 def test_the_readme_table_lists_every_variable_and_flag_as_declared() -> None:
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in _configuration_section().splitlines() if line.startswith("| `SDCPP_RESTAPI_")]
-    expected = [[f"`{setting.variable}`", f"`{setting.flag}`" if setting.flag else "", _shown_default(setting.default),
-                 setting.description] for setting in (CONFIG_FILE, *COMMAND_LINE, *ENVIRONMENT_ONLY)]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in _configuration_section().splitlines()
+        if line.startswith("| `SDCPP_RESTAPI_")
+    ]
+    expected = [
+        [
+            f"`{setting.variable}`",
+            f"`{setting.flag}`" if setting.flag else "",
+            _shown_default(setting.default),
+            setting.description,
+        ]
+        for setting in (CONFIG_FILE, *COMMAND_LINE, *ENVIRONMENT_ONLY)
+    ]
     assert rows == expected
 
 
 def test_the_readme_names_every_model_folder() -> None:
     section = _configuration_section()
-    listed = section[section.index("one sub-folder per model type: `"):].split("`")[1]
+    listed = section[section.index("one sub-folder per model type: `") :].split("`")[1]
     assert sorted(listed.replace("\n", " ").split()) == sorted(f"{kind.folder}/" for kind in MODEL_TYPES)
 
 
@@ -105,8 +117,20 @@ def test_serve_flags_are_generated_from_the_declaration() -> None:
         assert action.dest == setting.name and setting.description in (action.help or "")
         assert setting.variable in (action.help or "")
     # The flags of before the declaration, unchanged.
-    assert set(flags) == {"--config", "--host", "--port", "--ws-port", "--models-dir", "--output-dir", "--backend",
-                          "--sd-cli", "--sd-server", "--sd-worker", "--log-level", "--no-auth"}
+    assert set(flags) == {
+        "--config",
+        "--host",
+        "--port",
+        "--ws-port",
+        "--models-dir",
+        "--output-dir",
+        "--backend",
+        "--sd-cli",
+        "--sd-server",
+        "--sd-worker",
+        "--log-level",
+        "--no-auth",
+    }
     args = parser().parse_args(["serve", "--port", "9000", "--no-auth", "--log-level", "debug", "--ws-port", "0"])
     assert (args.port, args.no_auth, args.log_level, args.ws_port, args.host) == (9000, True, "debug", 0, None)
     with pytest.raises(SystemExit):
@@ -114,8 +138,12 @@ def test_serve_flags_are_generated_from_the_declaration() -> None:
 
 
 def test_every_declared_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    samples: dict[type, tuple[str, object]] = {str: ("x", "x"), int: ("7", 7), float: ("1.5", 1.5),
-                                               bool: ("true", True)}
+    samples: dict[type, tuple[str, object]] = {
+        str: ("x", "x"),
+        int: ("7", 7),
+        float: ("1.5", 1.5),
+        bool: ("true", True),
+    }
     environ: dict[str, str] = {}
     wanted: dict[str, object] = {}
     for setting in COMMAND_LINE:

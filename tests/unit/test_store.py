@@ -69,40 +69,97 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
     assert digest(path) == before
 
 
-OLD_PARAMS: dict[str, object] = {"prompt": "an old cat", "width": 64, "height": 64, "steps": 2, "seed": 42,
-                                  "init_image_base64": "<64x48 image: inputs/init_image.png>"}
-OLD_JOB = {"job_id": "11111111-1111-1111-1111-111111111111", "type": "img2img", "status": "completed",
-           "progress": {"step": 2, "total_steps": 2, "current_image": 0, "total_images": 1, "all_steps": 2,
-                        "current_all_steps": 2, "percentage": 100.0},
-           "created_at": "2026-01-01T10:00:00.000Z", "started_at": "2026-01-01T10:00:01.000Z",
-           "completed_at": "2026-01-01T10:00:05.000Z",
-           "outputs": ["11111111-1111-1111-1111-111111111111/image_0.png"],
-           "params": OLD_PARAMS}
+OLD_PARAMS: dict[str, object] = {
+    "prompt": "an old cat",
+    "width": 64,
+    "height": 64,
+    "steps": 2,
+    "seed": 42,
+    "init_image_base64": "<64x48 image: inputs/init_image.png>",
+}
+OLD_JOB = {
+    "job_id": "11111111-1111-1111-1111-111111111111",
+    "type": "img2img",
+    "status": "completed",
+    "progress": {
+        "step": 2,
+        "total_steps": 2,
+        "current_image": 0,
+        "total_images": 1,
+        "all_steps": 2,
+        "current_all_steps": 2,
+        "percentage": 100.0,
+    },
+    "created_at": "2026-01-01T10:00:00.000Z",
+    "started_at": "2026-01-01T10:00:01.000Z",
+    "completed_at": "2026-01-01T10:00:05.000Z",
+    "outputs": ["11111111-1111-1111-1111-111111111111/image_0.png"],
+    "params": OLD_PARAMS,
+}
 OLD_SPEC = {**OLD_PARAMS, "inputs": {"init_image": "inputs/init_image.png"}}
-OLD_PENDING_HASH = {"job_id": "22222222-2222-2222-2222-222222222222", "type": "hash", "status": "pending",
-                    "progress": {"step": 0, "total_steps": 0, "current_image": 0, "total_images": 1, "all_steps": 0,
-                                 "current_all_steps": 0, "percentage": 0.0},
-                    "created_at": "2026-01-01T11:00:00.000Z",
-                    "params": {"model_type": "lora", "path": "x.safetensors", "expected_sha256": None}}
+OLD_PENDING_HASH = {
+    "job_id": "22222222-2222-2222-2222-222222222222",
+    "type": "hash",
+    "status": "pending",
+    "progress": {
+        "step": 0,
+        "total_steps": 0,
+        "current_image": 0,
+        "total_images": 1,
+        "all_steps": 0,
+        "current_all_steps": 0,
+        "percentage": 0.0,
+    },
+    "created_at": "2026-01-01T11:00:00.000Z",
+    "params": {"model_type": "lora", "path": "x.safetensors", "expected_sha256": None},
+}
 OLD_HASH_SPEC = {"target": "/models/loras/x.safetensors", "expected_sha256": None, "download_job_id": "d"}
 
 
 def write_old_state(folder: Path) -> dict[str, bytes]:
     files = {
-        "queue_state.json": {"jobs": [{"job": OLD_JOB, "spec": OLD_SPEC},
-                                      {"job": OLD_PENDING_HASH, "spec": OLD_HASH_SPEC}],
-                             "loaded_model": {"model_name": "m.safetensors", "model_type": "diffusion"},
-                             "loaded_upscaler": None},
+        "queue_state.json": {
+            "jobs": [{"job": OLD_JOB, "spec": OLD_SPEC}, {"job": OLD_PENDING_HASH, "spec": OLD_HASH_SPEC}],
+            "loaded_model": {"model_name": "m.safetensors", "model_type": "diffusion"},
+            "loaded_upscaler": None,
+        },
         ".hash_cache.json": {"/models/a.safetensors": {"size": 3, "mtime_ns": 7, "sha256": "ab" * 32}},
         ".preview_settings.json": {"enabled": False, "mode": "proj", "interval": 2, "max_size": 128, "quality": 60},
-        ".ollama_state.json": {"settings": {"enabled": True, "base_url": "http://127.0.0.1:9", "model": "m",
-                                            "timeout_seconds": 5.0, "max_history": 10, "api_key": ""},
-                               "history": [{"id": "e1", "original_prompt": "cat", "enhanced_prompt": "a cat",
-                                            "model_used": "m", "created_at": 1, "success": True, "error_message": ""}]},
-        ".assistant_state.json": {"settings": {"enabled": False, "base_url": "http://127.0.0.1:9", "model": "m",
-                                               "timeout_seconds": 5.0, "max_history": 10, "api_key": ""},
-                                  "history": [{"role": "user", "content": "hi", "timestamp": 1},
-                                              {"role": "assistant", "content": "hello", "timestamp": 2}]},
+        ".ollama_state.json": {
+            "settings": {
+                "enabled": True,
+                "base_url": "http://127.0.0.1:9",
+                "model": "m",
+                "timeout_seconds": 5.0,
+                "max_history": 10,
+                "api_key": "",
+            },
+            "history": [
+                {
+                    "id": "e1",
+                    "original_prompt": "cat",
+                    "enhanced_prompt": "a cat",
+                    "model_used": "m",
+                    "created_at": 1,
+                    "success": True,
+                    "error_message": "",
+                }
+            ],
+        },
+        ".assistant_state.json": {
+            "settings": {
+                "enabled": False,
+                "base_url": "http://127.0.0.1:9",
+                "model": "m",
+                "timeout_seconds": 5.0,
+                "max_history": 10,
+                "api_key": "",
+            },
+            "history": [
+                {"role": "user", "content": "hi", "timestamp": 1},
+                {"role": "assistant", "content": "hello", "timestamp": 2},
+            ],
+        },
         ".children.json": {"999999": "/nowhere/sd-server"},
     }
     written = {}
@@ -124,14 +181,19 @@ async def test_old_json_state_is_imported_then_renamed(tmp_path: Path) -> None:
     # The old params as clients saw them, typed: the "<64x48 image: path>" string is read back as the image's file.
     shown = msgspec.to_builtins(old.job.params)
     assert {key: shown[key] for key in OLD_PARAMS} == {
-        **OLD_PARAMS, "init_image_base64": {"path": "inputs/init_image.png", "width": 64, "height": 48}}
+        **OLD_PARAMS,
+        "init_image_base64": {"path": "inputs/init_image.png", "width": 64, "height": 48},
+    }
     assert isinstance(old.spec, Img2ImgJob) and old.spec.request.seed == 42
-    assert old.spec.inputs.init_image is not None and (old.spec.inputs.init_image.width, old.spec.inputs.init_image.height) == (64, 48)
-    pending = await store.job(OLD_PENDING_HASH["job_id"])  # type: ignore[arg-type]
+    assert old.spec.inputs.init_image is not None and (
+        old.spec.inputs.init_image.width,
+        old.spec.inputs.init_image.height,
+    ) == (64, 48)
+    pending = await store.job(str(OLD_PENDING_HASH["job_id"]))
     assert pending is not None and isinstance(pending.spec, HashJob) and pending.job.status == "pending"
-    assert (await store.value("loaded_model", dict))["model_name"] == "m.safetensors"  # type: ignore[index]
+    assert (await store.value("loaded_model", dict))["model_name"] == "m.safetensors"
     assert await store.hashes() == {"/models/a.safetensors": CachedHash(3, 7, "ab" * 32)}
-    assert (await store.value("preview_settings", dict))["mode"] == "proj"  # type: ignore[index]
+    assert (await store.value("preview_settings", dict))["mode"] == "proj"
     assert [e.enhanced_prompt for e in await store.history_page("ollama", Enhancement, None)] == ["a cat"]
     chat = await store.history_page("assistant", ChatMessage, None, newest_first=False)
     assert [m.content for m in chat] == ["hi", "hello"]
@@ -142,7 +204,7 @@ async def test_old_json_state_is_imported_then_renamed(tmp_path: Path) -> None:
 def test_an_old_file_that_does_not_decode_stops_the_import_untouched(tmp_path: Path) -> None:
     (tmp_path / "queue_state.json").write_text('{"jobs": [{"job": ')
     store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
-    with pytest.raises(StoreUnusable, match="queue_state.json"):
+    with pytest.raises(StoreUnusable, match=r"queue_state\.json"):
         import_legacy_files(store, tmp_path)
     assert (tmp_path / "queue_state.json").read_text() == '{"jobs": [{"job": '
     store.close()
@@ -160,10 +222,18 @@ async def test_values_that_no_longer_fit_stop_the_server(tmp_path: Path) -> None
 
 async def test_a_job_result_is_stored_typed(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
-    spec = HashJob(model_type="lora", path="x.safetensors", target="/m/x.safetensors", expected_sha256=None,
-                   download_job_id="d")
-    job = Job(job_id="h", type="hash", status="completed", progress=Progress(), created_at="2026-01-01T00:00:00.000Z",
-              params=spec.params(), result=HashResult("ef" * 32))
+    spec = HashJob(
+        model_type="lora", path="x.safetensors", target="/m/x.safetensors", expected_sha256=None, download_job_id="d"
+    )
+    job = Job(
+        job_id="h",
+        type="hash",
+        status="completed",
+        progress=Progress(),
+        created_at="2026-01-01T00:00:00.000Z",
+        params=spec.params(),
+        result=HashResult("ef" * 32),
+    )
     await store.add_job(JobRecord(job, spec))
     read = await store.job("h")
     assert read is not None and read.job == job and read.spec == spec
@@ -175,10 +245,15 @@ async def test_jobs_an_earlier_sqlite_store_holds_display_with_typed_params(tmp_
     """Rows written before params were typed (images as "<WxH image: path>", the hash job's digest in params) are
     read as today's params and result; the rows themselves are not rewritten."""
     store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
-    old_hash = {**OLD_PENDING_HASH, "status": "completed", "params": {
-        "model_type": "lora", "path": "x.safetensors", "expected_sha256": None, "sha256": "cd" * 32}}
-    rows = [(job["job_id"], job["type"], job["status"], job["created_at"], json.dumps(job).encode())
-            for job in (OLD_JOB, old_hash)]
+    old_hash = {
+        **OLD_PENDING_HASH,
+        "status": "completed",
+        "params": {"model_type": "lora", "path": "x.safetensors", "expected_sha256": None, "sha256": "cd" * 32},
+    }
+    rows = [
+        (job["job_id"], job["type"], job["status"], job["created_at"], json.dumps(job).encode())
+        for job in (OLD_JOB, old_hash)
+    ]
     with sqlite3.connect(tmp_path / STORE_FILE) as db:
         db.executemany("INSERT INTO jobs (job_id, type, status, created_at, job) VALUES (?, ?, ?, ?, ?)", rows)
     db.close()
@@ -189,8 +264,11 @@ async def test_jobs_an_earlier_sqlite_store_holds_display_with_typed_params(tmp_
     assert (shown["prompt"], shown["seed"]) == ("an old cat", 42)
     hashed = await store.job(str(old_hash["job_id"]))
     assert hashed is not None and hashed.job.result == HashResult("cd" * 32)
-    assert msgspec.to_builtins(hashed.job.params) == {"model_type": "lora", "path": "x.safetensors",
-                                                      "expected_sha256": None}
+    assert msgspec.to_builtins(hashed.job.params) == {
+        "model_type": "lora",
+        "path": "x.safetensors",
+        "expected_sha256": None,
+    }
     listed, _ = await store.list_jobs(QueueQuery(limit=0))
     assert [msgspec.to_builtins(job.params).get("prompt") for job in listed] == ["an old cat", None]
     with sqlite3.connect(tmp_path / STORE_FILE) as db:
