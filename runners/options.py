@@ -121,9 +121,6 @@ GENERATION_FLAGS: tuple[Flag, ...] = (
     Flag("vae_tile_overlap", "--vae-tile-overlap"),
     Flag("cache_mode", "--cache-mode"),
     Flag("cache_option", "--cache-option"),
-    Flag("upscale_model", "--upscale-model"),
-    Flag("upscale_repeats", "--upscale-repeats"),
-    Flag("upscale_tile_size", "--upscale-tile-size"),
 )
 
 
@@ -148,6 +145,31 @@ def derived_generation_fields(fields: FlagSource) -> dict[str, object]:
     if fields.get("vae_tiling") and isinstance(tile_x, int) and isinstance(tile_y, int) and tile_x > 0 and tile_y > 0:
         derived["vae_tile_size"] = f"{tile_x}x{tile_y}"
     return derived
+
+
+def _not_positive(value: Any) -> bool:
+    return value <= 0
+
+
+class UpscaleOptions(msgspec.Struct, frozen=True):
+    """What sd-cli's upscale mode (`--mode upscale`) takes: an ESRGAN model run over one image."""
+
+    upscale_model: str
+    init_image: str
+    output: str
+    upscale_repeats: int = 1  # passes of the model, each multiplying the size by its scale
+    upscale_tile_size: int = 128
+    n_threads: int = -1  # at or below 0: sd.cpp's default (the physical cores)
+
+
+UPSCALE_FLAGS: tuple[Flag, ...] = (
+    Flag("upscale_model", "--upscale-model"),
+    Flag("init_image", "--init-img"),
+    Flag("output", "--output"),
+    Flag("upscale_repeats", "--upscale-repeats"),
+    Flag("upscale_tile_size", "--upscale-tile-size"),
+    Flag("n_threads", "--threads", omit_when=_not_positive),
+)
 
 
 # ------------------------------------------------------------------------------ sd-server native JSON

@@ -12,6 +12,8 @@ from runners.options import (
     CONTEXT_FLAGS,
     GENERATION_FLAGS,
     PREVIEW_FLAGS,
+    UPSCALE_FLAGS,
+    UpscaleOptions,
     derived_generation_fields,
 )
 
@@ -40,27 +42,9 @@ def generation_args(generation: Mapping[str, Any]) -> list[str]:
     return build_argv(GENERATION_FLAGS, {**generation, **derived_generation_fields(generation)})
 
 
-def upscale_argv(
-    sd_cli: str | Path, model: Path, image: Path, output: Path, repeats: int, tile_size: int, n_threads: int = -1
-) -> list[str]:
+def upscale_argv(sd_cli: str | Path, options: UpscaleOptions) -> list[str]:
     # Metadata is off: upscale mode would otherwise embed a misleading "img_gen" parameters chunk.
-    argv = [
-        str(sd_cli),
-        "--mode",
-        "upscale",
-        "--upscale-model",
-        str(model),
-        "--init-img",
-        str(image),
-        "--output",
-        str(output),
-        "--upscale-repeats",
-        str(repeats),
-        "--upscale-tile-size",
-        str(tile_size),
-        "--disable-image-metadata",
-    ]
-    return argv + (["--threads", str(n_threads)] if n_threads > 0 else [])
+    return [str(sd_cli), "--mode", "upscale", *build_argv(UPSCALE_FLAGS, options), "--disable-image-metadata"]
 
 
 def convert_argv(

@@ -56,10 +56,25 @@ class PreviewPlan(msgspec.Struct):
     note: str | None = None
 
 
+# Request fields that are ours, never sd.cpp's, with why. Every other field of a generation request reaches the
+# binaries (tests/unit/test_seam.py changes each one and checks the argv or the sd-server body changes), so a new
+# field must be either mapped in runners/options.py or listed here.
+NOT_FOR_SDCPP: dict[str, str] = {
+    "upscale": "ESRGAN upscaling after the generation is ours (core/generation/upscale.py)",
+    # Same name as sd-cli's --upscale-repeats, which must not see it: the chaining is ours.
+    "upscale_repeats": "passes of our ESRGAN chaining after the generation",
+    "upscale_auto_unload": "whether we unload the upscaler after chaining",
+    "preview": "chooses the engine and preview plan; the preview flags come from the preview settings",
+}
+
+
 def flag_source(job: GenerationJob, job_dir: Path) -> dict[str, object]:
-    """The spec as the flag builders read it: request fields, input images as absolute paths (a folder where
-    sd-cli reads a folder), and `<list>_files` for the lists sd-server takes as base64."""
+    """The spec as the flag builders read it: request fields sd.cpp takes (not `NOT_FOR_SDCPP`), input images as
+    absolute paths (a folder where sd-cli reads a folder), and `<list>_files` for the lists sd-server takes as
+    base64."""
     fields = msgspec.structs.asdict(job.request)
+    for ours in NOT_FOR_SDCPP:
+        fields.pop(ours, None)
     for image_input in IMAGE_INPUTS:
         fields.pop(image_input.field, None)
         saved = getattr(job.inputs, image_input.target)

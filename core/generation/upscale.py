@@ -11,6 +11,7 @@ from PIL import Image
 from core.generation.specs import JobConfig, UpscaleJob
 from core.jobs.queue import JobFailed
 from core.models.upscaler import LoadedUpscaler, UpscalerManager
+from runners.options import UpscaleOptions
 from runners.process import run_binary
 from runners.sdcli import upscale_argv
 
@@ -50,9 +51,15 @@ class Upscaling:
     async def upscale_file(
         self, upscaler: LoadedUpscaler, source: Path, target: Path, repeats: int, tile_size: int
     ) -> None:
-        argv = upscale_argv(
-            self.sd_cli, Path(upscaler.path), source, target, repeats, tile_size, upscaler.request.n_threads
+        options = UpscaleOptions(
+            upscale_model=upscaler.path,
+            init_image=str(source),
+            output=str(target),
+            upscale_repeats=repeats,
+            upscale_tile_size=tile_size,
+            n_threads=upscaler.request.n_threads,
         )
+        argv = upscale_argv(self.sd_cli, options)
         result = await run_binary(argv, cwd=target.parent)
         # sd-cli's upscale mode exits 0 and writes the unmodified input when the upscaler fails.
         if not result.ok or result.error_lines or not target.is_file():

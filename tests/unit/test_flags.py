@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from core.errors import BadRequest
@@ -9,7 +10,7 @@ from core.generation.lora_tags import parse_lora_tags
 from core.models.library import ModelLibrary
 from core.models.types import BY_NAME
 from runners.flags import Flag, build_argv
-from runners.options import CONTEXT_FLAGS, build_server_body
+from runners.options import CONTEXT_FLAGS, UpscaleOptions, build_server_body
 from runners.sdcli import generation_argv, upscale_argv
 
 
@@ -79,10 +80,26 @@ def test_generation_argv_translates_spec_fields() -> None:
 
 
 def test_upscale_argv_disables_misleading_metadata() -> None:
-    argv = upscale_argv("sd-cli", Path("m.safetensors"), Path("in.png"), Path("out.png"), 2, 64)
-    assert argv[:3] == ["sd-cli", "--mode", "upscale"]
-    assert "--disable-image-metadata" in argv
-    assert argv[argv.index("--upscale-repeats") + 1] == "2"
+    options = UpscaleOptions("m.safetensors", "in.png", "out.png", upscale_repeats=2, upscale_tile_size=64)
+    argv = upscale_argv("sd-cli", options)
+    assert argv == [
+        "sd-cli",
+        "--mode",
+        "upscale",
+        "--upscale-model",
+        "m.safetensors",
+        "--init-img",
+        "in.png",
+        "--output",
+        "out.png",
+        "--upscale-repeats",
+        "2",
+        "--upscale-tile-size",
+        "64",
+        "--disable-image-metadata",
+    ]
+    threaded = upscale_argv("sd-cli", msgspec.structs.replace(options, n_threads=3))
+    assert threaded[threaded.index("--threads") + 1] == "3"
 
 
 def test_load_level_tiling_and_flow_shift_become_job_defaults() -> None:
