@@ -180,8 +180,8 @@ class Service:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Service]:
-        """Restore state, run the workers while the context is open; on exit stop the workers and any
-        resident sd-server."""
+        """Restore state, run the queue's workers while the context is open; on exit stop them and the resident
+        process (worker or sd-server) of the loaded model."""
         await anyio.to_thread.run_sync(self._prepare_folders)
         CHILDREN.configure(self.store)
         if stale := await anyio.to_thread.run_sync(CHILDREN.reap_stale):
@@ -196,7 +196,7 @@ class Service:
                 yield self
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self.models.stop_server()
+                    await self.models.stop_resident()
                 tasks.cancel_scope.cancel()
         CHILDREN.configure(None)
         await anyio.to_thread.run_sync(self.store.close)

@@ -1,8 +1,9 @@
-"""Queued generation jobs become sd-server or sd-cli runs.
+"""Queued generation jobs become runs of the resident worker, sd-server or sd-cli.
 
-Engine choice: a job on a loaded model goes to its resident sd-server, unless it needs something only sd-cli has
-(`CLI_ONLY`, or live previews): then sd-cli runs with the same model flags. Each job's config.json records the
-engine and why.
+Engine choice: a job on a loaded model goes to its resident process. Our worker runs everything, live previews
+included. Where the backend has no worker, the resident is sd-server, and a job that needs something only sd-cli
+has (`CLI_ONLY`, or live previews) runs sd-cli with the same model flags. Each job's config.json records the engine
+and why.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ PREVIEW_DIR = ".preview"  # hidden from the output browser
 SERVER_IMAGE_FIELDS = ("init_image", "mask_image", "control_image", "end_image")  # sent as base64
 SERVER_IMAGE_LISTS = ("ref_images", "control_frames")
 
-# What makes a job run on sd-cli instead of the resident sd-server, with the reason recorded in config.json.
+# What makes a job run on sd-cli instead of a resident sd-server, with the reason recorded in config.json.
 CLI_ONLY: tuple[tuple[Callable[[GenerationJob], bool], str], ...] = (
     (
         lambda job: bool(job.inputs.pm_id_images or job.request.pm_id_embed_path),
@@ -152,7 +153,7 @@ class GenerationEngine:
             loaded = self.models.require_loaded()
             fields = with_load_defaults(flag_source(job, job_dir), loaded.context)
             plan = await anyio.to_thread.run_sync(self._preview_plan, job_id, job, loaded, mode, job_dir)
-            resident = await self.models.ensure_server()
+            resident = await self.models.ensure_resident()
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
             if isinstance(resident, ResidentWorker):  # everything runs on our worker, previews included
                 outputs = await self._on_worker(resident, mode, job, fields, job_dir, report, job_id, plan)
@@ -258,7 +259,7 @@ class GenerationEngine:
         except anyio.get_cancelled_exc_class():
             # sd-server cannot interrupt a running generation: stop it; the next job restarts it.
             with anyio.CancelScope(shield=True):
-                await self.models.stop_server()
+                await self.models.stop_resident()
             raise
         return await anyio.to_thread.run_sync(_write_server_result, mode, result, job_dir)
 

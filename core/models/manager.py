@@ -1,7 +1,8 @@
-"""Which model is loaded, with which components and options, and its resident sd-server.
+"""Which model is loaded, with which components and options, and the resident process that holds it.
 
-"Loaded" means loaded: a load starts an sd-server with the model's flags on a private loopback port and
-keeps it for the following jobs. Unload stops it. A job holds `in_use` while it runs, so a load or unload
+"Loaded" means loaded: a load starts the resident process with the model's flags and keeps it for the following
+jobs: our worker (`sdcpp-worker`, JSON lines on stdin/stdout) when the backend has it, else an sd-server on a
+private loopback port. Unload stops it. A job holds `in_use` while it runs, so a load or unload
 waits for the running job instead of pulling the model from under it.
 """
 
@@ -73,11 +74,11 @@ class ModelManager:
         self.stall_timeout_s = stall_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.loaded: LoadedModel | None = None
-        self.server: Resident | None = None
+        self.resident: Resident | None = None
         self.loading_name: str | None = None
         self.last_error: str | None = None
         self.in_use = anyio.Lock()
-        self.task_group: TaskGroup | None = None  # set by the service: resident servers live in it
+        self.task_group: TaskGroup | None = None  # set by the service: resident processes live in it
 
     # --------------------------------------------------------------------------------- resolution
 
@@ -136,27 +137,27 @@ class ModelManager:
 
         return listen
 
-    async def _start_server(self, loaded: LoadedModel) -> Resident:
+    async def _start_resident(self, loaded: LoadedModel) -> Resident:
         assert self.task_group is not None, "the service must be running"
         flags = build_argv(CONTEXT_FLAGS, loaded.context)
-        server: Resident = (
+        resident: Resident = (
             ResidentWorker([str(self.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
             if self.worker
             else ResidentServer([str(self.sd_server), *flags], self.ready_timeout_s)
         )
-        server.listener = self._loading_listener(loaded.name)
+        resident.listener = self._loading_listener(loaded.name)
         try:
-            await self.task_group.start(server.run)
+            await self.task_group.start(resident.run)
         finally:
-            server.listener = None
-        return server
+            resident.listener = None
+        return resident
 
-    async def stop_server(self) -> None:
-        """Stop the resident server (on unload, shutdown, or to cancel its running job: sd-server cannot
-        cancel one); `ensure_server` starts it again for the next job while a model is loaded."""
-        server, self.server = self.server, None
-        if server is not None:
-            await server.stop()
+    async def stop_resident(self) -> None:
+        """Stop the resident process (on unload, shutdown, or to cancel its running job: neither sd-server nor
+        the worker can cancel one); `ensure_resident` starts it again for the next job while a model is loaded."""
+        resident, self.resident = self.resident, None
+        if resident is not None:
+            await resident.stop()
 
     async def load(self, request: LoadModelRequest) -> LoadedModel:
         self.loading_name = request.model_name
@@ -171,7 +172,7 @@ class ModelManager:
                 loaded = LoadedModel(request, context, architecture)
                 await self._unload_locked()
                 try:
-                    self.server = await self._start_server(loaded)
+                    self.resident = await self._start_resident(loaded)
                 except (ServerFailed, WorkerFailed) as exc:
                     self.last_error = f"Failed to load model: {request.model_name}: {exc}"
                     raise LoadFailed(self.last_error) from None
@@ -187,7 +188,7 @@ class ModelManager:
         return loaded
 
     async def _unload_locked(self) -> None:
-        await self.stop_server()
+        await self.stop_resident()
         if self.loaded is not None:
             name, self.loaded = self.loaded.name, None
             self.bus.publish(ModelUnloaded(name))
@@ -239,16 +240,17 @@ class ModelManager:
         """The model that was loaded when the server last stopped (loaded again by the service)."""
         return await self.store.value(LOADED_MODEL_KEY, LoadModelRequest)
 
-    async def ensure_server(self) -> Resident:
-        """The resident server of the loaded model, restarted if it died or was stopped (call with in_use)."""
+    async def ensure_resident(self) -> Resident:
+        """The resident process (worker or sd-server) of the loaded model, restarted if it died or was stopped
+        (call with in_use)."""
         loaded = self.require_loaded()
-        if self.server is None or not self.server.alive:
+        if self.resident is None or not self.resident.alive:
             try:
-                self.server = await self._start_server(loaded)
+                self.resident = await self._start_resident(loaded)
             except (ServerFailed, WorkerFailed) as exc:
                 self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
                 raise LoadFailed(self.last_error) from None
-        return self.server
+        return self.resident
 
     # ------------------------------------------------------------------------------------- queries
 
