@@ -64,6 +64,49 @@ CONTEXT_FLAGS: tuple[Flag, ...] = (
     Flag("chroma_t5_mask_pad", "--chroma-t5-mask-pad"),
 )
 
+
+class ContextOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What sd.cpp loads a model with: CONTEXT_FLAGS and CLI_ONLY_CONTEXT_FLAGS read these fields (a unit test
+    holds the two to each other). None leaves a flag out, so the binary applies its own default."""
+
+    # Model files by role (absolute paths).
+    checkpoint: str | None = None
+    diffusion: str | None = None
+    high_noise_diffusion_model: str | None = None
+    vae: str | None = None
+    clip_l: str | None = None
+    clip_g: str | None = None
+    clip_vision: str | None = None
+    t5xxl: str | None = None
+    controlnet: str | None = None
+    llm: str | None = None
+    llm_vision: str | None = None
+    taesd: str | None = None
+    photo_maker: str | None = None
+    lora_dir: str | None = None
+    embeddings_dir: str | None = None
+    # Load options.
+    n_threads: int | None = None
+    keep_clip_on_cpu: bool | None = None
+    keep_vae_on_cpu: bool | None = None
+    keep_controlnet_on_cpu: bool | None = None
+    vae_conv_direct: bool | None = None
+    diffusion_conv_direct: bool | None = None
+    flash_attn: bool | None = None
+    offload_to_cpu: bool | None = None
+    enable_mmap: bool | None = None
+    weight_type: str | None = None
+    tensor_type_rules: str | None = None
+    rng_type: str | None = None
+    sampler_rng_type: str | None = None
+    prediction: str | None = None
+    lora_apply_mode: str | None = None
+    chroma_use_dit_mask: bool | None = None
+    chroma_use_t5_mask: bool | None = None
+    chroma_t5_mask_pad: int | None = None
+    tae_preview_only: bool | None = None  # sd-cli only: the TAESD decodes previews, not the final image
+
+
 # Context options that only sd-cli knows (sd-server has no previews).
 CLI_ONLY_CONTEXT_FLAGS: tuple[Flag, ...] = (Flag("tae_preview_only", "--taesd-preview-only", "switch"),)
 

@@ -13,6 +13,7 @@ from runners.options import (
     GENERATION_FLAGS,
     PREVIEW_FLAGS,
     UPSCALE_FLAGS,
+    ContextOptions,
     UpscaleOptions,
     derived_generation_fields,
 )
@@ -21,7 +22,7 @@ CliMode = Literal["img_gen", "vid_gen"]
 
 
 def generation_argv(
-    sd_cli: str | Path, mode: CliMode, context: Mapping[str, Any], generation: Mapping[str, Any], output: Path
+    sd_cli: str | Path, mode: CliMode, context: ContextOptions, generation: Mapping[str, Any], output: Path
 ) -> list[str]:
     """A full sd-cli command line; `output` may hold a `%d` pattern for numbered results."""
     fields = {**generation, **derived_generation_fields(generation)}

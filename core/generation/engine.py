@@ -24,8 +24,8 @@ from core.generation.upscale import Upscaling
 from core.jobs.queue import JobFailed, JobQueue, ProgressReport
 from core.jobs.records import JobRecord
 from core.models.manager import LoadedModel, ModelManager
+from core.models.schemas import LoadOptions
 from core.models.upscaler import UpscalerManager
-from runners.flags import FlagSource
 from runners.options import build_server_body
 from runners.process import run_binary
 from runners.progress import Bar, Piece, ProgressTracker, SamplingStep
@@ -52,7 +52,7 @@ CLI_ONLY: tuple[tuple[Callable[[GenerationJob], bool], str], ...] = (
 
 class PreviewPlan(msgspec.Struct):
     settings: PreviewSettings
-    context: dict[str, object]  # context overrides (a preview-only TAESD)
+    preview_taesd: str | None  # a TAESD from taesd/ for previews only, where the model has none of its own
     path: Path
     note: str | None = None
 
@@ -91,16 +91,19 @@ def flag_source(job: GenerationJob, job_dir: Path) -> dict[str, object]:
     return fields
 
 
-def with_load_defaults(fields: dict[str, object], context: FlagSource) -> dict[str, object]:
+def with_load_defaults(fields: dict[str, object], load: LoadOptions) -> dict[str, object]:
     """Load options that sd.cpp applies per generation (VAE tiling, flow shift) become the job's defaults:
     a request that says nothing about them gets what the model was loaded with."""
     merged = dict(fields)
-    if context.get("vae_tiling") and not fields.get("vae_tiling"):
-        merged["vae_tiling"] = True
-        for key in ("vae_tile_size_x", "vae_tile_size_y", "vae_tile_overlap"):
-            merged[key] = context.get(key, fields.get(key))
-    if fields.get("flow_shift") is None and context.get("flow_shift") is not None:
-        merged["flow_shift"] = context["flow_shift"]
+    if load.vae_tiling and not fields.get("vae_tiling"):
+        merged.update(
+            vae_tiling=True,
+            vae_tile_size_x=load.vae_tile_size_x,
+            vae_tile_size_y=load.vae_tile_size_y,
+            vae_tile_overlap=load.vae_tile_overlap,
+        )
+    if fields.get("flow_shift") is None and load.flow_shift is not None:
+        merged["flow_shift"] = load.flow_shift
     return merged
 
 
@@ -151,7 +154,7 @@ class GenerationEngine:
 
         async with self.models.in_use:
             loaded = self.models.require_loaded()
-            fields = with_load_defaults(flag_source(job, job_dir), loaded.context)
+            fields = with_load_defaults(flag_source(job, job_dir), loaded.request.options)
             plan = await anyio.to_thread.run_sync(self._preview_plan, job_id, job, loaded, mode, job_dir)
             resident = await self.models.ensure_resident()
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
@@ -197,7 +200,7 @@ class GenerationEngine:
         preview: PreviewRequest | None = None
         if plan is not None:
             settings, note = plan.settings, plan.note
-            if plan.context:  # a preview-only TAESD would need loading: the worker keeps the model's components
+            if plan.preview_taesd:  # a preview-only TAESD would need loading: the worker keeps the model's components
                 settings = msgspec.structs.replace(settings, mode="proj")
                 note = "the loaded model has no TAESD of its own: showing proj previews instead of tae"
             # Still previews as JPEG: a PNG encode per step costs the worker more than the preview is worth.
@@ -293,18 +296,18 @@ class GenerationEngine:
             return None
         if not settings.active:
             settings = msgspec.structs.replace(settings, enabled=True, mode="proj")
-        context: dict[str, object] = {}
+        preview_taesd = None
         note = None
-        if settings.mode == "tae" and "taesd" not in loaded.context:
+        if settings.mode == "tae" and loaded.context.taesd is None:
             family = loaded.architecture.family if loaded.architecture else None
             taesd = find_taesd(self.models.library.folder_of("taesd"), family)
             if taesd is not None:
-                context = {"taesd": str(taesd), "tae_preview_only": True}
+                preview_taesd = str(taesd)
             else:
                 settings = msgspec.structs.replace(settings, mode="proj")
                 note = f"no TAESD in taesd/ fits {family or 'this model'}: showing proj previews instead of tae"
         extension = ".webp" if mode == "vid_gen" else ".png"  # animated WebP for video previews
-        return PreviewPlan(settings, context, job_dir / PREVIEW_DIR / f"preview{extension}", note)
+        return PreviewPlan(settings, preview_taesd, job_dir / PREVIEW_DIR / f"preview{extension}", note)
 
     async def _on_cli(
         self,
@@ -317,10 +320,11 @@ class GenerationEngine:
         job_id: str,
         plan: PreviewPlan | None,
     ) -> list[Path]:
-        context: FlagSource = loaded.context
+        context = loaded.context
         watcher: PreviewWatcher | None = None
         if plan is not None:
-            context = {**context, **plan.context}
+            if plan.preview_taesd is not None:
+                context = msgspec.structs.replace(context, taesd=plan.preview_taesd, tae_preview_only=True)
             fields = {**fields, "preview_mode": plan.settings.mode, "preview_path": str(plan.path)}
             await anyio.Path(plan.path.parent).mkdir(parents=True, exist_ok=True)
             watcher = PreviewWatcher(job_id, plan.path, plan.settings, self.previews, self.bus, plan.note)

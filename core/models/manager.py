@@ -24,8 +24,8 @@ from core.models.embeddings import embeddings_for_sdcpp
 from core.models.library import ModelLibrary
 from core.models.schemas import LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
 from core.stored_values import ValueStore
-from runners.flags import FlagSource, build_argv
-from runners.options import CONTEXT_FLAGS
+from runners.flags import build_argv
+from runners.options import CONTEXT_FLAGS, ContextOptions
 from runners.progress import Bar, LogLine, Piece
 from runners.sdserver import ResidentServer, ServerFailed
 from runners.worker import ResidentWorker, WorkerFailed
@@ -41,10 +41,22 @@ class LoadFailed(ServiceError):
     status = 500
 
 
+# Load options that are not sd.cpp context options, with why (tests/unit/test_seam.py holds every other load option
+# to a field of ContextOptions).
+LOAD_OPTIONS_NOT_AT_LOAD: dict[str, str] = {
+    "vae_decode_only": "sd.cpp decides it per run itself (no flag); accepted for the contract",
+    "free_params_immediately": "fixed by the binary (sd-cli frees, sd-server keeps); accepted for the contract",
+    "flow_shift": "sd.cpp applies it per generation: the job's default (with_load_defaults)",
+    "vae_tiling": "sd.cpp applies it per generation: the job's default (with_load_defaults)",
+    "vae_tile_size_x": "per generation, with vae_tiling",
+    "vae_tile_size_y": "per generation, with vae_tiling",
+    "vae_tile_overlap": "per generation, with vae_tiling",
+}
+
+
 class LoadedModel(msgspec.Struct):
     request: LoadModelRequest
-    # Flag source for runners.options.CONTEXT_FLAGS: role -> file path, plus the load options.
-    context: FlagSource
+    context: ContextOptions  # the model files by role and the load options, as sd.cpp takes them
     architecture: Architecture | None = None
 
     @property
@@ -82,7 +94,7 @@ class ModelManager:
 
     # --------------------------------------------------------------------------------- resolution
 
-    def resolve_context(self, request: LoadModelRequest) -> tuple[FlagSource, Architecture | None]:
+    def resolve_context(self, request: LoadModelRequest) -> tuple[ContextOptions, Architecture | None]:
         """Every named file resolved safely in its folder, and the main model's architecture.
         Blocking (reads file headers): run off the event loop."""
         if not request.model_name:
@@ -91,13 +103,13 @@ class ModelManager:
             main = self.library.resolve(request.model_type, request.model_name, "model_name")
         except NotFound:
             raise LoadFailed(f"Internal error: Model not found: {request.model_name}") from None
-        context: dict[str, object] = {request.model_type: str(main)}
+        files: dict[str, str] = {request.model_type: str(main)}  # role -> path
         for component in COMPONENTS:
             field, model_type = component.field, component.model_type
             name = getattr(request, field)
             if name:
                 try:
-                    context[field] = str(self.library.resolve(model_type, name, field))
+                    files[field] = str(self.library.resolve(model_type, name, field))
                 except NotFound:
                     raise BadRequest(f"{field}: model not found in the {model_type} folder: {name}") from None
         diffusion_only = request.model_type == "diffusion"
@@ -106,18 +118,22 @@ class ModelManager:
         except UnreadableModel:
             architecture = None  # torch pickles are not inspected; sd.cpp itself decides at load
         if architecture is not None:
-            missing = missing_components(architecture.family, set(context), diffusion_only)
+            missing = missing_components(architecture.family, set(files), diffusion_only)
             if missing:
                 raise BadRequest(
                     f"{architecture.variant} needs {', '.join(missing)}: add "
                     f"{' and '.join(repr(m) for m in missing)} to the load request"
                 )
-        context.update(msgspec.to_builtins(request.options))
-        context["lora_dir"] = str(self.library.folder_of("lora"))
         embeddings = self.library.folder_of("embedding")
-        if embeddings.is_dir():  # f16 embeddings as f32 copies: sd.cpp misreads them (core/models/embeddings.py)
-            context["embeddings_dir"] = str(embeddings_for_sdcpp(embeddings))
-        return context, architecture
+        folders = {
+            "lora_dir": str(self.library.folder_of("lora")),
+            # f16 embeddings as f32 copies: sd.cpp misreads them (core/models/embeddings.py)
+            "embeddings_dir": str(embeddings_for_sdcpp(embeddings)) if embeddings.is_dir() else None,
+        }
+        options = msgspec.to_builtins(request.options)
+        for per_generation in LOAD_OPTIONS_NOT_AT_LOAD:
+            options.pop(per_generation)
+        return msgspec.convert({**files, **folders, **options}, ContextOptions), architecture
 
     # --------------------------------------------------------------------------------- life cycle
 

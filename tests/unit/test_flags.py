@@ -8,9 +8,10 @@ import pytest
 from core.errors import BadRequest
 from core.generation.lora_tags import parse_lora_tags
 from core.models.library import ModelLibrary
+from core.models.schemas import LoadOptions
 from core.models.types import BY_NAME
 from runners.flags import Flag, build_argv
-from runners.options import CONTEXT_FLAGS, UpscaleOptions, build_server_body
+from runners.options import CONTEXT_FLAGS, ContextOptions, UpscaleOptions, build_server_body
 from runners.sdcli import generation_argv, upscale_argv
 
 
@@ -37,15 +38,15 @@ def test_each_flag_kind() -> None:
 
 
 def test_generation_argv_translates_spec_fields() -> None:
-    context = {
-        "diffusion": "/m/dit.safetensors",
-        "llm": "/m/llm.safetensors",
-        "n_threads": -1,
-        "keep_clip_on_cpu": True,
-        "chroma_use_dit_mask": True,
-        "prediction": "",
-        "rng_type": "cuda",
-    }
+    context = ContextOptions(
+        diffusion="/m/dit.safetensors",
+        llm="/m/llm.safetensors",
+        n_threads=-1,
+        keep_clip_on_cpu=True,
+        chroma_use_dit_mask=True,
+        prediction="",
+        rng_type="cuda",
+    )
     generation = {
         "prompt": "cat",
         "negative_prompt": "",
@@ -105,20 +106,14 @@ def test_upscale_argv_disables_misleading_metadata() -> None:
 def test_load_level_tiling_and_flow_shift_become_job_defaults() -> None:
     from core.generation.engine import with_load_defaults
 
-    context = {
-        "vae_tiling": True,
-        "vae_tile_size_x": 32,
-        "vae_tile_size_y": 16,
-        "vae_tile_overlap": 0.25,
-        "flow_shift": 3.0,
-    }
-    merged = with_load_defaults({"prompt": "x", "vae_tiling": False, "vae_tile_size_x": 0}, context)
-    argv = generation_argv("sd-cli", "img_gen", {}, merged, Path("o.png"))
+    load = LoadOptions(vae_tiling=True, vae_tile_size_x=32, vae_tile_size_y=16, vae_tile_overlap=0.25, flow_shift=3.0)
+    merged = with_load_defaults({"prompt": "x", "vae_tiling": False, "vae_tile_size_x": 0}, load)
+    argv = generation_argv("sd-cli", "img_gen", ContextOptions(), merged, Path("o.png"))
     assert "--vae-tiling" in argv and argv[argv.index("--vae-tile-size") + 1] == "32x16"
     assert argv[argv.index("--vae-tile-overlap") + 1] == "0.25"
     assert argv[argv.index("--flow-shift") + 1] == "3.0"
     own = with_load_defaults(
-        {"prompt": "x", "flow_shift": 5.0, "vae_tiling": True, "vae_tile_size_x": 8, "vae_tile_size_y": 8}, context
+        {"prompt": "x", "flow_shift": 5.0, "vae_tiling": True, "vae_tile_size_x": 8, "vae_tile_size_y": 8}, load
     )
     assert own["flow_shift"] == 5.0 and own["vae_tile_size_x"] == 8  # the request's own values win
 
@@ -126,10 +121,10 @@ def test_load_level_tiling_and_flow_shift_become_job_defaults() -> None:
 @pytest.mark.parametrize("shift", [0.0, -1.0, 0, float("inf"), None])
 def test_a_flow_shift_of_zero_or_less_means_auto(shift: object) -> None:
     """A shift of 0 would make every sigma 0 in sd.cpp (no denoising, a blank image): it is left to sd.cpp."""
-    argv = generation_argv("sd-cli", "img_gen", {}, {"prompt": "x", "flow_shift": shift}, Path("o.png"))
+    argv = generation_argv("sd-cli", "img_gen", ContextOptions(), {"prompt": "x", "flow_shift": shift}, Path("o.png"))
     assert "--flow-shift" not in argv
     assert "flow_shift" not in str(build_server_body({"prompt": "x", "flow_shift": shift}))
-    kept = generation_argv("sd-cli", "img_gen", {}, {"prompt": "x", "flow_shift": 3.0}, Path("o.png"))
+    kept = generation_argv("sd-cli", "img_gen", ContextOptions(), {"prompt": "x", "flow_shift": 3.0}, Path("o.png"))
     assert kept[kept.index("--flow-shift") + 1] == "3.0"
 
 

@@ -14,11 +14,15 @@ from core.generation.engine import NOT_FOR_SDCPP, flag_source
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.generation.specs import GENERATION_JOBS, IMAGE_INPUTS
 from core.models.components import COMPONENTS
+from core.models.manager import LOAD_OPTIONS_NOT_AT_LOAD
+from core.models.schemas import LoadOptions
 from runners.options import (
+    CLI_ONLY_CONTEXT_FLAGS,
     CONTEXT_FLAGS,
     GENERATION_FLAGS,
     SERVER_FIELDS,
     UPSCALE_FLAGS,
+    ContextOptions,
     UpscaleOptions,
     build_server_body,
 )
@@ -88,7 +92,9 @@ def test_our_upscale_repeats_never_reaches_sd_cli() -> None:
     request = msgspec.convert({**BASE, "upscale": True, "upscale_repeats": 3}, Txt2ImgRequest)
     job = GENERATION_JOBS["txt2img"](request=request)
     fields = flag_source(job, Path("/job"))
-    argv = generation_argv("sd-cli", "img_gen", {"diffusion": "/m/dit.safetensors"}, fields, Path("/job/out.png"))
+    argv = generation_argv(
+        "sd-cli", "img_gen", ContextOptions(diffusion="/m/dit.safetensors"), fields, Path("/job/out.png")
+    )
     assert not any(flag.startswith("--upscale") for flag in argv)
     assert not any(flag.startswith("--upscale") for flag in generation_args(fields))
 
@@ -111,3 +117,17 @@ def test_each_component_has_one_context_flag() -> None:
     context_fields = [flag.field for flag in CONTEXT_FLAGS]
     for component in COMPONENTS:
         assert context_fields.count(component.field) == 1, component.field
+
+
+def test_context_options_are_exactly_the_context_tables() -> None:
+    """Each field of ContextOptions has one flag, and each context flag reads a field of ContextOptions."""
+    flagged = [flag.field for flag in CONTEXT_FLAGS + CLI_ONLY_CONTEXT_FLAGS]
+    assert sorted(flagged) == sorted(ContextOptions.__struct_fields__)
+
+
+def test_every_load_option_is_a_context_option_or_listed() -> None:
+    """A load option reaches sd.cpp at load (a field of ContextOptions) or is listed with why it does not."""
+    load_options = set(LoadOptions.__struct_fields__)
+    at_load = load_options & set(ContextOptions.__struct_fields__)
+    assert at_load.isdisjoint(LOAD_OPTIONS_NOT_AT_LOAD)
+    assert load_options - at_load == set(LOAD_OPTIONS_NOT_AT_LOAD)

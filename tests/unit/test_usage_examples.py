@@ -390,7 +390,7 @@ def built(example: UsageExample, root: Path) -> tuple[list[str], list[str], dict
     submitter = GenerationSubmitter(SimpleNamespace(output_root=root), None, None, None, Limits())  # type: ignore[arg-type]
     stored, inputs = anyio.run(submitter._with_inputs, request, "job")
     job = GENERATION_JOBS[example.job_type](request=stored, inputs=inputs, default_sources=sources)
-    fields = with_load_defaults(flag_source(job, root / "job"), context)
+    fields = with_load_defaults(flag_source(job, root / "job"), load.options)
     mode: Literal["img_gen", "vid_gen"] = "vid_gen" if example.job_type == "txt2vid" else "img_gen"
     argv = generation_argv("sd-cli", mode, context, fields, root / "out.png")
     return argv, build_argv(CONTEXT_FLAGS, context), build_server_body(fields)
