@@ -24,6 +24,7 @@ from core.job_types import JOB_CODEC
 from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
 from core.jobs.records import JobRecord
 from core.legacy_json import import_legacy_files
+from core.metrics import ServiceMetrics
 from core.models.architecture import PRESETS, Architectures, size_multiple
 from core.models.conversion import ConversionService
 from core.models.downloads import DownloadService
@@ -85,6 +86,7 @@ class Service:
         self.assistant = Assistant(store, settings.assistant)
         self.conversion = ConversionService(self.queue, self.library, binaries.sd_cli, capabilities)
         self.downloads = DownloadService(self.queue, self.library, self.hashes, settings.downloads)
+        self.metrics = ServiceMetrics(self.bus, self.queue, self.models)
 
     async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
         """The queue workers' executor: each job type to the feature that runs it."""

@@ -51,6 +51,7 @@ class OnCommandLine(msgspec.Struct, frozen=True):
     """Marks a scalar setting that SDCPP_RESTAPI_<NAME> and `serve --<name>` also set."""
 
     choices: tuple[str, ...] | None = None  # the values the flag accepts (checked on the command line only)
+    flag: bool = True  # False for a secret: a command line is visible to other users, the environment is not
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -151,6 +152,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         Meta(description="serve on a non-loopback address without API keys (anyone who reaches it may use it)"),
         OnCommandLine(),
     ] = False
+    metrics_token: Annotated[
+        str,
+        Meta(
+            description="a token that reads /metrics (and nothing else) while API keys are set: what a Prometheus "
+            "scraper sends as its bearer token"
+        ),
+        OnCommandLine(flag=False),
+    ] = ""
 
     @property
     def on_loopback(self) -> bool:
@@ -228,12 +237,14 @@ def _command_line_settings() -> tuple[CommandLineSetting, ...]:
             continue
         meta = next(extra for extra in extras if isinstance(extra, Meta))
         found.append(
-            CommandLineSetting(name, hint.__origin__, meta.description or "", getattr(defaults, name), marker.choices)
+            CommandLineSetting(
+                name, hint.__origin__, meta.description or "", getattr(defaults, name), marker.choices, marker.flag
+            )
         )
     return tuple(found)
 
 
-# The scalar settings that may come from SDCPP_RESTAPI_<NAME> and from a --<name> flag.
+# The scalar settings that may come from SDCPP_RESTAPI_<NAME> and, unless secret, from a --<name> flag.
 COMMAND_LINE: tuple[CommandLineSetting, ...] = _command_line_settings()
 # Where the settings are read from (not a setting itself).
 CONFIG_FILE = CommandLineSetting("config", str, "TOML config file", None)

@@ -18,11 +18,12 @@ from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app.mcp_server import mcp_endpoint
 from litestar_app.openapi import docs, documented_errors, openapi_config
-from litestar_app.routes import a1111, generation, jobs, login, models, openai, output, prompt_help, ui
+from litestar_app.routes import a1111, generation, jobs, login, metrics, models, openai, output, prompt_help, ui
+from litestar_app.routes.metrics import response_counter
 from litestar_app.security import SecurityMiddleware, SecurityPolicy
 from litestar_app.websocket import standalone_server
 
-ROUTE_MODULES = (models, generation, jobs, output, prompt_help, login, websocket, a1111, openai, ui)
+ROUTE_MODULES = (models, generation, jobs, output, prompt_help, login, websocket, a1111, openai, ui, metrics)
 
 
 def create_app(service: Service) -> Litestar:
@@ -59,6 +60,7 @@ def create_app(service: Service) -> Litestar:
         lifespan=[lifespan],
         state=State({"service": service, "policy": policy}),
         middleware=[SecurityMiddleware(policy)],
+        before_send=[response_counter(service.metrics)],
         cors_config=cors,
         request_class=JsonRequest,
         request_max_body_size=service.settings.limits.max_body_bytes,

@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start the API server")
     for setting in (CONFIG_FILE, *COMMAND_LINE):
-        assert setting.flag is not None
+        if setting.flag is None:  # a secret: from the environment or the config file only
+            continue
         default = f"default {setting.default}; " if setting.default not in (None, "", False) else ""
         help_text = f"{setting.description} ({default}also {setting.variable})"
         if setting.kind is bool:

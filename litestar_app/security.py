@@ -9,7 +9,8 @@ One policy (`SecurityPolicy.refusal`) judges every HTTP request and WebSocket ha
    server's own nor in `[cors] allow_origins` is refused. Browsers send Origin on every such cross-site request;
    curl and scripts send none and are not affected.
 3. Key: with API keys configured, everything but GET /health, the login page and its icon needs one: Bearer, X-API-Key,
-   the password of HTTP Basic, `?token=` (WebSocket handshakes only), or the login cookie.
+   the password of HTTP Basic, `?token=` (WebSocket handshakes only), or the login cookie. GET /metrics also takes
+   the scrape token (`metrics_token`) as Bearer, so a Prometheus server need not hold a key that can do everything.
 4. Body type: a request with a body must declare it as JSON (the login form may be urlencoded, OpenAI's image
    edits multipart, as those clients send them).
 """
@@ -31,6 +32,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 from core.settings import Settings, is_loopback
+from litestar_app.routes.metrics import METRICS_PATH
 
 SESSION_COOKIE = "sdcpp_session"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -79,6 +81,7 @@ class SecurityPolicy:
         self.allowed_hosts = frozenset(name.lower() for name in settings.allowed_hosts)
         self.check_host = settings.on_loopback
         self.session_secret = session_secret
+        self.scrape_token = settings.metrics_token.encode()
 
     @property
     def keys_required(self) -> bool:
@@ -123,6 +126,13 @@ class SecurityPolicy:
         session = cookie.get(SESSION_COOKIE)
         return session is not None and self._valid_session(session.value)
 
+    def _scraping(self, facts: RequestFacts) -> bool:
+        """A scraper's GET /metrics with the scrape token as Bearer (compared in constant time)."""
+        if not self.scrape_token or (facts.method, facts.path) != ("GET", METRICS_PATH):
+            return False
+        scheme, _, credentials = facts.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self.scrape_token)
+
     # ---------------------------------------------------------------------------------------- policy
 
     def _same_origin(self, origin: str, facts: RequestFacts) -> bool:
@@ -154,7 +164,12 @@ class SecurityPolicy:
                 403,
                 f"cross-site request refused: Origin '{origin}' is neither this server nor in [cors] allow_origins",
             )
-        if self.keys and (facts.method, facts.path) not in PUBLIC and not self._authorised(facts):
+        if (
+            self.keys
+            and (facts.method, facts.path) not in PUBLIC
+            and not self._authorised(facts)
+            and not self._scraping(facts)
+        ):
             return Refusal(
                 401,
                 "an API key is required: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' "

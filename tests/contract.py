@@ -48,3 +48,7 @@ DOCUMENTED_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/upscaler/unload"),
     }
 )
+
+# (method, path) of the endpoints this server adds for its operators, which the contract does not document: served,
+# and in the OpenAPI document, beside the contract's.
+OWN_ENDPOINTS: frozenset[tuple[str, str]] = frozenset({("GET", "/metrics")})

@@ -94,6 +94,12 @@ class JobQueue:
             lane: anyio.create_memory_object_stream[str](math.inf) for lane in LANES
         }
         self._running: dict[Lane, tuple[str, anyio.CancelScope]] = {}
+        self._finished_watchers: list[Callable[[Job], None]] = []
+
+    def watch_finished(self, watcher: Callable[[Job], None]) -> None:
+        """Call `watcher` with each job that ends (completed, failed, cancelled), once its end is committed; it
+        must not block. The job's type and times are there, which the job_status_changed event does not carry."""
+        self._finished_watchers.append(watcher)
 
     # ------------------------------------------------------------------------------------- durability
 
@@ -258,6 +264,8 @@ class JobQueue:
             self.active.pop(job.job_id, None)
         self.bus.publish(JobStatusChanged(job.job_id, status, previous, list(job.outputs)))
         if status in TERMINAL:
+            for watcher in self._finished_watchers:
+                watcher(job)
             with anyio.CancelScope(shield=True):  # a shutdown waits for it: no half-pruned history or outputs
                 await self.apply_retention()
 

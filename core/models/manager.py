@@ -33,6 +33,8 @@ from runners.worker import ResidentWorker, WorkerFailed
 # The process that keeps a loaded model in memory: our worker when the backend has it, else sd-server.
 Resident = ResidentServer | ResidentWorker
 
+# The message of a load's first progress event: the moment a load starts (after any running job let go).
+LOAD_STARTING = "starting"
 LOADED_MODEL_KEY = "loaded_model"  # the load request, restored after a restart
 LOAD_PROFILES_KEY = "load_profiles"  # model name -> its last successful load request
 
@@ -179,7 +181,7 @@ class ModelManager:
         self.loading_name = request.model_name
         try:
             async with self.in_use:
-                self.bus.publish(ModelLoadingProgress(request.model_name, message="starting"))
+                self.bus.publish(ModelLoadingProgress(request.model_name, message=LOAD_STARTING))
                 try:
                     context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
                 except ServiceError as exc:

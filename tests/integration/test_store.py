@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import TINY_LOAD
-from tests.contract import DOCUMENTED_ENDPOINTS
+from tests.contract import DOCUMENTED_ENDPOINTS, OWN_ENDPOINTS
 from tests.support import ServerProcess, server_fixture, wait_for_job
 from tests.unit.test_store import OLD_JOB, write_old_state
 
@@ -146,6 +146,7 @@ def test_openapi_lists_every_documented_endpoint(client: httpx.Client) -> None:
     }
     wanted = {(method, re.sub(r"\{[^}]+\}", "{}", path)) for method, path in documented}
     assert wanted - served == set()
+    assert OWN_ENDPOINTS.isdisjoint(documented) and served >= OWN_ENDPOINTS  # ours, beside the contract's
     txt2img = document["paths"]["/txt2img"]["post"]
     body_schema = txt2img["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     properties = document["components"]["schemas"][body_schema]["properties"]

@@ -21,6 +21,7 @@ CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.models",),
     ("core.generation",),
     ("core.compat", "core.prompt_help", "core.output"),
+    ("core.metrics",),  # reads the queue and the models, hears the events; the service assembles it
     ("core.store",),
     ("core.settings",),
     ("core.service", "core.job_types", "core.legacy_json"),

@@ -174,3 +174,23 @@ async def test_a_transfer_reports_bytes_not_steps(store: SqliteStore, tmp_path: 
         "revision": "main",
         "path": "x",
     }
+
+
+async def test_finished_watchers_get_every_ended_job_with_its_type_and_times(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    queue = JobQueue(store, tmp_path, EventBus())
+    ended: list[tuple[str, str, str, bool]] = []
+    queue.watch_finished(lambda job: ended.append((job.job_id, job.type, job.status, job.started_at is not None)))
+
+    async def execute(record: JobRecord, report: ProgressReport) -> list[str]:
+        assert isinstance(record.spec, Txt2ImgJob)
+        if record.spec.request.prompt == "bad":
+            raise JobFailed("no")
+        return []
+
+    ok, bad, dropped = [(await queue.submit(spec(name))).job_id for name in ("ok", "bad", "dropped")]
+    await queue.cancel(dropped)  # while pending: it never started
+    assert ended == [(dropped, "txt2img", "cancelled", False)]
+    await run_until_idle(queue, execute)
+    assert ended[1:] == [(ok, "txt2img", "completed", True), (bad, "txt2img", "failed", True)]
