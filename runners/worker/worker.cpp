@@ -1,18 +1,38 @@
 // sdcpp-worker: loads a model once (context flags as sd-cli spells them), then runs one generation per line read
-// on stdin, with progress and preview callbacks. No HTTP, no port.
+// on stdin, with progress and preview callbacks. No HTTP, no port. Answer lines alone go to stdout; everything else
+// (the library's and the examples' logs) goes to stderr, in sd-cli's format.
 //
-// Request line (JSON): {"job_id": "...", "mode": "img_gen"|"vid_gen", "args": [generation flags as sd-cli spells
-//   them], "output": "/job/image_%d.png" or "/job/video.webm", "preview": {"mode": "proj", "path": "...",
-//   "noisy": false}}.
-// Answer lines on stdout (JSON, one per line, tagged with the job id):
-//   {"type": "ready"} once loaded; {"type": "fatal", "error"} if loading failed (then exit 1);
-//   {"type": "progress", "job_id", "step", "steps", "time"}; {"type": "preview", "job_id", "step", "frames",
-//   "path", "is_noisy"} (the preview file is written whole, then renamed into place);
-//   {"type": "done", "job_id", "outputs": [...]} or {"type": "failed", "job_id", "error"};
-//   {"type": "error", "error", "job_id" (when the line had one)} for a line that is not a job: not JSON, not an
-//   object, a field missing or of the wrong type, an unknown field or mode (the worker goes on; nothing is filled
-//   in with a default). A job that throws answers "failed"; the process and its model stay up.
-// Everything else (the library's and the examples' logs) goes to stderr, in sd-cli's format.
+// BEGIN PROTOCOL (made from runners/worker.py by `python -m runners.worker`; a unit test checks it)
+// A job is one JSON object on one line of stdin (`?` marks a field that may be left out):
+// JobRequest {"job_id": string (not empty), "mode": "img_gen" | "vid_gen", "args": [string, ...], "output": string (not
+//       empty), "preview"?: PreviewRequest | null (default null)}
+//   One generation. A line that is not one (not JSON, not an object, a field missing, of the wrong type or unknown)
+//   is refused with an `error` answer: nothing is filled in with a default.
+//   - args: generation flags as sd-cli spells them
+//   - output: "<folder>/image_%d.png" or "<folder>/video.webm"
+// PreviewRequest {"mode": "proj" | "tae" | "vae", "path": string (not empty), "noisy"?: true | false (default false)}
+//   Write the running job's preview to `path` at each step (written whole, then renamed into place).
+//   - noisy: preview the noisy latent instead of the denoised one
+// Answers are JSON objects, one per line on stdout, told apart by their type:
+// Ready {"type": "ready"}
+//   The model is loaded; job lines are read from now on.
+// Fatal {"type": "fatal", "error": string}
+//   The model could not be loaded; the worker exits (code 1, or 2 for invalid model arguments).
+// Progress {"type": "progress", "job_id": string, "step": integer, "steps": integer, "time": number}
+//   A sampling step of the job finished.
+//   - time: seconds the step took
+// Preview {"type": "preview", "job_id": string, "step": integer, "frames": integer, "path": string, "is_noisy": true |
+//       false}
+//   A preview of the job was written to `path`.
+// Done {"type": "done", "job_id": string, "outputs": [string, ...]}
+//   The job finished; `outputs` are the files written.
+// Failed {"type": "failed", "job_id": string, "error": string}
+//   The job failed (bad arguments, an input that cannot be read, an exception); the model stays loaded.
+// LineError {"type": "error", "error": string, "job_id"?: string | null (default null)}
+//   A line was refused (see JobRequest); the worker reads the next one.
+//   - error: the field and the rule it broke
+//   - job_id: when the line had a string job_id
+// END PROTOCOL
 #include <unistd.h>
 
 #include <cstdio>
