@@ -2,7 +2,7 @@
 // on stdin, with progress and preview callbacks. No HTTP, no port. Answer lines alone go to stdout; everything else
 // (the library's and the examples' logs) goes to stderr, in sd-cli's format.
 //
-// BEGIN PROTOCOL (made from runners/worker.py by `python -m runners.worker`; a unit test checks it)
+// BEGIN PROTOCOL (made from runners/worker_protocol.py by `python -m runners.worker_protocol`; a unit test checks it)
 // A job is one JSON object on one line of stdin (`?` marks a field that may be left out):
 // JobRequest {"job_id": string (not empty), "mode": "img_gen" | "vid_gen", "args": [string, ...], "output": string (not
 //       empty), "preview"?: PreviewRequest | null (default null)}

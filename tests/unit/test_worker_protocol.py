@@ -1,4 +1,4 @@
-"""The worker protocol has one definition, the structs in runners/worker.py: worker.cpp's header comment is made
+"""The worker protocol has one definition, the structs in runners/worker_protocol.py: worker.cpp's header comment is made
 from them, and the fields and modes the C++ side accepts are theirs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import get_args
 
 import msgspec
 
-from runners.worker import (
+from runners.worker_protocol import (
     WORKER_SOURCE,
     JobRequest,
     Message,
@@ -20,7 +20,7 @@ from runners.worker import (
 
 def test_the_header_comment_is_made_from_the_structs() -> None:
     committed = committed_protocol_comment(WORKER_SOURCE.read_text())
-    assert committed == protocol_comment(), "run `python -m runners.worker` and commit worker.cpp"
+    assert committed == protocol_comment(), "run `python -m runners.worker_protocol` and commit worker.cpp"
 
 
 def cpp_set(name: str) -> set[str]:
