@@ -86,6 +86,7 @@ static void on_log(enum sd_log_level_t level, const char* text, void*) {
 }
 
 static void on_progress(int step, int steps, float time, void*) {
+    if (current.job_id.empty()) return;  // loading the model reports progress too: only a job's steps are answers
     emit({{"type", "progress"}, {"job_id", current.job_id}, {"step", step}, {"steps", steps}, {"time", time}});
 }
 
@@ -381,6 +382,7 @@ int main(int argc, const char* argv[]) {
         } catch (...) {
             emit({{"type", "failed"}, {"job_id", job.job_id}, {"error", "the job failed with an unknown exception"}});
         }
+        current = JobState{};  // between jobs, callbacks answer nothing
     }
     return 0;
 }
