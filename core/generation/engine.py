@@ -29,9 +29,10 @@ from core.models.upscaler import UpscalerManager
 from runners.options import build_server_body
 from runners.process import run_binary
 from runners.progress import Bar, Piece, ProgressTracker, SamplingStep
+from runners.resident_worker import ResidentWorker, WorkerFailed
 from runners.sdcli import CliMode, generation_args, generation_argv
 from runners.sdserver import ResidentServer, ServerFailed, ServerResult, decode_images
-from runners.worker import JobEvent, JobRequest, Preview, PreviewRequest, Progress, ResidentWorker, WorkerFailed
+from runners.worker_protocol import JobEvent, JobRequest, Preview, PreviewRequest, Progress
 
 IMAGE_NAME = "image_{}.png"
 VIDEO_NAME = "video.webm"  # VP8 WebM: written by sd.cpp itself, plays and seeks in browsers

@@ -27,8 +27,8 @@ from core.stored_values import ValueStore
 from runners.flags import build_argv
 from runners.options import CONTEXT_FLAGS, ContextOptions
 from runners.progress import Bar, LogLine, Piece
+from runners.resident_worker import ResidentWorker, WorkerFailed
 from runners.sdserver import ResidentServer, ServerFailed
-from runners.worker import ResidentWorker, WorkerFailed
 
 # The process that keeps a loaded model in memory: our worker when the backend has it, else sd-server.
 Resident = ResidentServer | ResidentWorker

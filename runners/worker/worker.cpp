@@ -1,16 +1,38 @@
 // sdcpp-worker: loads a model once (context flags as sd-cli spells them), then runs one generation per line read
-// on stdin, with progress and preview callbacks. No HTTP, no port.
+// on stdin, with progress and preview callbacks. No HTTP, no port. Answer lines alone go to stdout; everything else
+// (the library's and the examples' logs) goes to stderr, in sd-cli's format.
 //
-// Request line (JSON): {"job_id": "...", "mode": "img_gen"|"vid_gen", "args": [generation flags as sd-cli spells
-//   them], "output": "/job/image_%d.png" or "/job/video.webm", "preview": {"mode": "proj", "path": "...",
-//   "noisy": false}}.
-// Answer lines on stdout (JSON, one per line, tagged with the job id):
-//   {"type": "ready"} once loaded; {"type": "fatal", "error"} if loading failed (then exit 1);
-//   {"type": "progress", "job_id", "step", "steps", "time"}; {"type": "preview", "job_id", "step", "frames",
-//   "path", "is_noisy"} (the preview file is written whole, then renamed into place);
-//   {"type": "done", "job_id", "outputs": [...]} or {"type": "failed", "job_id", "error"};
-//   {"type": "error", "error"} for a line that is not a request (the worker goes on).
-// Everything else (the library's and the examples' logs) goes to stderr, in sd-cli's format.
+// BEGIN PROTOCOL (made from runners/worker_protocol.py by `python -m runners.worker_protocol`; a unit test checks it)
+// A job is one JSON object on one line of stdin (`?` marks a field that may be left out):
+// JobRequest {"job_id": string (not empty), "mode": "img_gen" | "vid_gen", "args": [string, ...], "output": string (not
+//       empty), "preview"?: PreviewRequest | null (default null)}
+//   One generation. A line that is not one (not JSON, not an object, a field missing, of the wrong type or unknown)
+//   is refused with an `error` answer: nothing is filled in with a default.
+//   - args: generation flags as sd-cli spells them
+//   - output: "<folder>/image_%d.png" or "<folder>/video.webm"
+// PreviewRequest {"mode": "proj" | "tae" | "vae", "path": string (not empty), "noisy"?: true | false (default false)}
+//   Write the running job's preview to `path` at each step (written whole, then renamed into place).
+//   - noisy: preview the noisy latent instead of the denoised one
+// Answers are JSON objects, one per line on stdout, told apart by their type:
+// Ready {"type": "ready"}
+//   The model is loaded; job lines are read from now on.
+// Fatal {"type": "fatal", "error": string}
+//   The model could not be loaded; the worker exits (code 1, or 2 for invalid model arguments).
+// Progress {"type": "progress", "job_id": string, "step": integer, "steps": integer, "time": number}
+//   A sampling step of the job finished.
+//   - time: seconds the step took
+// Preview {"type": "preview", "job_id": string, "step": integer, "frames": integer, "path": string, "is_noisy": true |
+//       false}
+//   A preview of the job was written to `path`.
+// Done {"type": "done", "job_id": string, "outputs": [string, ...]}
+//   The job finished; `outputs` are the files written.
+// Failed {"type": "failed", "job_id": string, "error": string}
+//   The job failed (bad arguments, an input that cannot be read, an exception); the model stays loaded.
+// LineError {"type": "error", "error": string, "job_id"?: string | null (default null)}
+//   A line was refused (see JobRequest); the worker reads the next one.
+//   - error: the field and the rule it broke
+//   - job_id: when the line had a string job_id
+// END PROTOCOL
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,6 +41,7 @@
 #include <iostream>
 #include <mutex>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,6 +86,7 @@ static void on_log(enum sd_log_level_t level, const char* text, void*) {
 }
 
 static void on_progress(int step, int steps, float time, void*) {
+    if (current.job_id.empty()) return;  // loading the model reports progress too: only a job's steps are answers
     emit({{"type", "progress"}, {"job_id", current.job_id}, {"step", step}, {"steps", steps}, {"time", time}});
 }
 
@@ -194,15 +218,73 @@ static bool save(const SDContextParams& ctx, const SDGenerationParams& gen, SDMo
     return !written.empty();
 }
 
-static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const json& request) {
-    current          = JobState{};
-    current.job_id   = request.value("job_id", "");
-    last_error.clear();
-    SDMode mode = request.value("mode", "img_gen") == "vid_gen" ? VID_GEN : IMG_GEN;
+// A job line, checked: every field present with its type, nothing else (see the protocol above).
+struct JobLine {
+    std::string job_id;
+    SDMode mode = IMG_GEN;
+    std::vector<std::string> args;
+    std::string output;
+    preview_t preview = PREVIEW_NONE;
+    std::string preview_path;
+    bool preview_noisy = false;
+};
 
-    std::vector<std::string> args = request.value("args", std::vector<std::string>{});
+// Returns what is wrong with the line (the field and the rule), or "" when it is a job: nothing is filled in with
+// a default the sender did not mean.
+static std::string check_job(const json& line, JobLine& job) {
+    static const std::set<std::string> fields = {"job_id", "mode", "args", "output", "preview"};
+    for (auto it = line.begin(); it != line.end(); ++it) {
+        if (fields.count(it.key()) == 0) return "unknown field '" + it.key() + "'";
+    }
+    auto text = [](const json& object, const std::string& name, std::string& into) -> std::string {
+        if (!object.contains(name)) return "'" + name + "' is missing";
+        if (!object[name].is_string()) return "'" + name + "' must be a string";
+        into = object[name].get<std::string>();
+        if (into.empty()) return "'" + name + "' must not be empty";
+        return "";
+    };
+    std::string why, mode, preview_mode;
+    if (!(why = text(line, "job_id", job.job_id)).empty()) return why;
+    if (!(why = text(line, "mode", mode)).empty()) return why;
+    if (mode != "img_gen" && mode != "vid_gen") return "'mode' must be \"img_gen\" or \"vid_gen\", not \"" + mode + "\"";
+    job.mode = mode == "vid_gen" ? VID_GEN : IMG_GEN;
+    if (!line.contains("args")) return "'args' is missing";
+    if (!line["args"].is_array()) return "'args' must be a list of strings";
+    for (size_t i = 0; i < line["args"].size(); ++i) {
+        if (!line["args"][i].is_string()) return "'args' must be a list of strings (item " + std::to_string(i) + " is not)";
+        job.args.push_back(line["args"][i].get<std::string>());
+    }
+    if (!(why = text(line, "output", job.output)).empty()) return why;
+    if (!line.contains("preview") || line["preview"].is_null()) return "";
+    const json& preview = line["preview"];
+    if (!preview.is_object()) return "'preview' must be an object or null";
+    static const std::set<std::string> preview_fields = {"mode", "path", "noisy"};
+    for (auto it = preview.begin(); it != preview.end(); ++it) {
+        if (preview_fields.count(it.key()) == 0) return "unknown field 'preview." + it.key() + "'";
+    }
+    if (!preview.contains("mode") || !preview["mode"].is_string()) return "'preview.mode' must be a string";
+    preview_mode = preview["mode"].get<std::string>();
+    job.preview  = preview_mode == "proj" ? PREVIEW_PROJ : preview_mode == "tae" ? PREVIEW_TAE
+                 : preview_mode == "vae"  ? PREVIEW_VAE  : PREVIEW_COUNT;
+    if (job.preview == PREVIEW_COUNT) {
+        return "'preview.mode' must be \"proj\", \"tae\" or \"vae\", not \"" + preview_mode + "\"";
+    }
+    if (!(why = text(preview, "path", job.preview_path)).empty()) return "'preview." + why.substr(1);
+    if (preview.contains("noisy")) {
+        if (!preview["noisy"].is_boolean()) return "'preview.noisy' must be true or false";
+        job.preview_noisy = preview["noisy"].get<bool>();
+    }
+    return "";
+}
+
+static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const JobLine& job) {
+    current        = JobState{};
+    current.job_id = job.job_id;
+    last_error.clear();
+    SDMode mode = job.mode;
+
     std::vector<const char*> argv = {"sdcpp-worker"};
-    for (const auto& arg : args) argv.push_back(arg.c_str());
+    for (const auto& arg : job.args) argv.push_back(arg.c_str());
     SDGenerationParams gen;
     std::vector<ArgOptions> options = {gen.get_options()};
     if (!parse_options((int)argv.size(), argv.data(), options) ||
@@ -212,18 +294,9 @@ static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const json& reques
         return;
     }
 
-    preview_t preview   = PREVIEW_NONE;
-    bool noisy          = false;
-    if (request.contains("preview") && request["preview"].is_object()) {
-        const json& wanted   = request["preview"];
-        std::string method   = wanted.value("mode", "none");
-        preview              = method == "proj" ? PREVIEW_PROJ : method == "tae" ? PREVIEW_TAE
-                             : method == "vae"  ? PREVIEW_VAE  : PREVIEW_NONE;
-        current.preview_path = wanted.value("path", "");
-        noisy                = wanted.value("noisy", false);
-        current.preview_fps  = std::max(1, gen.fps / (preview == PREVIEW_PROJ ? 4 : 1));
-    }
-    sd_set_preview_callback(on_preview, preview, 1, !noisy, noisy, nullptr);
+    current.preview_path = job.preview_path;
+    current.preview_fps  = std::max(1, gen.fps / (job.preview == PREVIEW_PROJ ? 4 : 1));
+    sd_set_preview_callback(on_preview, job.preview, 1, !job.preview_noisy, job.preview_noisy, nullptr);
 
     if (!load_inputs(gen)) {
         emit({{"type", "failed"}, {"job_id", current.job_id}, {"error", last_error}});
@@ -248,7 +321,7 @@ static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const json& reques
         results.adopt(frames, count);
     }
     json written = json::array();
-    if (!results || !save(ctx, gen, mode, results.data(), count, request.value("output", "output_%d.png"), written)) {
+    if (!results || !save(ctx, gen, mode, results.data(), count, job.output, written)) {
         emit({{"type", "failed"}, {"job_id", current.job_id},
               {"error", last_error.empty() ? "generate failed" : last_error}});
         return;
@@ -293,7 +366,23 @@ int main(int argc, const char* argv[]) {
             emit({{"type", "error"}, {"error", "a request line must be a JSON object"}});
             continue;
         }
-        run(sd_ctx.get(), ctx, request);
+        JobLine job;
+        std::string wrong = check_job(request, job);
+        if (!wrong.empty()) {
+            json answer = {{"type", "error"}, {"error", "refused: " + wrong}};
+            if (request.contains("job_id") && request["job_id"].is_string()) answer["job_id"] = request["job_id"];
+            emit(answer);
+            continue;
+        }
+        // A job that throws (a folder that cannot be listed, a library error) fails alone: the model stays loaded.
+        try {
+            run(sd_ctx.get(), ctx, job);
+        } catch (const std::exception& error) {
+            emit({{"type", "failed"}, {"job_id", job.job_id}, {"error", std::string("the job failed: ") + error.what()}});
+        } catch (...) {
+            emit({{"type", "failed"}, {"job_id", job.job_id}, {"error", "the job failed with an unknown exception"}});
+        }
+        current = JobState{};  // between jobs, callbacks answer nothing
     }
     return 0;
 }

@@ -1,13 +1,12 @@
 """The resident worker (`sdcpp-worker`, ours, built with sd-cli and sd-server): loaded models run on it, previews
 included, without reloading; its outputs equal sd-cli's; batch and step counts beyond sd-server's caps; cancel;
-a killed worker fails its job and the next one runs; a malformed request line is answered and ignored."""
+a killed worker fails its job and the next one runs. The line protocol itself: test_worker_protocol.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pytest
 from PIL import Image
 from websockets.sync.client import connect
 
-from core.settings import load_settings
 from tests.conftest import TINY_LOAD
 from tests.support import ServerProcess, running_server_with, sd_processes, wait_for_job, wait_until
 
@@ -142,32 +140,3 @@ def test_a_killed_worker_fails_its_job_and_the_next_runs(loaded: httpx.Client, s
         run(loaded, {"prompt": "after", "width": 64, "height": 64, "steps": 2, "preview": False})["status"]
         == "completed"
     )
-
-
-def test_the_worker_answers_and_ignores_a_malformed_line(tiny_models_dir: Path, tmp_path: Path) -> None:
-    worker = Path(load_settings().selected_backend().sd_worker)
-    models = tiny_models_dir
-    argv = [
-        str(worker),
-        "--diffusion-model",
-        str(models / "diffusion_models" / TINY_LOAD["model_name"]),
-        "--llm",
-        str(models / "llm" / TINY_LOAD["llm"]),
-        "--taesd",
-        str(models / "taesd" / TINY_LOAD["taesd"]),
-    ]
-    request = {
-        "job_id": "j1",
-        "mode": "img_gen",
-        "args": ["--prompt", "cat", "-W", "64", "-H", "64", "--steps", "2"],
-        "output": str(tmp_path / "out_%d.png"),
-    }
-    lines = "this is not json\n[1, 2]\n" + json.dumps(request) + "\n"
-    result = subprocess.run(argv, input=lines, capture_output=True, text=True, timeout=120)
-    messages = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [m["type"] for m in messages if m["type"] != "progress"] == ["ready", "error", "error", "done"], (
-        result.stdout
-    )
-    assert messages[-1] == {"type": "done", "job_id": "j1", "outputs": [str(tmp_path / "out_0.png")]}
-    assert Image.open(tmp_path / "out_0.png").size == (64, 64)
-    assert result.returncode == 0 and "[INFO ]" in result.stderr  # logs on stderr, protocol alone on stdout

@@ -1,11 +1,12 @@
-"""Our resident worker (`sdcpp-worker`, built from runners/worker/): loads a model once, then runs one
-generation per JSON line on stdin and answers with JSON lines on stdout (progress, previews, done or failed),
-tagged with the job id. Its logs, in sd-cli's format, come on stderr.
+"""Supervision of our resident worker (`sdcpp-worker`, built from runners/worker/): it loads a model once, then runs
+one generation per JSON line on stdin and answers with JSON lines on stdout (progress, previews, done or failed),
+tagged with the job id; the lines are runners/worker_protocol.py's structs. Its logs, in sd-cli's format, come on
+stderr.
 
 One job runs at a time. The library offers no way to stop a generation, so cancelling one ends the process; the
 owner starts a new worker for the next job (the model loads again). A worker that prints nothing for
-`stall_timeout_s` while a job runs is killed and the job fails saying so; a line that is not a known message is
-logged and ignored.
+`stall_timeout_s` while a job runs is killed and the job fails saying so; a job line the worker refuses fails that
+job; a line that is not a known message is logged and ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import anyio
 import msgspec
@@ -23,6 +23,18 @@ from anyio.abc import Process, TaskStatus
 from runners.process import pump_lines, spawn, stop_process
 from runners.progress import LogLine, classify
 from runners.resident import ResidentProcess
+from runners.worker_protocol import (
+    Done,
+    Failed,
+    Fatal,
+    JobEvent,
+    JobRequest,
+    LineError,
+    Message,
+    Preview,
+    Progress,
+    Ready,
+)
 
 log = logging.getLogger("sdcpp_restapi.runners")
 WORKER_BINARY = "sdcpp-worker"
@@ -32,67 +44,8 @@ class WorkerFailed(RuntimeError):
     """The worker could not start, died, stalled, or failed a job; the message says why."""
 
 
-# ----------------------------------------------------------------------------------------------- protocol
-
-
-class PreviewRequest(msgspec.Struct):
-    mode: Literal["proj", "tae", "vae"]
-    path: str
-    noisy: bool = False
-
-
-class JobRequest(msgspec.Struct, omit_defaults=True):
-    job_id: str
-    mode: Literal["img_gen", "vid_gen"]
-    args: list[str]  # generation flags as sd-cli spells them
-    output: str  # "<folder>/image_%d.png" or "<folder>/video.webm"
-    preview: PreviewRequest | None = None
-
-
-class Ready(msgspec.Struct, tag="ready", tag_field="type"):
-    pass
-
-
-class Fatal(msgspec.Struct, tag="fatal", tag_field="type"):
-    error: str
-
-
-class Progress(msgspec.Struct, tag="progress", tag_field="type"):
-    job_id: str
-    step: int
-    steps: int
-    time: float = 0.0
-
-
-class Preview(msgspec.Struct, tag="preview", tag_field="type"):
-    job_id: str
-    step: int
-    frames: int
-    path: str
-    is_noisy: bool = False
-
-
-class Done(msgspec.Struct, tag="done", tag_field="type"):
-    job_id: str
-    outputs: list[str]
-
-
-class Failed(msgspec.Struct, tag="failed", tag_field="type"):
-    job_id: str
-    error: str
-
-
-class LineError(msgspec.Struct, tag="error", tag_field="type"):
-    error: str
-
-
-Message = Ready | Fatal | Progress | Preview | Done | Failed | LineError
-JobEvent = Progress | Preview
 _decode = msgspec.json.Decoder(Message).decode
 _encode = msgspec.json.Encoder().encode
-
-
-# -------------------------------------------------------------------------------------------- supervision
 
 
 class ResidentWorker(ResidentProcess):
@@ -121,6 +74,8 @@ class ResidentWorker(ResidentProcess):
             self._fatal = message.error
         elif isinstance(message, LineError):
             log.warning("sdcpp-worker refused a request line: %s", message.error)
+            if self._busy.locked():  # our job's line was refused: the job fails instead of waiting for a stall
+                self._messages.send_nowait(message)
         else:
             self._messages.send_nowait(message)
 
@@ -215,6 +170,9 @@ class ResidentWorker(ResidentProcess):
                     if isinstance(message, Failed):
                         healthy = True  # the job failed; the worker goes on
                         raise WorkerFailed(message.error)
+                    if isinstance(message, LineError):
+                        healthy = True  # the line was refused; the worker goes on
+                        raise WorkerFailed(f"the worker refused the job: {message.error}")
                     if isinstance(message, (Progress, Preview)):
                         on_event(message)
             finally:

@@ -1,0 +1,235 @@
+"""The real `sdcpp-worker`, driven line by line as ResidentWorker drives it: every answer decodes strictly as
+runners/worker_protocol.py's structs (no unknown, missing or mistyped field), a malformed job line is refused
+with an `error` naming the field and the rule, a job that fails or throws answers `failed`, and after each the
+same process, its model still loaded, runs the next job."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import msgspec
+import pytest
+from PIL import Image
+
+from core.settings import load_settings
+from runners.resident_worker import ResidentWorker, WorkerFailed
+from runners.worker_protocol import (
+    Done,
+    Failed,
+    Fatal,
+    JobEvent,
+    JobRequest,
+    LineError,
+    Message,
+    Preview,
+    PreviewRequest,
+    Progress,
+    Ready,
+)
+from tests.conftest import TINY_LOAD
+
+pytestmark = pytest.mark.integration
+ANSWER_TIMEOUT_S = 120.0
+
+
+def decode_strictly(line: str) -> Message:
+    """The answer as a struct; fails unless the line holds exactly the struct's fields, each of its type."""
+    message = msgspec.json.decode(line, type=Message)
+    assert msgspec.to_builtins(message) == json.loads(line), f"fields differ from {type(message).__name__}: {line}"
+    return message
+
+
+def load_argv(models: Path) -> list[str]:
+    return [
+        load_settings().selected_backend().sd_worker,
+        "--diffusion-model",
+        str(models / "diffusion_models" / TINY_LOAD["model_name"]),
+        "--llm",
+        str(models / "llm" / TINY_LOAD["llm"]),
+        "--taesd",
+        str(models / "taesd" / TINY_LOAD["taesd"]),
+    ]
+
+
+class Worker:
+    """One `sdcpp-worker` process; its stdout lines are read on a thread so that a read can time out."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.log_path = log
+        self.log = log.open("w")
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        assert self.process.stdout is not None
+        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+
+    def _read(self, stdout: IO[str]) -> None:
+        for line in stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def answer(self) -> Message:
+        line = self.lines.get(timeout=ANSWER_TIMEOUT_S)
+        assert line is not None, f"the worker exited with code {self.process.wait()}"
+        return decode_strictly(line)
+
+    def run(self, job: JobRequest) -> list[Message]:
+        """The job's answers, up to and including its `done` or `failed`."""
+        self.send(msgspec.json.encode(job).decode())
+        answers = [self.answer()]
+        while not isinstance(answers[-1], (Done, Failed, LineError)):
+            answers.append(self.answer())
+        return answers
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    started = Worker(load_argv(tiny_models_dir), tmp_path_factory.mktemp("worker-protocol") / "stderr.log")
+    try:
+        assert isinstance(started.answer(), Ready)
+        yield started
+    finally:
+        started.close()
+    assert started.process.returncode == 0  # stdin closed: the worker ends on its own
+
+
+def good_job(folder: Path, job_id: str, **changes: Any) -> JobRequest:
+    folder.mkdir(parents=True, exist_ok=True)
+    job = JobRequest(
+        job_id=job_id,
+        mode="img_gen",
+        args=["--prompt", "a cat", "-W", "64", "-H", "64", "--steps", "2", "--seed", "7"],
+        output=str(folder / f"{job_id}_%d.png"),
+    )
+    return msgspec.structs.replace(job, **changes)
+
+
+def assert_runs_a_good_job(worker: Worker, pid: int, folder: Path, job_id: str) -> None:
+    answers = worker.run(good_job(folder, job_id))
+    assert answers[-1] == Done(job_id, [str(folder / f"{job_id}_0.png")]), answers
+    assert Image.open(folder / f"{job_id}_0.png").size == (64, 64)
+    assert worker.process.pid == pid and worker.process.poll() is None  # the same process, still up
+
+
+def test_a_job_answers_progress_previews_and_done(worker: Worker, tmp_path: Path) -> None:
+    preview = tmp_path / "preview.png"
+    job = good_job(tmp_path, "good", preview=PreviewRequest(mode="proj", path=str(preview)))
+    answers = worker.run(job)
+    progress = [a for a in answers if isinstance(a, Progress)]
+    previews = [a for a in answers if isinstance(a, Preview)]
+    assert [(p.job_id, p.step, p.steps) for p in progress] == [("good", 0, 2), ("good", 1, 2), ("good", 2, 2)]
+    assert previews and all(p.job_id == "good" and p.path == str(preview) and p.frames == 1 for p in previews)
+    assert Image.open(preview).size == (8, 8)  # a proj preview is latent-sized: an eighth of the image
+    assert answers[-1] == Done("good", [str(tmp_path / "good_0.png")])
+    assert "[INFO ]" in worker.log_path.read_text()  # logs go to stderr, answers alone to stdout
+
+
+def job_line(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    line: dict[str, Any] = msgspec.to_builtins(good_job(tmp_path, "bad"))
+    line.update(changes)
+    return {key: value for key, value in line.items() if value is not msgspec.UNSET}
+
+
+MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
+    ("not JSON", "this is not json", "not a JSON request line"),
+    ("not an object", "[1, 2]", "a request line must be a JSON object"),
+    ("no job_id", {"job_id": msgspec.UNSET}, "'job_id' is missing"),
+    ("a number as job_id", {"job_id": 5}, "'job_id' must be a string"),
+    ("an empty job_id", {"job_id": ""}, "'job_id' must not be empty"),
+    ("no mode", {"mode": msgspec.UNSET}, "'mode' is missing"),
+    ("an unknown mode", {"mode": "txt2img"}, '\'mode\' must be "img_gen" or "vid_gen", not "txt2img"'),
+    ("args as one string", {"args": "--prompt cat"}, "'args' must be a list of strings"),
+    ("a number in args", {"args": ["--steps", 2]}, "'args' must be a list of strings (item 1 is not)"),
+    ("no output", {"output": msgspec.UNSET}, "'output' is missing"),
+    ("output as a list", {"output": ["a.png"]}, "'output' must be a string"),
+    ("an unknown field", {"seed": 7}, "unknown field 'seed'"),
+    ("preview as a string", {"preview": "proj"}, "'preview' must be an object or null"),
+    ("no preview mode", {"preview": {"path": "p.png"}}, "'preview.mode' must be a string"),
+    ("an unknown preview mode", {"preview": {"mode": "fancy", "path": "p.png"}}, "'preview.mode' must be \"proj\""),
+    ("no preview path", {"preview": {"mode": "proj"}}, "'preview.path' is missing"),
+    ("a number as preview path", {"preview": {"mode": "proj", "path": 3}}, "'preview.path' must be a string"),
+    ("noisy as a string", {"preview": {"mode": "proj", "path": "p.png", "noisy": "yes"}}, "'preview.noisy' must be"),
+    ("an unknown preview field", {"preview": {"mode": "proj", "path": "p.png", "fps": 4}}, "'preview.fps'"),
+]
+
+
+@pytest.mark.parametrize(("wrong", "line", "error"), MALFORMED, ids=[case[0] for case in MALFORMED])
+def test_a_malformed_line_is_refused_and_the_worker_goes_on(
+    worker: Worker, tmp_path: Path, wrong: str, line: dict[str, Any] | str, error: str
+) -> None:
+    pid = worker.process.pid
+    worker.send(line if isinstance(line, str) else json.dumps(job_line(tmp_path, **line)))
+    answer = worker.answer()
+    assert isinstance(answer, LineError), answer
+    assert error in answer.error, (wrong, answer.error)
+    sent_job_id = line.get("job_id", "bad") if isinstance(line, dict) else None
+    assert answer.job_id == (sent_job_id if isinstance(sent_job_id, str) else None)  # echoed when it is a string
+    assert not list(tmp_path.glob("bad_*.png"))  # nothing ran
+    assert_runs_a_good_job(worker, pid, tmp_path, "after")
+
+
+FAILING: list[tuple[str, list[str], str]] = [
+    ("an unknown flag", ["--no-such-flag"], "invalid generation arguments"),
+    ("a missing input image", ["--init-img", "/nonexistent/in.png"], "load image from '/nonexistent/in.png' failed"),
+    ("a folder that cannot be listed (an exception)", ["--pm-id-images-dir", "/nonexistent"], "the job failed: "),
+]
+
+
+@pytest.mark.parametrize(("why", "args", "error"), FAILING, ids=[case[0] for case in FAILING])
+def test_a_failing_job_fails_alone_and_the_model_stays_loaded(
+    worker: Worker, tmp_path: Path, why: str, args: list[str], error: str
+) -> None:
+    pid = worker.process.pid
+    job = good_job(tmp_path, "doomed")
+    answers = worker.run(msgspec.structs.replace(job, args=[*job.args, *args]))
+    assert isinstance(answers[-1], Failed) and answers[-1].job_id == "doomed", answers
+    assert error in answers[-1].error, (why, answers[-1].error)
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-failure")
+
+
+def test_a_model_that_cannot_load_is_fatal(tiny_models_dir: Path, tmp_path: Path) -> None:
+    argv = load_argv(tiny_models_dir)
+    argv[argv.index("--diffusion-model") + 1] = str(tmp_path / "missing.safetensors")
+    broken = Worker(argv, tmp_path / "stderr.log")
+    answer = broken.answer()
+    assert isinstance(answer, Fatal) and answer.error, answer
+    assert broken.lines.get(timeout=ANSWER_TIMEOUT_S) is None  # nothing after it: the worker exits
+    assert broken.process.wait(timeout=30) in (1, 2)
+    broken.close()
+
+
+def test_resident_worker_fails_a_refused_job_at_once_and_goes_on(tiny_models_dir: Path, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        resident = ResidentWorker(load_argv(tiny_models_dir), ready_timeout_s=120, stall_timeout_s=120)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(resident.run)
+            assert resident.process is not None
+            pid = resident.process.pid
+            with anyio.fail_after(30), pytest.raises(WorkerFailed, match="refused the job: refused: 'job_id' must not"):
+                await resident.generate(good_job(tmp_path, ""), lambda event: None)  # not after the stall timeout
+            events: list[JobEvent] = []
+            outputs = await resident.generate(good_job(tmp_path, "next"), events.append)
+            assert outputs == [str(tmp_path / "next_0.png")] and events
+            assert resident.alive and resident.process.pid == pid
+            await resident.stop()
+
+    anyio.run(scenario)
