@@ -24,7 +24,7 @@ def response_counter(counted: ServiceMetrics) -> BeforeMessageSendHookHandler:
     """A before-send hook counting each HTTP response as it starts: refusals (401, 403) and 404s included, under
     the route's path template (`/queue/{job_id}`), never the raw path."""
 
-    def count(message: Message, scope: Scope) -> None:
+    async def count(message: Message, scope: Scope) -> None:  # async: a sync hook would run in a thread per message
         if message["type"] == "http.response.start" and scope["type"] == ScopeType.HTTP:
             template = scope.get("path_template") or None
             counted.http_request(scope["method"], template, message["status"])
