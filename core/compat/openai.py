@@ -4,6 +4,7 @@ moderation, user) are accepted and ignored; `model` selects one of our models wh
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import time
@@ -16,6 +17,7 @@ from PIL import Image
 from core.compat.sd_server import extract_extra_args
 from core.errors import BadRequest
 from core.generation.defaults import default_size
+from core.generation.input_images import decode_image
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from core.models.architecture import Architecture
 from core.request_types import Request, describe_validation_error
@@ -148,6 +150,39 @@ def to_request(
         return msgspec.convert(fields, Img2ImgRequest if init_image is not None else Txt2ImgRequest)
     except msgspec.ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None
+
+
+def _transparent(image: Image.Image) -> Image.Image:
+    """White where the image is fully transparent (alpha 0), black elsewhere: sd.cpp's mask (white = repaint)."""
+    return image.getchannel("A").point([255] + [0] * 255)
+
+
+def edit_mask(image: str, mask: str | None, max_bytes: int, max_pixels: int) -> str | None:
+    """sd.cpp's mask (white = repaint, black = keep, as a base64 PNG) with OpenAI's meaning: the mask's fully
+    transparent pixels (alpha 0) are the area to edit, and without a mask the image's own transparent pixels are;
+    None when there is no mask and the image has no transparent pixel (the whole image is edited). A mask without
+    transparent pixels (opaque, or with no alpha channel) or of another size than the image is refused. Blocking."""
+    source = decode_image(image, "image", max_bytes, max_pixels, "RGBA")
+    if mask is None:
+        edited = _transparent(source)
+        if edited.getextrema()[1] == 0:
+            return None
+    else:
+        given = decode_image(mask, "mask", max_bytes, max_pixels, "RGBA")
+        if given.size != source.size:
+            raise BadRequest(
+                f"mask: is {given.width}x{given.height} but the image is {source.width}x{source.height};"
+                " they must be the same size"
+            )
+        edited = _transparent(given)
+        if edited.getextrema()[1] == 0:
+            raise BadRequest(
+                "mask: has no fully transparent pixels; the area to edit is where the mask's alpha is 0"
+                " (a PNG with an alpha channel)"
+            )
+    buffer = io.BytesIO()
+    edited.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def encode(data: bytes, output_format: OutputFormat, compression: int) -> bytes:

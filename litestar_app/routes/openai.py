@@ -25,6 +25,7 @@ from core.compat.openai import (
     OutputFormat,
     StreamEvent,
     Usage,
+    edit_mask,
     encode,
     error_body,
     now,
@@ -153,7 +154,11 @@ async def _upload_b64(upload: object, field: str) -> str:
     return base64.b64encode(await upload.read()).decode("ascii")
 
 
-@post("/images/edits", status_code=200, summary="OpenAI images.edit (multipart): img2img, with a mask when given")
+@post(
+    "/images/edits",
+    status_code=200,
+    summary="OpenAI images.edit (multipart): img2img; the mask's (or image's) transparent pixels are edited",
+)
 async def edits(request: Request, service: Service) -> Response[ImagesResponse] | ServerSentEvent:
     form = await request.form()
     uploads = [*form.getall("image[]", []), *form.getall("image", [])]
@@ -165,7 +170,11 @@ async def edits(request: Request, service: Service) -> Response[ImagesResponse] 
     except msgspec.ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None
     images = [await _upload_b64(upload, "image") for upload in uploads]
-    mask = await _upload_b64(form["mask"], "mask") if "mask" in form else None
+    sent_mask = await _upload_b64(form["mask"], "mask") if "mask" in form else None
+    limits = service.settings.limits
+    mask = await anyio.to_thread.run_sync(
+        edit_mask, images[0], sent_mask, limits.max_image_bytes, limits.max_image_pixels
+    )
     await _choose_model(service, options.model)
     loaded = service.models.require_loaded()
     generation = to_request(

@@ -71,7 +71,7 @@ def test_random_seed_is_reported_as_used(api: webuiapi.WebUIApi) -> None:
     assert result.info["seed"] >= 0 and len(result.images) == 1
 
 
-def test_img2img_with_a_mask(api: webuiapi.WebUIApi) -> None:
+def test_img2img_with_a_mask(api: webuiapi.WebUIApi, server: ServerProcess) -> None:
     init = Image.new("RGB", (64, 64), (10, 200, 30))
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
@@ -86,6 +86,10 @@ def test_img2img_with_a_mask(api: webuiapi.WebUIApi) -> None:
         seed=7,
     )
     assert [image.size for image in result.images] == [(64, 64)] and result.info["denoising_strength"] == 0.6
+    # inpainting_mask_invert: sd.cpp (white = repaint) gets the sent mask turned around, pixel by pixel.
+    job = httpx.get(server.url + "/queue", params={"search": "a frog"}).json()["items"][0]
+    stored = Image.open(server.output_dir / job["job_id"] / job["params"]["mask_image_base64"]["path"]).convert("L")
+    assert stored.tobytes() == bytes(255 - value for value in mask.tobytes())
 
 
 def test_set_model_switches_between_two_models(api: webuiapi.WebUIApi, server: ServerProcess) -> None:

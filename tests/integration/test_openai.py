@@ -71,18 +71,78 @@ def test_generate_url_and_jpeg(client: openai.OpenAI) -> None:
     assert decoded(jpeg.data[0].b64_json).format == "JPEG" and jpeg.output_format == "jpeg"
 
 
-def test_edit_with_a_mask(client: openai.OpenAI) -> None:
-    mask = Image.new("L", (64, 64), 0)
-    mask.paste(255, (0, 0, 32, 64))
+def stored_mask(server: ServerProcess, prompt: str) -> Image.Image | None:
+    """The mask file the job handed to sd.cpp (white = repaint), found through the job's params."""
+    jobs = httpx.get(
+        server.url + "/queue", params={"search": prompt}, headers={"Authorization": f"Bearer {KEY}"}
+    ).json()["items"]
+    assert [(job["type"], job["status"]) for job in jobs] == [("img2img", "completed")]
+    saved = jobs[0]["params"]["mask_image_base64"]
+    return None if saved is None else Image.open(server.output_dir / jobs[0]["job_id"] / saved["path"]).convert("L")
+
+
+def half_transparent(size: tuple[int, int]) -> Image.Image:
+    """Transparent black on the left half, opaque white on the right: its brightness says the opposite of its alpha."""
+    image = Image.new("RGBA", size, (255, 255, 255, 255))
+    image.paste((0, 0, 0, 0), (0, 0, size[0] // 2, size[1]))
+    return image
+
+
+def as_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    mask.save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def repainted(mask: Image.Image) -> set[tuple[int, int]]:
+    return {(x, y) for x in range(mask.width) for y in range(mask.height) if mask.getpixel((x, y)) == 255}
+
+
+def test_edit_repaints_where_the_mask_is_transparent(client: openai.OpenAI, server: ServerProcess) -> None:
     result = client.images.edit(
         image=("frog.png", png((64, 64)), "image/png"),
-        mask=("mask.png", buffer.getvalue(), "image/png"),
+        mask=("mask.png", as_png(half_transparent((64, 64))), "image/png"),
         prompt="a frog wearing a hat",
         size="64x64",
     )
     assert decoded(result.data[0].b64_json).size == (64, 64)
+    mask = stored_mask(server, "a frog wearing a hat")
+    assert mask is not None and mask.size == (64, 64)
+    assert {value for _, value in mask.getcolors() or []} == {0, 255}
+    assert repainted(mask) == {(x, y) for x in range(32) for y in range(64)}  # exactly the transparent half
+
+
+def test_edit_without_a_mask_uses_the_images_transparency(client: openai.OpenAI, server: ServerProcess) -> None:
+    image = half_transparent((64, 64))
+    image.paste((10, 200, 30, 255), (32, 0, 64, 64))
+    client.images.edit(image=("cutout.png", as_png(image), "image/png"), prompt="a transparent cutout", size="64x64")
+    mask = stored_mask(server, "a transparent cutout")
+    assert mask is not None and repainted(mask) == {(x, y) for x in range(32) for y in range(64)}
+    client.images.edit(image=("opaque.png", png((64, 64)), "image/png"), prompt="an opaque whole", size="64x64")
+    assert stored_mask(server, "an opaque whole") is None  # sd.cpp repaints everything
+
+
+def test_edit_refuses_masks_without_transparency_or_of_another_size(client: openai.OpenAI) -> None:
+    grey = Image.new("L", (64, 64), 0)
+    grey.paste(255, (0, 0, 32, 64))
+    opaque = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    for mask in (grey, opaque):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.images.edit(
+                image=("frog.png", png((64, 64)), "image/png"),
+                mask=("mask.png", as_png(mask), "image/png"),
+                prompt="refused mask",
+                size="64x64",
+            )
+        assert refused.value.param == "mask" and "transparent" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as sized:
+        client.images.edit(
+            image=("frog.png", png((64, 64)), "image/png"),
+            mask=("mask.png", as_png(half_transparent((32, 64))), "image/png"),
+            prompt="refused mask",
+            size="64x64",
+        )
+    assert sized.value.param == "mask" and "same size" in sized.value.message
 
 
 def test_streaming_sends_partial_images_then_the_result(client: openai.OpenAI) -> None:
