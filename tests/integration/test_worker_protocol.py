@@ -19,6 +19,8 @@ import pytest
 from PIL import Image
 
 from core.settings import load_settings
+from runners.flags import build_argv
+from runners.options import CONTEXT_FLAGS, ContextOptions
 from runners.resident_worker import ResidentWorker, WorkerFailed
 from runners.worker_protocol import (
     Done,
@@ -47,15 +49,12 @@ def decode_strictly(line: str) -> Message:
 
 
 def load_argv(models: Path) -> list[str]:
-    return [
-        load_settings().selected_backend().sd_worker,
-        "--diffusion-model",
-        str(models / "diffusion_models" / TINY_LOAD["model_name"]),
-        "--llm",
-        str(models / "llm" / TINY_LOAD["llm"]),
-        "--taesd",
-        str(models / "taesd" / TINY_LOAD["taesd"]),
-    ]
+    context = ContextOptions(
+        diffusion=str(models / "diffusion_models" / TINY_LOAD["model_name"]),
+        llm=str(models / "llm" / TINY_LOAD["llm"]),
+        taesd=str(models / "taesd" / TINY_LOAD["taesd"]),
+    )
+    return [load_settings().selected_backend().sd_worker, *build_argv(CONTEXT_FLAGS, context)]
 
 
 class Worker:
