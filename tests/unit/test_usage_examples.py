@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from core.generation.defaults import resolve_defaults
-from core.generation.engine import flag_source, with_load_defaults
+from core.generation.engine import generation_options
 from core.generation.limits import Limits
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.generation.specs import GENERATION_JOBS
@@ -390,10 +390,10 @@ def built(example: UsageExample, root: Path) -> tuple[list[str], list[str], dict
     submitter = GenerationSubmitter(SimpleNamespace(output_root=root), None, None, None, Limits())  # type: ignore[arg-type]
     stored, inputs = anyio.run(submitter._with_inputs, request, "job")
     job = GENERATION_JOBS[example.job_type](request=stored, inputs=inputs, default_sources=sources)
-    fields = with_load_defaults(flag_source(job, root / "job"), load.options)
+    options = generation_options(job, root / "job", load.options)
     mode: Literal["img_gen", "vid_gen"] = "vid_gen" if example.job_type == "txt2vid" else "img_gen"
-    argv = generation_argv("sd-cli", mode, context, fields, root / "out.png")
-    return argv, build_argv(CONTEXT_FLAGS, context), build_server_body(fields)
+    argv = generation_argv("sd-cli", mode, context, options, root / "out.png")
+    return argv, build_argv(CONTEXT_FLAGS, context), build_server_body(options)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
