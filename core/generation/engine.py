@@ -19,13 +19,16 @@ from core.events.bus import EventBus
 from core.files import atomic_write_json
 from core.generation.lora_tags import LORA_TAG, parse_lora_tags
 from core.generation.previews import PreviewSettings, PreviewStore, PreviewWatcher
-from core.generation.specs import IMAGE_INPUTS, GenerationJob, JobConfig, Txt2VidJob, UpscaleJob
-from core.generation.upscale import Upscaling
+from core.generation.specs import GenerationJob, Txt2VidJob
+from core.jobs.inputs import IMAGE_INPUTS
 from core.jobs.queue import JobFailed, JobQueue, ProgressReport
 from core.jobs.records import JobRecord
+from core.jobs.schemas import JobConfig
 from core.models.manager import LoadedModel, ModelManager
 from core.models.schemas import LoadOptions
-from core.models.upscaler import UpscalerManager
+from core.upscale.runs import Upscaling
+from core.upscale.specs import UpscaleJob
+from core.upscale.upscaler import UpscalerManager
 from runners.options import GenerationOptions, LoraOption, PreviewOptions, build_server_body
 from runners.process import run_binary
 from runners.progress import Bar, Piece, ProgressTracker, SamplingStep

@@ -12,7 +12,8 @@ import pytest
 
 from core.generation.engine import NOT_FOR_SDCPP, generation_options
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
-from core.generation.specs import GENERATION_JOBS, IMAGE_INPUTS
+from core.generation.specs import GENERATION_JOBS
+from core.jobs.inputs import IMAGE_INPUTS
 from core.models.components import COMPONENTS
 from core.models.manager import LOAD_OPTIONS_NOT_AT_LOAD
 from core.models.schemas import LoadOptions
