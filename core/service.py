@@ -21,6 +21,7 @@ from core.generation.previews import PreviewStore
 from core.generation.specs import GenerationJob
 from core.generation.submit import GenerationSubmitter
 from core.job_types import JOB_CODEC
+from core.jobs.idempotency import IdempotentSubmits
 from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
 from core.jobs.records import JobRecord
 from core.legacy_json import import_legacy_files
@@ -80,6 +81,7 @@ class Service:
         self.previews = PreviewStore(store)
         self.output = OutputFolder(self.output_root)
         self.queue = JobQueue(store, self.output_root, self.bus, settings.retention, settings.limits.max_pending)
+        self.idempotency = IdempotentSubmits(store, settings.idempotency_window_s)
         self.generation = GenerationSubmitter(self.queue, self.models, self.upscaler, capabilities, settings.limits)
         self.upscale = UpscaleSubmitter(self.queue, self.upscaler, settings.limits)
         self.engine = GenerationEngine(

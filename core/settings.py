@@ -128,6 +128,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         Retention, Meta(description="how much finished job history the store keeps (off by default: all of it)")
     ] = msgspec.field(default_factory=Retention)
     status_interval_s: Annotated[float, Meta(description="period of the server_status heartbeat event")] = 5.0
+    idempotency_window_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="how long a submission's Idempotency-Key is remembered (a retry within it gets the same job)",
+        ),
+    ] = 86400.0
     models: Annotated[
         dict[str, LoadModelRequest],
         Meta(

@@ -11,6 +11,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from core.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.service import Service
 from litestar_app import websocket
 from litestar_app.body import JsonRequest
@@ -56,7 +57,7 @@ def create_app(service: Service) -> Litestar:
         CORSConfig(
             allow_origins=settings.cors.allow_origins,
             allow_credentials=True,
-            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", IDEMPOTENCY_HEADER],
         )
         if settings.cors.allow_origins
         else None

@@ -45,6 +45,8 @@ class GenerateControl(msgspec.Struct, forbid_unknown_fields=False):
     type: GenerationType
     wait: bool = False
     timeout_seconds: Annotated[float, Meta(gt=0, le=86400)] = 600.0
+    # As the REST routes' Idempotency-Key header: a retried call with the same key gets the first call's job.
+    idempotency_key: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
 
 
 class ModelArgs(msgspec.Struct, forbid_unknown_fields=False):
@@ -147,13 +149,16 @@ class AgentTools:
 
     async def generate(self, arguments: dict[str, object], progress: Progress, base_url: str) -> GenerateResult:
         control = _convert(arguments, GenerateControl)
-        fields = {k: v for k, v in arguments.items() if k not in ("type", "wait", "timeout_seconds")}
+        fields = {k: v for k, v in arguments.items() if k not in GenerateControl.__struct_fields__}
         request = _convert(fields, REQUEST_TYPES[control.type])
-        accepted: JobAccepted = await (
-            self.service.upscale.submit(request)
-            if isinstance(request, UpscaleRequest)
-            else self.service.generation.submit(control.type, request)  # type: ignore[arg-type]
-        )
+
+        async def submit() -> JobAccepted:
+            if isinstance(request, UpscaleRequest):
+                return await self.service.upscale.submit(request)
+            return await self.service.generation.submit(control.type, request)  # type: ignore[arg-type]
+
+        route = f"mcp:generate:{control.type}"
+        accepted = await self.service.idempotency.submit(control.idempotency_key, route, request, submit, JobAccepted)
         if not control.wait:
             return GenerateResult(accepted.job_id, accepted.status, accepted.position)
         job = await self._wait(accepted.job_id, control.timeout_seconds, progress)

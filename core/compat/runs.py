@@ -13,6 +13,7 @@ from PIL import Image
 
 from core.errors import ServiceError
 from core.generation.requests import GenerationRequest
+from core.jobs.idempotency import IdempotentSubmits
 from core.jobs.schemas import Job, JobAccepted
 from core.models.schemas import LoadModelRequest
 from core.upscale.schemas import UpscaleRequest
@@ -49,6 +50,9 @@ class CompatBackend(Protocol):
     def upscale(self) -> UpscaleSubmission: ...
 
     @property
+    def idempotency(self) -> IdempotentSubmits: ...
+
+    @property
     def settings(self) -> LoadProfiles: ...
 
     @property
@@ -70,10 +74,21 @@ class CompatRuns:
         if name:
             await self.service.models.select(name, self.service.settings.models, field)
 
-    async def submit(self, job_type: str, request: GenerationRequest | UpscaleRequest) -> JobAccepted:
-        if isinstance(request, UpscaleRequest):
-            return await self.service.upscale.submit(request)
-        return await self.service.generation.submit(job_type, request)
+    async def submit(
+        self,
+        job_type: str,
+        request: GenerationRequest | UpscaleRequest,
+        idempotency_key: str | None = None,
+        route: str = "",
+    ) -> JobAccepted:
+        """Queue the job; a retry with the client's Idempotency-Key on the same route gets the first one's job."""
+
+        async def submit() -> JobAccepted:
+            if isinstance(request, UpscaleRequest):
+                return await self.service.upscale.submit(request)
+            return await self.service.generation.submit(job_type, request)
+
+        return await self.service.idempotency.submit(idempotency_key, route, request, submit, JobAccepted)
 
     @staticmethod
     def require_completed(job: Job) -> Job:

@@ -23,6 +23,7 @@ from typing import TypeVar
 import anyio
 import msgspec
 
+from core.jobs.idempotency import RememberedAnswer
 from core.jobs.records import JobCodec, JobRecord
 from core.jobs.schemas import ACTIVE, DEFAULT_FINISHED_LISTED, TERMINAL, Job, JobStatus, QueueQuery
 from core.models.hashing import CachedHash
@@ -53,6 +54,11 @@ MIGRATIONS: tuple[str, ...] = (
                           entry BLOB NOT NULL);
     CREATE INDEX history_by_feature ON history (feature, seq);
     CREATE TABLE child_processes (pid INTEGER PRIMARY KEY, exe TEXT NOT NULL);
+    """,
+    """
+    CREATE TABLE idempotent_answers (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, answer BLOB NOT NULL,
+                                     created_at REAL NOT NULL);
+    CREATE INDEX idempotent_answers_by_age ON idempotent_answers (created_at);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -265,6 +271,40 @@ class SqliteStore:
             raise StoreUnusable(
                 f"{self.path}: stored value '{key}' does not fit this version ({exc}); the file was left untouched"
             ) from None
+
+    # ------------------------------------------------------------------------------ idempotent answers
+
+    async def remembered_answer(self, key: str) -> RememberedAnswer | None:
+        row = await self._off_loop(
+            partial(
+                self._run,
+                lambda db: db.execute(
+                    "SELECT fingerprint, answer, created_at FROM idempotent_answers WHERE key = ?", (key,)
+                ).fetchone(),
+            )
+        )
+        return None if row is None else RememberedAnswer(row[0], bytes(row[1]), row[2])
+
+    async def remember_answer(self, key: str, answer: RememberedAnswer) -> None:
+        row = (key, answer.fingerprint, answer.answer, answer.created_at)
+        await self._off_loop(
+            partial(
+                self._write,
+                lambda db: db.execute(
+                    "INSERT OR REPLACE INTO idempotent_answers (key, fingerprint, answer, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    row,
+                ),
+            )
+        )
+
+    async def forget_answers_before(self, created_before: float) -> None:
+        await self._off_loop(
+            partial(
+                self._write,
+                lambda db: db.execute("DELETE FROM idempotent_answers WHERE created_at < ?", (created_before,)),
+            )
+        )
 
     # --------------------------------------------------------------------------------------- hashes
 

@@ -47,6 +47,7 @@ from core.compat.samplers import LISTED_SAMPLERS, LISTED_SCHEDULERS
 from core.errors import BadRequest, ServiceError
 from core.generation.requests import GenerationRequest
 from core.generation.specs import GenerationJob
+from core.jobs.idempotency import HEADER
 from core.models.types import BY_NAME
 from core.service import Service
 from core.upscale.schemas import UpscaleRequest
@@ -68,7 +69,7 @@ async def _generate(
         )
         generation = msgspec.structs.replace(generation, mask_image_base64=inverted)
     await runs.choose_model(model_choice(body), "override_settings.sd_model_checkpoint")
-    accepted = await runs.submit(job_type, generation)
+    accepted = await runs.submit(job_type, generation, request.headers.get(HEADER), request.url.path)
     job = runs.require_completed(await wait_or_cancel(request, service, accepted.job_id))
     images = await runs.images(job)
     loaded = service.models.loaded
@@ -249,7 +250,8 @@ async def extra_single_image(request: Request, data: ExtraSingleImage, service: 
             f"({loaded.request.model_name}); POST /upscaler/load it first"
         )
     factor = max(1, round(data.upscaling_resize))
-    accepted = await runs.submit("upscale", UpscaleRequest(image_base64=data.image, upscale_factor=factor))
+    upscale = UpscaleRequest(image_base64=data.image, upscale_factor=factor)
+    accepted = await runs.submit("upscale", upscale, request.headers.get(HEADER), request.url.path)
     job = runs.require_completed(await wait_or_cancel(request, service, accepted.job_id))
     images = await runs.images(job)
     return ExtraSingleImageResponse("", runs.b64(images[0][0]) if images else "")

@@ -10,25 +10,32 @@ from litestar import Response, get, post, put
 from core.errors import NotFound
 from core.generation.defaults import RequestDefaults, request_defaults
 from core.generation.previews import PreviewSettings, PreviewSettingsUpdate, PreviewSettingsUpdated
-from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
+from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.jobs.schemas import JobAccepted
 from core.service import Service
+from litestar_app.headers import IdempotencyKey
 from runners.capabilities import QUANT_INFO
 
 
+async def _submit(service: Service, job_type: str, request: GenerationRequest, key: str | None) -> JobAccepted:
+    return await service.idempotency.submit(
+        key, f"/{job_type}", request, lambda: service.generation.submit(job_type, request), JobAccepted
+    )
+
+
 @post("/txt2img", status_code=202, summary="Queue a text-to-image job")
-async def txt2img(data: Txt2ImgRequest, service: Service) -> JobAccepted:
-    return await service.generation.submit("txt2img", data)
+async def txt2img(data: Txt2ImgRequest, service: Service, idempotency_key: IdempotencyKey = None) -> JobAccepted:
+    return await _submit(service, "txt2img", data, idempotency_key)
 
 
 @post("/img2img", status_code=202, summary="Queue an image-to-image (or inpainting) job")
-async def img2img(data: Img2ImgRequest, service: Service) -> JobAccepted:
-    return await service.generation.submit("img2img", data)
+async def img2img(data: Img2ImgRequest, service: Service, idempotency_key: IdempotencyKey = None) -> JobAccepted:
+    return await _submit(service, "img2img", data, idempotency_key)
 
 
 @post("/txt2vid", status_code=202, summary="Queue a text-to-video job (needs a video model)")
-async def txt2vid(data: Txt2VidRequest, service: Service) -> JobAccepted:
-    return await service.generation.submit("txt2vid", data)
+async def txt2vid(data: Txt2VidRequest, service: Service, idempotency_key: IdempotencyKey = None) -> JobAccepted:
+    return await _submit(service, "txt2vid", data, idempotency_key)
 
 
 # ------------------------------------------------------------------------------------ options and defaults

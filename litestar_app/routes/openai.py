@@ -36,6 +36,7 @@ from core.compat.runs import CompatRuns
 from core.errors import BadRequest, ServiceError
 from core.events.types import JobPreview, JobProgress
 from core.generation.requests import GenerationRequest
+from core.jobs.idempotency import HEADER
 from core.jobs.schemas import Job
 from core.jobs.waiting import job_updates
 from core.models.types import MODEL_TYPES
@@ -72,7 +73,7 @@ async def _respond(
     kind: str,
 ) -> Response[ImagesResponse] | ServerSentEvent:
     runs = CompatRuns(service)
-    accepted = await runs.submit(job_type, generation)
+    accepted = await runs.submit(job_type, generation, request.headers.get(HEADER), request.url.path)
     size = f"{generation.width}x{generation.height}"
     if options.stream:
         return ServerSentEvent(_stream(service, accepted.job_id, options, size, kind))

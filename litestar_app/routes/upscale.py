@@ -9,6 +9,7 @@ from core.jobs.schemas import JobAccepted
 from core.request_types import SuccessMessage
 from core.service import Service
 from core.upscale.schemas import UpscaleRequest, UpscalerLoaded, UpscalerLoadRequest
+from litestar_app.headers import IdempotencyKey
 
 
 @post("/upscaler/load", status_code=200, summary="Load an ESRGAN upscaler")
@@ -24,8 +25,10 @@ async def unload_upscaler(service: Service) -> SuccessMessage:
 
 
 @post("/upscale", status_code=202, summary="Queue an upscale job with the loaded upscaler")
-async def upscale(data: UpscaleRequest, service: Service) -> JobAccepted:
-    return await service.upscale.submit(data)
+async def upscale(data: UpscaleRequest, service: Service, idempotency_key: IdempotencyKey = None) -> JobAccepted:
+    return await service.idempotency.submit(
+        idempotency_key, "/upscale", data, lambda: service.upscale.submit(data), JobAccepted
+    )
 
 
 ROUTES = [load_upscaler, unload_upscaler, upscale]
