@@ -188,6 +188,7 @@ class JobConfig(msgspec.Struct, omit_defaults=True):
     upscaler: str | None = None
     scale_per_pass: int | None = None
     passes: int | None = None
+    worker: str | None = None  # the [[workers]] name that ran it
 
 
 GENERATION_JOBS: dict[str, type[GenerationJob]] = {"txt2img": Txt2ImgJob, "img2img": Img2ImgJob, "txt2vid": Txt2VidJob}

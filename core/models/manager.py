@@ -1,14 +1,15 @@
 """Which model is loaded, with which components and options, and the resident process that holds it.
 
-"Loaded" means loaded: a load starts the resident process with the model's flags and keeps it for the following
-jobs: our worker (`sdcpp-worker`, JSON lines on stdin/stdout) when the backend has it, else an sd-server on a
-private loopback port. Unload stops it. A job holds `in_use` while it runs, so a load or unload
-waits for the running job instead of pulling the model from under it.
+"Loaded" means loaded: a load starts a resident process with the model's flags on every worker of the pool
+(core/workers/) and keeps them for the following jobs: our worker (`sdcpp-worker`, JSON lines on stdin/stdout) when
+the worker's backend has it, else an sd-server on a private loopback port. Unload stops them. A load or unload takes
+every worker (`WorkerPool.exclusive`), so it waits for the running jobs instead of pulling the model from under them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -24,14 +25,14 @@ from core.models.embeddings import embeddings_for_sdcpp
 from core.models.library import ModelLibrary
 from core.models.schemas import LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
 from core.stored_values import ValueStore
+from core.workers.pool import Resident, Worker, WorkerInfo, WorkerPool, WorkerSpec
 from runners.flags import build_argv
 from runners.options import CONTEXT_FLAGS, ContextOptions
 from runners.progress import Bar, LogLine, Piece
 from runners.resident_worker import ResidentWorker, WorkerFailed
 from runners.sdserver import ResidentServer, ServerFailed
 
-# The process that keeps a loaded model in memory: our worker when the backend has it, else sd-server.
-Resident = ResidentServer | ResidentWorker
+__all__ = ["LoadFailed", "LoadedModel", "ModelManager", "Resident"]
 
 # The message of a load's first progress event: the moment a load starts (after any running job let go).
 LOAD_STARTING = "starting"
@@ -79,6 +80,7 @@ class ModelManager:
         ready_timeout_s: float = 600.0,
         worker: Path | None = None,
         stall_timeout_s: float = 300.0,
+        workers: list[WorkerSpec] | None = None,
     ) -> None:
         self.library = library
         self.store = store
@@ -88,10 +90,11 @@ class ModelManager:
         self.stall_timeout_s = stall_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.loaded: LoadedModel | None = None
-        self.resident: Resident | None = None
         self.loading_name: str | None = None
         self.last_error: str | None = None
-        self.in_use = anyio.Lock()
+        # one worker on the server's binaries unless the config declares [[workers]]
+        self.pool = WorkerPool(workers or [WorkerSpec("default", "", sd_server, worker)])
+        self.pool.revive = self._revive
         self.task_group: TaskGroup | None = None  # set by the service: resident processes live in it
 
     # --------------------------------------------------------------------------------- resolution
@@ -155,32 +158,72 @@ class ModelManager:
 
         return listen
 
-    async def _start_resident(self, loaded: LoadedModel) -> Resident:
+    async def _start_resident(self, worker: Worker, loaded: LoadedModel) -> Resident:
         assert self.task_group is not None, "the service must be running"
-        flags = build_argv(CONTEXT_FLAGS, loaded.context)
+        spec = worker.spec
+        context = msgspec.structs.replace(loaded.context, n_threads=spec.threads) if spec.threads else loaded.context
+        flags = build_argv(CONTEXT_FLAGS, context)
         resident: Resident = (
-            ResidentWorker([str(self.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
-            if self.worker
-            else ResidentServer([str(self.sd_server), *flags], self.ready_timeout_s)
+            ResidentWorker([str(spec.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
+            if spec.worker
+            else ResidentServer([str(spec.sd_server), *flags], self.ready_timeout_s)
         )
+        resident.env = dict(spec.env)
         resident.listener = self._loading_listener(loaded.name)
         try:
             await self.task_group.start(resident.run)
         finally:
             resident.listener = None
+        worker.resident, worker.model, worker.last_error = resident, loaded.name, None
         return resident
 
-    async def stop_resident(self) -> None:
-        """Stop the resident process (on unload, shutdown, or to cancel its running job: neither sd-server nor
-        the worker can cancel one); `ensure_resident` starts it again for the next job while a model is loaded."""
-        resident, self.resident = self.resident, None
-        if resident is not None:
-            await resident.stop()
+    async def stop_resident(self, worker: Worker | None = None) -> None:
+        """Stop one worker's resident process, or every worker's (on unload and shutdown); `ensure_resident`
+        starts it again for the next job while a model is loaded."""
+        for each in [worker] if worker else self.pool.workers:
+            resident, each.resident, each.model = each.resident, None, None
+            if resident is not None:
+                await resident.stop()
+
+    async def _start_everywhere(self, loaded: LoadedModel) -> None:
+        """The model's resident process on every worker at once; if one fails, none keeps it."""
+        failures: list[str] = []
+
+        async def start(worker: Worker) -> None:
+            try:
+                await self._start_resident(worker, loaded)
+            except (ServerFailed, WorkerFailed) as exc:
+                worker.last_error = str(exc)
+                failures.append(f"{worker.name}: {exc}" if len(self.pool.workers) > 1 else str(exc))
+
+        async with anyio.create_task_group() as starting:
+            for worker in self.pool.workers:
+                starting.start_soon(start, worker)
+        if failures:
+            await self.stop_resident()
+            raise WorkerFailed("; ".join(failures))
+
+    def _revive(self, worker: Worker) -> bool:
+        """After a job: a worker whose process died (a crash) or was stopped (a cancelled job) starts it again in
+        the background, so the next job finds it ready; True when it does."""
+        if self.loaded is None or self.task_group is None or (worker.resident is not None and worker.resident.alive):
+            return False
+        self.task_group.start_soon(self._restart, worker)
+        return True
+
+    async def _restart(self, worker: Worker) -> None:
+        try:
+            if self.loaded is not None:
+                await self._start_resident(worker, self.loaded)
+        except (ServerFailed, WorkerFailed) as exc:
+            worker.last_error = f"Failed to restart model: {self.loaded.name if self.loaded else ''}: {exc}"
+        finally:
+            self.pool.ready(worker)
 
     async def load(self, request: LoadModelRequest) -> LoadedModel:
         self.loading_name = request.model_name
         try:
-            async with self.in_use:
+            async with self.pool.exclusive():
                 self.bus.publish(ModelLoadingProgress(request.model_name, message=LOAD_STARTING))
                 try:
                     context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
@@ -190,7 +233,7 @@ class ModelManager:
                 loaded = LoadedModel(request, context, architecture)
                 await self._unload_locked()
                 try:
-                    self.resident = await self._start_resident(loaded)
+                    await self._start_everywhere(loaded)
                 except (ServerFailed, WorkerFailed) as exc:
                     self.last_error = f"Failed to load model: {request.model_name}: {exc}"
                     raise LoadFailed(self.last_error) from None
@@ -212,7 +255,7 @@ class ModelManager:
             self.bus.publish(ModelUnloaded(name))
 
     async def unload(self) -> None:
-        async with self.in_use:
+        async with self.pool.exclusive():
             await self._unload_locked()
             await self.store.set_value(LOADED_MODEL_KEY, None)
 
@@ -258,17 +301,28 @@ class ModelManager:
         """The model that was loaded when the server last stopped (loaded again by the service)."""
         return await self.store.value(LOADED_MODEL_KEY, LoadModelRequest)
 
-    async def ensure_resident(self) -> Resident:
-        """The resident process (worker or sd-server) of the loaded model, restarted if it died or was stopped
-        (call with in_use)."""
+    async def ensure_resident(self, worker: Worker) -> Resident:
+        """The worker's resident process (our worker or sd-server) of the loaded model, restarted if it died or was
+        stopped (call while the worker runs the job)."""
         loaded = self.require_loaded()
-        if self.resident is None or not self.resident.alive:
+        if worker.resident is None or not worker.resident.alive or worker.model != loaded.name:
             try:
-                self.resident = await self._start_resident(loaded)
+                return await self._start_resident(worker, loaded)
             except (ServerFailed, WorkerFailed) as exc:
-                self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
+                worker.last_error = self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
                 raise LoadFailed(self.last_error) from None
-        return self.resident
+        return worker.resident
+
+    @asynccontextmanager
+    async def worker_for(self, job_id: str) -> AsyncIterator[Worker]:
+        """The worker the queue handed the job to (the scheduler marked it busy for the job)."""
+        worker = self.pool.running(job_id)
+        if worker is None:
+            raise LoadFailed(f"job {job_id} was not handed to a worker")
+        yield worker
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.pool.infos()
 
     # ------------------------------------------------------------------------------------- queries
 
