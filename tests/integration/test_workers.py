@@ -1,0 +1,123 @@
+"""Two CPU workers (one thread each) sharing one queue, on the real resident worker and the tiny models: /workers and
+/health list both, two jobs run at once and both decode, a killed worker fails only its own job while the other
+finishes (and restarts), cancel of one job leaves the other running. Speed: bench (`just bench --only workers`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from websockets.sync.client import connect
+
+from tests.conftest import TINY_LOAD
+from tests.support import ServerProcess, running_server_with_config, wait_for_job, wait_until
+
+pytestmark = pytest.mark.integration
+TWO_WORKERS = '[[workers]]\nname = "w1"\nthreads = 1\n\n[[workers]]\nname = "w2"\nthreads = 1\n'
+SLOW = {"width": 128, "height": 128, "steps": 60, "preview": False}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from running_server_with_config(tiny_models_dir, tmp_path_factory.mktemp("workers"), TWO_WORKERS)
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def loaded(http: httpx.Client) -> httpx.Client:
+    http.post("/models/load", json=TINY_LOAD).raise_for_status()
+    return http
+
+
+def workers(http: httpx.Client) -> dict[str, dict[str, Any]]:
+    return {worker["name"]: worker for worker in http.get("/workers").json()}
+
+
+def submit(http: httpx.Client, prompt: str, **body: object) -> str:
+    response = http.post("/txt2img", json={"prompt": prompt, **SLOW, **body})
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+def both_processing(http: httpx.Client, first: str, second: str) -> dict[str, dict[str, Any]] | None:
+    jobs = {job_id: http.get(f"/queue/{job_id}").json() for job_id in (first, second)}
+    return jobs if all(job["status"] == "processing" for job in jobs.values()) else None
+
+
+def test_workers_are_listed_before_and_after_a_load(http: httpx.Client) -> None:
+    before = workers(http)
+    assert set(before) == {"w1", "w2"}
+    assert all(w["state"] == "idle" and w["models"] == [] and w["threads"] == 1 for w in before.values())
+    assert before["w1"]["backend"] == "cpu" and before["w1"]["pid"] is None
+    http.post("/models/load", json=TINY_LOAD).raise_for_status()
+    after = workers(http)
+    assert all(w["models"] == [TINY_LOAD["model_name"]] and w["state"] == "idle" for w in after.values())
+    assert after["w1"]["pid"] != after["w2"]["pid"]  # a resident process each
+    assert all(w["memory_used_mib"] > 0 for w in after.values())
+    health = http.get("/health").json()
+    assert health["model_loaded"] is True and health["model_name"] == TINY_LOAD["model_name"]  # the contract's
+    assert [w["name"] for w in health["workers"]] == ["w1", "w2"]
+
+
+def test_two_jobs_run_at_once_and_both_decode(loaded: httpx.Client, server: ServerProcess) -> None:
+    with connect(f"ws://127.0.0.1:{server.ws_port}") as ws:
+        first, second = submit(loaded, "first"), submit(loaded, "second")
+        running = wait_until(lambda: both_processing(loaded, first, second), timeout=60)
+        assert {job["worker"] for job in running.values()} == {"w1", "w2"}
+        busy = workers(loaded)
+        assert {busy["w1"]["job_id"], busy["w2"]["job_id"]} == {first, second}
+        assert {w["state"] for w in busy.values()} == {"busy"}
+        ended: dict[str, dict[str, Any]] = {}
+        while len(ended) < 2:
+            message = json.loads(ws.recv(timeout=300))
+            data = message["data"]
+            if message["event"] == "job_status_changed" and data["status"] in ("completed", "failed"):
+                ended[data["job_id"]] = data
+    assert {ended[first]["worker"], ended[second]["worker"]} == {"w1", "w2"}
+    for job_id in (first, second):
+        job = wait_for_job(loaded, job_id)
+        assert job["status"] == "completed", job.get("error")
+        config = json.loads((server.output_dir / job_id / "config.json").read_text())
+        assert config["worker"] == job["worker"] and config["engine"] == "worker (resident)"
+        with Image.open(server.output_dir / job["outputs"][0]) as image:
+            image.load()
+            assert image.size == (128, 128)
+
+
+def test_a_killed_worker_fails_only_its_own_job_and_restarts(loaded: httpx.Client) -> None:
+    doomed, survivor = submit(loaded, "doomed"), submit(loaded, "survivor")
+    running = wait_until(lambda: both_processing(loaded, doomed, survivor), timeout=60)
+    name = running[doomed]["worker"]
+    victim = workers(loaded)[name]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    failed = wait_for_job(loaded, doomed, timeout=300)
+    assert failed["status"] == "failed" and "worker" in failed["error"], failed
+    assert wait_for_job(loaded, survivor, timeout=300)["status"] == "completed"
+    restarted = wait_until(lambda: (w := workers(loaded)[name])["state"] == "idle" and w["pid"] and w, timeout=120)
+    assert restarted["pid"] != victim and restarted["models"] == [TINY_LOAD["model_name"]]
+    after = [submit(loaded, f"after {i}", steps=2, width=64, height=64) for i in range(2)]
+    assert [wait_for_job(loaded, job_id)["status"] for job_id in after] == ["completed", "completed"]
+
+
+def test_cancel_of_one_job_leaves_the_other_running(loaded: httpx.Client) -> None:
+    cancelled, kept = submit(loaded, "cancelled"), submit(loaded, "kept")
+    running = wait_until(lambda: both_processing(loaded, cancelled, kept), timeout=60)
+    other = workers(loaded)[running[kept]["worker"]]
+    assert loaded.delete(f"/queue/{cancelled}").status_code == 200
+    assert wait_for_job(loaded, cancelled)["status"] == "cancelled"
+    assert loaded.get(f"/queue/{kept}").json()["status"] == "processing"
+    done = wait_for_job(loaded, kept, timeout=300)
+    assert done["status"] == "completed", done.get("error")
+    assert workers(loaded)[other["name"]]["pid"] == other["pid"]  # the other worker's process was not touched
