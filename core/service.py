@@ -76,6 +76,7 @@ class Service:
             settings.worker_stall_timeout_s,
             worker_specs(settings, binaries),
         )
+        self.models.configured = settings.models
         self.upscaler = UpscalerManager(self.library, self.bus, store)
         self.hashes = HashCache(store)
         self.previews = PreviewStore(store)

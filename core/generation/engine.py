@@ -67,6 +67,7 @@ NOT_FOR_SDCPP: dict[str, str] = {
     "upscale_repeats": "passes of our ESRGAN chaining after the generation",
     "upscale_auto_unload": "whether we unload the upscaler after chaining",
     "preview": "chooses the engine and preview plan; the preview flags come from the preview settings",
+    "model": "chooses the worker and the model it runs on; the model's flags come from its load",
 }
 
 
@@ -154,10 +155,10 @@ class GenerationEngine:
                 report(step)
 
         async with self.models.worker_for(job_id) as worker:  # the worker the queue handed the job to
-            loaded = self.models.require_loaded()
+            loaded = await self.models.model_named(job.request.model)
             fields = with_load_defaults(flag_source(job, job_dir), loaded.request.options)
             plan = await anyio.to_thread.run_sync(self._preview_plan, job_id, job, loaded, mode, job_dir)
-            resident = await self.models.ensure_resident(worker)
+            resident = await self.models.ensure_resident(worker, loaded)
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
             if isinstance(resident, ResidentWorker):  # everything runs on our worker, previews included
                 outputs = await self._on_worker(resident, mode, job, fields, job_dir, report, job_id, plan)

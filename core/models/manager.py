@@ -22,7 +22,7 @@ from core.events.types import ModelLoaded, ModelLoadingProgress, ModelUnloaded
 from core.models.architecture import Architecture, UnreadableModel, detect_file, missing_components, preset_of
 from core.models.components import COMPONENTS, REPORTED_COMPONENTS
 from core.models.embeddings import embeddings_for_sdcpp
-from core.models.library import ModelLibrary
+from core.models.library import ModelFile, ModelLibrary
 from core.models.schemas import LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
 from core.stored_values import ValueStore
 from core.workers.pool import Resident, Worker, WorkerInfo, WorkerPool, WorkerSpec
@@ -95,6 +95,8 @@ class ModelManager:
         # one worker on the server's binaries unless the config declares [[workers]]
         self.pool = WorkerPool(workers or [WorkerSpec("default", "", sd_server, worker)])
         self.pool.revive = self._revive
+        self.held: dict[str, LoadedModel] = {}  # worker name -> the model its resident process holds
+        self.configured: Mapping[str, LoadModelRequest] = {}  # the config's [models] load profiles
         self.task_group: TaskGroup | None = None  # set by the service: resident processes live in it
 
     # --------------------------------------------------------------------------------- resolution
@@ -175,6 +177,7 @@ class ModelManager:
         finally:
             resident.listener = None
         worker.resident, worker.model, worker.last_error = resident, loaded.name, None
+        self.held[worker.name] = loaded
         return resident
 
     async def stop_resident(self, worker: Worker | None = None) -> None:
@@ -182,6 +185,7 @@ class ModelManager:
         starts it again for the next job while a model is loaded."""
         for each in [worker] if worker else self.pool.workers:
             resident, each.resident, each.model = each.resident, None, None
+            self.held.pop(each.name, None)
             if resident is not None:
                 await resident.stop()
 
@@ -206,17 +210,17 @@ class ModelManager:
     def _revive(self, worker: Worker) -> bool:
         """After a job: a worker whose process died (a crash) or was stopped (a cancelled job) starts it again in
         the background, so the next job finds it ready; True when it does."""
-        if self.loaded is None or self.task_group is None or (worker.resident is not None and worker.resident.alive):
+        target = self.held.get(worker.name) or self.loaded
+        if target is None or self.task_group is None or (worker.resident is not None and worker.resident.alive):
             return False
-        self.task_group.start_soon(self._restart, worker)
+        self.task_group.start_soon(self._restart, worker, target)
         return True
 
-    async def _restart(self, worker: Worker) -> None:
+    async def _restart(self, worker: Worker, target: LoadedModel) -> None:
         try:
-            if self.loaded is not None:
-                await self._start_resident(worker, self.loaded)
+            await self._start_resident(worker, target)
         except (ServerFailed, WorkerFailed) as exc:
-            worker.last_error = f"Failed to restart model: {self.loaded.name if self.loaded else ''}: {exc}"
+            worker.last_error = f"Failed to restart model: {target.name}: {exc}"
         finally:
             self.pool.ready(worker)
 
@@ -238,6 +242,7 @@ class ModelManager:
                     self.last_error = f"Failed to load model: {request.model_name}: {exc}"
                     raise LoadFailed(self.last_error) from None
                 self.loaded, self.last_error = loaded, None
+                self.pool.default_model = loaded.name
                 profiles = await self.store.value(LOAD_PROFILES_KEY, dict[str, LoadModelRequest]) or {}
                 profiles[loaded.name] = request
                 await self.store.set_value(LOAD_PROFILES_KEY, profiles)
@@ -250,6 +255,7 @@ class ModelManager:
 
     async def _unload_locked(self) -> None:
         await self.stop_resident()
+        self.pool.default_model = None
         if self.loaded is not None:
             name, self.loaded = self.loaded.name, None
             self.bus.publish(ModelUnloaded(name))
@@ -288,6 +294,11 @@ class ModelManager:
         found = await anyio.to_thread.run_sync(self.library.find_main_model, name, field)
         if self.loaded is not None and self.loaded.name == found.name and self.loaded.request.model_type == found.type:
             return self.loaded
+        return await self.load(await self._request_for(found, configured))
+
+    async def _request_for(self, found: ModelFile, configured: Mapping[str, LoadModelRequest]) -> LoadModelRequest:
+        """How a model chosen by name is loaded: its load profile, else the config's `[models."<name>"]` table, else
+        the file alone."""
         stem = Path(found.name).with_suffix("").as_posix()
         request = (
             await self.load_profile(found.name)
@@ -295,17 +306,36 @@ class ModelManager:
             or configured.get(stem)
             or LoadModelRequest(model_name=found.name, model_type=found.type)  # type: ignore[arg-type]
         )
-        return await self.load(msgspec.structs.replace(request, model_name=found.name, model_type=found.type))
+        return msgspec.structs.replace(request, model_name=found.name, model_type=found.type)
+
+    async def model_named(self, name: str | None, field: str = "model") -> LoadedModel:
+        """The model a job runs on: the loaded one (None), else the named one as a worker holds it or would load it
+        (not loaded anywhere by this call). An unknown name or a missing component is a 400 naming `field`."""
+        if not name:
+            return self.require_loaded()
+        found = await anyio.to_thread.run_sync(self.library.find_main_model, name, field)
+        for known in (self.loaded, *self.held.values()):
+            if known is not None and known.name == found.name and known.request.model_type == found.type:
+                return known
+        request = await self._request_for(found, self.configured)
+        try:
+            context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
+        except ServiceError as exc:
+            raise BadRequest(f"{field}: {found.name}: {exc.message}") from None
+        return LoadedModel(request, context, architecture)
 
     async def restore(self) -> LoadModelRequest | None:
         """The model that was loaded when the server last stopped (loaded again by the service)."""
         return await self.store.value(LOADED_MODEL_KEY, LoadModelRequest)
 
-    async def ensure_resident(self, worker: Worker) -> Resident:
-        """The worker's resident process (our worker or sd-server) of the loaded model, restarted if it died or was
-        stopped (call while the worker runs the job)."""
-        loaded = self.require_loaded()
+    async def ensure_resident(self, worker: Worker, loaded: LoadedModel | None = None) -> Resident:
+        """The worker's resident process (our worker or sd-server) holding the job's model (default: the loaded
+        one), restarted if it died or was stopped, or started in place of another model the worker held: on this
+        worker only, the others go on (call while the worker runs the job)."""
+        loaded = loaded or self.require_loaded()
         if worker.resident is None or not worker.resident.alive or worker.model != loaded.name:
+            if worker.model != loaded.name:
+                await self.stop_resident(worker)
             try:
                 return await self._start_resident(worker, loaded)
             except (ServerFailed, WorkerFailed) as exc:

@@ -82,6 +82,7 @@ class WorkerPool:
         self._changed = anyio.Event()
         # Called with a worker whose job ended; True: it takes the worker over (a restart) and calls `ready` later.
         self.revive: Callable[[Worker], bool] | None = None
+        self.default_model: str | None = None  # what a job that names no model runs on (the loaded model)
 
     def __getitem__(self, name: str) -> Worker:
         return self._by_name[name]
@@ -103,10 +104,11 @@ class WorkerPool:
 
     async def assign(self, job_id: str, model: str | None = None) -> str:
         """Wait, in arrival order, for an idle worker and hand it the job; returns the worker's name."""
+        wanted = model or self.default_model
         async with self._turn:
             await self._wait_until(lambda: any(worker.state == "idle" for worker in self.workers))
             idle = [worker for worker in self.workers if worker.state == "idle"]
-            chosen = min(idle, key=lambda w: (model is None or w.model != model, w.last_error is not None))
+            chosen = min(idle, key=lambda w: (wanted is None or w.model != wanted, w.last_error is not None))
             chosen.state, chosen.job_id = "busy", job_id
             return chosen.name
 

@@ -1,6 +1,7 @@
 """Two CPU workers (one thread each) sharing one queue, on the real resident worker and the tiny models: /workers and
 /health list both, two jobs run at once and both decode, a killed worker fails only its own job while the other
-finishes (and restarts), cancel of one job leaves the other running. Speed: bench (`just bench --only workers`)."""
+finishes (and restarts), cancel of one job leaves the other running, a job naming a model goes to the worker that
+holds it (no reload). Speed: bench (`just bench --only workers`)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,32 @@ from PIL import Image
 from websockets.sync.client import connect
 
 from tests.conftest import TINY_LOAD
-from tests.support import ServerProcess, running_server_with_config, wait_for_job, wait_until
+from tests.support import ServerProcess, linked_models_dir, running_server_with_config, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
-TWO_WORKERS = '[[workers]]\nname = "w1"\nthreads = 1\n\n[[workers]]\nname = "w2"\nthreads = 1\n'
+SECOND = "flux2_tiny_b.safetensors"  # the tiny DiT under a second name: another model to the server
+TWO_WORKERS = f"""
+[[workers]]
+name = "w1"
+threads = 1
+
+[[workers]]
+name = "w2"
+threads = 1
+
+[models."{SECOND}"]
+llm = "{TINY_LOAD["llm"]}"
+taesd = "{TINY_LOAD["taesd"]}"
+"""
 SLOW = {"width": 128, "height": 128, "steps": 60, "preview": False}
 
 
 @pytest.fixture(scope="module")
 def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from running_server_with_config(tiny_models_dir, tmp_path_factory.mktemp("workers"), TWO_WORKERS)
+    work = tmp_path_factory.mktemp("workers")
+    models = linked_models_dir(tiny_models_dir, work / "models")
+    os.link(models / "diffusion_models" / TINY_LOAD["model_name"], models / "diffusion_models" / SECOND)
+    yield from running_server_with_config(models, work, TWO_WORKERS)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +138,24 @@ def test_cancel_of_one_job_leaves_the_other_running(loaded: httpx.Client) -> Non
     done = wait_for_job(loaded, kept, timeout=300)
     assert done["status"] == "completed", done.get("error")
     assert workers(loaded)[other["name"]]["pid"] == other["pid"]  # the other worker's process was not touched
+
+
+def test_a_job_naming_a_model_goes_to_the_worker_that_holds_it(loaded: httpx.Client, server: ServerProcess) -> None:
+    before = workers(loaded)
+    quick = {"steps": 2, "width": 64, "height": 64}
+    first = wait_for_job(loaded, submit(loaded, "b", model="flux2_tiny_b", **quick))  # by stem, as A1111 names it
+    assert first["status"] == "completed", first.get("error")
+    holder, other = first["worker"], {"w1": "w2", "w2": "w1"}[first["worker"]]
+    config = json.loads((server.output_dir / first["job_id"] / "config.json").read_text())
+    assert config["model"] == SECOND and config["worker"] == holder
+    switched = workers(loaded)
+    assert switched[holder]["models"] == [SECOND] and switched[holder]["pid"] != before[holder]["pid"]
+    assert switched[other]["models"] == [TINY_LOAD["model_name"]] and switched[other]["pid"] == before[other]["pid"]
+    again = wait_for_job(loaded, submit(loaded, "b again", model=SECOND, **quick))
+    assert again["status"] == "completed" and again["worker"] == holder  # the worker that holds it
+    default = wait_for_job(loaded, submit(loaded, "default", **quick))
+    assert default["status"] == "completed" and default["worker"] == other  # the loaded model's holder
+    assert {name: w["pid"] for name, w in workers(loaded).items()} == {name: w["pid"] for name, w in switched.items()}
+    assert loaded.get("/health").json()["model_name"] == TINY_LOAD["model_name"]  # the default model stays
+    unknown = loaded.post("/txt2img", json={"prompt": "x", "model": "no_such_model"})
+    assert unknown.status_code == 400 and "model" in unknown.json()["error"]
