@@ -9,6 +9,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,23 @@ def test_a_job_naming_a_model_goes_to_the_worker_that_holds_it(loaded: httpx.Cli
     assert loaded.get("/health").json()["model_name"] == TINY_LOAD["model_name"]  # the default model stays
     unknown = loaded.post("/txt2img", json={"prompt": "x", "model": "no_such_model"})
     assert unknown.status_code == 400 and "model" in unknown.json()["error"]
+
+
+def test_sd_server_workers_run_at_once_and_cancel_one(tiny_models_dir: Path, tmp_path: Path) -> None:
+    """The same on a plain sd.cpp release (no worker of ours): an sd-server per worker, on ports of its own."""
+    config = 'sd_worker = "none"\n' + TWO_WORKERS
+    with (
+        contextmanager(running_server_with_config)(tiny_models_dir, tmp_path, config) as server,
+        httpx.Client(base_url=server.url, timeout=120) as http,
+    ):
+        http.post("/models/load", json=TINY_LOAD).raise_for_status()
+        assert len({w["pid"] for w in workers(http).values()}) == 2
+        cancelled, kept = submit(http, "cancelled"), submit(http, "kept")
+        wait_until(lambda: both_processing(http, cancelled, kept), timeout=60)
+        assert http.delete(f"/queue/{cancelled}").status_code == 200
+        assert wait_for_job(http, cancelled)["status"] == "cancelled"
+        done = wait_for_job(http, kept, timeout=300)
+        assert done["status"] == "completed", done.get("error")
+        config_json = json.loads((server.output_dir / kept / "config.json").read_text())
+        assert config_json["engine"] == "sd-server (resident)"
+        wait_until(lambda: all(w["state"] == "idle" and w["pid"] for w in workers(http).values()), timeout=120)
