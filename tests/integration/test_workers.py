@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from websockets.sync.client import connect
 
+from runners.paths import backend_dir
 from tests.conftest import TINY_LOAD
 from tests.support import ServerProcess, linked_models_dir, running_server_with_config, wait_for_job, wait_until
 
@@ -36,6 +37,14 @@ threads = 1
 llm = "{TINY_LOAD["llm"]}"
 taesd = "{TINY_LOAD["taesd"]}"
 """
+CPU = backend_dir("cpu")
+# w2 on another backend name whose table points at the CPU build: two backends on one queue, and a device handed to
+# the backend's own variable (the CPU binary ignores CUDA_VISIBLE_DEVICES; /proc shows it reached the process)
+MIXED = (
+    TWO_WORKERS.replace('name = "w2"\n', 'name = "w2"\nbackend = "cuda"\ndevice = "0"\n')
+    + f'\n[backends.cuda]\nsd_cli = "{CPU / "sd-cli"}"\nsd_server = "{CPU / "sd-server"}"\n'
+    + f'sd_worker = "{CPU / "sdcpp-worker"}"\n'
+)
 SLOW = {"width": 128, "height": 128, "steps": 60, "preview": False}
 
 
@@ -44,7 +53,7 @@ def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     work = tmp_path_factory.mktemp("workers")
     models = linked_models_dir(tiny_models_dir, work / "models")
     os.link(models / "diffusion_models" / TINY_LOAD["model_name"], models / "diffusion_models" / SECOND)
-    yield from running_server_with_config(models, work, TWO_WORKERS)
+    yield from running_server_with_config(models, work, MIXED)
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +88,16 @@ def test_workers_are_listed_before_and_after_a_load(http: httpx.Client) -> None:
     assert set(before) == {"w1", "w2"}
     assert all(w["state"] == "idle" and w["models"] == [] and w["threads"] == 1 for w in before.values())
     assert before["w1"]["backend"] == "cpu" and before["w1"]["pid"] is None
+    assert (before["w2"]["backend"], before["w2"]["device"]) == ("cuda", "0")
     http.post("/models/load", json=TINY_LOAD).raise_for_status()
     after = workers(http)
     assert all(w["models"] == [TINY_LOAD["model_name"]] and w["state"] == "idle" for w in after.values())
     assert after["w1"]["pid"] != after["w2"]["pid"]  # a resident process each
+    for name, worker in after.items():
+        argv = Path(f"/proc/{worker['pid']}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--threads") + 1] == b"1"
+        environment = Path(f"/proc/{worker['pid']}/environ").read_bytes().split(b"\0")
+        assert (b"CUDA_VISIBLE_DEVICES=0" in environment) == (name == "w2")
     assert all(w["memory_used_mib"] > 0 for w in after.values())
     health = http.get("/health").json()
     assert health["model_loaded"] is True and health["model_name"] == TINY_LOAD["model_name"]  # the contract's
