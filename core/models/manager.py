@@ -160,7 +160,9 @@ class ModelManager:
 
         return listen
 
-    async def _start_resident(self, worker: Worker, loaded: LoadedModel) -> Resident:
+    async def _start_resident(self, worker: Worker, loaded: LoadedModel, report: bool = True) -> Resident:
+        """Start the model's resident process on the worker; `report`: publish its loading progress (one worker's
+        only when all load at once, so the events read as one load)."""
         assert self.task_group is not None, "the service must be running"
         spec = worker.spec
         context = msgspec.structs.replace(loaded.context, n_threads=spec.threads) if spec.threads else loaded.context
@@ -171,7 +173,7 @@ class ModelManager:
             else ResidentServer([str(spec.sd_server), *flags], self.ready_timeout_s)
         )
         resident.env = dict(spec.env)
-        resident.listener = self._loading_listener(loaded.name)
+        resident.listener = self._loading_listener(loaded.name) if report else None
         try:
             await self.task_group.start(resident.run)
         finally:
@@ -195,7 +197,7 @@ class ModelManager:
 
         async def start(worker: Worker) -> None:
             try:
-                await self._start_resident(worker, loaded)
+                await self._start_resident(worker, loaded, report=worker is self.pool.workers[0])
             except (ServerFailed, WorkerFailed) as exc:
                 worker.last_error = str(exc)
                 failures.append(f"{worker.name}: {exc}" if len(self.pool.workers) > 1 else str(exc))
