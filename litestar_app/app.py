@@ -18,12 +18,24 @@ from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app.mcp_server import mcp_endpoint
 from litestar_app.openapi import docs, documented_errors, openapi_config
-from litestar_app.routes import a1111, generation, jobs, login, metrics, models, openai, output, prompt_help, ui
+from litestar_app.routes import (
+    a1111,
+    generation,
+    jobs,
+    login,
+    metrics,
+    models,
+    openai,
+    output,
+    prompt_help,
+    ui,
+    upscale,
+)
 from litestar_app.routes.metrics import response_counter
 from litestar_app.security import SecurityMiddleware, SecurityPolicy
 from litestar_app.websocket import standalone_server
 
-ROUTE_MODULES = (models, generation, jobs, output, prompt_help, login, websocket, a1111, openai, ui, metrics)
+ROUTE_MODULES = (models, upscale, generation, jobs, output, prompt_help, login, websocket, a1111, openai, ui, metrics)
 
 
 def create_app(service: Service) -> Litestar:

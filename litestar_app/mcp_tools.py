@@ -18,12 +18,13 @@ from PIL import Image
 
 from core.errors import ServiceError
 from core.events.types import JobProgress
-from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
+from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.jobs.schemas import Job, JobAccepted, JobStatus, JobType, QueueQuery
 from core.jobs.waiting import Update, wait_for_job
 from core.models.schemas import LoadModelRequest
 from core.request_types import describe_validation_error
 from core.service import Service
+from core.upscale.schemas import UpscaleRequest
 
 T = TypeVar("T")
 GenerationType = Literal["txt2img", "img2img", "txt2vid", "upscale"]
@@ -143,11 +144,10 @@ class AgentTools:
         control = _convert(arguments, GenerateControl)
         fields = {k: v for k, v in arguments.items() if k not in ("type", "wait", "timeout_seconds")}
         request = _convert(fields, REQUEST_TYPES[control.type])
-        generation = self.service.generation
         accepted: JobAccepted = await (
-            generation.submit_upscale(request)
+            self.service.upscale.submit(request)
             if isinstance(request, UpscaleRequest)
-            else generation.submit(control.type, request)  # type: ignore[arg-type]
+            else self.service.generation.submit(control.type, request)  # type: ignore[arg-type]
         )
         if not control.wait:
             return GenerateResult(accepted.job_id, accepted.status, accepted.position)

@@ -17,8 +17,8 @@ from PIL import Image
 from core.compat.sd_server import extract_extra_args
 from core.errors import BadRequest
 from core.generation.defaults import default_size
-from core.generation.input_images import decode_image
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from core.jobs.input_images import decode_image
 from core.models.architecture import Architecture
 from core.request_types import Request, describe_validation_error
 
