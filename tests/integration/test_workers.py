@@ -102,6 +102,9 @@ def test_workers_are_listed_before_and_after_a_load(http: httpx.Client) -> None:
     health = http.get("/health").json()
     assert health["model_loaded"] is True and health["model_name"] == TINY_LOAD["model_name"]  # the contract's
     assert [w["name"] for w in health["workers"]] == ["w1", "w2"]
+    scrape = http.get("/metrics").text
+    assert 'sdcpp_worker_state{backend="cpu",device="",state="idle",worker="w1"} 1.0' in scrape
+    assert 'sdcpp_worker_state{backend="cuda",device="0",state="idle",worker="w2"} 1.0' in scrape
 
 
 def test_two_jobs_run_at_once_and_both_decode(loaded: httpx.Client, server: ServerProcess) -> None:
