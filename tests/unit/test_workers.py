@@ -163,3 +163,22 @@ async def test_a_load_waits_for_running_jobs_and_holds_back_new_ones() -> None:
         assert order == []  # the load waits for the running job; the job waits for the load (FIFO)
         pool.release("a")
     assert order == [("load", ["loading", "loading"]), ("job", "a")]
+
+
+async def test_a_job_cancelled_while_waiting_for_a_worker_never_runs(store: SqliteStore, tmp_path: Path) -> None:
+    queue, pool, stand_in = JobQueue(store, tmp_path, EventBus()), pool_of("only"), StandIn()
+    ids = [(await queue.submit(spec(f"p{i}"))).job_id for i in range(3)]
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(queue.run_worker, stand_in.execute, "generation", pool)
+        await stand_in.wait_started(1)
+        await queue.cancel(ids[1])  # pending: the scheduler already waits to hand it to the busy worker
+        stand_in.gates["p0"].set()
+        await stand_in.wait_started(2)
+        assert stand_in.started == ["p0", "p2"] and (await queue.get(ids[2])).worker == "only"
+        stand_in.gates["p2"].set()
+        with anyio.fail_after(10):
+            while queue.active:
+                await anyio.sleep(0.01)
+        tasks.cancel_scope.cancel()
+    assert [(await queue.get(i)).status for i in ids] == ["completed", "cancelled", "completed"]
+    assert pool["only"].state == "idle" and pool["only"].job_id is None
