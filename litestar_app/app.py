@@ -39,7 +39,9 @@ ROUTE_MODULES = (models, upscale, generation, jobs, output, prompt_help, login, 
 
 
 def create_app(service: Service) -> Litestar:
-    mcp, mcp_sessions = mcp_endpoint(service)
+    settings = service.settings
+    policy = SecurityPolicy(settings, service.session_secret)
+    mcp, mcp_sessions = mcp_endpoint(service, policy.output_url)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -50,8 +52,6 @@ def create_app(service: Service) -> Litestar:
             else:
                 yield
 
-    settings = service.settings
-    policy = SecurityPolicy(settings, service.session_secret)
     cors = (
         CORSConfig(
             allow_origins=settings.cors.allow_origins,

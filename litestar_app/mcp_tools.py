@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import msgspec
@@ -136,9 +137,13 @@ TOOL_DESCRIPTIONS = {
 # ------------------------------------------------------------------------------------------- tools
 
 
+# How an output file (relative to the output folder) is linked for the agent: (base URL, path) -> URL.
+OutputLink = Callable[[str, str], str]
+
+
 class AgentTools:
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, service: Service, output_link: OutputLink) -> None:
+        self.service, self.output_link = service, output_link
 
     async def generate(self, arguments: dict[str, object], progress: Progress, base_url: str) -> GenerateResult:
         control = _convert(arguments, GenerateControl)
@@ -153,7 +158,10 @@ class AgentTools:
             return GenerateResult(accepted.job_id, accepted.status, accepted.position)
         job = await self._wait(accepted.job_id, control.timeout_seconds, progress)
         return GenerateResult(
-            job.job_id, job.status, outputs=[f"{base_url}/output/{path}" for path in job.outputs], error=job.error
+            job.job_id,
+            job.status,
+            outputs=[self.output_link(base_url, path) for path in job.outputs],
+            error=job.error,
         )
 
     async def _wait(self, job_id: str, timeout_s: float, progress: Progress) -> Job:
@@ -210,7 +218,8 @@ class AgentTools:
     async def thumbnails(self, result: GenerateResult) -> list[bytes]:
         """Small PNGs of the finished images, for the agent to look at (videos have none)."""
         root = self.service.output_root
-        paths = [root / url.split("/output/", 1)[1] for url in result.outputs if url.lower().endswith(".png")]
+        files = [unquote(urlsplit(url).path.split("/output/", 1)[1]) for url in result.outputs]
+        paths = [root / file for file in files if file.lower().endswith(".png")]
         return await anyio.to_thread.run_sync(lambda: [_thumbnail(path.read_bytes()) for path in paths])
 
 

@@ -15,6 +15,7 @@ class FakeHubs(LocalHttpServer):
         self.sha256 = hashlib.sha256(payload).hexdigest()
         self.civitai_sha256 = civitai_sha256 or self.sha256
         self.auth: list[str | None] = []
+        self.internal_url = "http://127.0.0.1:9/internal/model.gguf"  # stands for a service on the box or its LAN
         owner = self
 
         class Handler(QuietHandler):
@@ -97,6 +98,11 @@ class FakeHubs(LocalHttpServer):
                     )
                 if path == "/cdn/blob":
                     return self.reply(200, owner.payload, "application/octet-stream", head=head)
+                if path == "/dead/model.safetensors":  # the connection drops before any answer
+                    self.close_connection = True
+                    return None
+                if path == "/bounce/model.gguf":  # redirects to a loopback address that is not a configured hub
+                    return self.reply(302, b"", "text/plain", {"Location": owner.internal_url}, head)
                 if path == "/plain/model.gguf":
                     return self.reply(200, owner.payload, "application/octet-stream", head=head)
                 return self.reply_json(404, {"error": "Entry not found"})

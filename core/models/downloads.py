@@ -9,8 +9,10 @@ never stored in the queue state.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit
@@ -50,6 +52,52 @@ class DownloadSettings(msgspec.Struct, forbid_unknown_fields=True):
     civitai_url: str = "https://civitai.com"
     huggingface_token: str = ""
     civitai_token: str = ""
+    # Where downloads may go besides the two hubs above (which are trusted as configured): by default any public
+    # host; loopback, private, link-local and other non-public addresses only with allow_private_addresses, so a
+    # client cannot make the server fetch from itself or its network. Non-empty allowed_hosts: only those names.
+    allow_private_addresses: bool = False
+    allowed_hosts: list[str] = []
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class Destinations:
+    """Which URLs a download may fetch, checked for the URL a client gives and again for every redirect hop."""
+
+    def __init__(self, settings: DownloadSettings) -> None:
+        self.hubs = {_origin(settings.huggingface_url), _origin(settings.civitai_url)}
+        self.allowed_hosts = frozenset(host.lower() for host in settings.allowed_hosts)
+        self.allow_private = settings.allow_private_addresses
+
+    async def check(self, url: str, field: str = "url") -> None:
+        origin = _origin(url)
+        if origin in self.hubs:
+            return
+        _, host, port = origin
+        if self.allowed_hosts and host not in self.allowed_hosts:
+            raise BadRequest(f"{field}: host '{host}' is not in [downloads] allowed_hosts")
+        if self.allow_private:
+            return
+        try:
+            found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise BadRequest(f"{field}: host '{host}' does not resolve") from None
+        for *_, address in found:
+            ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            if not ip.is_global:
+                raise BadRequest(
+                    f"{field}: {host} is {ip}, a loopback, private, link-local or otherwise non-public address; "
+                    "downloads reach public hosts only unless [downloads] allow_private_addresses = true"
+                )
 
 
 # CivitAI's API (GET /api/v1/models/{id}), the fields we read.
@@ -83,6 +131,7 @@ class UpstreamError(ServiceError):
 class DownloadService:
     def __init__(self, queue: JobQueue, library: ModelLibrary, hashes: HashCache, settings: DownloadSettings) -> None:
         self.queue, self.library, self.hashes, self.settings = queue, library, hashes, settings
+        self.destinations = Destinations(settings)
 
     # ------------------------------------------------------------------------------------ upstreams
 
@@ -204,6 +253,7 @@ class DownloadService:
         if not url or not filename:
             raise UpstreamError(f"{source} gave no download URL or file name")
         target, relative = await anyio.to_thread.run_sync(self._target, request.model_type, request.subfolder, filename)
+        await self.destinations.check(url, "url" if source == "url" else f"{source} download URL")
         download = await self.queue.submit(
             DownloadJob(request=request, source=source, url=url, target=str(target), path=relative)
         )
@@ -226,9 +276,15 @@ class DownloadService:
             raise JobFailed(f"{target.name} appeared meanwhile; not overwritten")
         partial = target.with_name(f".{target.name}.part")
         await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+
+        async def each_hop(request: httpx.Request) -> None:  # the first request and every redirect
+            await self.destinations.check(str(request.url), "download redirect" if request.url != job.url else "url")
+
         try:
             async with (
-                httpx.AsyncClient(timeout=httpx.Timeout(60, read=300), follow_redirects=True) as http,
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(60, read=300), follow_redirects=True, event_hooks={"request": [each_hop]}
+                ) as http,
                 http.stream("GET", job.url, headers=self._auth(job.source)) as response,
             ):
                 if response.status_code >= 400:
@@ -245,6 +301,8 @@ class DownloadService:
             await anyio.to_thread.run_sync(os.replace, partial, target)
         except httpx.HTTPError as exc:
             raise JobFailed(f"download failed: {exc}") from None
+        except BadRequest as refused:
+            raise JobFailed(f"download refused: {refused.message}") from None
         finally:
             await anyio.Path(partial).unlink(missing_ok=True)
         return []

@@ -158,9 +158,9 @@ def test_bad_download_requests(client: httpx.Client, body: dict, status: int, fr
     assert fragment in response.json()["error"]
 
 
-def test_unreachable_url_fails_the_job_not_the_server(client: httpx.Client, models_dir: Path) -> None:
+def test_unreachable_url_fails_the_job_not_the_server(client: httpx.Client, models_dir: Path, hubs: FakeHubs) -> None:
     reply = client.post(
-        "/models/download", json={"model_type": "vae", "url": "http://127.0.0.1:9/dead.safetensors"}
+        "/models/download", json={"model_type": "vae", "url": f"{hubs.url}/dead/model.safetensors"}
     ).json()
     download = wait_for_job(client, reply["download_job_id"])
     assert download["status"] == "failed" and "download failed" in download["error"]
@@ -175,3 +175,22 @@ def test_hash_mismatch_deletes_the_file(client: httpx.Client, models_dir: Path) 
     hashed = wait_for_job(client, reply["hash_job_id"])
     assert hashed["status"] == "failed" and "sha256 mismatch" in hashed["error"]
     assert not (models_dir / "loras" / "tampered.safetensors").exists()
+
+
+def test_downloads_reach_public_hosts_only(client: httpx.Client, hubs: FakeHubs) -> None:
+    """No server-side request forgery: a URL on loopback (other than the configured hubs) is refused at submit,
+    and a hub redirecting there fails the job without fetching it."""
+    refused = client.post(
+        "/models/download", json={"model_type": "lora", "url": hubs.internal_url, "subfolder": "internal"}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("url: 127.0.0.1 is 127.0.0.1, a loopback")
+    for url in ("http://localhost:9/m.safetensors", "http://[::1]:9/m.safetensors", "http://169.254.169.254/m.gguf"):
+        answer = client.post("/models/download", json={"model_type": "lora", "url": url, "subfolder": "ssrf"})
+        assert answer.status_code == 400 and "non-public address" in answer.json()["error"], url
+    bounced = client.post(
+        "/models/download", json={"model_type": "lora", "url": f"{hubs.url}/bounce/model.gguf", "subfolder": "bounce"}
+    )
+    assert bounced.status_code == 202
+    job = wait_for_job(client, bounced.json()["download_job_id"])
+    assert job["status"] == "failed" and "download refused: download redirect: 127.0.0.1 is 127.0.0.1" in job["error"]
