@@ -9,9 +9,13 @@
 The request body sent to the bare sd-server is the one the API builds, so both do the same work.
 3. Bookkeeping against history size (bench/store_scaling.py): 100, 10,000 and 100,000 finished jobs.
 4. Previews on the resident worker (bench/worker_previews.py): none / proj / tae, and cancel-to-next-job.
+5. Two CPU workers (one thread each) versus one worker on 20 tiny jobs (bench/workers.py): the speed ratio; the
+   scheduler's own cost per job with 64 stand-in workers and 10,000 jobs (bench/scheduler.py).
 The API's own jobs run on the resident worker when the backend has it: part 1's ratio is worker / bare sd-server.
 
     python -m bench --only store     # just part 3
+    python -m bench --only workers   # just part 5
+    python -m bench --only scheduler # just the scheduler's cost
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import httpx
 import msgspec
 from websockets.sync.client import ClientConnection, connect
 
-from bench import store_scaling, worker_previews
+from bench import scheduler, store_scaling, worker_previews, workers
 from bench.progress_latency import measure, report
 from core.generation.engine import generation_options
 from core.generation.requests import Txt2ImgRequest
@@ -191,8 +195,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--only", choices=["store", "worker"], help="run one part only")
+    parser.add_argument("--only", choices=["store", "worker", "workers", "scheduler"], help="run one part only")
     args = parser.parse_args()
+    if args.only == "scheduler":
+        scheduler.run()
+        return 0
     backend = load_settings().selected_backend()
     with tempfile.TemporaryDirectory(prefix="sdcpp-bench-") as tmp:
         work = Path(tmp)
@@ -203,6 +210,9 @@ def main() -> int:
             return 0
         if args.only == "worker":
             worker_previews.run(models, work, LOAD)
+            return 0
+        if args.only == "workers":
+            workers.run(models, work, LOAD, 20, args.size, args.steps)
             return 0
         print(
             f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True
@@ -232,6 +242,8 @@ def main() -> int:
         latencies = measure(models, work, backend.sd_server, LOAD)
         store_scaling.run(models, work, LOAD)
         worker_previews.run(models, work, LOAD)
+        workers.run(models, work, LOAD, 20, args.size, args.steps)
+        scheduler.run()
     cli, server, api_median = (statistics.median(t) for t in (cli_times, server_times, api_times))
     print(f"bare sd-cli run (load + generate):         {cli:7.3f} s  (median of {len(cli_times)})")
     print(f"bare sd-server job on a loaded model:      {server:7.3f} s")

@@ -124,3 +124,12 @@ class LiveState(Collector):
         loading = GaugeMetricFamily(f"{NAMESPACE}_model_loading", "1 while a model load is in progress")
         loading.add_metric([], 1 if self.models.loading_name is not None else 0)
         yield loading
+        workers = GaugeMetricFamily(
+            f"{NAMESPACE}_worker_state",
+            "1 for each worker's current state (idle, busy, loading, starting)",
+            labels=["worker", "backend", "device", "state"],
+        )
+        for worker in self.models.pool.workers:
+            spec = worker.spec
+            workers.add_metric([spec.name, spec.backend, spec.device, worker.state], 1)
+        yield workers

@@ -41,8 +41,10 @@ from core.store.sqlite import STORE_FILE, SqliteStore
 from core.upscale.specs import UpscaleJob
 from core.upscale.submit import UpscaleSubmitter
 from core.upscale.upscaler import UpscalerManager
+from core.workers.pool import WorkerSpec
 from runners.binaries import Binaries, locate_binaries
 from runners.capabilities import Capabilities, read_capabilities
+from runners.devices import device_environment
 from runners.process import CHILDREN
 
 log = logging.getLogger("sdcpp_restapi")
@@ -75,7 +77,9 @@ class Service:
             settings.load_timeout_s,
             binaries.worker,
             settings.worker_stall_timeout_s,
+            worker_specs(settings, binaries),
         )
+        self.models.configured = settings.models
         self.upscaler = UpscalerManager(self.library, self.bus, store)
         self.hashes = HashCache(store)
         self.previews = PreviewStore(store)
@@ -122,6 +126,7 @@ class Service:
             loaded_components=msgspec.structs.asdict(loaded.components()) if loaded else {},
             upscaler_loaded=upscaler is not None,
             upscaler_name=upscaler.request.model_name if upscaler else None,
+            workers=models.workers(),
         )
 
     def loaded_model(self) -> LoadedModelInfo:
@@ -196,8 +201,10 @@ class Service:
         async with anyio.create_task_group() as tasks:
             self.models.task_group = tasks
             await self._restore()
-            for lane in LANES:
-                tasks.start_soon(self.queue.run_worker, self.execute, lane)
+            for lane in LANES:  # generation jobs go to the worker pool, as many at once as it has workers
+                tasks.start_soon(
+                    self.queue.run_worker, self.execute, lane, self.models.pool if lane == "generation" else None
+                )
             tasks.start_soon(self._heartbeat)
             try:
                 yield self
@@ -212,6 +219,31 @@ class Service:
         for folder in self.library.folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         self.output_root.mkdir(parents=True, exist_ok=True)
+
+
+def worker_specs(settings: Settings, binaries: Binaries) -> list[WorkerSpec]:
+    """The [[workers]] of the settings with their binaries and device environment: the server's binaries for
+    workers on its backend, the named backend's for the others (BinaryNotFound says how to build them)."""
+    specs = []
+    for worker in settings.worker_list():
+        if worker.backend == binaries.backend:
+            found = binaries
+        else:
+            other = settings.selected_backend(worker.backend)
+            found = locate_binaries(worker.backend, other.sd_cli, other.sd_server, other.sd_worker)
+        specs.append(
+            WorkerSpec(
+                worker.name,
+                worker.backend,
+                found.sd_server,
+                found.worker,
+                worker.device,
+                worker.threads,
+                worker.memory_mib,
+                device_environment(worker.backend, worker.device),
+            )
+        )
+    return specs
 
 
 SESSION_SECRET_KEY = "session_secret"

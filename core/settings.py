@@ -23,6 +23,7 @@ from core.models.downloads import DownloadSettings
 from core.models.schemas import LoadModelRequest
 from core.models.types import MODEL_TYPES
 from core.prompt_help.schemas import LlmSettings
+from runners.devices import NoDeviceSelection, device_environment
 from runners.paths import backend_dir, data_dir
 
 ENV_PREFIX = "SDCPP_RESTAPI_"
@@ -32,6 +33,17 @@ class Backend(msgspec.Struct, forbid_unknown_fields=True):
     sd_cli: str
     sd_server: str
     sd_worker: str = ""  # our resident worker; "" or a missing file: none
+
+
+class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """One `[[workers]]` entry: a resident process of its own, on its backend and device, taking jobs from the
+    shared queue. The model of `POST /models/load` is loaded on every worker."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]  # in /health, events
+    backend: str = ""  # a [backends.NAME] table or a bin/build-backend build; "": the server's backend
+    device: str = ""  # handed to the backend's device variable (runners/devices.py); "": the backend's default
+    threads: Annotated[int, Meta(ge=0)] = 0  # sd.cpp --threads (0: sd.cpp's default, the physical cores)
+    memory_mib: Annotated[int, Meta(ge=0)] = 0  # budget for resident models on this worker (0: not set)
 
 
 class Auth(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,6 +108,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         ),
         OnCommandLine(),
     ] = ""
+    workers: Annotated[
+        list[WorkerSettings],
+        Meta(
+            description="[[workers]]: resident processes sharing the queue, each on its backend and device (default: "
+            "one worker on the server's backend)"
+        ),
+    ] = []
     worker_stall_timeout_s: Annotated[
         float,
         Meta(
@@ -185,7 +204,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     def model_folders(self) -> dict[str, Path]:
         return {t.folder: self.model_folder(t.folder) for t in MODEL_TYPES}
 
-    def selected_backend(self) -> Backend:
+    def worker_list(self) -> list[WorkerSettings]:
+        """The configured workers with their backends filled in; one worker on the server's backend by default."""
+        workers = self.workers or [WorkerSettings(name=f"{self.backend}0")]
+        return [msgspec.structs.replace(w, backend=w.backend or self.backend) for w in workers]
+
+    def selected_backend(self, name: str | None = None) -> Backend:
+        """The binaries of the server's backend, or of another one a worker names (the server-wide --sd-cli,
+        --sd-server and --sd-worker apply to the server's backend only)."""
+        if name is not None and name != self.backend:
+            other = self.backends.get(name) or default_backend(name)
+            return msgspec.structs.replace(other, sd_worker="" if other.sd_worker == "none" else other.sd_worker)
         configured = self.backends.get(self.backend) or default_backend(self.backend)
         worker = self.sd_worker or configured.sd_worker
         return Backend(
@@ -303,6 +332,20 @@ def load_settings(
         layered["auth"] = {**layered.get("auth", {}), "api_keys": [*layered.get("auth", {}).get("api_keys", []), *keys]}
     try:
         # strict=False: environment values are strings ("8080" -> 8080).
-        return msgspec.convert(layered, Settings, strict=False)
+        settings = msgspec.convert(layered, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {exc}") from None
+    check_workers(settings.worker_list())
+    return settings
+
+
+def check_workers(workers: list[WorkerSettings]) -> None:
+    """Names are unique, and a device is named only where the backend can choose one."""
+    names = [worker.name for worker in workers]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise SettingsError(f"invalid setting: workers: the name {duplicates[0]!r} is used twice")
+    for index, worker in enumerate(workers):
+        try:
+            device_environment(worker.backend, worker.device)
+        except NoDeviceSelection as exc:
+            raise SettingsError(f"invalid setting: workers[{index}].device: {exc}") from None

@@ -51,6 +51,14 @@ def describe(settings: Settings) -> None:
         backend.sd_server,
         backend.sd_worker or "none",
     )
+    for worker in settings.worker_list():
+        log.info(
+            "worker '%s': backend %s, device %s, threads %s",
+            worker.name,
+            worker.backend,
+            worker.device or "default",
+            worker.threads or "default",
+        )
     keys = len(settings.auth.api_keys)  # never the keys themselves
     log.info("API keys: %s", f"{keys} configured" if keys else "none (open to whoever reaches the address)")
 

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -162,15 +162,21 @@ class ChildRegistry:
 CHILDREN = ChildRegistry()
 
 
-async def spawn(argv: Sequence[str], cwd: str | os.PathLike[str] | None = None, stdin: bool = False) -> Process:
+async def spawn(
+    argv: Sequence[str],
+    cwd: str | os.PathLike[str] | None = None,
+    stdin: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Process:
     """Start a binary in its own session with piped output (and input, for a resident worker), recorded in
-    CHILDREN until it exits."""
+    CHILDREN until it exits; `env` adds variables to ours (a worker's device selection)."""
     process = await anyio.open_process(
         list(argv),
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=cwd,
+        env={**os.environ, **env} if env else None,
         start_new_session=True,
     )
     await anyio.to_thread.run_sync(CHILDREN.add, process.pid, str(Path(argv[0]).resolve()))
@@ -193,3 +199,16 @@ async def reap(process: Process) -> None:
     """Close the process's pipes once it has exited and forget it."""
     await process.aclose()
     await anyio.to_thread.run_sync(CHILDREN.remove, process.pid)
+
+
+def resident_memory_mib(pid: int | None) -> int | None:
+    """The process's resident set size in MiB (Linux /proc), None where it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -20,6 +20,7 @@ class ResidentProcess:
         self.listener: Callable[[Piece], None] | None = None
         self.exited = anyio.Event()
         self.returncode: int | None = None
+        self.env: dict[str, str] = {}  # added to the environment it starts with (device selection)
 
     @property
     def pid(self) -> int | None:

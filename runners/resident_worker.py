@@ -92,7 +92,7 @@ class ResidentWorker(ResidentProcess):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start, signal `started` once the model is loaded, then live until the process exits or is stopped.
         Raises WorkerFailed (before `started`) if loading fails or takes too long."""
-        process = await spawn(self.argv, stdin=True)
+        process = await spawn(self.argv, stdin=True, env=self.env)
         self.process = process
         try:
             async with anyio.create_task_group() as pumps:

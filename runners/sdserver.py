@@ -103,7 +103,7 @@ class ResidentServer(ResidentProcess):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start, signal `started` once the HTTP API answers, then live until the process exits.
         Raises ServerFailed (before `started`) if the process exits or never answers."""
-        process = await spawn(self.argv)
+        process = await spawn(self.argv, env=self.env)
         self.process = process
         timed_out = False
         try:

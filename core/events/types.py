@@ -37,6 +37,7 @@ class JobStatusChanged(JobEvent):
     status: JobStatus
     previous_status: JobStatus
     outputs: list[str] = msgspec.field(default_factory=list)
+    worker: str | None = None  # the worker that runs the job (None: not handed to one yet, or not a generation)
 
 
 class JobProgress(JobEvent):
@@ -46,6 +47,7 @@ class JobProgress(JobEvent):
     current_image: int
     total_images: int
     percentage: float
+    worker: str | None = None
 
 
 class JobTransferProgress(JobEvent):

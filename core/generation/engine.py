@@ -68,6 +68,7 @@ NOT_FOR_SDCPP: dict[str, str] = {
     "upscale_repeats": "passes of our ESRGAN chaining after the generation",
     "upscale_auto_unload": "whether we unload the upscaler after chaining",
     "preview": "chooses the engine and preview plan; the preview flags come from the preview settings",
+    "model": "chooses the worker and the model it runs on; the model's flags come from its load",
 }
 
 
@@ -154,11 +155,11 @@ class GenerationEngine:
             if (step := tracker.observe(piece)) is not None:
                 report(step)
 
-        async with self.models.in_use:
-            loaded = self.models.require_loaded()
+        async with self.models.worker_for(job_id) as worker:  # the worker the queue handed the job to
+            loaded = await self.models.model_named(job.request.model)
             options = generation_options(job, job_dir, loaded.request.options)
             plan = await anyio.to_thread.run_sync(self._preview_plan, job_id, job, loaded, mode, job_dir)
-            resident = await self.models.ensure_resident()
+            resident = await self.models.ensure_resident(worker, loaded)
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
             if isinstance(resident, ResidentWorker):  # everything runs on our worker, previews included
                 outputs = await self._on_worker(resident, mode, options, job_dir, report, job_id, plan)
@@ -178,6 +179,7 @@ class GenerationEngine:
             model_type=loaded.request.model_type,
             model_architecture=loaded.architecture.variant if loaded.architecture else None,
             components=msgspec.structs.asdict(loaded.components()),
+            worker=worker.name,
         )
         if job.request.upscale and mode == "img_gen":
             outputs += await self.upscaling.chain(outputs, job.request.upscale_repeats)
@@ -260,9 +262,9 @@ class GenerationEngine:
         except ServerFailed as exc:
             raise JobFailed(f"sd-server failed: {exc}") from None
         except anyio.get_cancelled_exc_class():
-            # sd-server cannot interrupt a running generation: stop it; the next job restarts it.
+            # sd-server cannot interrupt a running generation: stop it (this worker's only); it restarts for the next.
             with anyio.CancelScope(shield=True):
-                await self.models.stop_resident()
+                await server.stop()
             raise
         return await anyio.to_thread.run_sync(_write_server_result, mode, result, job_dir)
 

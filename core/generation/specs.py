@@ -33,6 +33,10 @@ class GenerationJob(JobSpecBase):
         return self.request.batch_count
 
     @property
+    def wanted_model(self) -> str | None:
+        return self.request.model
+
+    @property
     def prompt(self) -> str:
         return self.request.prompt
 

@@ -101,7 +101,9 @@ class GenerationSubmitter:
     # ------------------------------------------------------------------------------------- submission
 
     async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted:
-        loaded = self.models.require_loaded()
+        loaded = await self.models.model_named(request.model)  # the loaded one unless the job names one
+        if request.model:
+            request = msgspec.structs.replace(request, model=loaded.name)
         request, default_sources = resolve_defaults(request, loaded.architecture, loaded.request.options.flow_shift)
         self.validate(job_type, request, loaded)
         await anyio.to_thread.run_sync(parse_lora_tags, request.prompt, self.models.library.folder_of("lora"))

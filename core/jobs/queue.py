@@ -1,4 +1,5 @@
-"""The durable FIFO job queue and its workers, one per lane.
+"""The durable FIFO job queue and its workers: one job at a time per lane, or, on a lane with a `Dispatcher` (the
+generation lane and its worker pool), each job handed in order to the next idle worker, so N jobs run at once.
 
 Every job is committed to the store before its 202 is sent, and every status change is committed as it
 happens; progress lives in memory while a job runs. Pending and processing jobs are also kept in memory (they
@@ -17,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import get_args
+from typing import Protocol, get_args
 
 import anyio
 import msgspec
@@ -74,6 +75,15 @@ ProgressReport = Callable[[SamplingStep | Transfer], None]
 Executor = Callable[[JobRecord, ProgressReport], Awaitable[list[str]]]
 
 
+class Dispatcher(Protocol):
+    """Hands jobs to workers (core/workers/pool.py): `assign` waits, in arrival order, for an idle worker and
+    returns its name; `release` gives it back when the job has ended."""
+
+    async def assign(self, job_id: str, model: str | None = None) -> str: ...
+
+    def release(self, name: str) -> None: ...
+
+
 class JobQueue:
     def __init__(
         self,
@@ -93,7 +103,7 @@ class JobQueue:
         self._lanes: dict[Lane, tuple[MemoryObjectSendStream[str], MemoryObjectReceiveStream[str]]] = {
             lane: anyio.create_memory_object_stream[str](math.inf) for lane in LANES
         }
-        self._running: dict[Lane, tuple[str, anyio.CancelScope]] = {}
+        self._running: dict[str, tuple[Lane, anyio.CancelScope]] = {}  # job id -> its lane, and what cancels it
         self._finished_watchers: list[Callable[[Job], None]] = []
 
     def watch_finished(self, watcher: Callable[[Job], None]) -> None:
@@ -171,10 +181,16 @@ class JobQueue:
         return pending.index(job_id) + 1
 
     def running(self, lane: Lane = "generation") -> Job | None:
-        """The job the lane's worker is running, if any."""
-        entry = self._running.get(lane)
-        record = self.active.get(entry[0]) if entry else None
-        return record.job if record else None
+        """The lane's running job (the one that started first, where several run), if any."""
+        jobs = self.running_jobs(lane)
+        return jobs[0] if jobs else None
+
+    def running_jobs(self, lane: Lane = "generation") -> list[Job]:
+        return [
+            record.job
+            for job_id, (job_lane, _) in self._running.items()
+            if job_lane == lane and (record := self.active.get(job_id)) is not None
+        ]
 
     def queued(self, lane: Lane = "generation") -> int:
         """Pending and processing jobs of the lane."""
@@ -233,9 +249,9 @@ class JobQueue:
         record = self.active.get(job_id)
         if record is None or record.spec is None:
             raise BadRequest("Cannot cancel job (not found or already processing)")
-        running = self._running.get(record.spec.lane)
-        if record.job.status == "processing" and running and running[0] == job_id:
-            running[1].cancel()  # the worker kills the process group and records the cancellation
+        running = self._running.get(job_id)
+        if record.job.status == "processing" and running:
+            running[1].cancel()  # its worker alone stops its process and records the cancellation
             return
         await self._set_status(record, "cancelled")
         self.bus.publish(JobCancelled(job_id))
@@ -262,7 +278,7 @@ class JobQueue:
         self.counts[status] += 1
         if status in TERMINAL:
             self.active.pop(job.job_id, None)
-        self.bus.publish(JobStatusChanged(job.job_id, status, previous, list(job.outputs)))
+        self.bus.publish(JobStatusChanged(job.job_id, status, previous, list(job.outputs), job.worker))
         if status in TERMINAL:
             for watcher in self._finished_watchers:
                 watcher(job)
@@ -286,25 +302,55 @@ class JobQueue:
             progress.percentage = round(100.0 * progress.current_all_steps / max(progress.all_steps, 1), 2)
             self.bus.publish(
                 JobProgress(
-                    job.job_id, step.step, step.total, step.image_index, progress.total_images, progress.percentage
+                    job.job_id,
+                    step.step,
+                    step.total,
+                    step.image_index,
+                    progress.total_images,
+                    progress.percentage,
+                    job.worker,
                 )
             )
 
         return report
 
-    async def run_worker(self, execute: Executor, lane: Lane = "generation") -> None:
-        """Process the lane's jobs one at a time, forever (until the surrounding task group is cancelled)."""
-        async for job_id in self._lanes[lane][1]:
-            record = self.active.get(job_id)
-            if record is None or record.job.status != "pending":
-                continue  # cancelled while waiting
+    async def run_worker(
+        self, execute: Executor, lane: Lane = "generation", dispatcher: Dispatcher | None = None
+    ) -> None:
+        """Process the lane's jobs forever (until the surrounding task group is cancelled): one at a time, or with a
+        dispatcher each on the worker it assigns, in submission order, as many at once as there are workers."""
+        if dispatcher is None:
+            async for job_id in self._lanes[lane][1]:
+                record = self.active.get(job_id)
+                if record is None or record.job.status != "pending":
+                    continue  # cancelled while waiting
+                await self._run_one(record, execute, lane)
+            return
+        async with anyio.create_task_group() as running:
+            async for job_id in self._lanes[lane][1]:
+                record = self.active.get(job_id)
+                if record is None or record.job.status != "pending" or record.spec is None:
+                    continue
+                worker = await dispatcher.assign(job_id, record.spec.wanted_model)
+                if record.job.status != "pending":  # cancelled while waiting for a worker
+                    dispatcher.release(worker)
+                    continue
+                record.job.worker = worker
+                running.start_soon(self._run_on, record, execute, lane, dispatcher, worker)
+
+    async def _run_on(
+        self, record: JobRecord, execute: Executor, lane: Lane, dispatcher: Dispatcher, worker: str
+    ) -> None:
+        try:
             await self._run_one(record, execute, lane)
+        finally:
+            dispatcher.release(worker)
 
     async def _run_one(self, record: JobRecord, execute: Executor, lane: Lane) -> None:
         job = record.job
         await self._set_status(record, "processing")
         scope = anyio.CancelScope()
-        self._running[lane] = (job.job_id, scope)
+        self._running[job.job_id] = (lane, scope)
         outcome: tuple[JobStatus, str | None]
         try:
             with scope:
@@ -323,7 +369,7 @@ class JobQueue:
             log.exception("job %s failed with an internal error", job.job_id)
             outcome = ("failed", f"Internal error: {type(exc).__name__}: {exc}")
         finally:
-            del self._running[lane]
+            del self._running[job.job_id]
         await self._set_status(record, *outcome)
         if outcome[0] == "cancelled":
             self.bus.publish(JobCancelled(job.job_id))

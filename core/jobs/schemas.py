@@ -54,6 +54,11 @@ class JobSpecBase(msgspec.Struct, tag_field="type"):
         return msgspec.convert(known, cls.params_type, strict=False), None
 
     @property
+    def wanted_model(self) -> str | None:
+        """The model the job runs on, where it names one: the scheduler prefers a worker that holds it."""
+        return None
+
+    @property
     def job_type(self) -> JobType:
         return cast(JobType, self.__struct_config__.tag)
 
@@ -90,6 +95,7 @@ class Job(msgspec.Struct, omit_defaults=True):
     completed_at: str | None = None
     error: str | None = None
     result: Annotated[JobResult, Meta(description=RESULT_DESCRIPTION)] | None = None
+    worker: str | None = None  # the worker ([[workers]] name) that runs or ran it
 
 
 class JobAccepted(msgspec.Struct):
@@ -144,3 +150,4 @@ class JobConfig(msgspec.Struct, omit_defaults=True):
     upscaler: str | None = None
     scale_per_pass: int | None = None
     passes: int | None = None
+    worker: str | None = None  # the [[workers]] name that ran it

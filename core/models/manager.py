@@ -1,14 +1,15 @@
 """Which model is loaded, with which components and options, and the resident process that holds it.
 
-"Loaded" means loaded: a load starts the resident process with the model's flags and keeps it for the following
-jobs: our worker (`sdcpp-worker`, JSON lines on stdin/stdout) when the backend has it, else an sd-server on a
-private loopback port. Unload stops it. A job holds `in_use` while it runs, so a load or unload
-waits for the running job instead of pulling the model from under it.
+"Loaded" means loaded: a load starts a resident process with the model's flags on every worker of the pool
+(core/workers/) and keeps them for the following jobs: our worker (`sdcpp-worker`, JSON lines on stdin/stdout) when
+the worker's backend has it, else an sd-server on a private loopback port. Unload stops them. A load or unload takes
+every worker (`WorkerPool.exclusive`), so it waits for the running jobs instead of pulling the model from under them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -21,17 +22,17 @@ from core.events.types import ModelLoaded, ModelLoadingProgress, ModelUnloaded
 from core.models.architecture import Architecture, UnreadableModel, detect_file, missing_components, preset_of
 from core.models.components import COMPONENTS, REPORTED_COMPONENTS
 from core.models.embeddings import embeddings_for_sdcpp
-from core.models.library import ModelLibrary
+from core.models.library import ModelFile, ModelLibrary
 from core.models.schemas import LoadedComponents, LoadModelRequest, MainModelType, ModelInspection
 from core.stored_values import ValueStore
+from core.workers.pool import Resident, Worker, WorkerInfo, WorkerPool, WorkerSpec
 from runners.flags import build_argv
 from runners.options import CONTEXT_FLAGS, ContextOptions
 from runners.progress import Bar, LogLine, Piece
 from runners.resident_worker import ResidentWorker, WorkerFailed
 from runners.sdserver import ResidentServer, ServerFailed
 
-# The process that keeps a loaded model in memory: our worker when the backend has it, else sd-server.
-Resident = ResidentServer | ResidentWorker
+__all__ = ["LoadFailed", "LoadedModel", "ModelManager", "Resident"]
 
 # The message of a load's first progress event: the moment a load starts (after any running job let go).
 LOAD_STARTING = "starting"
@@ -79,6 +80,7 @@ class ModelManager:
         ready_timeout_s: float = 600.0,
         worker: Path | None = None,
         stall_timeout_s: float = 300.0,
+        workers: list[WorkerSpec] | None = None,
     ) -> None:
         self.library = library
         self.store = store
@@ -88,10 +90,13 @@ class ModelManager:
         self.stall_timeout_s = stall_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.loaded: LoadedModel | None = None
-        self.resident: Resident | None = None
         self.loading_name: str | None = None
         self.last_error: str | None = None
-        self.in_use = anyio.Lock()
+        # one worker on the server's binaries unless the config declares [[workers]]
+        self.pool = WorkerPool(workers or [WorkerSpec("default", "", sd_server, worker)])
+        self.pool.revive = self._revive
+        self.held: dict[str, LoadedModel] = {}  # worker name -> the model its resident process holds
+        self.configured: Mapping[str, LoadModelRequest] = {}  # the config's [models] load profiles
         self.task_group: TaskGroup | None = None  # set by the service: resident processes live in it
 
     # --------------------------------------------------------------------------------- resolution
@@ -155,32 +160,76 @@ class ModelManager:
 
         return listen
 
-    async def _start_resident(self, loaded: LoadedModel) -> Resident:
+    async def _start_resident(self, worker: Worker, loaded: LoadedModel, report: bool = True) -> Resident:
+        """Start the model's resident process on the worker; `report`: publish its loading progress (one worker's
+        only when all load at once, so the events read as one load)."""
         assert self.task_group is not None, "the service must be running"
-        flags = build_argv(CONTEXT_FLAGS, loaded.context)
+        spec = worker.spec
+        context = msgspec.structs.replace(loaded.context, n_threads=spec.threads) if spec.threads else loaded.context
+        flags = build_argv(CONTEXT_FLAGS, context)
         resident: Resident = (
-            ResidentWorker([str(self.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
-            if self.worker
-            else ResidentServer([str(self.sd_server), *flags], self.ready_timeout_s)
+            ResidentWorker([str(spec.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
+            if spec.worker
+            else ResidentServer([str(spec.sd_server), *flags], self.ready_timeout_s)
         )
-        resident.listener = self._loading_listener(loaded.name)
+        resident.env = dict(spec.env)
+        resident.listener = self._loading_listener(loaded.name) if report else None
         try:
             await self.task_group.start(resident.run)
         finally:
             resident.listener = None
+        worker.resident, worker.model, worker.last_error = resident, loaded.name, None
+        self.held[worker.name] = loaded
         return resident
 
-    async def stop_resident(self) -> None:
-        """Stop the resident process (on unload, shutdown, or to cancel its running job: neither sd-server nor
-        the worker can cancel one); `ensure_resident` starts it again for the next job while a model is loaded."""
-        resident, self.resident = self.resident, None
-        if resident is not None:
-            await resident.stop()
+    async def stop_resident(self, worker: Worker | None = None) -> None:
+        """Stop one worker's resident process, or every worker's (on unload and shutdown); `ensure_resident`
+        starts it again for the next job while a model is loaded."""
+        for each in [worker] if worker else self.pool.workers:
+            resident, each.resident, each.model = each.resident, None, None
+            self.held.pop(each.name, None)
+            if resident is not None:
+                await resident.stop()
+
+    async def _start_everywhere(self, loaded: LoadedModel) -> None:
+        """The model's resident process on every worker at once; if one fails, none keeps it."""
+        failures: list[str] = []
+
+        async def start(worker: Worker) -> None:
+            try:
+                await self._start_resident(worker, loaded, report=worker is self.pool.workers[0])
+            except (ServerFailed, WorkerFailed) as exc:
+                worker.last_error = str(exc)
+                failures.append(f"{worker.name}: {exc}" if len(self.pool.workers) > 1 else str(exc))
+
+        async with anyio.create_task_group() as starting:
+            for worker in self.pool.workers:
+                starting.start_soon(start, worker)
+        if failures:
+            await self.stop_resident()
+            raise WorkerFailed("; ".join(failures))
+
+    def _revive(self, worker: Worker) -> bool:
+        """After a job: a worker whose process died (a crash) or was stopped (a cancelled job) starts it again in
+        the background, so the next job finds it ready; True when it does."""
+        target = self.held.get(worker.name) or self.loaded
+        if target is None or self.task_group is None or (worker.resident is not None and worker.resident.alive):
+            return False
+        self.task_group.start_soon(self._restart, worker, target)
+        return True
+
+    async def _restart(self, worker: Worker, target: LoadedModel) -> None:
+        try:
+            await self._start_resident(worker, target)
+        except (ServerFailed, WorkerFailed) as exc:
+            worker.last_error = f"Failed to restart model: {target.name}: {exc}"
+        finally:
+            self.pool.ready(worker)
 
     async def load(self, request: LoadModelRequest) -> LoadedModel:
         self.loading_name = request.model_name
         try:
-            async with self.in_use:
+            async with self.pool.exclusive():
                 self.bus.publish(ModelLoadingProgress(request.model_name, message=LOAD_STARTING))
                 try:
                     context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
@@ -190,11 +239,12 @@ class ModelManager:
                 loaded = LoadedModel(request, context, architecture)
                 await self._unload_locked()
                 try:
-                    self.resident = await self._start_resident(loaded)
+                    await self._start_everywhere(loaded)
                 except (ServerFailed, WorkerFailed) as exc:
                     self.last_error = f"Failed to load model: {request.model_name}: {exc}"
                     raise LoadFailed(self.last_error) from None
                 self.loaded, self.last_error = loaded, None
+                self.pool.default_model = loaded.name
                 profiles = await self.store.value(LOAD_PROFILES_KEY, dict[str, LoadModelRequest]) or {}
                 profiles[loaded.name] = request
                 await self.store.set_value(LOAD_PROFILES_KEY, profiles)
@@ -207,12 +257,13 @@ class ModelManager:
 
     async def _unload_locked(self) -> None:
         await self.stop_resident()
+        self.pool.default_model = None
         if self.loaded is not None:
             name, self.loaded = self.loaded.name, None
             self.bus.publish(ModelUnloaded(name))
 
     async def unload(self) -> None:
-        async with self.in_use:
+        async with self.pool.exclusive():
             await self._unload_locked()
             await self.store.set_value(LOADED_MODEL_KEY, None)
 
@@ -245,6 +296,11 @@ class ModelManager:
         found = await anyio.to_thread.run_sync(self.library.find_main_model, name, field)
         if self.loaded is not None and self.loaded.name == found.name and self.loaded.request.model_type == found.type:
             return self.loaded
+        return await self.load(await self._request_for(found, configured))
+
+    async def _request_for(self, found: ModelFile, configured: Mapping[str, LoadModelRequest]) -> LoadModelRequest:
+        """How a model chosen by name is loaded: its load profile, else the config's `[models."<name>"]` table, else
+        the file alone."""
         stem = Path(found.name).with_suffix("").as_posix()
         request = (
             await self.load_profile(found.name)
@@ -252,23 +308,53 @@ class ModelManager:
             or configured.get(stem)
             or LoadModelRequest(model_name=found.name, model_type=found.type)  # type: ignore[arg-type]
         )
-        return await self.load(msgspec.structs.replace(request, model_name=found.name, model_type=found.type))
+        return msgspec.structs.replace(request, model_name=found.name, model_type=found.type)
+
+    async def model_named(self, name: str | None, field: str = "model") -> LoadedModel:
+        """The model a job runs on: the loaded one (None), else the named one as a worker holds it or would load it
+        (not loaded anywhere by this call). An unknown name or a missing component is a 400 naming `field`."""
+        if not name:
+            return self.require_loaded()
+        found = await anyio.to_thread.run_sync(self.library.find_main_model, name, field)
+        for known in (self.loaded, *self.held.values()):
+            if known is not None and known.name == found.name and known.request.model_type == found.type:
+                return known
+        request = await self._request_for(found, self.configured)
+        try:
+            context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
+        except ServiceError as exc:
+            raise BadRequest(f"{field}: {found.name}: {exc.message}") from None
+        return LoadedModel(request, context, architecture)
 
     async def restore(self) -> LoadModelRequest | None:
         """The model that was loaded when the server last stopped (loaded again by the service)."""
         return await self.store.value(LOADED_MODEL_KEY, LoadModelRequest)
 
-    async def ensure_resident(self) -> Resident:
-        """The resident process (worker or sd-server) of the loaded model, restarted if it died or was stopped
-        (call with in_use)."""
-        loaded = self.require_loaded()
-        if self.resident is None or not self.resident.alive:
+    async def ensure_resident(self, worker: Worker, loaded: LoadedModel | None = None) -> Resident:
+        """The worker's resident process (our worker or sd-server) holding the job's model (default: the loaded
+        one), restarted if it died or was stopped, or started in place of another model the worker held: on this
+        worker only, the others go on (call while the worker runs the job)."""
+        loaded = loaded or self.require_loaded()
+        if worker.resident is None or not worker.resident.alive or worker.model != loaded.name:
+            if worker.model != loaded.name:
+                await self.stop_resident(worker)
             try:
-                self.resident = await self._start_resident(loaded)
+                return await self._start_resident(worker, loaded)
             except (ServerFailed, WorkerFailed) as exc:
-                self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
+                worker.last_error = self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
                 raise LoadFailed(self.last_error) from None
-        return self.resident
+        return worker.resident
+
+    @asynccontextmanager
+    async def worker_for(self, job_id: str) -> AsyncIterator[Worker]:
+        """The worker the queue handed the job to (the scheduler marked it busy for the job)."""
+        worker = self.pool.running(job_id)
+        if worker is None:
+            raise LoadFailed(f"job {job_id} was not handed to a worker")
+        yield worker
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.pool.infos()
 
     # ------------------------------------------------------------------------------------- queries
 

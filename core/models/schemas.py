@@ -11,6 +11,7 @@ from core.models.architecture import Preset
 from core.models.components import Component
 from core.models.types import ModelType
 from core.request_types import CInt, NonEmptyStr, NonNegInt, Request, Unit
+from core.workers.schemas import WorkerInfo
 
 RngType = Literal["std_default", "cuda", "cpu"]
 Prediction = Literal["", "eps", "v", "edm_v", "sd3_flow", "flux_flow", "flux2_flow"]
@@ -99,6 +100,7 @@ class HealthResponse(msgspec.Struct):
     loaded_components: dict[str, str | None]  # {} while no model is loaded
     upscaler_loaded: bool
     upscaler_name: str | None
+    workers: list[WorkerInfo] = []  # each worker of the pool: its state, job, resident models, memory
 
 
 class LoadedModelInfo(msgspec.Struct):

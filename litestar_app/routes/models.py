@@ -31,11 +31,17 @@ from core.models.schemas import (
 from core.models.types import MODEL_TYPES
 from core.request_types import SuccessMessage
 from core.service import Service
+from core.workers.schemas import WorkerInfo
 
 
 @get("/health", sync_to_thread=False, summary="Server, model and upscaler state")
 def health(service: Service) -> HealthResponse:
     return service.health()
+
+
+@get("/workers", sync_to_thread=False, summary="The workers sharing the queue: state, job, resident models, memory")
+def workers(service: Service) -> list[WorkerInfo]:
+    return service.models.workers()
 
 
 @get("/models", summary="Model files per type, with filters")
@@ -117,6 +123,7 @@ def architectures(service: Service) -> Architectures:
 
 ROUTES = [
     health,
+    workers,
     list_models,
     load_model,
     unload_model,

@@ -17,6 +17,7 @@ CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.errors", "core.files", "core.safe_paths", "core.request_types", "core.stored_values", "core.limits"),
     ("core.jobs.schemas",),  # what a job is (its types and states), which events name
     ("core.events",),
+    ("core.workers",),  # the worker pool and its scheduler: knows resident processes, not jobs or models
     ("core.jobs",),  # the queue that runs jobs and publishes their events
     ("core.models",),
     ("core.upscale",),  # the ESRGAN upscaler and /upscale jobs; generation chains it after a job
