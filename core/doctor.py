@@ -23,7 +23,9 @@ import httpx
 import msgspec
 
 from core.models.schemas import HealthResponse
+from core.prompt_help.features import Assistant, PromptEnhancer, stored_settings_key
 from core.prompt_help.ollama import OllamaClient
+from core.prompt_help.schemas import LlmSettings
 from core.settings import API_KEYS, Settings
 from core.store import StoreUnusable
 from core.store.sqlite import STORE_FILE, _stored_version, lock_path
@@ -234,12 +236,31 @@ async def _reachable(base_url: str, api_key: str) -> bool:
         await client.aclose()
 
 
+def _persisted(settings: Settings, feature: str) -> LlmSettings | None:
+    """A feature's settings as changed with PUT and kept in the store (they win over the config's), read through a
+    read-only connection; None when there are none or the store cannot be read (the store check says why)."""
+    path = settings.output_root() / STORE_FILE
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM state_values WHERE key = ?", (stored_settings_key(feature),)).fetchone()
+        finally:
+            db.close()
+        return msgspec.json.decode(row[0], type=LlmSettings) if row else None
+    except (sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def _ollama(settings: Settings) -> Finding:
     wanted = {
-        feature: llm for feature, llm in (("ollama", settings.ollama), ("assistant", settings.assistant)) if llm.enabled
+        name: llm
+        for name, configured in ((PromptEnhancer.name, settings.ollama), (Assistant.name, settings.assistant))
+        if (llm := _persisted(settings, name) or configured).enabled
     }
     if not wanted:
-        return Finding(Verdict.NOTE, "prompt help and the assistant are disabled in the config")
+        return Finding(Verdict.NOTE, "prompt help and the assistant are disabled")
     unreachable = [
         f"[{feature}] {llm.base_url}"
         for feature, llm in wanted.items()
@@ -249,7 +270,8 @@ def _ollama(settings: Settings) -> Finding:
         return Finding(
             Verdict.WARNING,
             f"Ollama not reachable at {', '.join(unreachable)}: prompt help / the assistant will answer 503",
-            "start Ollama (`ollama serve`), set base_url in [ollama] / [assistant], or set enabled = false there",
+            "start Ollama (`ollama serve`), or set base_url or enabled = false in [ollama] / [assistant] (or with "
+            "PUT /ollama/settings, /assistant/settings, which the store keeps)",
         )
     return ok("Ollama answers at " + ", ".join(sorted({llm.base_url for llm in wanted.values()})))
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -138,6 +139,18 @@ def test_a_running_server_is_named_not_a_problem(config: Path, tiny_models_dir: 
     assert report.verdicts["store"] == report.verdicts["ports"] == "note"
     assert f"a server is running on this output folder (pid {server.process.pid})" in report.line("store")
     assert f"127.0.0.1:{server.port} (--port): an sdcpp-restapi server is already running there" in report.line("ports")
+
+
+def test_ollama_settings_changed_through_the_api_win(
+    config: Path, tiny_models_dir: Path, server: ServerProcess
+) -> None:
+    """PUT /ollama/settings is kept in the store and wins over the config: doctor reads it (read-only, while the
+    server runs)."""
+    for feature in ("ollama", "assistant"):
+        assert httpx.put(f"{server.url}/{feature}/settings", json={"enabled": False}).status_code == 200
+    report = doctor(config, tiny_models_dir, server.output_dir, port=server.port)
+    assert report.verdicts["ollama"] == "note", report.text
+    assert "prompt help and the assistant are disabled" in report.line("ollama")
 
 
 def test_no_key_beyond_loopback_and_an_unreachable_ollama(tiny_models_dir: Path, tmp_path: Path) -> None:
