@@ -31,6 +31,10 @@ backend name="cpu": venv
 serve *args: venv backend
     {{bin}}/sdcpp-restapi serve {{args}}
 
+# check the set-up `serve` would use and print each problem with its fix (same flags as serve)
+doctor *args: venv
+    {{bin}}/sdcpp-restapi doctor {{args}}
+
 # lint (ruff), format check (ruff format) and static types (mypy), as configured in pyproject.toml
 lint: venv
     {{bin}}/ruff check .

@@ -1,5 +1,6 @@
 """`sdcpp-restapi serve`: settings from defaults, TOML, environment and flags (generated from the settings'
-declaration), then uvicorn."""
+declaration), then uvicorn. `doctor` checks the set-up `serve` would use (same flags); `build-backend` builds a
+backend (runners.backend_build, the same builder as bin/build-backend)."""
 
 from __future__ import annotations
 
@@ -11,30 +12,47 @@ import sys
 
 import uvicorn
 
+from core.doctor import CheckResult, all_well, run_checks
 from core.service import build_service
 from core.settings import COMMAND_LINE, CONFIG_FILE, Settings, SettingsError, load_settings
 from core.store import StoreUnusable
+from runners import backend_build
 from runners.binaries import BinaryNotFound
+from runners.doctor import Verdict
 
 log = logging.getLogger("sdcpp_restapi")
 
 
-def parser() -> argparse.ArgumentParser:
-    """`serve`'s flags and their help, generated from the settings' declaration (core.settings.COMMAND_LINE)."""
-    root = argparse.ArgumentParser(prog="sdcpp-restapi", description="REST API server for stable-diffusion.cpp")
-    commands = root.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="start the API server")
+def add_settings_flags(command: argparse.ArgumentParser) -> None:
+    """The settings' flags and their help, generated from the settings' declaration (core.settings.COMMAND_LINE)."""
     for setting in (CONFIG_FILE, *COMMAND_LINE):
         if setting.flag is None:  # a secret: from the environment or the config file only
             continue
         default = f"default {setting.default}; " if setting.default not in (None, "", False) else ""
         help_text = f"{setting.description} ({default}also {setting.variable})"
         if setting.kind is bool:
-            serve.add_argument(setting.flag, dest=setting.name, action="store_true", default=None, help=help_text)
+            command.add_argument(setting.flag, dest=setting.name, action="store_true", default=None, help=help_text)
         else:
-            serve.add_argument(
+            command.add_argument(
                 setting.flag, dest=setting.name, type=setting.kind, choices=setting.choices, help=help_text
             )
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sdcpp-restapi", description="REST API server for stable-diffusion.cpp")
+    commands = root.add_subparsers(dest="command", required=True)
+    add_settings_flags(commands.add_parser("serve", help="start the API server"))
+    add_settings_flags(
+        commands.add_parser(
+            "doctor",
+            help="check the set-up serve would use (binaries, backend build, devices, folders, ports, store, "
+            "Ollama, keys); exit 1 when something must be fixed",
+            description="Check what `serve` with the same flags would use and print each problem with its fix. "
+            "Exit status 0: all is well (notes and warnings do not count); 1: a problem to fix.",
+        )
+    )
+    # Listed here for --help; its arguments are the builder's own (runners.backend_build.main), see main().
+    commands.add_parser("build-backend", help="build and install a backend's sd-cli, sd-server and resident worker")
     return root
 
 
@@ -110,14 +128,36 @@ async def serve(settings: Settings) -> None:
     await uvicorn.Server(config).serve()
 
 
+VERDICT_LABELS = {Verdict.OK: "ok", Verdict.NOTE: "note", Verdict.WARNING: "WARNING", Verdict.PROBLEM: "PROBLEM"}
+
+
+def print_report(results: list[CheckResult]) -> None:
+    width = max(len(result.name) for result in results)
+    for result in results:
+        finding = result.finding
+        print(f"{VERDICT_LABELS[finding.verdict]:<8} {result.name:<{width}}  {finding.summary}")
+        if finding.fix and finding.verdict is not Verdict.OK:
+            print(f"{'':<8} {'':<{width}}  fix: {finding.fix}")
+    problems = sum(result.finding.verdict.fails for result in results)
+    warnings = sum(result.finding.verdict is Verdict.WARNING for result in results)
+    print(f"{problems} problem(s), {warnings} warning(s): " + ("all is well" if not problems else "fix the above"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["build-backend"]:  # the builder parses its own arguments: one command line, one implementation
+        return backend_build.main(given[1:], prog="sdcpp-restapi build-backend")
+    args = parser().parse_args(given)
     overrides = {key: value for key, value in vars(args).items() if key not in ("command", "config")}
     try:
         settings = load_settings(args.config, overrides=overrides)
     except SettingsError as exc:
         print(f"sdcpp-restapi: {exc}", file=sys.stderr)
         return 2
+    if args.command == "doctor":
+        results = run_checks(settings)
+        print_report(results)
+        return 0 if all_well(results) else 1
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     describe(settings)
     try:

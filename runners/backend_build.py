@@ -160,8 +160,9 @@ def build(backend: str, jobs: int, force: bool) -> Path:
     return install
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="build-backend", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "build-backend") -> int:
+    """The command line of `sdcpp-restapi build-backend` and of bin/build-backend (one implementation)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("backend", nargs="?", default="cpu", choices=sorted(BACKEND_CMAKE_FLAGS))
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")

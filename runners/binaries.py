@@ -23,7 +23,8 @@ def _check(path: Path, role: str, backend: str) -> Path:
     if not path.is_file():
         raise BinaryNotFound(
             f"{role} binary not found at {path}.\n"
-            f"Build the '{backend}' backend with `bin/build-backend {backend}` (or `just backend`), "
+            f"Build the '{backend}' backend with `sdcpp-restapi build-backend {backend}` (`bin/build-backend {backend}` "
+            "or `just backend` in a checkout), "
             f"or point the config at an existing binary with --{role} PATH, "
             f"SDCPP_RESTAPI_{role.upper().replace('-', '_')} or [backends.{backend}] in the TOML config."
         )

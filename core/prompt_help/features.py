@@ -68,6 +68,11 @@ class HistoryStore(ValueStore, Protocol):
     async def history_count(self, feature: str) -> int: ...
 
 
+def stored_settings_key(feature: str) -> str:
+    """The store's key for a feature's settings as changed with PUT (they win over the config's)."""
+    return f"{feature}_settings"
+
+
 class LlmFeature:
     """Settings + history + client of one LLM feature; `name` keys its settings and history in the store."""
 
@@ -81,7 +86,7 @@ class LlmFeature:
 
     @property
     def settings_key(self) -> str:
-        return f"{self.name}_settings"
+        return stored_settings_key(self.name)
 
     async def restore(self) -> None:
         """Settings changed with PUT win over the config's."""

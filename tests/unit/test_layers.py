@@ -26,7 +26,7 @@ CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.metrics",),  # reads the queue and the models, hears the events; the service assembles it
     ("core.store",),
     ("core.settings",),
-    ("core.service", "core.job_types", "core.legacy_json"),
+    ("core.service", "core.job_types", "core.legacy_json", "core.doctor"),
 )
 
 
