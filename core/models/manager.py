@@ -171,8 +171,9 @@ class ModelManager:
         return resident
 
     async def stop_resident(self) -> None:
-        """Stop the resident process (on unload, shutdown, or to cancel its running job: neither sd-server nor
-        the worker can cancel one); `ensure_resident` starts it again for the next job while a model is loaded."""
+        """Stop the resident process (on unload, shutdown, or to cancel sd-server's running job: it cannot stop one;
+        the worker cancels its own job and is stopped only when it does not in time); `ensure_resident` starts it
+        again for the next job while a model is loaded."""
         resident, self.resident = self.resident, None
         if resident is not None:
             await resident.stop()

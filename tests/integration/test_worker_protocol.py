@@ -1,13 +1,15 @@
 """The real `sdcpp-worker`, driven line by line as ResidentWorker drives it: every answer decodes strictly as
 runners/worker_protocol.py's structs (no unknown, missing or mistyped field), a malformed job line is refused
-with an `error` naming the field and the rule, a job that fails or throws answers `failed`, and after each the
-same process, its model still loaded, runs the next job."""
+with an `error` naming the field and the rule, a job that fails or throws answers `failed`, a cancel line stops
+the running job at a sampling step (or drops a waiting one) with `cancelled`, and after each the same process,
+its model still loaded, runs the next job."""
 
 from __future__ import annotations
 
 import json
 import queue
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,8 @@ from runners.flags import build_argv
 from runners.options import CONTEXT_FLAGS, ContextOptions
 from runners.resident_worker import ResidentWorker, WorkerFailed
 from runners.worker_protocol import (
+    Cancelled,
+    CancelRequest,
     Done,
     Failed,
     Fatal,
@@ -88,8 +92,11 @@ class Worker:
     def run(self, job: JobRequest) -> list[Message]:
         """The job's answers, up to and including its `done` or `failed`."""
         self.send(msgspec.json.encode(job).decode())
+        return self.answers_until_end()
+
+    def answers_until_end(self) -> list[Message]:
         answers = [self.answer()]
-        while not isinstance(answers[-1], (Done, Failed, LineError)):
+        while not isinstance(answers[-1], (Done, Failed, Cancelled, LineError)):
             answers.append(self.answer())
         return answers
 
@@ -230,5 +237,96 @@ def test_resident_worker_fails_a_refused_job_at_once_and_goes_on(tiny_models_dir
             assert outputs == [str(tmp_path / "next_0.png")] and events
             assert resident.alive and resident.process.pid == pid
             await resident.stop()
+
+    anyio.run(scenario)
+
+
+SLOW_ARGS = ["--prompt", "slow", "-W", "256", "-H", "256", "--steps", "50", "--seed", "7"]
+
+
+def test_a_cancel_line_stops_the_running_job_at_a_step_and_the_model_stays_loaded(
+    worker: Worker, tmp_path: Path
+) -> None:
+    pid = worker.process.pid
+    worker.send(msgspec.json.encode(good_job(tmp_path, "slow", args=SLOW_ARGS)).decode())
+    answers = [worker.answer()]
+    while not (isinstance(answers[-1], Progress) and answers[-1].step >= 1):
+        answers.append(worker.answer())
+    worker.send(msgspec.json.encode(CancelRequest("slow")).decode())
+    ended = worker.answers_until_end()
+    answers += ended
+    assert ended[-1] == Cancelled("slow"), ended[-3:]
+    steps = [a.step for a in answers if isinstance(a, Progress)]
+    assert steps[-1] < 50 and all(isinstance(a, (Progress, Cancelled)) for a in answers)  # stopped mid-sampling
+    assert not list(tmp_path.glob("slow_*.png"))  # nothing saved
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-cancel")
+
+
+def test_a_cancel_drops_a_waiting_job_and_ignores_an_ended_one(worker: Worker, tmp_path: Path) -> None:
+    pid = worker.process.pid
+    worker.send(msgspec.json.encode(good_job(tmp_path, "first", args=SLOW_ARGS)).decode())
+    worker.send(msgspec.json.encode(good_job(tmp_path, "waiting")).decode())
+    worker.send(msgspec.json.encode(CancelRequest("waiting")).decode())
+    answers = [worker.answer()]
+    while not isinstance(answers[-1], Cancelled):  # at once, while the first job runs
+        answers.append(worker.answer())
+    assert answers[-1] == Cancelled("waiting")
+    worker.send(msgspec.json.encode(CancelRequest("first")).decode())
+    assert worker.answers_until_end()[-1] == Cancelled("first")
+    worker.send(msgspec.json.encode(CancelRequest("first")).decode())  # ended: no answer, nothing changes
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-cancels")
+    assert not list(tmp_path.glob("waiting_*.png")) and not list(tmp_path.glob("first_*.png"))
+
+
+MALFORMED_CANCELS: list[tuple[str, str, str]] = [
+    ("a number", '{"cancel": 5}', "'cancel' must be a string"),
+    ("an empty job_id", '{"cancel": ""}', "'cancel' must not be empty"),
+    ("another field", '{"cancel": "x", "job_id": "x"}', "unknown field 'job_id' in a cancel line"),
+]
+
+
+@pytest.mark.parametrize(("wrong", "line", "error"), MALFORMED_CANCELS, ids=[case[0] for case in MALFORMED_CANCELS])
+def test_a_malformed_cancel_line_is_refused(worker: Worker, tmp_path: Path, wrong: str, line: str, error: str) -> None:
+    pid = worker.process.pid
+    worker.send(line)
+    answer = worker.answer()
+    assert isinstance(answer, LineError) and error in answer.error and answer.job_id is None, (wrong, answer)
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-bad-cancel")
+
+
+# A fault-injecting stand-in for the worker (the one fake binary of these tests): it loads nothing, and once a job
+# runs it reports steps forever without reading stdin, so a cancel line never reaches it.
+STUBBORN_WORKER = """
+import json, sys, time
+print(json.dumps({"type": "ready"}), flush=True)
+job = json.loads(sys.stdin.readline())
+step = 0
+while True:
+    step += 1
+    print(json.dumps({"type": "progress", "job_id": job["job_id"], "step": step, "steps": 10**6, "time": 0.05}),
+          flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_a_worker_that_does_not_stop_on_a_cancel_is_killed(tmp_path: Path) -> None:
+    stubborn = tmp_path / "stubborn_worker.py"
+    stubborn.write_text(STUBBORN_WORKER)
+
+    async def scenario() -> None:
+        resident = ResidentWorker([sys.executable, str(stubborn)], 30, stall_timeout_s=30, cancel_timeout_s=1.0)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(resident.run)
+            stepping = anyio.Event()
+            with anyio.fail_after(30), anyio.CancelScope() as job:
+
+                async def cancel_once_stepping() -> None:
+                    await stepping.wait()
+                    job.cancel()
+
+                tasks.start_soon(cancel_once_stepping)
+                await resident.generate(good_job(tmp_path, "stuck"), lambda event: stepping.set())
+            assert job.cancel_called and not resident.alive  # past the bound it was stopped, not left running
+            assert resident.returncode is not None and resident.returncode != 0
 
     anyio.run(scenario)
