@@ -113,13 +113,28 @@ static std::atomic<bool> in_sampling{false};  // inside the library's sampler lo
 
 struct JobCancelled {};  // not a std::exception: no `catch (const std::exception&)` of the library stops it
 
-// The library's log lines that open and close its sampler loops (stable-diffusion.cpp of the pinned sdist):
-// "generating image: b/n - seed" comes right before each image's sample() (after LoRAs are applied and the
-// conditions computed), "generating N latent images completed" after the last one; a video logs
+// The library's log lines that open and close its sampler loops (stable-diffusion.cpp of the pinned sdist), as
+// `file:line - message`: "generating image: b/n - seed" comes right before each image's sample() (after LoRAs are
+// applied and the conditions computed), "generating N latent images completed" after the last one; a video logs
 // "generate_video WxHxT" before its one or two sample() calls and "generating latent video completed" after.
-// A failed generation returns without the closing line: `run` ends the phase at the job's end too.
-static const char* const SAMPLING_BEGINS[] = {" - generating image: ", " - generate_video "};
-static const char* const SAMPLING_ENDS[]   = {" latent images completed, taking ", " - generating latent video completed"};
+// Only stable-diffusion.cpp's own lines count, by how their message starts (a prompt in a log line cannot match).
+// A failed generation returns without the closing line: the main loop ends the phase at the job's end too.
+struct LogMark {
+    const char* starts;    // the message starts with this
+    const char* contains;  // and contains this ("" for anything)
+};
+static const LogMark SAMPLING_BEGINS[] = {{"generating image: ", ""}, {"generate_video ", ""}};
+static const LogMark SAMPLING_ENDS[]   = {{"generating ", " latent images completed"},
+                                          {"generating latent video completed", ""}};
+
+static bool library_line_is(const char* text, const LogMark& mark) {
+    static const char library_file[] = "stable-diffusion.cpp:";
+    if (strncmp(text, library_file, sizeof(library_file) - 1) != 0) return false;
+    const char* message = strstr(text, " - ");
+    if (message == nullptr) return false;
+    message += 3;
+    return strncmp(message, mark.starts, strlen(mark.starts)) == 0 && strstr(message, mark.contains) != nullptr;
+}
 
 static void emit(const json& message) {
     std::lock_guard<std::mutex> lock(protocol_mutex);
@@ -131,11 +146,11 @@ static void emit(const json& message) {
 
 static void on_log(enum sd_log_level_t level, const char* text, void*) {
     if (!current.job_id.empty()) {
-        for (const char* mark : SAMPLING_BEGINS) {
-            if (strstr(text, mark) != nullptr) in_sampling = true;
+        for (const LogMark& mark : SAMPLING_BEGINS) {
+            if (library_line_is(text, mark)) in_sampling = true;
         }
-        for (const char* mark : SAMPLING_ENDS) {
-            if (strstr(text, mark) != nullptr) in_sampling = false;
+        for (const LogMark& mark : SAMPLING_ENDS) {
+            if (library_line_is(text, mark)) in_sampling = false;
         }
     }
     if (level == SD_LOG_ERROR) {

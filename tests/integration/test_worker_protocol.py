@@ -294,6 +294,32 @@ def test_a_malformed_cancel_line_is_refused(worker: Worker, tmp_path: Path, wron
     assert_runs_a_good_job(worker, pid, tmp_path, "after-bad-cancel")
 
 
+def test_resident_worker_cancels_a_job_and_keeps_its_model(tiny_models_dir: Path, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        resident = ResidentWorker(load_argv(tiny_models_dir), ready_timeout_s=120, stall_timeout_s=120)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(resident.run)
+            assert resident.process is not None
+            pid = resident.process.pid
+            stepping = anyio.Event()
+            with anyio.CancelScope() as job:  # what the queue does to a running job's engine call
+
+                async def cancel_once_stepping() -> None:
+                    await stepping.wait()
+                    job.cancel()
+
+                tasks.start_soon(cancel_once_stepping)
+                slow = good_job(tmp_path, "slow", args=SLOW_ARGS)
+                await resident.generate(slow, lambda event: stepping.set() if event.step >= 1 else None)
+            assert job.cancel_called and resident.alive and resident.process.pid == pid
+            assert not list(tmp_path.glob("slow_*.png"))
+            outputs = await resident.generate(good_job(tmp_path, "next"), lambda event: None)
+            assert outputs == [str(tmp_path / "next_0.png")] and resident.process.pid == pid
+            await resident.stop()
+
+    anyio.run(scenario)
+
+
 # A fault-injecting stand-in for the worker (the one fake binary of these tests): it loads nothing, and once a job
 # runs it reports steps forever without reading stdin, so a cancel line never reaches it.
 STUBBORN_WORKER = """
