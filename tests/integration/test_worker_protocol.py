@@ -57,6 +57,7 @@ def load_argv(models: Path) -> list[str]:
         diffusion=str(models / "diffusion_models" / TINY_LOAD["model_name"]),
         llm=str(models / "llm" / TINY_LOAD["llm"]),
         taesd=str(models / "taesd" / TINY_LOAD["taesd"]),
+        lora_dir=str(models / "loras"),
     )
     return [load_settings().selected_backend().sd_worker, *build_argv(CONTEXT_FLAGS, context)]
 
@@ -260,6 +261,24 @@ def test_a_cancel_line_stops_the_running_job_at_a_step_and_the_model_stays_loade
     assert steps[-1] < 50 and all(isinstance(a, (Progress, Cancelled)) for a in answers)  # stopped mid-sampling
     assert not list(tmp_path.glob("slow_*.png"))  # nothing saved
     assert_runs_a_good_job(worker, pid, tmp_path, "after-cancel")
+
+
+@pytest.mark.parametrize("when", ["with the job line", "at the first answer"])
+def test_a_cancel_before_sampling_ends_the_job_at_its_first_step(worker: Worker, tmp_path: Path, when: str) -> None:
+    """Sent with the job line, the cancel reaches the worker before the job samples: while its arguments are read
+    (then it never starts) or while the library sets it up (its LoRA is loaded by library threads then: no place to
+    stop), and then it stops as sampling begins. Either way: `cancelled`, no sampling step past the first, and the
+    worker goes on."""
+    pid = worker.process.pid
+    lora_job = good_job(tmp_path, "early", args=["--prompt", "slow <lora:tiny_lora:0.7>", *SLOW_ARGS[2:]])
+    worker.send(msgspec.json.encode(lora_job).decode())
+    answers = [] if when == "with the job line" else [worker.answer()]  # the LoRA's loading progress, or step 0
+    worker.send(msgspec.json.encode(CancelRequest("early")).decode())
+    answers += worker.answers_until_end()
+    assert answers[-1] == Cancelled("early"), answers[-3:]
+    assert max((a.step for a in answers if isinstance(a, Progress) and a.steps == 50), default=0) <= 1, answers
+    assert not list(tmp_path.glob("early_*.png"))
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-early-cancel")
 
 
 def test_a_cancel_drops_a_waiting_job_and_ignores_an_ended_one(worker: Worker, tmp_path: Path) -> None:
