@@ -172,6 +172,8 @@ class ResidentWorker(ResidentProcess):
             self._step_time_s = 0.0
             healthy = False  # whether the worker is known to be idle and well after this call
             try:
+                # Cancelled from here on, the worker may have the line (a send cancelled midway has written it):
+                # `cancel` ends the job there, or, when the line never arrived, stops the worker past the bound.
                 await self.process.stdin.send(_encode(request) + b"\n")
                 while True:
                     with anyio.move_on_after(self.stall_timeout_s) as stalled:
@@ -229,7 +231,7 @@ class ResidentWorker(ResidentProcess):
                     await self.process.stdin.send(_encode(CancelRequest(job_id)) + b"\n")
                     while True:
                         message = await self._inbox.receive()
-                        if isinstance(message, (Cancelled, Done, Failed)) and message.job_id == job_id:
+                        if isinstance(message, (Cancelled, Done, Failed, LineError)) and message.job_id == job_id:
                             log.info("sdcpp-worker ended job %s on a cancel (%s)", job_id, type(message).__name__)
                             return True
                 except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
