@@ -281,6 +281,24 @@ def test_a_cancel_before_sampling_ends_the_job_at_its_first_step(worker: Worker,
     assert_runs_a_good_job(worker, pid, tmp_path, "after-early-cancel")
 
 
+def test_a_batch_cancelled_in_its_second_image_leaves_the_next_image_unchanged(worker: Worker, tmp_path: Path) -> None:
+    pid = worker.process.pid
+    [reference] = [a for a in worker.run(good_job(tmp_path, "reference")) if isinstance(a, Done)]
+    batch = good_job(tmp_path, "batch", args=["--prompt", "many", "-W", "64", "-H", "64", "--steps", "20", "-b", "3"])
+    worker.send(msgspec.json.encode(batch).decode())
+    seen: list[int] = []
+    while not (20 in seen and 1 <= seen[-1] < 20):  # the first image is sampled, the second one is sampling
+        answer = worker.answer()
+        assert isinstance(answer, Progress), answer
+        seen.append(answer.step)
+    worker.send(msgspec.json.encode(CancelRequest("batch")).decode())
+    assert worker.answers_until_end()[-1] == Cancelled("batch")
+    assert not list(tmp_path.glob("batch_*.png"))
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-batch")
+    with Image.open(reference.outputs[0]) as before, Image.open(tmp_path / "after-batch_0.png") as after:
+        assert before.tobytes() == after.tobytes()  # same seed, same pixels: the cancel left no state behind
+
+
 def test_a_cancel_drops_a_waiting_job_and_ignores_an_ended_one(worker: Worker, tmp_path: Path) -> None:
     pid = worker.process.pid
     worker.send(msgspec.json.encode(good_job(tmp_path, "first", args=SLOW_ARGS)).decode())
