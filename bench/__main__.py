@@ -35,7 +35,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from bench import store_scaling, worker_previews
 from bench.progress_latency import measure, report
+from core.generation.engine import generation_options
 from core.generation.requests import Txt2ImgRequest
+from core.generation.specs import Txt2ImgJob
+from core.models.schemas import LoadOptions
 from core.settings import load_settings
 from fixtures.tiny_models import write_tiny_models
 from runners.options import build_server_body
@@ -136,7 +139,8 @@ def bare_server(sd_server: str, models: Path) -> Iterator[httpx.Client]:
 
 
 def bare_server_job(http: httpx.Client, body: RequestBody) -> None:
-    native = build_server_body(msgspec.to_builtins(msgspec.convert(body, Txt2ImgRequest)))
+    job = Txt2ImgJob(request=msgspec.convert(body, Txt2ImgRequest))
+    native = build_server_body(generation_options(job, Path("/unused"), LoadOptions()))
     poll = http.post("/sdcpp/v1/img_gen", json=native).json()["poll_url"]
     while http.get(poll).json()["status"] != "completed":
         time.sleep(POLL_S)

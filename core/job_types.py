@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
-from core.generation.specs import Img2ImgJob, Txt2ImgJob, Txt2VidJob, UpscaleJob
+from core.generation.specs import Img2ImgJob, Txt2ImgJob, Txt2VidJob
 from core.jobs.records import JobCodec
 from core.models.specs import ConvertJob, DownloadJob, HashJob
+from core.upscale.specs import UpscaleJob
 
 JOB_SPECS = (Txt2ImgJob, Img2ImgJob, Txt2VidJob, UpscaleJob, ConvertJob, DownloadJob, HashJob)
 JOB_CODEC = JobCodec(JOB_SPECS)

@@ -16,29 +16,22 @@ import msgspec
 from core.generation.defaults import resolve_defaults
 from core.generation.previews import SETTINGS_KEY as PREVIEW_SETTINGS_KEY
 from core.generation.previews import PreviewSettings
-from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
-from core.generation.specs import (
-    IMAGE_INPUTS,
-    GenerationJob,
-    Img2ImgJob,
-    InputFiles,
-    InputImage,
-    Txt2ImgJob,
-    Txt2VidJob,
-    UpscaleJob,
-    read_old_image_fields,
-)
+from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
+from core.generation.specs import GenerationJob, Img2ImgJob, Txt2ImgJob, Txt2VidJob
 from core.job_types import JOB_CODEC
+from core.jobs.inputs import IMAGE_INPUTS, InputFiles, InputImage, read_old_image_fields
 from core.jobs.records import JobRecord
 from core.jobs.schemas import Job, JobSpecBase
 from core.models.hashing import CachedHash
 from core.models.manager import LOADED_MODEL_KEY
-from core.models.schemas import ConvertRequest, DownloadRequest, DownloadSource, LoadModelRequest, UpscalerLoadRequest
+from core.models.schemas import ConvertRequest, DownloadRequest, DownloadSource, LoadModelRequest
 from core.models.specs import ConvertJob, DownloadJob, HashJob
-from core.models.upscaler import LOADED_UPSCALER_KEY
 from core.prompt_help.schemas import ChatMessage, Enhancement, LlmSettings
 from core.store import StoreUnusable
 from core.store.sqlite import SqliteStore
+from core.upscale.schemas import UpscaleRequest, UpscalerLoadRequest
+from core.upscale.specs import UpscaleJob
+from core.upscale.upscaler import LOADED_UPSCALER_KEY
 
 log = logging.getLogger("sdcpp_restapi")
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from core.events.stream import EventHub
 from core.events.types import ServerStatus
 from core.generation.engine import GenerationEngine
 from core.generation.previews import PreviewStore
-from core.generation.specs import GenerationJob, UpscaleJob
+from core.generation.specs import GenerationJob
 from core.generation.submit import GenerationSubmitter
 from core.job_types import JOB_CODEC
 from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
@@ -33,11 +33,13 @@ from core.models.library import ModelLibrary
 from core.models.manager import ModelManager
 from core.models.schemas import HealthResponse, LoadedModelInfo
 from core.models.specs import ConvertJob, DownloadJob, HashJob
-from core.models.upscaler import UpscalerManager
 from core.output.folder import OutputFolder
 from core.prompt_help.features import Assistant, PromptEnhancer
 from core.settings import Settings
 from core.store.sqlite import STORE_FILE, SqliteStore
+from core.upscale.specs import UpscaleJob
+from core.upscale.submit import UpscaleSubmitter
+from core.upscale.upscaler import UpscalerManager
 from runners.binaries import Binaries, locate_binaries
 from runners.capabilities import Capabilities, read_capabilities
 from runners.process import CHILDREN
@@ -79,6 +81,7 @@ class Service:
         self.output = OutputFolder(self.output_root)
         self.queue = JobQueue(store, self.output_root, self.bus, settings.retention, settings.limits.max_pending)
         self.generation = GenerationSubmitter(self.queue, self.models, self.upscaler, capabilities, settings.limits)
+        self.upscale = UpscaleSubmitter(self.queue, self.upscaler, settings.limits)
         self.engine = GenerationEngine(
             self.queue, self.models, self.upscaler, binaries.sd_cli, self.previews, self.hub.watching, self.bus
         )

@@ -17,8 +17,8 @@ from typing import Annotated, Any, get_type_hints
 import msgspec
 from msgspec import Meta
 
-from core.generation.limits import Limits
 from core.jobs.queue import Retention
+from core.limits import Limits
 from core.models.downloads import DownloadSettings
 from core.models.schemas import LoadModelRequest
 from core.models.types import MODEL_TYPES

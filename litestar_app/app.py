@@ -18,16 +18,30 @@ from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app.mcp_server import mcp_endpoint
 from litestar_app.openapi import docs, documented_errors, openapi_config
-from litestar_app.routes import a1111, generation, jobs, login, metrics, models, openai, output, prompt_help, ui
+from litestar_app.routes import (
+    a1111,
+    generation,
+    jobs,
+    login,
+    metrics,
+    models,
+    openai,
+    output,
+    prompt_help,
+    ui,
+    upscale,
+)
 from litestar_app.routes.metrics import response_counter
 from litestar_app.security import SecurityMiddleware, SecurityPolicy
 from litestar_app.websocket import standalone_server
 
-ROUTE_MODULES = (models, generation, jobs, output, prompt_help, login, websocket, a1111, openai, ui, metrics)
+ROUTE_MODULES = (models, upscale, generation, jobs, output, prompt_help, login, websocket, a1111, openai, ui, metrics)
 
 
 def create_app(service: Service) -> Litestar:
-    mcp, mcp_sessions = mcp_endpoint(service)
+    settings = service.settings
+    policy = SecurityPolicy(settings, service.session_secret)
+    mcp, mcp_sessions = mcp_endpoint(service, policy.output_url)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -38,8 +52,6 @@ def create_app(service: Service) -> Litestar:
             else:
                 yield
 
-    settings = service.settings
-    policy = SecurityPolicy(settings, service.session_secret)
     cors = (
         CORSConfig(
             allow_origins=settings.cors.allow_origins,

@@ -22,6 +22,7 @@ from litestar_app.mcp_tools import (
     MODEL_SCHEMA,
     TOOL_DESCRIPTIONS,
     AgentTools,
+    OutputLink,
     failure_message,
 )
 
@@ -56,8 +57,8 @@ def _base_url(ctx: ServerRequestContext) -> str:
     return f"http://{host}" if host else ""
 
 
-def build_server(service: Service) -> Server:
-    tools = AgentTools(service)
+def build_server(service: Service, output_link: OutputLink) -> Server:
+    tools = AgentTools(service, output_link)
 
     async def list_tools(
         ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
@@ -157,10 +158,11 @@ async def _resource(service: Service, uri: str) -> msgspec.Struct:
     raise MCPError(code=RESOURCE_NOT_FOUND, message=f"no such resource: {uri}")
 
 
-def mcp_endpoint(service: Service) -> tuple[ASGIRouteHandler, StreamableHTTPSessionManager]:
-    """The `/mcp` route and its session manager (whose `run()` the app's lifespan must enter)."""
+def mcp_endpoint(service: Service, output_link: OutputLink) -> tuple[ASGIRouteHandler, StreamableHTTPSessionManager]:
+    """The `/mcp` route and its session manager (whose `run()` the app's lifespan must enter); `output_link` makes
+    the result URLs (signed when keys are set, so the agent's tools can fetch them without the key)."""
     manager = StreamableHTTPSessionManager(
-        app=build_server(service), stateless=False, json_response=False, security_settings=None
+        app=build_server(service, output_link), stateless=False, json_response=False, security_settings=None
     )  # Host and Origin: litestar_app.security
 
     @asgi("/mcp", copy_scope=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import msgspec
@@ -18,12 +19,13 @@ from PIL import Image
 
 from core.errors import ServiceError
 from core.events.types import JobProgress
-from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
+from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.jobs.schemas import Job, JobAccepted, JobStatus, JobType, QueueQuery
 from core.jobs.waiting import Update, wait_for_job
 from core.models.schemas import LoadModelRequest
 from core.request_types import describe_validation_error
 from core.service import Service
+from core.upscale.schemas import UpscaleRequest
 
 T = TypeVar("T")
 GenerationType = Literal["txt2img", "img2img", "txt2vid", "upscale"]
@@ -135,25 +137,31 @@ TOOL_DESCRIPTIONS = {
 # ------------------------------------------------------------------------------------------- tools
 
 
+# How an output file (relative to the output folder) is linked for the agent: (base URL, path) -> URL.
+OutputLink = Callable[[str, str], str]
+
+
 class AgentTools:
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, service: Service, output_link: OutputLink) -> None:
+        self.service, self.output_link = service, output_link
 
     async def generate(self, arguments: dict[str, object], progress: Progress, base_url: str) -> GenerateResult:
         control = _convert(arguments, GenerateControl)
         fields = {k: v for k, v in arguments.items() if k not in ("type", "wait", "timeout_seconds")}
         request = _convert(fields, REQUEST_TYPES[control.type])
-        generation = self.service.generation
         accepted: JobAccepted = await (
-            generation.submit_upscale(request)
+            self.service.upscale.submit(request)
             if isinstance(request, UpscaleRequest)
-            else generation.submit(control.type, request)  # type: ignore[arg-type]
+            else self.service.generation.submit(control.type, request)  # type: ignore[arg-type]
         )
         if not control.wait:
             return GenerateResult(accepted.job_id, accepted.status, accepted.position)
         job = await self._wait(accepted.job_id, control.timeout_seconds, progress)
         return GenerateResult(
-            job.job_id, job.status, outputs=[f"{base_url}/output/{path}" for path in job.outputs], error=job.error
+            job.job_id,
+            job.status,
+            outputs=[self.output_link(base_url, path) for path in job.outputs],
+            error=job.error,
         )
 
     async def _wait(self, job_id: str, timeout_s: float, progress: Progress) -> Job:
@@ -210,7 +218,8 @@ class AgentTools:
     async def thumbnails(self, result: GenerateResult) -> list[bytes]:
         """Small PNGs of the finished images, for the agent to look at (videos have none)."""
         root = self.service.output_root
-        paths = [root / url.split("/output/", 1)[1] for url in result.outputs if url.lower().endswith(".png")]
+        files = [unquote(urlsplit(url).path.split("/output/", 1)[1]) for url in result.outputs]
+        paths = [root / file for file in files if file.lower().endswith(".png")]
         return await anyio.to_thread.run_sync(lambda: [_thumbnail(path.read_bytes()) for path in paths])
 
 

@@ -21,9 +21,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import msgspec
 from litestar.enums import ScopeType
@@ -39,6 +40,10 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # (method, path) reachable without a key (the icon: the login page's browser asks for it before signing in).
 PUBLIC = frozenset({("GET", "/health"), ("GET", "/login"), ("POST", "/login"), ("GET", "/favicon.ico")})
 JSON_TYPES = frozenset({"application/json"})
+OUTPUT_PREFIX = "/output/"
+# Result URLs handed to clients that fetch them without the key (OpenAI's image URLs need none, and are valid for
+# an hour): signed for one file, expiring. /output itself stays behind the key.
+SIGNED_URL_TTL_S = 3600
 # Paths whose body may be something else (documented there); every other body is JSON.
 BODY_TYPES = {
     "/login": JSON_TYPES | {"application/x-www-form-urlencoded"},
@@ -126,6 +131,31 @@ class SecurityPolicy:
         session = cookie.get(SESSION_COOKIE)
         return session is not None and self._valid_session(session.value)
 
+    # ----------------------------------------------------------------------------------- signed URLs
+
+    def output_url(self, base_url: str, relative: str) -> str:
+        """The URL of one output file (relative to the output folder) as a client may fetch it: with keys set, signed
+        for that file alone and valid for SIGNED_URL_TTL_S, so it works without the key."""
+        url = f"{base_url}{OUTPUT_PREFIX}{quote(relative)}"
+        if not self.keys:
+            return url
+        expires = int(time.time()) + SIGNED_URL_TTL_S
+        return f"{url}?{urlencode({'expires': expires, 'signature': self._output_signature(relative, expires)})}"
+
+    def _output_signature(self, relative: str, expires: int) -> str:
+        message = f"output\n{relative}\n{expires}".encode()
+        return hmac.new(self.session_secret, message, hashlib.sha256).hexdigest()
+
+    def _signed_output(self, facts: RequestFacts) -> bool:
+        """A GET of the one output file a signed URL names, before it expires."""
+        if facts.method not in ("GET", "HEAD") or not facts.path.startswith(OUTPUT_PREFIX):
+            return False
+        expires, signature = facts.query.get("expires", ""), facts.query.get("signature", "")
+        if not (expires.isdigit() and len(expires) <= 12) or int(expires) < time.time():
+            return False
+        expected = self._output_signature(facts.path[len(OUTPUT_PREFIX) :], int(expires))
+        return hmac.compare_digest(signature.encode(), expected.encode())
+
     def _scraping(self, facts: RequestFacts) -> bool:
         """A scraper's GET /metrics with the scrape token as Bearer (compared in constant time)."""
         if not self.scrape_token or (facts.method, facts.path) != ("GET", METRICS_PATH):
@@ -169,6 +199,7 @@ class SecurityPolicy:
             and (facts.method, facts.path) not in PUBLIC
             and not self._authorised(facts)
             and not self._scraping(facts)
+            and not self._signed_output(facts)
         ):
             return Refusal(
                 401,

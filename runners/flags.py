@@ -1,19 +1,18 @@
 """Declarative mapping of fields to sd.cpp command-line flags, and the one builder that reads it.
 
-A field is described once (`Flag`); `build_argv` turns any struct or mapping into argv items. The same
-table describes sd-cli's context and generation options, which sd-server shares.
+A field is described once (`Flag`); `build_argv` turns a typed options struct (runners.options) into argv items,
+reading each flag's field as an attribute (a property works too). The same table describes sd-cli's context and
+generation options, which sd-server shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import msgspec
 
 FlagKind = Literal["value", "switch", "inverse_switch", "repeat"]
-# What the builders read: field name -> value (a struct works too, through its attributes).
-FlagSource = Mapping[str, object]
 
 
 class Flag(msgspec.Struct, frozen=True):
@@ -43,16 +42,12 @@ def empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == ()
 
 
-def _get(source: FlagSource | object, field: str) -> Any:
-    if isinstance(source, Mapping):
-        return source.get(field)
-    return getattr(source, field, None)
-
-
-def build_argv(table: Iterable[Flag], source: FlagSource | object) -> list[str]:
+def build_argv(table: Iterable[Flag], source: msgspec.Struct) -> list[str]:
+    """argv items for the flags of `table`, read from `source` (every field a flag names must exist: a unit test
+    holds each table to its struct)."""
     argv: list[str] = []
     for spec in table:
-        value = _get(source, spec.field)
+        value = getattr(source, spec.field)
         if value is None or (spec.omit_when is not None and spec.omit_when(value)):
             continue
         render = spec.format or str

@@ -1,8 +1,10 @@
-"""The field -> flag tables for sd.cpp's context (model) options and generation options.
+"""What the binaries take, as typed structs, and the field -> flag tables that read them.
 
-Keys are the REST API's field names (plus a few resolved inputs such as `init_image`, a file path), so
-one dict built from a request feeds `build_argv` directly. Where sd.cpp spells a thing differently the
-table (or `derived_generation_fields`) translates; a field absent from the source is simply left out.
+`ContextOptions` (model files and load options), `GenerationOptions` (one generation), `PreviewOptions` and
+`UpscaleOptions` are filled by the core in one typed step per job type; `build_argv` (sd-cli, our worker) and
+`build_server_body` (sd-server) read them through the tables below, which name each struct field once. Fields
+are the REST API's names; where sd.cpp spells a thing as one flag from several fields, a property of the struct
+derives it (`cache_mode`, `vae_tile_size`). None leaves a flag out, so the binary applies its own default.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, cast
 
 import msgspec
 
-from runners.flags import Flag, FlagSource, bracketed_ints, comma_floats, empty, negative
+from runners.flags import Flag, bracketed_ints, comma_floats, empty, negative
 
 
 def _zero(value: Any) -> bool:
@@ -167,27 +169,115 @@ GENERATION_FLAGS: tuple[Flag, ...] = (
 )
 
 
-# Live preview options: sd-cli only (sd-server never sets a preview callback).
+class LoraOption(msgspec.Struct, frozen=True):
+    """One LoRA as sd-server takes it (sd-cli and our worker read `<lora:name:weight>` tags in the prompt)."""
+
+    path: str  # relative to the LoRA folder the binary was started with
+    multiplier: float = 1.0
+    is_high_noise: bool = False
+
+
+class GenerationOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What sd.cpp generates one job with: GENERATION_FLAGS and SERVER_FIELDS read these fields and properties.
+
+    The core converts a request into this struct (core.generation.engine.generation_options): a request field that
+    is neither one of these nor listed there as ours is refused by `forbid_unknown_fields`, so nothing reaches the
+    binaries by a coincidence of names. Input images are file paths; sd-server's body takes them as base64."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    img_cfg_scale: float | None = None
+    distilled_guidance: float | None = None
+    eta: float | None = None
+    shifted_timestep: int | None = None
+    seed: int | None = None
+    sampler: str | None = None
+    scheduler: str | None = None
+    batch_count: int | None = None
+    clip_skip: int | None = None
+    slg_scale: float | None = None
+    skip_layers: list[int] | None = None
+    slg_start: float | None = None
+    slg_end: float | None = None
+    custom_sigmas: list[float] | None = None
+    flow_shift: float | None = None
+    strength: float | None = None
+    auto_resize_ref_image: bool | None = None
+    increase_ref_index: bool | None = None
+    control_strength: float | None = None
+    pm_id_embed_path: str | None = None
+    pm_style_strength: float | None = None
+    video_frames: int | None = None
+    fps: int | None = None
+    moe_boundary: float | None = None
+    vace_strength: float | None = None
+    high_noise_steps: int | None = None
+    high_noise_cfg_scale: float | None = None
+    high_noise_sampler: str | None = None
+    high_noise_distilled_guidance: float | None = None
+    high_noise_slg_scale: float | None = None
+    high_noise_skip_layers: list[int] | None = None
+    high_noise_slg_start: float | None = None
+    high_noise_slg_end: float | None = None
+    vae_tiling: bool | None = None
+    vae_tile_size_x: int | None = None
+    vae_tile_size_y: int | None = None
+    vae_tile_overlap: float | None = None
+    easycache: bool | None = None
+    easycache_threshold: float | None = None
+    easycache_start: float | None = None
+    easycache_end: float | None = None
+    # Input images: files for sd-cli and the worker, base64 in sd-server's body.
+    init_image: str | None = None
+    mask_image: str | None = None
+    end_image: str | None = None
+    control_image: str | None = None
+    ref_images: list[str] | None = None
+    control_frames: list[str] | None = None  # sd-server takes the frames
+    control_video: str | None = None  # sd-cli takes the folder of the same frames
+    pm_id_images_dir: str | None = None  # sd-cli only (PhotoMaker)
+    lora: list[LoraOption] | None = None  # sd-server only: it ignores prompt tags
+
+    @property
+    def cache_mode(self) -> str | None:
+        return "easycache" if self.easycache else None
+
+    @property
+    def cache_option(self) -> str | None:
+        """sd.cpp's `--cache-option`: the EasyCache settings the request gave, as `key=value,...`."""
+        if not self.easycache:
+            return None
+        settings = (
+            ("threshold", self.easycache_threshold),
+            ("start", self.easycache_start),
+            ("end", self.easycache_end),
+        )
+        return ",".join(f"{key}={value}" for key, value in settings if value is not None) or None
+
+    @property
+    def vae_tile_size(self) -> str | None:
+        """`--vae-tile-size WxH`, only where tiling is on and both sides are set (0 leaves sd.cpp's default)."""
+        x, y = self.vae_tile_size_x, self.vae_tile_size_y
+        return f"{x}x{y}" if self.vae_tiling and x and y and x > 0 and y > 0 else None
+
+
+class PreviewOptions(msgspec.Struct, frozen=True):
+    """sd-cli's live previews (our worker takes them in its job line; sd-server has none)."""
+
+    preview_mode: str
+    preview_path: str
+    preview_noisy: bool = False
+
+
 PREVIEW_FLAGS: tuple[Flag, ...] = (
     Flag("preview_mode", "--preview"),
     Flag("preview_path", "--preview-path"),
     Flag("preview_noisy", "--preview-noisy", "switch"),
 )
-
-
-def derived_generation_fields(fields: FlagSource) -> dict[str, object]:
-    """Fields the binary spells as one flag from several API fields."""
-    derived: dict[str, object] = {}
-    if fields.get("easycache"):
-        derived["cache_mode"] = "easycache"
-        derived["cache_option"] = (
-            f"threshold={fields.get('easycache_threshold', 0.2)},"
-            f"start={fields.get('easycache_start', 0.15)},end={fields.get('easycache_end', 0.95)}"
-        )
-    tile_x, tile_y = fields.get("vae_tile_size_x"), fields.get("vae_tile_size_y")
-    if fields.get("vae_tiling") and isinstance(tile_x, int) and isinstance(tile_y, int) and tile_x > 0 and tile_y > 0:
-        derived["vae_tile_size"] = f"{tile_x}x{tile_y}"
-    return derived
 
 
 def _not_positive(value: Any) -> bool:
@@ -293,18 +383,17 @@ SERVER_FIELDS: tuple[JsonField, ...] = (
 )
 
 
-def build_server_body(fields: FlagSource) -> dict[str, object]:
-    """sd-server's native request body for the given API fields (absent fields keep the server default)."""
-    source = {**fields, **derived_generation_fields(fields)}
+def build_server_body(options: GenerationOptions) -> dict[str, object]:
+    """sd-server's native request body (JSON data) for the options: unset fields keep the server's default."""
     body: dict[str, object] = {}
     for spec in SERVER_FIELDS:
-        value = source.get(spec.field)
+        value = getattr(options, spec.field)
         if value is None or (spec.omit_when is not None and spec.omit_when(value)):
             continue
         node = body
         for key in spec.path[:-1]:
             node = cast(dict[str, object], node.setdefault(key, {}))
-        node[spec.path[-1]] = value
+        node[spec.path[-1]] = msgspec.to_builtins(value)
     return body
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from runners.flags import build_argv
 from runners.options import (
@@ -14,33 +13,38 @@ from runners.options import (
     PREVIEW_FLAGS,
     UPSCALE_FLAGS,
     ContextOptions,
+    GenerationOptions,
+    PreviewOptions,
     UpscaleOptions,
-    derived_generation_fields,
 )
 
 CliMode = Literal["img_gen", "vid_gen"]
 
 
 def generation_argv(
-    sd_cli: str | Path, mode: CliMode, context: ContextOptions, generation: Mapping[str, Any], output: Path
+    sd_cli: str | Path,
+    mode: CliMode,
+    context: ContextOptions,
+    generation: GenerationOptions,
+    output: Path,
+    preview: PreviewOptions | None = None,
 ) -> list[str]:
     """A full sd-cli command line; `output` may hold a `%d` pattern for numbered results."""
-    fields = {**generation, **derived_generation_fields(generation)}
     return [
         str(sd_cli),
         "--mode",
         mode,
         *build_argv(CONTEXT_FLAGS + CLI_ONLY_CONTEXT_FLAGS, context),
-        *build_argv(GENERATION_FLAGS, fields),
-        *build_argv(PREVIEW_FLAGS, fields),
+        *build_argv(GENERATION_FLAGS, generation),
+        *(build_argv(PREVIEW_FLAGS, preview) if preview is not None else []),
         "--output",
         str(output),
     ]
 
 
-def generation_args(generation: Mapping[str, Any]) -> list[str]:
+def generation_args(generation: GenerationOptions) -> list[str]:
     """The generation flags alone (what the resident worker takes per job; it has the model flags already)."""
-    return build_argv(GENERATION_FLAGS, {**generation, **derived_generation_fields(generation)})
+    return build_argv(GENERATION_FLAGS, generation)
 
 
 def upscale_argv(sd_cli: str | Path, options: UpscaleOptions) -> list[str]:

@@ -18,8 +18,8 @@ from PIL import ImageOps
 from core.compat.samplers import sd_sampler
 from core.compat.sd_server import LoraItem, extract_extra_args, lora_tags
 from core.errors import BadRequest
-from core.generation.input_images import decode_image
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from core.jobs.input_images import decode_image
 from core.jobs.schemas import Job
 from core.request_types import Request, describe_validation_error
 

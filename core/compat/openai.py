@@ -17,8 +17,8 @@ from PIL import Image
 from core.compat.sd_server import extract_extra_args
 from core.errors import BadRequest
 from core.generation.defaults import default_size
-from core.generation.input_images import decode_image
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from core.jobs.input_images import decode_image
 from core.models.architecture import Architecture
 from core.request_types import Request, describe_validation_error
 
@@ -32,7 +32,9 @@ class ImageGeneration(Request):
     model: str | None = None
     n: Annotated[int, Meta(ge=1, le=64)] = 1
     size: str = "auto"
-    response_format: Literal["b64_json", "url"] = "b64_json"
+    # OpenAI's default depends on the model: `url` for dall-e-2 and dall-e-3 (also what an omitted model means, unless
+    # a gpt-image-only parameter is sent), base64 for gpt-image models; our own model names answer base64 too.
+    response_format: Literal["b64_json", "url"] | None = None
     output_format: OutputFormat = "png"
     output_compression: Annotated[int, Meta(ge=0, le=100)] = 100
     stream: bool = False
@@ -42,6 +44,25 @@ class ImageGeneration(Request):
     style: str | None = None
     moderation: str | None = None
     user: str | None = None
+
+    @property
+    def wants_url(self) -> bool:
+        if self.response_format is not None:
+            return self.response_format == "url"
+        if self.model is None:  # OpenAI: dall-e-2 unless a parameter only gpt-image models take is sent
+            return not self._gpt_image_parameters
+        return self.model.lower().startswith("dall-e")
+
+    @property
+    def _gpt_image_parameters(self) -> bool:
+        return bool(
+            self.output_format != "png"
+            or self.output_compression != 100
+            or self.background
+            or self.moderation
+            or self.stream
+            or self.partial_images
+        )
 
 
 class ImageData(msgspec.Struct, omit_defaults=True):

@@ -12,9 +12,10 @@ import anyio
 from PIL import Image
 
 from core.errors import ServiceError
-from core.generation.requests import GenerationRequest, UpscaleRequest
+from core.generation.requests import GenerationRequest
 from core.jobs.schemas import Job, JobAccepted
 from core.models.schemas import LoadModelRequest
+from core.upscale.schemas import UpscaleRequest
 
 
 class ModelChoice(Protocol):
@@ -24,7 +25,9 @@ class ModelChoice(Protocol):
 class Submission(Protocol):
     async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted: ...
 
-    async def submit_upscale(self, request: UpscaleRequest) -> JobAccepted: ...
+
+class UpscaleSubmission(Protocol):
+    async def submit(self, request: UpscaleRequest) -> JobAccepted: ...
 
 
 class LoadProfiles(Protocol):
@@ -41,6 +44,9 @@ class CompatBackend(Protocol):
 
     @property
     def generation(self) -> Submission: ...
+
+    @property
+    def upscale(self) -> UpscaleSubmission: ...
 
     @property
     def settings(self) -> LoadProfiles: ...
@@ -65,10 +71,9 @@ class CompatRuns:
             await self.service.models.select(name, self.service.settings.models, field)
 
     async def submit(self, job_type: str, request: GenerationRequest | UpscaleRequest) -> JobAccepted:
-        generation = self.service.generation
         if isinstance(request, UpscaleRequest):
-            return await generation.submit_upscale(request)
-        return await generation.submit(job_type, request)
+            return await self.service.upscale.submit(request)
+        return await self.service.generation.submit(job_type, request)
 
     @staticmethod
     def require_completed(job: Job) -> Job:

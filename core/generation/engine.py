@@ -19,14 +19,17 @@ from core.events.bus import EventBus
 from core.files import atomic_write_json
 from core.generation.lora_tags import LORA_TAG, parse_lora_tags
 from core.generation.previews import PreviewSettings, PreviewStore, PreviewWatcher
-from core.generation.specs import IMAGE_INPUTS, GenerationJob, JobConfig, Txt2VidJob, UpscaleJob
-from core.generation.upscale import Upscaling
+from core.generation.specs import GenerationJob, Txt2VidJob
+from core.jobs.inputs import IMAGE_INPUTS
 from core.jobs.queue import JobFailed, JobQueue, ProgressReport
 from core.jobs.records import JobRecord
+from core.jobs.schemas import JobConfig
 from core.models.manager import LoadedModel, ModelManager
 from core.models.schemas import LoadOptions
-from core.models.upscaler import UpscalerManager
-from runners.options import build_server_body
+from core.upscale.runs import Upscaling
+from core.upscale.specs import UpscaleJob
+from core.upscale.upscaler import UpscalerManager
+from runners.options import GenerationOptions, LoraOption, PreviewOptions, build_server_body
 from runners.process import run_binary
 from runners.progress import Bar, Piece, ProgressTracker, SamplingStep
 from runners.resident_worker import ResidentWorker, WorkerFailed
@@ -37,8 +40,6 @@ from runners.worker_protocol import JobEvent, JobRequest, Preview, PreviewReques
 IMAGE_NAME = "image_{}.png"
 VIDEO_NAME = "video.webm"  # VP8 WebM: written by sd.cpp itself, plays and seeks in browsers
 PREVIEW_DIR = ".preview"  # hidden from the output browser
-SERVER_IMAGE_FIELDS = ("init_image", "mask_image", "control_image", "end_image")  # sent as base64
-SERVER_IMAGE_LISTS = ("ref_images", "control_frames")
 
 # What makes a job run on sd-cli instead of a resident sd-server, with the reason recorded in config.json.
 CLI_ONLY: tuple[tuple[Callable[[GenerationJob], bool], str], ...] = (
@@ -70,10 +71,10 @@ NOT_FOR_SDCPP: dict[str, str] = {
 }
 
 
-def flag_source(job: GenerationJob, job_dir: Path) -> dict[str, object]:
-    """The spec as the flag builders read it: request fields sd.cpp takes (not `NOT_FOR_SDCPP`), input images as
-    absolute paths (a folder where sd-cli reads a folder), and `<list>_files` for the lists sd-server takes as
-    base64."""
+def generation_options(job: GenerationJob, job_dir: Path, load: LoadOptions) -> GenerationOptions:
+    """The one typed step from a job to what sd.cpp takes: the request's fields sd.cpp takes (not `NOT_FOR_SDCPP`),
+    its saved input images as absolute paths (and a folder where sd-cli reads a folder), and the load options
+    sd.cpp applies per generation as the defaults of a request that says nothing about them."""
     fields = msgspec.structs.asdict(job.request)
     for ours in NOT_FOR_SDCPP:
         fields.pop(ours, None)
@@ -84,28 +85,28 @@ def flag_source(job: GenerationJob, job_dir: Path) -> dict[str, object]:
             files = [str(job_dir / image.path) for image in saved]
             if image_input.folder_flag:
                 fields[image_input.folder_flag] = str(job_dir / "inputs" / image_input.field)
-            else:
+            if image_input.target in GenerationOptions.__struct_fields__:
                 fields[image_input.target] = files
-            fields[f"{image_input.target}_files"] = files
         elif not image_input.many and saved is not None:
             fields[image_input.target] = str(job_dir / saved.path)
-    return fields
+    # GenerationOptions forbids unknown fields: a request field that is neither an option nor ours fails here.
+    return with_load_defaults(msgspec.convert(fields, GenerationOptions), load)
 
 
-def with_load_defaults(fields: dict[str, object], load: LoadOptions) -> dict[str, object]:
+def with_load_defaults(options: GenerationOptions, load: LoadOptions) -> GenerationOptions:
     """Load options that sd.cpp applies per generation (VAE tiling, flow shift) become the job's defaults:
     a request that says nothing about them gets what the model was loaded with."""
-    merged = dict(fields)
-    if load.vae_tiling and not fields.get("vae_tiling"):
-        merged.update(
+    if load.vae_tiling and not options.vae_tiling:
+        options = msgspec.structs.replace(
+            options,
             vae_tiling=True,
             vae_tile_size_x=load.vae_tile_size_x,
             vae_tile_size_y=load.vae_tile_size_y,
             vae_tile_overlap=load.vae_tile_overlap,
         )
-    if fields.get("flow_shift") is None and load.flow_shift is not None:
-        merged["flow_shift"] = load.flow_shift
-    return merged
+    if options.flow_shift is None and load.flow_shift is not None:
+        options = msgspec.structs.replace(options, flow_shift=load.flow_shift)
+    return options
 
 
 def cli_reason(job: GenerationJob) -> str | None:
@@ -155,18 +156,18 @@ class GenerationEngine:
 
         async with self.models.in_use:
             loaded = self.models.require_loaded()
-            fields = with_load_defaults(flag_source(job, job_dir), loaded.request.options)
+            options = generation_options(job, job_dir, loaded.request.options)
             plan = await anyio.to_thread.run_sync(self._preview_plan, job_id, job, loaded, mode, job_dir)
             resident = await self.models.ensure_resident()
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
             if isinstance(resident, ResidentWorker):  # everything runs on our worker, previews included
-                outputs = await self._on_worker(resident, mode, job, fields, job_dir, report, job_id, plan)
+                outputs = await self._on_worker(resident, mode, options, job_dir, report, job_id, plan)
                 engine = "worker (resident)" + (f", {plan.settings.mode} previews" if plan else "")
             elif reason is None:
-                outputs = await self._on_server(resident, mode, job, fields, job_dir, on_piece)
+                outputs = await self._on_server(resident, mode, options, job_dir, on_piece)
                 engine = "sd-server (resident)"
             else:
-                outputs = await self._on_cli(mode, loaded, job, fields, job_dir, on_piece, job_id, plan)
+                outputs = await self._on_cli(mode, loaded, options, job_dir, on_piece, job_id, plan)
                 engine = f"sd-cli ({reason})"
         config = JobConfig(
             job_id,
@@ -189,8 +190,7 @@ class GenerationEngine:
         self,
         worker: ResidentWorker,
         mode: CliMode,
-        job: GenerationJob,
-        fields: dict[str, object],
+        options: GenerationOptions,
         job_dir: Path,
         report: ProgressReport,
         job_id: str,
@@ -213,7 +213,7 @@ class GenerationEngine:
             watcher = PreviewWatcher(job_id, path, settings, self.previews, self.bus, note)
             preview = PreviewRequest(settings.mode, str(path), settings.preview_noisy)  # type: ignore[arg-type]
         output = job_dir / (VIDEO_NAME if mode == "vid_gen" else IMAGE_NAME.format("%d"))
-        request = JobRequest(job_id, mode, generation_args(fields), str(output), preview)
+        request = JobRequest(job_id, mode, generation_args(options), str(output), preview)
         images = _ImageCounter(report)
         pending: list[Preview] = []
         wake = anyio.Event()
@@ -253,12 +253,11 @@ class GenerationEngine:
         self,
         server: ResidentServer,
         mode: CliMode,
-        job: GenerationJob,
-        fields: dict[str, object],
+        options: GenerationOptions,
         job_dir: Path,
         on_piece: Callable[[Piece], None],
     ) -> list[Path]:
-        body = await anyio.to_thread.run_sync(self._server_body, mode, job, fields)
+        body = await anyio.to_thread.run_sync(self._server_body, mode, options)
         try:
             result = await server.generate(mode, body, on_piece)
         except ServerFailed as exc:
@@ -270,23 +269,22 @@ class GenerationEngine:
             raise
         return await anyio.to_thread.run_sync(_write_server_result, mode, result, job_dir)
 
-    def _server_body(self, mode: CliMode, job: GenerationJob, fields: dict[str, object]) -> dict[str, object]:
+    def _server_body(self, mode: CliMode, options: GenerationOptions) -> dict[str, object]:
         """sd-server takes images as base64 and LoRAs as a structured list (it ignores prompt tags).
         Blocking (reads files): run off the event loop."""
-        prompt = job.request.prompt
-        tags = parse_lora_tags(prompt, self.models.library.folder_of("lora"))
-        source: dict[str, object] = {
-            **fields,
-            "prompt": LORA_TAG.sub("", prompt).strip(),
-            "lora": [{"path": t.path, "multiplier": t.multiplier, "is_high_noise": t.is_high_noise} for t in tags],
-        }
-        for target in SERVER_IMAGE_FIELDS:
-            if isinstance(path := fields.get(target), str):
-                source[target] = _b64_file(Path(path))
-        for field in SERVER_IMAGE_LISTS:
-            if isinstance(files := fields.get(f"{field}_files"), list):
-                source[field] = [_b64_file(Path(p)) for p in files]
-        body = build_server_body(source)
+        tags = parse_lora_tags(options.prompt, self.models.library.folder_of("lora"))
+        for_server = msgspec.structs.replace(
+            options,
+            prompt=LORA_TAG.sub("", options.prompt).strip(),
+            lora=[LoraOption(tag.path, tag.multiplier, tag.is_high_noise) for tag in tags],
+            init_image=_b64_file(options.init_image),
+            mask_image=_b64_file(options.mask_image),
+            control_image=_b64_file(options.control_image),
+            end_image=_b64_file(options.end_image),
+            ref_images=_b64_files(options.ref_images),
+            control_frames=_b64_files(options.control_frames),
+        )
+        body = build_server_body(for_server)
         body["output_format"] = "webm" if mode == "vid_gen" else "png"
         return body
 
@@ -317,8 +315,7 @@ class GenerationEngine:
         self,
         mode: CliMode,
         loaded: LoadedModel,
-        job: GenerationJob,
-        fields: dict[str, object],
+        options: GenerationOptions,
         job_dir: Path,
         on_piece: Callable[[Piece], None],
         job_id: str,
@@ -326,10 +323,11 @@ class GenerationEngine:
     ) -> list[Path]:
         context = loaded.context
         watcher: PreviewWatcher | None = None
+        preview: PreviewOptions | None = None
         if plan is not None:
             if plan.preview_taesd is not None:
                 context = msgspec.structs.replace(context, taesd=plan.preview_taesd, tae_preview_only=True)
-            fields = {**fields, "preview_mode": plan.settings.mode, "preview_path": str(plan.path)}
+            preview = PreviewOptions(plan.settings.mode, str(plan.path), plan.settings.preview_noisy)
             await anyio.Path(plan.path.parent).mkdir(parents=True, exist_ok=True)
             watcher = PreviewWatcher(job_id, plan.path, plan.settings, self.previews, self.bus, plan.note)
             inner = on_piece
@@ -343,8 +341,8 @@ class GenerationEngine:
             output, expected = job_dir / VIDEO_NAME, [job_dir / VIDEO_NAME]
         else:
             output = job_dir / IMAGE_NAME.format("%d")
-            expected = [job_dir / IMAGE_NAME.format(i) for i in range(job.request.batch_count)]
-        argv = generation_argv(self.sd_cli, mode, context, fields, output)
+            expected = [job_dir / IMAGE_NAME.format(i) for i in range(options.batch_count or 1)]
+        argv = generation_argv(self.sd_cli, mode, context, options, output, preview)
         if watcher is None:
             result = await run_binary(argv, on_piece, cwd=job_dir)
         else:
@@ -398,8 +396,12 @@ class _ImageCounter:
         self.report(SamplingStep(self.image, step, steps))
 
 
-def _b64_file(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode("ascii")
+def _b64_file(path: str | None) -> str | None:
+    return None if path is None else base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _b64_files(paths: list[str] | None) -> list[str] | None:
+    return None if paths is None else [base64.b64encode(Path(path).read_bytes()).decode("ascii") for path in paths]
 
 
 def _write_server_result(mode: CliMode, result: ServerResult, job_dir: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Request bodies of the generation endpoints (/txt2img, /img2img, /txt2vid, /upscale).
+"""Request bodies of the generation endpoints (/txt2img, /img2img, /txt2vid).
 
 Defaults are declared here once: the job spec stores the request as understood (seed resolved, images moved
 to files, omitted architecture-following fields filled by `core.generation.defaults`), so what runs, what
@@ -13,10 +13,9 @@ import msgspec
 from msgspec import Meta
 
 from core.request_types import INT_MAX, Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Request, Unit
+from core.upscale.schemas import Passes
 
 # sd.cpp's seed is an int64; below 0 means random (resolved when the job is accepted).
-# sd-cli upscales in passes (x1, x2 or x4 each): more than 4 passes is beyond any image size it can write.
-Passes = Annotated[int, Meta(ge=1, le=4)]
 FOLLOWS = (
     "follows the architecture: when omitted, the loaded architecture's generationDefaults "
     "(GET /architectures), else the contract's default"
@@ -106,10 +105,3 @@ class Txt2VidRequest(GenerationRequest):
     high_noise_slg_end: Unit = 0.2
     moe_boundary: Unit = 0.875
     vace_strength: NonNegFloat = 1.0
-
-
-class UpscaleRequest(Request):
-    image_base64: Base64Image
-    upscale_factor: Annotated[int, Meta(ge=1, le=256)] = 4
-    tile_size: Annotated[int, Meta(ge=1, le=4096)] = 128
-    repeats: Passes = 1

@@ -8,8 +8,6 @@ spec runs the same after a restart.
 from __future__ import annotations
 
 import random
-import shutil
-from pathlib import Path
 from typing import TypeVar
 
 import anyio
@@ -17,16 +15,16 @@ import msgspec
 
 from core.errors import BadRequest
 from core.generation.defaults import resolve_defaults
-from core.generation.input_images import save_input
-from core.generation.limits import Limits
 from core.generation.lora_tags import parse_lora_tags
-from core.generation.requests import GenerationRequest, Img2ImgRequest, UpscaleRequest
-from core.generation.specs import GENERATION_JOBS, IMAGE_INPUTS, InputFiles, InputImage, UpscaleJob
+from core.generation.requests import GenerationRequest, Img2ImgRequest
+from core.generation.specs import GENERATION_JOBS
+from core.jobs.inputs import with_saved_inputs
 from core.jobs.queue import JobQueue
 from core.jobs.schemas import JobAccepted
+from core.limits import Limits
 from core.models.architecture import size_multiple, takes_control_image
 from core.models.manager import LoadedModel, ModelManager
-from core.models.upscaler import UpscalerManager
+from core.upscale.upscaler import UpscalerManager
 from runners.capabilities import Capabilities
 
 MAX_SEED = 2**31 - 1
@@ -100,54 +98,6 @@ class GenerationSubmitter:
         if request.upscale:
             self.upscaler.require_loaded()
 
-    # ----------------------------------------------------------------------------------------- inputs
-
-    def _save_inputs(self, request: msgspec.Struct, job_dir: Path) -> InputFiles:
-        """Decode every input image into job_dir/inputs. Blocking (decoding): run off the event loop."""
-        limits = self.limits
-        saved: dict[str, InputImage | list[InputImage]] = {}
-        for image_input in IMAGE_INPUTS:
-            data = getattr(request, image_input.field, None)
-            if not data:
-                continue
-            if image_input.many:
-                files = []
-                for index, item in enumerate(data):
-                    relative = f"inputs/{image_input.field}/{index:04d}.png"
-                    size = save_input(
-                        item,
-                        f"{image_input.field}[{index}]",
-                        job_dir / relative,
-                        limits.max_image_bytes,
-                        limits.max_image_pixels,
-                        image_input.mode,
-                    )
-                    files.append(InputImage(relative, *size))
-                saved[image_input.target] = files
-            else:
-                relative = f"inputs/{image_input.target}.png"
-                size = save_input(
-                    data,
-                    image_input.field,
-                    job_dir / relative,
-                    limits.max_image_bytes,
-                    limits.max_image_pixels,
-                    image_input.mode,
-                )
-                saved[image_input.target] = InputImage(relative, *size)
-        return InputFiles.of(saved)
-
-    async def _with_inputs(self, request: S, job_id: str) -> tuple[S, InputFiles]:
-        """The request with its images moved to files (the spec stores paths, not base64)."""
-        job_dir = self.queue.output_root / job_id
-        try:
-            inputs = await anyio.to_thread.run_sync(self._save_inputs, request, job_dir)
-        except BaseException:
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(job_dir, ignore_errors=True))
-            raise
-        cleared = {i.field: [] if i.many else "" for i in IMAGE_INPUTS if hasattr(request, i.field)}
-        return msgspec.structs.replace(request, **cleared), inputs
-
     # ------------------------------------------------------------------------------------- submission
 
     async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted:
@@ -161,24 +111,11 @@ class GenerationSubmitter:
             )
             request = msgspec.structs.replace(request, pm_id_embed_path=str(embed))
         job_id = self.queue.new_job_id()
-        stored, inputs = await self._with_inputs(request, job_id)
+        limits = self.limits
+        stored, inputs = await with_saved_inputs(
+            request, self.queue.output_root / job_id, limits.max_image_bytes, limits.max_image_pixels
+        )
         if request.seed < 0:
             stored = msgspec.structs.replace(stored, seed=random.randint(0, MAX_SEED))
         spec = GENERATION_JOBS[job_type](request=stored, inputs=inputs, default_sources=default_sources)
         return await self.queue.submit(spec, job_id)
-
-    async def submit_upscale(self, request: UpscaleRequest) -> JobAccepted:
-        upscaler = self.upscaler.require_loaded()
-        passes = request.repeats
-        if request.upscale_factor != upscaler.scale**passes:
-            # With repeats 1, a factor that is a power of the model's scale sets the number of passes.
-            achievable = {upscaler.scale**k: k for k in range(1, 5)}
-            if request.repeats != 1 or request.upscale_factor not in achievable:
-                raise BadRequest(
-                    f"upscale_factor {request.upscale_factor} is not reachable: the loaded upscaler "
-                    f"scales x{upscaler.scale} per pass (repeats {request.repeats})"
-                )
-            passes = achievable[request.upscale_factor]
-        job_id = self.queue.new_job_id()
-        stored, inputs = await self._with_inputs(request, job_id)
-        return await self.queue.submit(UpscaleJob(request=stored, passes=passes, inputs=inputs), job_id)

@@ -128,3 +128,19 @@ class QueueQuery(msgspec.Struct, frozen=True):
     @property
     def filtered(self) -> bool:
         return bool(self.status or self.type or self.search)
+
+
+class JobConfig(msgspec.Struct, omit_defaults=True):
+    """config.json in the job folder: every effective parameter and what ran it."""
+
+    job_id: str
+    type: str
+    params: JobParams
+    engine: str
+    model: str | None = None
+    model_type: str | None = None
+    model_architecture: str | None = None
+    components: dict[str, str | None] | None = None
+    upscaler: str | None = None
+    scale_per_pass: int | None = None
+    passes: int | None = None

@@ -3,10 +3,9 @@ the upscaler, conversion and downloads."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
-from msgspec import Meta
 
 from core.models.architecture import Preset
 from core.models.components import Component
@@ -169,22 +168,6 @@ class ModelPaths(msgspec.Struct):
     llm: str
     esrgan: str
     taesd: str
-
-
-# ------------------------------------------------------------------------------------------- upscaler
-
-
-class UpscalerLoadRequest(Request):
-    model_name: NonEmptyStr | None = None
-    n_threads: CInt = -1
-    tile_size: Annotated[int, Meta(ge=1, le=4096)] = 128
-
-
-class UpscalerLoaded(msgspec.Struct):
-    success: bool
-    message: str
-    model_name: str
-    upscale_factor: int
 
 
 # ----------------------------------------------------------------------------------------- conversion

@@ -2,12 +2,17 @@
 before the call returns, so a 202 sent after `add_job` survives SIGKILL and power loss).
 
 One connection, serialised by a lock, used from worker threads: every async method runs off the event loop.
+One server per store: an exclusive `flock` on `<store>.lock`, held while the store is open, makes a second server
+on the same output folder stop with a clear message instead of running the same pending jobs. The kernel drops the
+lock when its process dies (SIGKILL included), so a killed server never leaves a stale lock behind.
 The schema has a version table and a list of migrations; a file that is not such a database, is damaged, or
 was written by a newer version is refused (StoreUnusable) and never written to.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -68,11 +73,17 @@ class SqliteStore:
         self.path = path
         self.jobs = jobs
         self._lock = threading.Lock()
-        self._db = open_checked(path)
+        self._owner = take_ownership(path)
+        try:
+            self._db = open_checked(path)
+        except BaseException:
+            os.close(self._owner)
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            os.close(self._owner)  # releases the flock
 
     # -------------------------------------------------------------------------------------- plumbing
 
@@ -386,6 +397,33 @@ def _stored_version(db: sqlite3.Connection, path: Path) -> int:
             f"version knows up to {SCHEMA_VERSION})",
         )
     return int(row[0])
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def take_ownership(path: Path) -> int:
+    """An exclusive lock on the store for this process (the descriptor holds it), or StoreUnusable naming the
+    process that has it. Blocking: start-up only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _refuse(path, f"its lock file {lock} cannot be opened ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreUnusable(
+            f"{path} is in use by another sdcpp-restapi server (pid {holder}): one server per output folder; "
+            "stop it, or give this one another --output-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
 
 
 def open_checked(path: Path) -> sqlite3.Connection:

@@ -45,10 +45,11 @@ from core.compat.a1111 import (
 from core.compat.runs import CompatRuns
 from core.compat.samplers import LISTED_SAMPLERS, LISTED_SCHEDULERS
 from core.errors import BadRequest, ServiceError
-from core.generation.requests import GenerationRequest, UpscaleRequest
+from core.generation.requests import GenerationRequest
 from core.generation.specs import GenerationJob
 from core.models.types import BY_NAME
 from core.service import Service
+from core.upscale.schemas import UpscaleRequest
 from litestar_app.client_wait import wait_or_cancel
 from litestar_app.errors import http_message
 from litestar_app.openapi import documented_errors

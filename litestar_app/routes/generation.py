@@ -1,4 +1,4 @@
-"""The routes of core.generation: POST /txt2img, /img2img, /txt2vid and /upscale (each accepted job is committed
+"""The routes of core.generation: POST /txt2img, /img2img and /txt2vid (each accepted job is committed
 before its 202), what a request may choose and leave out (/options, /defaults), and the live previews
 (/preview/settings, /queue/{id}/preview)."""
 
@@ -10,7 +10,7 @@ from litestar import Response, get, post, put
 from core.errors import NotFound
 from core.generation.defaults import RequestDefaults, request_defaults
 from core.generation.previews import PreviewSettings, PreviewSettingsUpdate, PreviewSettingsUpdated
-from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest, UpscaleRequest
+from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.jobs.schemas import JobAccepted
 from core.service import Service
 from runners.capabilities import QUANT_INFO
@@ -29,11 +29,6 @@ async def img2img(data: Img2ImgRequest, service: Service) -> JobAccepted:
 @post("/txt2vid", status_code=202, summary="Queue a text-to-video job (needs a video model)")
 async def txt2vid(data: Txt2VidRequest, service: Service) -> JobAccepted:
     return await service.generation.submit("txt2vid", data)
-
-
-@post("/upscale", status_code=202, summary="Queue an upscale job with the loaded upscaler")
-async def upscale(data: UpscaleRequest, service: Service) -> JobAccepted:
-    return await service.generation.submit_upscale(data)
 
 
 # ------------------------------------------------------------------------------------ options and defaults
@@ -109,4 +104,4 @@ async def job_preview(service: Service, job_id: str) -> Response[bytes]:
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-ROUTES = [txt2img, img2img, txt2vid, upscale, options, defaults, preview_settings, update_preview_settings, job_preview]
+ROUTES = [txt2img, img2img, txt2vid, options, defaults, preview_settings, update_preview_settings, job_preview]

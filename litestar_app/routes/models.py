@@ -1,5 +1,5 @@
 """The routes of core.models: /health (the loaded model and upscaler), /models/* (files, load and unload, hashes,
-inspection, folders, types, downloads), /upscaler/*, /convert and /architectures."""
+inspection, folders, types, downloads), /convert and /architectures."""
 
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ from core.models.schemas import (
     ModelListing,
     ModelPaths,
     ModelTypeTable,
-    UpscalerLoaded,
-    UpscalerLoadRequest,
 )
 from core.models.types import MODEL_TYPES
 from core.request_types import SuccessMessage
@@ -107,18 +105,6 @@ async def huggingface_info(service: Service, repo_id: str, filename: str, revisi
     return await service.downloads.huggingface_info(repo_id, filename, revision)
 
 
-@post("/upscaler/load", status_code=200, summary="Load an ESRGAN upscaler")
-async def load_upscaler(data: UpscalerLoadRequest, service: Service) -> UpscalerLoaded:
-    loaded = await service.upscaler.load(data)
-    return UpscalerLoaded(True, "Upscaler loaded successfully", loaded.request.model_name or "", loaded.scale)
-
-
-@post("/upscaler/unload", status_code=200, summary="Unload the upscaler")
-async def unload_upscaler(service: Service) -> SuccessMessage:
-    await service.upscaler.unload()
-    return SuccessMessage(True, "Upscaler unloaded")
-
-
 @post("/convert", status_code=202, summary="Queue a model conversion (sd-cli -M convert)")
 async def convert(data: ConvertRequest, service: Service) -> ConvertAccepted:
     return await service.conversion.submit(data)
@@ -141,8 +127,6 @@ ROUTES = [
     download_model,
     civitai_info,
     huggingface_info,
-    load_upscaler,
-    unload_upscaler,
     convert,
     architectures,
 ]

@@ -44,6 +44,7 @@ from core.service import Service
 from litestar_app.client_wait import wait_or_cancel
 from litestar_app.errors import http_message
 from litestar_app.openapi import documented_errors
+from litestar_app.security import SecurityPolicy
 
 _encode = msgspec.json.Encoder().encode
 
@@ -77,13 +78,10 @@ async def _respond(
         return ServerSentEvent(_stream(service, accepted.job_id, options, size, kind))
     job = runs.require_completed(await wait_or_cancel(request, service, accepted.job_id))
     images = await runs.images(job)
-    if options.response_format == "url":
-        host = request.headers.get("host", "")
-        data = [
-            ImageData(url=f"{request.url.scheme}://{host}/output/{path}")
-            for path in job.outputs
-            if path.endswith(".png")
-        ]
+    if options.wants_url:
+        policy: SecurityPolicy = request.app.state.policy
+        base_url = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        data = [ImageData(url=policy.output_url(base_url, path)) for path in job.outputs if path.endswith(".png")]
         output_format: OutputFormat = "png"
     else:
         encoded = await anyio.to_thread.run_sync(

@@ -8,6 +8,8 @@ import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -71,6 +73,53 @@ def test_generate_url_and_jpeg(client: openai.OpenAI) -> None:
     assert decoded(jpeg.data[0].b64_json).format == "JPEG" and jpeg.output_format == "jpeg"
 
 
+def test_result_urls_work_without_the_key_for_that_file_only(client: openai.OpenAI, server: ServerProcess) -> None:
+    """OpenAI's image URLs need no key: ours are signed for one file and expire; /output itself keeps the key."""
+    url = client.images.generate(prompt="a signed cat", size="64x64", response_format="url").data[0].url
+    assert url is not None
+    keyless = httpx.get(url)
+    assert keyless.status_code == 200 and Image.open(io.BytesIO(keyless.content)).size == (64, 64)
+    parts = urlsplit(url)
+    job_folder = parts.path.rsplit("/", 1)[0]
+    for forged in (
+        f"{server.url}{parts.path}",  # no signature
+        f"{server.url}{job_folder}/config.json?{parts.query}",  # another file of the same job
+        f"{server.url}{job_folder}?{parts.query}",  # the job's folder listing
+        f"{server.url}{parts.path}?{parts.query.replace('signature=', 'signature=0')}",
+        f"{server.url}{parts.path}?{parts.query.replace('expires=', 'expires=9')}",  # a later expiry
+    ):
+        assert httpx.get(forged).status_code == 401, forged
+
+
+@pytest.mark.parametrize(
+    ("model", "output_format", "as_url"),
+    [
+        ("dall-e-3", None, True),
+        ("dall-e-2", None, True),
+        (None, None, True),  # OpenAI: an omitted model is dall-e-2...
+        (None, "webp", False),  # ...unless a gpt-image-only parameter is sent
+        ("gpt-image-1", None, False),
+        (TINY_LOAD["model_name"], None, False),  # our own models answer base64, as gpt-image models do
+    ],
+)
+def test_response_format_defaults_follow_the_model_family(
+    client: openai.OpenAI, model: str | None, output_format: Literal["webp"] | None, as_url: bool
+) -> None:
+    """A DALL-E tool that sends no response_format reads data[0].url; gpt-image clients read b64_json."""
+    result = client.images.generate(
+        prompt="a default cat",
+        size="64x64",
+        model=model if model else openai.omit,
+        output_format=output_format if output_format else openai.omit,
+    )
+    item = result.data[0]
+    if as_url:
+        assert item.url is not None and item.b64_json is None
+        assert httpx.get(item.url).status_code == 200
+    else:
+        assert item.url is None and decoded(item.b64_json).size == (64, 64)
+
+
 def stored_mask(server: ServerProcess, prompt: str) -> Image.Image | None:
     """The mask file the job handed to sd.cpp (white = repaint), found through the job's params."""
     jobs = httpx.get(
@@ -100,6 +149,7 @@ def repainted(mask: Image.Image) -> set[tuple[int, int]]:
 
 def test_edit_repaints_where_the_mask_is_transparent(client: openai.OpenAI, server: ServerProcess) -> None:
     result = client.images.edit(
+        response_format="b64_json",
         image=("frog.png", png((64, 64)), "image/png"),
         mask=("mask.png", as_png(half_transparent((64, 64))), "image/png"),
         prompt="a frog wearing a hat",

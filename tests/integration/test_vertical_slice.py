@@ -12,6 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from runners.sdserver import free_loopback_port
 from tests.conftest import TINY_LOAD
 from tests.support import REPO, ServerProcess, wait_for_job
 
@@ -215,4 +216,33 @@ def test_port_in_use_is_a_clear_startup_error(server: ServerProcess, tmp_path: P
     )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{server.port} (--port)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_second_server_on_the_same_output_folder_is_a_clear_startup_error(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Both would run the same pending jobs: the second start stops, naming the first server's pid."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "litestar_app",
+            "serve",
+            "--port",
+            str(free_loopback_port()),
+            "--ws-port",
+            "0",
+            "--models-dir",
+            str(tmp_path),
+            "--output-dir",
+            str(server.output_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"in use by another sdcpp-restapi server (pid {server.process.pid})" in result.stderr
     assert "Traceback" not in result.stderr

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import pytest
 
 from core.generation.defaults import resolve_defaults
+from core.generation.engine import generation_options
 from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.generation.specs import Txt2ImgJob
 from core.models.architecture import PRESETS, Architecture
+from core.models.schemas import LoadOptions
 from runners.sdcli import generation_args
 
 FLUX = Architecture("Flux", "Flux")
@@ -29,7 +33,7 @@ def test_omitted_fields_take_the_architecture_preset() -> None:
 def test_flux_no_longer_gets_the_sd_sampling_defaults() -> None:
     """Before: euler_a and cfg 7.0 on FLUX, which burns the image."""
     request, _ = resolve_defaults(Txt2ImgRequest(prompt="p", width=64, height=64, steps=2), FLUX)
-    argv = generation_args(msgspec.structs.asdict(request))
+    argv = generation_args(generation_options(Txt2ImgJob(request=request), Path("/job"), LoadOptions()))
     assert argv[argv.index("--sampling-method") + 1] == "euler"
     assert argv[argv.index("--cfg-scale") + 1] == "1.0"
 

@@ -11,7 +11,7 @@ from core.models.library import ModelLibrary
 from core.models.schemas import LoadOptions
 from core.models.types import BY_NAME
 from runners.flags import Flag, build_argv
-from runners.options import CONTEXT_FLAGS, ContextOptions, UpscaleOptions, build_server_body
+from runners.options import CONTEXT_FLAGS, ContextOptions, GenerationOptions, UpscaleOptions, build_server_body
 from runners.sdcli import generation_argv, upscale_argv
 
 
@@ -22,9 +22,18 @@ def test_each_flag_kind() -> None:
         Flag("c", "--c", "inverse_switch"),
         Flag("d", "-d", "repeat"),
         Flag("e", "--e", omit_when=lambda v: v == 0),
-        Flag("missing", "--m"),
+        Flag("f", "--f"),
     )
-    assert build_argv(table, {"a": 1.5, "b": True, "c": False, "d": ["x", "y"], "e": 0}) == [
+
+    class Source(msgspec.Struct):
+        a: float | None = None
+        b: bool | None = None
+        c: bool | None = None
+        d: list[str] = []
+        e: int = 0
+        f: str | None = None  # None: left out
+
+    assert build_argv(table, Source(a=1.5, b=True, c=False, d=["x", "y"])) == [
         "--a",
         "1.5",
         "--b",
@@ -34,7 +43,7 @@ def test_each_flag_kind() -> None:
         "-d",
         "y",
     ]
-    assert build_argv(table, {"b": False, "c": True, "d": []}) == []
+    assert build_argv(table, Source(b=False, c=True)) == []
 
 
 def test_generation_argv_translates_spec_fields() -> None:
@@ -47,25 +56,28 @@ def test_generation_argv_translates_spec_fields() -> None:
         prediction="",
         rng_type="cuda",
     )
-    generation = {
-        "prompt": "cat",
-        "negative_prompt": "",
-        "width": 64,
-        "height": 32,
-        "seed": 5,
-        "eta": 0.0,
-        "skip_layers": [7, 8, 9],
-        "easycache": True,
-        "easycache_threshold": 0.3,
-        "easycache_start": 0.1,
-        "easycache_end": 0.9,
-        "vae_tiling": True,
-        "vae_tile_size_x": 16,
-        "vae_tile_size_y": 24,
-        "auto_resize_ref_image": False,
-        "custom_sigmas": [],
-        "flow_shift": None,
-    }
+    generation = msgspec.convert(
+        {
+            "prompt": "cat",
+            "negative_prompt": "",
+            "width": 64,
+            "height": 32,
+            "seed": 5,
+            "eta": 0.0,
+            "skip_layers": [7, 8, 9],
+            "easycache": True,
+            "easycache_threshold": 0.3,
+            "easycache_start": 0.1,
+            "easycache_end": 0.9,
+            "vae_tiling": True,
+            "vae_tile_size_x": 16,
+            "vae_tile_size_y": 24,
+            "auto_resize_ref_image": False,
+            "custom_sigmas": [],
+            "flow_shift": None,
+        },
+        GenerationOptions,
+    )
     argv = generation_argv("/bin/sd-cli", "img_gen", context, generation, Path("/o/image_%d.png"))
     assert argv[:3] == ["/bin/sd-cli", "--mode", "img_gen"]
     assert argv[argv.index("--diffusion-model") + 1] == "/m/dit.safetensors"
@@ -107,29 +119,31 @@ def test_load_level_tiling_and_flow_shift_become_job_defaults() -> None:
     from core.generation.engine import with_load_defaults
 
     load = LoadOptions(vae_tiling=True, vae_tile_size_x=32, vae_tile_size_y=16, vae_tile_overlap=0.25, flow_shift=3.0)
-    merged = with_load_defaults({"prompt": "x", "vae_tiling": False, "vae_tile_size_x": 0}, load)
+    merged = with_load_defaults(GenerationOptions(prompt="x", vae_tiling=False, vae_tile_size_x=0), load)
     argv = generation_argv("sd-cli", "img_gen", ContextOptions(), merged, Path("o.png"))
     assert "--vae-tiling" in argv and argv[argv.index("--vae-tile-size") + 1] == "32x16"
     assert argv[argv.index("--vae-tile-overlap") + 1] == "0.25"
     assert argv[argv.index("--flow-shift") + 1] == "3.0"
     own = with_load_defaults(
-        {"prompt": "x", "flow_shift": 5.0, "vae_tiling": True, "vae_tile_size_x": 8, "vae_tile_size_y": 8}, load
+        GenerationOptions(prompt="x", flow_shift=5.0, vae_tiling=True, vae_tile_size_x=8, vae_tile_size_y=8), load
     )
-    assert own["flow_shift"] == 5.0 and own["vae_tile_size_x"] == 8  # the request's own values win
+    assert own.flow_shift == 5.0 and own.vae_tile_size_x == 8  # the request's own values win
 
 
 @pytest.mark.parametrize("shift", [0.0, -1.0, 0, float("inf"), None])
-def test_a_flow_shift_of_zero_or_less_means_auto(shift: object) -> None:
+def test_a_flow_shift_of_zero_or_less_means_auto(shift: float | None) -> None:
     """A shift of 0 would make every sigma 0 in sd.cpp (no denoising, a blank image): it is left to sd.cpp."""
-    argv = generation_argv("sd-cli", "img_gen", ContextOptions(), {"prompt": "x", "flow_shift": shift}, Path("o.png"))
+    options = GenerationOptions(prompt="x", flow_shift=shift)
+    argv = generation_argv("sd-cli", "img_gen", ContextOptions(), options, Path("o.png"))
     assert "--flow-shift" not in argv
-    assert "flow_shift" not in str(build_server_body({"prompt": "x", "flow_shift": shift}))
-    kept = generation_argv("sd-cli", "img_gen", ContextOptions(), {"prompt": "x", "flow_shift": 3.0}, Path("o.png"))
+    assert "flow_shift" not in str(build_server_body(options))
+    kept_options = GenerationOptions(prompt="x", flow_shift=3.0)
+    kept = generation_argv("sd-cli", "img_gen", ContextOptions(), kept_options, Path("o.png"))
     assert kept[kept.index("--flow-shift") + 1] == "3.0"
 
 
 def test_flash_attention_is_for_the_diffusion_model_only() -> None:
-    argv = build_argv(CONTEXT_FLAGS, {"flash_attn": True})
+    argv = build_argv(CONTEXT_FLAGS, ContextOptions(flash_attn=True))
     assert argv == ["--diffusion-fa"]  # --fa would also apply it to the text encoders and VAE
 
 

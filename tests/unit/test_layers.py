@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # modules of its own layer and of the layers below. Features own the narrow store protocols they take, the store
 # implementation serves them all, and the service (with the job types it composes) assembles everything.
 CORE_LAYERS: tuple[tuple[str, ...], ...] = (
-    ("core.errors", "core.files", "core.safe_paths", "core.request_types", "core.stored_values"),
+    ("core.errors", "core.files", "core.safe_paths", "core.request_types", "core.stored_values", "core.limits"),
     ("core.jobs.schemas",),  # what a job is (its types and states), which events name
     ("core.events",),
     ("core.jobs",),  # the queue that runs jobs and publishes their events
     ("core.models",),
+    ("core.upscale",),  # the ESRGAN upscaler and /upscale jobs; generation chains it after a job
     ("core.generation",),
     ("core.compat", "core.prompt_help", "core.output"),
     ("core.metrics",),  # reads the queue and the models, hears the events; the service assembles it

@@ -10,9 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.generation.engine import NOT_FOR_SDCPP, flag_source
+from core.generation.engine import NOT_FOR_SDCPP, generation_options
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
-from core.generation.specs import GENERATION_JOBS, IMAGE_INPUTS
+from core.generation.specs import GENERATION_JOBS
+from core.jobs.inputs import IMAGE_INPUTS
 from core.models.components import COMPONENTS
 from core.models.manager import LOAD_OPTIONS_NOT_AT_LOAD
 from core.models.schemas import LoadOptions
@@ -20,9 +21,13 @@ from runners.options import (
     CLI_ONLY_CONTEXT_FLAGS,
     CONTEXT_FLAGS,
     GENERATION_FLAGS,
+    PREVIEW_FLAGS,
     SERVER_FIELDS,
     UPSCALE_FLAGS,
     ContextOptions,
+    GenerationOptions,
+    LoraOption,
+    PreviewOptions,
     UpscaleOptions,
     build_server_body,
 )
@@ -58,9 +63,8 @@ def probe(info: msgspec.inspect.Type, current: object) -> object:
 
 
 def what_sdcpp_gets(job_type: str, request: GenerationRequest) -> tuple[list[str], dict[str, object]]:
-    job = GENERATION_JOBS[job_type](request=request)
-    fields = flag_source(job, Path("/job"))
-    return generation_args(fields), build_server_body(fields)
+    options = generation_options(GENERATION_JOBS[job_type](request=request), Path("/job"), LoadOptions())
+    return generation_args(options), build_server_body(options)
 
 
 @pytest.mark.parametrize("job_type", REQUESTS)
@@ -90,13 +94,12 @@ def test_not_for_sdcpp_names_only_request_fields() -> None:
 def test_our_upscale_repeats_never_reaches_sd_cli() -> None:
     """sd-cli has its own --upscale-repeats: the request field of that name is our chaining, not sd-cli's."""
     request = msgspec.convert({**BASE, "upscale": True, "upscale_repeats": 3}, Txt2ImgRequest)
-    job = GENERATION_JOBS["txt2img"](request=request)
-    fields = flag_source(job, Path("/job"))
+    options = generation_options(GENERATION_JOBS["txt2img"](request=request), Path("/job"), LoadOptions())
     argv = generation_argv(
-        "sd-cli", "img_gen", ContextOptions(diffusion="/m/dit.safetensors"), fields, Path("/job/out.png")
+        "sd-cli", "img_gen", ContextOptions(diffusion="/m/dit.safetensors"), options, Path("/job/out.png")
     )
     assert not any(flag.startswith("--upscale") for flag in argv)
-    assert not any(flag.startswith("--upscale") for flag in generation_args(fields))
+    assert not any(flag.startswith("--upscale") for flag in generation_args(options))
 
 
 def test_image_inputs_reach_a_flag() -> None:
@@ -131,3 +134,29 @@ def test_every_load_option_is_a_context_option_or_listed() -> None:
     at_load = load_options & set(ContextOptions.__struct_fields__)
     assert at_load.isdisjoint(LOAD_OPTIONS_NOT_AT_LOAD)
     assert load_options - at_load == set(LOAD_OPTIONS_NOT_AT_LOAD)
+
+
+def test_the_generation_tables_read_only_generation_options() -> None:
+    """Every flag and sd-server field reads a field or property of GenerationOptions (or of PreviewOptions)."""
+    for name in [flag.field for flag in GENERATION_FLAGS] + [field.field for field in SERVER_FIELDS]:
+        assert hasattr(GenerationOptions, name), name
+    assert [flag.field for flag in PREVIEW_FLAGS] == list(PreviewOptions.__struct_fields__)
+
+
+def test_every_generation_option_reaches_sdcpp() -> None:
+    """No option is dead: changing any one changes sd-cli's argv or sd-server's body."""
+    base = GenerationOptions(prompt="a cat", easycache=True, vae_tiling=True, vae_tile_size_x=8, vae_tile_size_y=8)
+    before = generation_args(base), build_server_body(base)
+    info: Any = msgspec.inspect.type_info(GenerationOptions)
+    for field in info.fields:
+        if field.name == "lora":
+            changed = msgspec.structs.replace(base, lora=[LoraOption("a.safetensors", 0.5)])
+        else:
+            changed = msgspec.structs.replace(base, **{field.name: probe(field.type, getattr(base, field.name))})
+        assert (generation_args(changed), build_server_body(changed)) != before, field.name
+
+
+def test_a_request_field_unknown_to_the_options_is_refused() -> None:
+    """A new request field that is neither mapped nor listed in NOT_FOR_SDCPP fails at the seam, not silently."""
+    with pytest.raises(msgspec.ValidationError, match="unknown field `new_field`"):
+        msgspec.convert({"prompt": "x", "new_field": 1}, GenerationOptions)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -34,6 +37,40 @@ def test_a_new_store_records_its_schema_version(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / STORE_FILE) as db:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_second_server_on_one_output_folder_is_refused_until_the_first_is_gone(tmp_path: Path) -> None:
+    """Two servers on one store would both run its pending jobs: the second start is refused, naming the first."""
+    first = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    with pytest.raises(StoreUnusable, match=r"in use by another sdcpp-restapi server \(pid \d+\)"):
+        SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    first.close()
+    SqliteStore(tmp_path / STORE_FILE, JOB_CODEC).close()
+
+
+def test_a_killed_server_leaves_no_stale_lock(tmp_path: Path) -> None:
+    """A server that was SIGKILLed while holding the store does not block the next start."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from core.job_types import JOB_CODEC; "
+            "from core.store.sqlite import SqliteStore; SqliteStore(Path(sys.argv[1]), JOB_CODEC); "
+            "print('open', flush=True); time.sleep(60)",
+            str(tmp_path / STORE_FILE),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreUnusable, match=f"pid {holder.pid}"):
+            SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    SqliteStore(tmp_path / STORE_FILE, JOB_CODEC).close()
 
 
 @pytest.mark.parametrize("content", [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])

@@ -14,7 +14,6 @@ import base64
 import io
 import shlex
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal, NamedTuple
 
 import anyio
@@ -23,11 +22,11 @@ import pytest
 from PIL import Image
 
 from core.generation.defaults import resolve_defaults
-from core.generation.engine import flag_source, with_load_defaults
-from core.generation.limits import Limits
+from core.generation.engine import generation_options
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest, Txt2VidRequest
 from core.generation.specs import GENERATION_JOBS
-from core.generation.submit import GenerationSubmitter
+from core.jobs.inputs import with_saved_inputs
+from core.limits import Limits
 from core.models.architecture import Architecture
 from core.models.components import COMPONENTS
 from core.models.library import ModelLibrary
@@ -387,13 +386,15 @@ def built(example: UsageExample, root: Path) -> tuple[list[str], list[str], dict
     context, _ = manager.resolve_context(load)
     request = msgspec.convert(example.generate, REQUEST_TYPES[example.job_type])
     request, sources = resolve_defaults(request, example.architecture, load.options.flow_shift)
-    submitter = GenerationSubmitter(SimpleNamespace(output_root=root), None, None, None, Limits())  # type: ignore[arg-type]
-    stored, inputs = anyio.run(submitter._with_inputs, request, "job")
+    limits = Limits()
+    stored, inputs = anyio.run(
+        with_saved_inputs, request, root / "job", limits.max_image_bytes, limits.max_image_pixels
+    )
     job = GENERATION_JOBS[example.job_type](request=stored, inputs=inputs, default_sources=sources)
-    fields = with_load_defaults(flag_source(job, root / "job"), load.options)
+    options = generation_options(job, root / "job", load.options)
     mode: Literal["img_gen", "vid_gen"] = "vid_gen" if example.job_type == "txt2vid" else "img_gen"
-    argv = generation_argv("sd-cli", mode, context, fields, root / "out.png")
-    return argv, build_argv(CONTEXT_FLAGS, context), build_server_body(fields)
+    argv = generation_argv("sd-cli", mode, context, options, root / "out.png")
+    return argv, build_argv(CONTEXT_FLAGS, context), build_server_body(options)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

@@ -8,9 +8,10 @@ from pathlib import Path
 import anyio
 from PIL import Image
 
-from core.generation.specs import JobConfig, UpscaleJob
 from core.jobs.queue import JobFailed
-from core.models.upscaler import LoadedUpscaler, UpscalerManager
+from core.jobs.schemas import JobConfig
+from core.upscale.specs import UpscaleJob
+from core.upscale.upscaler import LoadedUpscaler, UpscalerManager
 from runners.options import UpscaleOptions
 from runners.process import run_binary
 from runners.sdcli import upscale_argv

@@ -14,8 +14,8 @@ from core.events.bus import EventBus
 from core.events.types import UpscalerLoaded, UpscalerUnloaded
 from core.models.architecture import UnreadableModel, tensor_table
 from core.models.library import ModelLibrary
-from core.models.schemas import UpscalerLoadRequest
 from core.stored_values import ValueStore
+from core.upscale.schemas import UpscalerLoadRequest
 
 _OLD_INDEX = re.compile(r"^model\.(\d+)\.")
 LOADED_UPSCALER_KEY = "loaded_upscaler"  # the load request, restored after a restart
