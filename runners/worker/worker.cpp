@@ -16,6 +16,12 @@
 //   callback. So the sampling phase is told by the library's own log lines around its sampler loop (the
 //   `SAMPLING_BEGINS` / `SAMPLING_ENDS` tables); outside it a cancel waits for the next sampling step, or for the
 //   job's end, where the outputs are not saved and the answer is `cancelled` all the same.
+// - Where ggml's backend has an abort callback (the CPU backend; Metal's cannot be reached: Apple's linker has no
+//   `--wrap`) the running step stops too, within one graph node: the build wraps `ggml_backend_graph_compute`
+//   (link option `--wrap`, see CMakeLists.txt) to give each backend `abort_compute`, which says "abort" only while
+//   sampling a cancelled job. The library then takes its own failure path (every sampler checks for a failed step;
+//   `sample()` frees its buffers, `generate_image` returns null), and the answer is `cancelled`. CUDA, Vulkan and
+//   ROCm have no abort callback: there the step ends first.
 // - A job that never reaches a sampling step again (a long VAE decode) is stopped by ResidentWorker's
 //   kill-and-restart fallback after its bound (runners/resident_worker.py).
 //
@@ -64,6 +70,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -81,6 +88,7 @@
 #include "common/log.h"
 #include "common/media_io.h"
 #include "common/resource_owners.hpp"
+#include "ggml-backend.h"
 #include "stable-diffusion.h"
 
 namespace fs = std::filesystem;
@@ -170,6 +178,28 @@ static void on_progress(int step, int steps, float time, void*) {
         throw JobCancelled{};  // unwinds out of generate_image/generate_video to `run` (see the top of the file)
     }
 }
+
+#ifdef SDCPP_WORKER_WRAP_GRAPH_COMPUTE
+// Every graph the library computes passes here first (the link option `--wrap=ggml_backend_graph_compute`): the
+// backend gets our abort callback when its kind has one (ggml's registry offers "ggml_backend_set_abort_callback"
+// for CPU and Metal), so a cancel stops a sampling step between two graph nodes instead of at its end.
+// SDCPP_WORKER_STEP_CANCEL_ONLY=1 leaves the backends alone: a cancel then waits for the step's end, as on backends
+// without an abort callback (the tests run both ways).
+static const bool abort_steps = getenv("SDCPP_WORKER_STEP_CANCEL_ONLY") == nullptr;
+static bool abort_compute(void*) { return in_sampling && cancel_requested; }
+
+extern "C" enum ggml_status __real_ggml_backend_graph_compute(ggml_backend_t backend, struct ggml_cgraph* graph);
+
+extern "C" enum ggml_status __wrap_ggml_backend_graph_compute(ggml_backend_t backend, struct ggml_cgraph* graph) {
+    ggml_backend_dev_t device = ggml_backend_get_device(backend);
+    ggml_backend_reg_t reg    = device != nullptr ? ggml_backend_dev_backend_reg(device) : nullptr;
+    auto set_abort            = reg == nullptr ? nullptr
+                                               : reinterpret_cast<ggml_backend_set_abort_callback_t>(
+                                          ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_abort_callback"));
+    if (set_abort != nullptr && abort_steps) set_abort(backend, abort_compute, nullptr);
+    return __real_ggml_backend_graph_compute(backend, graph);
+}
+#endif
 
 static void on_preview(int step, int frame_count, sd_image_t* frames, bool is_noisy, void*) {
     if (current.preview_path.empty() || frames == nullptr) {

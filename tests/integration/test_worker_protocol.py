@@ -7,6 +7,7 @@ its model still loaded, runs the next job."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -65,11 +66,17 @@ def load_argv(models: Path) -> list[str]:
 class Worker:
     """One `sdcpp-worker` process; its stdout lines are read on a thread so that a read can time out."""
 
-    def __init__(self, argv: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log
         self.log = log.open("w")
         self.process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **(env or {})},
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         assert self.process.stdout is not None
@@ -245,9 +252,24 @@ def test_resident_worker_fails_a_refused_job_at_once_and_goes_on(tiny_models_dir
 SLOW_ARGS = ["--prompt", "slow", "-W", "256", "-H", "256", "--steps", "50", "--seed", "7"]
 
 
+@pytest.fixture(scope="module")
+def step_cancel_worker(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A worker that stops a cancelled job only at the end of its step, as on backends without ggml's abort
+    callback (CUDA, Vulkan, ROCm); the default worker aborts the running step on the CPU backend."""
+    log = tmp_path_factory.mktemp("step-cancel") / "stderr.log"
+    started = Worker(load_argv(tiny_models_dir), log, env={"SDCPP_WORKER_STEP_CANCEL_ONLY": "1"})
+    try:
+        assert isinstance(started.answer(), Ready)
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.mark.parametrize("stops", ["within the step", "at the step's end"])
 def test_a_cancel_line_stops_the_running_job_at_a_step_and_the_model_stays_loaded(
-    worker: Worker, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, stops: str
 ) -> None:
+    worker: Worker = request.getfixturevalue("worker" if stops == "within the step" else "step_cancel_worker")
     pid = worker.process.pid
     worker.send(msgspec.json.encode(good_job(tmp_path, "slow", args=SLOW_ARGS)).decode())
     answers = [worker.answer()]
@@ -260,6 +282,8 @@ def test_a_cancel_line_stops_the_running_job_at_a_step_and_the_model_stays_loade
     steps = [a.step for a in answers if isinstance(a, Progress)]
     assert steps[-1] < 50 and all(isinstance(a, (Progress, Cancelled)) for a in answers)  # stopped mid-sampling
     assert not list(tmp_path.glob("slow_*.png"))  # nothing saved
+    if stops == "at the step's end":  # the library's own sampling ended it: no graph was aborted
+        assert "operation aborted" not in worker.log_path.read_text()
     assert_runs_a_good_job(worker, pid, tmp_path, "after-cancel")
 
 
