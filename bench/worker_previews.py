@@ -84,7 +84,7 @@ def run(
                             "/preview/settings", json={"enabled": True, "mode": name, "interval": 1}
                         ).raise_for_status()
                     times[name].append(_job(http, ws_url, {**body, **extra}))
-            # Cancel a running job, then time the next (small) job: the worker stops at the next step, no reload.
+            # Cancel a running job, then time the next (small) job: the worker keeps its model, no reload.
             baseline = statistics.median(times["none"])
             cancel_times = [_cancel_then_job(http, ws_url, body) for _ in range(cancels)]
     finally:
