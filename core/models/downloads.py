@@ -157,11 +157,9 @@ class DownloadService:
         if response.status_code >= 400:
             raise UpstreamError(f"huggingface answered {response.status_code} for {url}")
         headers = response.headers
-        size = headers.get("x-linked-size") or headers.get("content-length") or "0"
+        size = _upstream_int(headers.get("x-linked-size") or headers.get("content-length") or "0", "file size")
         etag = (headers.get("x-linked-etag") or headers.get("etag") or "").strip('"').removeprefix("W/").strip('"')
-        return HuggingfaceInfo(
-            True, repo_id, filename, revision, int(size), etag.lower() if len(etag) == 64 else None, url
-        )
+        return HuggingfaceInfo(True, repo_id, filename, revision, size, etag.lower() if len(etag) == 64 else None, url)
 
     # ----------------------------------------------------------------------------------- submission
 
@@ -193,14 +191,17 @@ class DownloadService:
             hub = await self.huggingface_info(request.repo_id, request.filename, request.revision)
             url, filename, expected = hub.download_url, request.filename, hub.sha256
         else:
-            if not request.url or urlsplit(request.url).scheme not in ("http", "https"):
+            if not request.url:
                 raise BadRequest("url is required for a URL download and must be http(s)")
             try:
+                parts = urlsplit(request.url)
                 httpx.URL(request.url)
-            except httpx.InvalidURL as exc:
+            except (ValueError, httpx.InvalidURL) as exc:  # e.g. "http://[::1": an unclosed IPv6 address
                 raise BadRequest(f"url is not a valid URL: {exc}") from None
+            if parts.scheme not in ("http", "https"):
+                raise BadRequest("url is required for a URL download and must be http(s)")
             url = request.url
-            filename = request.filename or unquote(PurePosixPath(urlsplit(url).path).name)
+            filename = request.filename or unquote(PurePosixPath(parts.path).name)
         if not url or not filename:
             raise UpstreamError(f"{source} gave no download URL or file name")
         target, relative = await anyio.to_thread.run_sync(self._target, request.model_type, request.subfolder, filename)
@@ -233,7 +234,10 @@ class DownloadService:
             ):
                 if response.status_code >= 400:
                     raise JobFailed(f"download failed: HTTP {response.status_code} from {job.source}")
-                total = int(response.headers.get("content-length") or 0)
+                try:
+                    total = _upstream_int(response.headers.get("content-length") or "0", "Content-Length", job.source)
+                except UpstreamError as exc:
+                    raise JobFailed(f"download failed: {exc.message}") from None
                 done = 0
                 async with await anyio.open_file(partial, "wb") as handle:
                     async for chunk in response.aiter_bytes(MIB):
@@ -265,3 +269,11 @@ class DownloadService:
                 f"sha256 mismatch: the source publishes {expected}, the file has {digest}; the file was deleted"
             )
         return HashResult(digest)
+
+
+def _upstream_int(value: str, what: str, source: str = "huggingface") -> int:
+    """A number an upstream server sent in a header; anything else is its fault (502), not ours (500)."""
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise UpstreamError(f"{source} sent a {what} that is not a number: {value[:40]!r}")
+    return int(value)
