@@ -6,7 +6,6 @@ the decoded value into the handler's msgspec struct (validation errors become 40
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import anyio
@@ -17,10 +16,9 @@ from litestar.serialization import decode_json
 from litestar.types import Empty
 
 from core.errors import BadRequest
+from core.request_types import check_values
 
 OFF_LOOP_BYTES = 1024 * 1024  # base64 images make bodies of megabytes: parse those in a worker thread
-# The JSON escape for NUL (\u0000), not preceded by an escaped backslash.
-NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 
 
 class JsonRequest(Request[Any, Any, Any]):
@@ -33,14 +31,15 @@ class JsonRequest(Request[Any, Any, Any]):
         body = await self.body()
         if not body.strip():
             raise BadRequest("request body is required (JSON object)")
-        if NUL_ESCAPE.search(body):  # sd.cpp takes C strings: a NUL would cut a prompt or a path short
-            raise BadRequest("request body: strings must not contain NUL characters (\\u0000)")
         type_decoders = self.route_handler.resolve_type_decoders()
+
+        def decode() -> Any:
+            value = decode_json(body, type_decoders=type_decoders)
+            check_values(value)  # NUL, non-finite, nesting: the checks every face's values go through
+            return value
+
         try:
-            if len(body) > OFF_LOOP_BYTES:
-                value = await anyio.to_thread.run_sync(lambda: decode_json(body, type_decoders=type_decoders))
-            else:
-                value = decode_json(body, type_decoders=type_decoders)
+            value = await anyio.to_thread.run_sync(decode) if len(body) > OFF_LOOP_BYTES else decode()
         except UnicodeDecodeError:
             raise BadRequest("request body is not valid JSON: it is not valid UTF-8") from None
         except (SerializationException, msgspec.DecodeError) as exc:

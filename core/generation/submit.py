@@ -24,6 +24,7 @@ from core.jobs.schemas import JobAccepted
 from core.limits import Limits
 from core.models.architecture import size_multiple, takes_control_image
 from core.models.manager import LoadedModel, ModelManager
+from core.request_types import check_values
 from core.upscale.upscaler import UpscalerManager
 from runners.capabilities import Capabilities
 
@@ -102,6 +103,7 @@ class GenerationSubmitter:
 
     async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted:
         loaded = self.models.require_loaded()
+        check_values(request)  # whichever face built it: no NUL, nothing non-finite (as a JSON body is checked)
         request, default_sources = resolve_defaults(request, loaded.architecture, loaded.request.options.flow_shift)
         self.validate(job_type, request, loaded)
         await anyio.to_thread.run_sync(parse_lora_tags, request.prompt, self.models.library.folder_of("lora"))
