@@ -51,7 +51,7 @@ def create_app(service: Service) -> Litestar:
                 yield
 
     settings = service.settings
-    policy = SecurityPolicy(settings, service.session_secret)
+    policy = SecurityPolicy(settings, service.sessions)
     cors = (
         CORSConfig(
             allow_origins=settings.cors.allow_origins,
