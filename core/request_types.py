@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from typing import Annotated, Any, TypeVar
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -17,6 +18,7 @@ from msgspec import Meta
 from core.errors import BadRequest
 
 T = TypeVar("T")
+FLOAT_MAX = 3.4028234663852886e38  # the largest C float: sd.cpp reads every number of ours as one (or as an int)
 MAX_NESTING = 32  # no request of ours nests more than a few levels; JSON faces stop far deeper ones at parsing
 
 INT_MAX = 2**31 - 1  # sd.cpp reads these as C ints
@@ -76,7 +78,8 @@ def _label(path: str) -> str:
 def check_values(value: object, path: str = "") -> None:
     """Refuse what sd.cpp cannot take faithfully, wherever it sits in a decoded request: a NUL character in a
     string (sd.cpp takes C strings: it would cut a prompt or a path short), a number that is not finite (1e999,
-    NaN: sd.cpp would run something other than what config.json records) and nesting deeper than any request of
+    NaN) or beyond a C float (1e308: sd.cpp would fail or run something other than what config.json records),
+    and nesting deeper than any request of
     ours. Walks iteratively (no RecursionError whatever the depth)."""
     stack: list[tuple[object, str, int]] = [(value, path, 0)]
     while stack:
@@ -85,8 +88,10 @@ def check_values(value: object, path: str = "") -> None:
             if "\x00" in item:
                 raise BadRequest(f"{_label(where)}: strings must not contain NUL characters (\\u0000)")
         elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise BadRequest(f"{_label(where)}: must be a finite number (got {item})")
+            if not math.isfinite(item) or abs(item) > FLOAT_MAX:
+                raise BadRequest(
+                    f"{_label(where)}: must be a finite number within ±{FLOAT_MAX:.1e} (got {item}; sd.cpp reads C floats)"
+                )
         elif isinstance(item, (dict, list, tuple, msgspec.Struct)):
             if depth >= MAX_NESTING:
                 raise BadRequest(f"{_label(where)}: JSON nested too deeply (more than {MAX_NESTING} levels)")
@@ -112,3 +117,20 @@ def convert_request(value: Any, type_: type[T], strict: bool = True) -> T:
         raise BadRequest(describe_validation_error(exc)) from None
     check_values(result)
     return result
+
+
+def check_http_url(url: str, field: str) -> SplitResult:
+    """An http(s) URL with a host, parsed; anything a URL parser refuses (an unclosed IPv6 address, a port out of
+    range, a space) is a 400 naming the field, never an exception from the HTTP client later."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port out of range raises here
+    except ValueError as exc:
+        raise BadRequest(f"{field} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise BadRequest(f"{field} must be an http(s) URL")
+    if not parts.hostname:
+        raise BadRequest(f"{field} is not a valid URL: it names no host")
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise BadRequest(f"{field} is not a valid URL: it contains spaces or control characters")
+    return parts

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import anyio
 import httpx
@@ -26,6 +26,7 @@ from core.models.library import ModelLibrary
 from core.models.schemas import CivitaiInfo, DownloadAccepted, DownloadRequest, DownloadSource, HuggingfaceInfo
 from core.models.specs import DownloadJob, HashJob, HashResult
 from core.models.types import MODEL_EXTENSIONS
+from core.request_types import check_http_url
 from core.safe_paths import check_relative, resolve_inside
 
 T = TypeVar("T")
@@ -193,13 +194,11 @@ class DownloadService:
         else:
             if not request.url:
                 raise BadRequest("url is required for a URL download and must be http(s)")
+            parts = check_http_url(request.url, "url")
             try:
-                parts = urlsplit(request.url)
                 httpx.URL(request.url)
-            except (ValueError, httpx.InvalidURL) as exc:  # e.g. "http://[::1": an unclosed IPv6 address
+            except httpx.InvalidURL as exc:
                 raise BadRequest(f"url is not a valid URL: {exc}") from None
-            if parts.scheme not in ("http", "https"):
-                raise BadRequest("url is required for a URL download and must be http(s)")
             url = request.url
             filename = request.filename or unquote(PurePosixPath(parts.path).name)
         if not url or not filename:
