@@ -13,7 +13,7 @@ from litestar.di import Provide
 
 from core.service import Service
 from litestar_app import websocket
-from litestar_app.body import JsonRequest
+from litestar_app.body import JsonRequest, check_query
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app.mcp_server import mcp_endpoint
@@ -73,6 +73,7 @@ def create_app(service: Service) -> Litestar:
         state=State({"service": service, "policy": policy}),
         middleware=[SecurityMiddleware(policy)],
         before_send=[response_counter(service.metrics)],
+        before_request=check_query,
         cors_config=cors,
         request_class=JsonRequest,
         request_max_body_size=service.settings.limits.max_body_bytes,

@@ -48,3 +48,11 @@ class JsonRequest(Request[Any, Any, Any]):
             raise BadRequest("request body: JSON nested too deeply") from None
         self._json = self._connection_state.json = value
         return value
+
+
+def check_query(request: Request) -> None:
+    """Query parameters go through the rule every other value does (no NUL characters); a `before_request`
+    hook of the app, so a GET's `?search=` is judged as the MCP job tool's `search` is."""
+    for key, value in request.query_params.multi_items():
+        check_values(value, key)
+        check_values(key, key)

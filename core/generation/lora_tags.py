@@ -10,6 +10,7 @@ import msgspec
 
 from core.errors import BadRequest
 from core.models.types import BY_NAME
+from core.request_types import FLOAT_MAX
 from core.safe_paths import check_relative, resolve_inside
 
 # The same pattern sd-cli uses (common.cpp): name up to ':' or '>', then the weight.
@@ -33,7 +34,7 @@ def parse_lora_tags(prompt: str, lora_dir: Path, field: str = "prompt") -> list[
         name = raw_name.removeprefix(HIGH_NOISE_PREFIX)
         try:
             weight = float(raw_weight)
-            if not math.isfinite(weight):
+            if not math.isfinite(weight) or abs(weight) > FLOAT_MAX:
                 raise ValueError(raw_weight)
         except ValueError:
             raise BadRequest(

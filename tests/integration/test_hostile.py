@@ -115,6 +115,9 @@ REST_CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/img2img", {"json": {"prompt": "x", "init_image_base64": "", **SMALL}}, 400, "init_image_base64"),
     ("POST", "/img2img", {"json": {"prompt": "x", "init_image_base64": "data:image/png;base64,", **SMALL}}, 400, "init_image_base64: is empty"),
     ("POST", "/img2img", {"json": {"prompt": "x", "init_image_base64": PNG_B64, "mask_image_base64": "", **SMALL}}, 400, "mask_image_base64: is empty"),
+    ("POST", "/txt2img", {"json": {"prompt": "x <lora:tiny_lora:1e300>", **SMALL}}, 400, "not a finite number"),
+    ("GET", "/queue?search=%00", {}, 400, "search: strings must not contain NUL"),
+    ("GET", "/models?search=a%00", {}, 400, "search: strings must not contain NUL"),
     ("GET", f"/output/{LONG}", {}, 400, "255 bytes"),
     ("GET", f"/thumb/{LONG}.png", {}, 400, "255 bytes"),
     ("GET", f"/models/hash/lora/{LONG}", {}, 400, "255 bytes"),
@@ -255,6 +258,7 @@ MCP_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("generate", {"type": "txt2img", "prompt": "x", "control_image_base64": "", **SMALL}, "control_image_base64"),
     ("generate", {"type": "txt2img", "prompt": "x", "ref_images": [""], **SMALL}, "ref_images[0]: is empty"),
     ("generate", {"type": "img2img", "prompt": "x", "init_image_base64": "", **SMALL}, "init_image_base64"),
+    ("job", {"action": "search", "search": "a\0"}, "search: strings must not contain NUL"),
     ("model", {"action": "load", "model_name": LONG, "model_type": "diffusion"}, "255 bytes"),
     ("model", {"action": "load", "model_name": "a\0b", "model_type": "diffusion"}, "NUL"),
 ]
