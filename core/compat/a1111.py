@@ -275,6 +275,8 @@ def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: 
     if isinstance(request, A1111Img2Img):
         if not request.init_images:
             raise BadRequest("init_images: at least one image is required for img2img")
+        if not request.init_images[0]:
+            raise BadRequest("init_images[0]: is empty (an image is required: base64, plain or a data: URL)")
         fields["init_image_base64"] = request.init_images[0]
         if request.denoising_strength is not None:
             fields["strength"] = min(max(request.denoising_strength, 0.0), 1.0)

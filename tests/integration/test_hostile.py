@@ -135,6 +135,7 @@ REST_CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/sdapi/v1/txt2img", {"json": {"prompt": "x", "alwayson_scripts": NESTED}}, 400, "nested too deeply"),
     ("POST", "/sdapi/v1/img2img", {"json": {"prompt": "x", "init_images": [PNG_B64], "mask": "=", **SMALL}}, 400, "mask"),
     ("POST", "/sdapi/v1/img2img", {"json": {"prompt": "x", "init_images": ["data:image/png;base64,"], **SMALL}}, 400, "is empty"),
+    ("POST", "/sdapi/v1/img2img", {"json": {"prompt": "x", "init_images": [""], **SMALL}}, 400, "init_images[0]: is empty"),
 ]  # fmt: skip
 
 
