@@ -103,7 +103,7 @@ class DownloadService:
             raise UpstreamError(f"{source} answered {response.status_code} for {url}")
         try:
             return msgspec.json.decode(response.content, type=answer)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise UpstreamError(f"{source} answered with something that is not the JSON it documents: {exc}") from None
 
     async def civitai_info(self, reference: str) -> CivitaiInfo:
@@ -134,7 +134,7 @@ class DownloadService:
             type=CIVITAI_TYPES.get(model_type, model_type.lower()),
             base_model=version.baseModel,
             filename=chosen.name,
-            file_size=int((chosen.sizeKB or 0) * 1024),
+            file_size=int(min(max(chosen.sizeKB or 0, 0), 2**40) * 1024),  # an upstream 1e308 is no 500
             sha256=chosen.hashes.get("SHA256", "").lower() or None,
             download_url=chosen.downloadUrl or version.downloadUrl,
         )

@@ -217,7 +217,7 @@ def parse_assistant_reply(reply: str) -> tuple[str, list[AssistantAction]]:
     known action types with object parameters are passed to the UI."""
     try:
         data = msgspec.json.decode(reply, type=_Reply)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # the model's text, nested or not
         return reply, []
     actions = []
     for action in data.actions if isinstance(data.actions, list) else []:

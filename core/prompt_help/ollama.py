@@ -78,12 +78,12 @@ class OllamaClient:
         if response.status_code >= 400:
             try:
                 detail = msgspec.json.decode(response.content, type=_ErrorAnswer).error or response.text
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 detail = response.text
             raise LlmUnavailable(f"Ollama answered {response.status_code}: {detail[:300]}")
         try:
             return msgspec.json.decode(response.content, type=answer)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             raise LlmUnavailable("Ollama answered with something that is not the JSON it documents") from None
 
     async def models(self) -> list[str]:

@@ -32,14 +32,15 @@ class LoginForm(msgspec.Struct):
     next: str = "/output"
 
 
-def _offsite(form: str) -> bool:
+def _offsite(form: str, lowest: int = 0x21) -> bool:
     """Could a browser read this as another site? Browsers drop tabs and line breaks from a URL and read a
     backslash as a slash, so a slash, a tab and "/evil.example" would be "//evil.example": any control
     character, space or backslash counts, as does anything that does not start with exactly one slash, that
-    parses with a scheme or a host, or whose dot segments collapse into "//"."""
+    parses with a scheme or a host, or whose dot segments collapse into "//". `lowest`: the lowest character
+    allowed (a space is allowed once decoded: "%20" in a file name is no way to another site)."""
     if not form.startswith("/") or form.startswith("//") or "\\" in form:
         return True
-    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in form):
+    if any(ord(char) < lowest or ord(char) == 0x7F for char in form):
         return True
     try:
         parts = urlsplit(form)
@@ -51,7 +52,7 @@ def _offsite(form: str) -> bool:
 def _safe_next(target: str) -> str:
     """Only a path on this server: the form must not redirect elsewhere. Judged as sent and once percent-decoded
     (a proxy or a later redirect may decode "%2F%2Fevil.example"); anything doubtful goes to /output."""
-    return "/output" if _offsite(target) or _offsite(unquote(target)) else target
+    return "/output" if _offsite(target) or _offsite(unquote(target), lowest=0x20) else target
 
 
 def _page(next_path: str, message: str = "", status: int = 200) -> Response[str]:
