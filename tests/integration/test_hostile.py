@@ -295,6 +295,19 @@ def test_mcp_refuses_non_finite_numbers(server: ServerProcess, number: bytes) ->
     no_server_errors(server)
 
 
+def test_mcp_refuses_json_nested_thousands_deep(server: ServerProcess) -> None:
+    headers = {**AUTH, "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    call = (
+        '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "generate", "arguments": '
+        '{"type": "txt2img", "prompt": "x", "sampler": ' + DEEP + "}}}"
+    )
+    response = httpx.post(server.url + "/mcp", headers=headers, content=call.encode(), timeout=60)
+    assert response.status_code == 400, response.text[:300]
+    error = response.json()["error"]
+    assert error["code"] == -32700 and "recursion limit" in error["message"]  # JSON-RPC's parse error
+    no_server_errors(server)
+
+
 # ------------------------------------------------------------------------------------------ sessions
 
 OFFSITE_NEXT = [
