@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 import httpx2
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
+from litestar_app.mcp_tools import GENERATE_SCHEMA, JOB_SCHEMA, MODEL_SCHEMA
 from tests.conftest import TINY_LOAD
 from tests.fake_hubs import FakeHubs
 from tests.support import ServerProcess, wait_for_job
@@ -36,6 +40,8 @@ DEEP = "[" * 50_000 + "]" * 50_000  # past the JSON parsers' own bound
 NESTED = json.loads("[" * 40 + "]" * 40)  # within the parsers' bound, past ours (32 levels)
 LONG = "x" * 300  # longer than a file name may be (255 bytes)
 SMALL = {"width": 64, "height": 64, "steps": 1}
+# Jobs the fuzzing below gets accepted stay tiny (a size left out means the model's default, over these limits).
+LIMITS = "[limits]\nmax_width = 64\nmax_height = 64\nmax_steps = 20\nmax_batch_count = 1\n"
 
 
 def png(size: tuple[int, int] = (64, 64)) -> bytes:
@@ -60,7 +66,7 @@ def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory, hubs:
     shutil.copy(own_models_dir / "loras" / "tiny_lora.safetensors", outside)
     (own_models_dir / "loras" / "escape.safetensors").symlink_to(outside)
     work = tmp_path_factory.mktemp("hostile")
-    (work / "config.toml").write_text(hubs.server_config())
+    (work / "config.toml").write_text(hubs.server_config() + LIMITS)
     process = ServerProcess(
         own_models_dir,
         work / "output",
@@ -376,3 +382,57 @@ def test_a_key_change_revokes_cookies_and_a_restart_keeps_them(
             assert httpx.get(process.url + "/queue", cookies={"sdcpp_session": cookie}).status_code == status, key
         finally:
             process.stop()
+
+
+# --------------------------------------------------------------------------------------- MCP fuzzing
+# Schemathesis fuzzes the REST, A1111 and OpenAI JSON routes from the OpenAPI document (tests/integration/
+# test_fuzz.py); MCP has no such document, so its tools get arguments drawn from their input schemas here:
+# known and unknown names, any JSON value (NUL characters, huge integers, deep lists). A tool must answer with a
+# result or a tool error that says what was wrong, never an internal error.
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+    | st.sampled_from(["", "\0", "a\0b", LONG, "../../etc/passwd", "<lora:escape:1>", "data:image/png;base64,"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+
+
+def tool_arguments(schema: dict[str, Any], fixed: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    names = st.sampled_from([*schema["properties"], "unknown_field"])
+    return st.builds(
+        lambda drawn, pinned: {**drawn, **pinned},
+        st.dictionaries(names, JSON_VALUES, max_size=6),
+        st.fixed_dictionaries(fixed),
+    )
+
+
+TOOL_CALLS = st.one_of(
+    st.tuples(st.just("generate"), tool_arguments(GENERATE_SCHEMA, {"type": st.sampled_from(["txt2img", "img2img", "upscale", "bogus"])})),
+    st.tuples(st.just("model"), tool_arguments(MODEL_SCHEMA, {"action": st.sampled_from(["list", "status", "load", "bogus"])})),
+    st.tuples(st.just("job"), tool_arguments(JOB_SCHEMA, {"action": st.sampled_from(["status", "cancel", "list", "search"])})),
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(calls=st.lists(TOOL_CALLS, min_size=1, max_size=5))
+def test_mcp_tools_never_fail_internally(server: ServerProcess, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    """Runs last in this module: it never unloads the model, but jobs it gets accepted are cancelled."""
+
+    async def main() -> None:
+        async with mcp_session(server) as session:
+            for tool, arguments in calls:
+                result = await session.call_tool(tool, arguments)
+                text = result.content[0].text if result.content else ""
+                if not result.is_error and tool == "generate":
+                    await session.call_tool("job", {"action": "cancel", "job_id": json.loads(text)["job_id"]})
+                internal = text.startswith("Internal error") and "Model not found" not in text  # the contract's
+                assert not internal, (tool, arguments, text)
+
+    anyio.run(main)
+    log = server.log_path.read_text()
+    assert "MCP tool" not in log and "unhandled error" not in log, log[-3000:]
