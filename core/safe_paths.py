@@ -39,7 +39,7 @@ def stat_inside(path: Path, real_root: Path) -> os.stat_result | None:
         if not path.resolve().is_relative_to(real_root):
             return None
         return path.stat()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, as Python before 3.13 reports it
         return None
 
 

@@ -3,6 +3,7 @@ tests/integration/test_hostile.py sends the same hostile values through every fa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -14,6 +15,7 @@ from core.login_sessions import LoginSessions
 from core.models.downloads import UpstreamError, _upstream_int
 from core.prompt_help.features import parse_assistant_reply
 from core.request_types import check_http_url, check_values, convert_request
+from core.safe_paths import resolve_inside, stat_inside
 from litestar_app.routes.login import _safe_next
 
 T = TypeVar("T")
@@ -145,3 +147,12 @@ def test_sessions_are_revoked_by_logout_and_by_a_key_change() -> None:
         assert restarted.valid(second, [b"key-a"]) and not restarted.valid(first, [b"key-a"])
 
     anyio.run(main)
+
+
+def test_a_symlink_loop_is_a_400_or_skipped_not_an_exception(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(BadRequest) as refused:
+        resolve_inside(tmp_path, "a/model.safetensors", "model_name")
+    assert refused.value.message.startswith("model_name ")
+    assert stat_inside(tmp_path / "a", tmp_path.resolve()) is None
