@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import posixpath
 from typing import Annotated
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -25,6 +25,9 @@ form{{display:grid;gap:.6rem;min-width:18rem}}input,button{{font:inherit;padding
 <form method="post" action="/login"><h1>sdcpp-restapi</h1>{message}
 <label for="key">API key</label><input id="key" name="key" type="password" autocomplete="current-password" required
 autofocus><input type="hidden" name="next" value="{next}"><button type="submit">Sign in</button></form></body></html>"""
+
+
+ASCII_VISIBLE = "".join(chr(code) for code in range(0x21, 0x7F))
 
 
 class LoginForm(msgspec.Struct):
@@ -52,7 +55,9 @@ def _offsite(form: str, lowest: int = 0x21) -> bool:
 def _safe_next(target: str) -> str:
     """Only a path on this server: the form must not redirect elsewhere. Judged as sent and once percent-decoded
     (a proxy or a later redirect may decode "%2F%2Fevil.example"); anything doubtful goes to /output."""
-    return "/output" if _offsite(target) or _offsite(unquote(target), lowest=0x20) else target
+    if _offsite(target) or _offsite(unquote(target), lowest=0x20):
+        return "/output"
+    return quote(target, safe=ASCII_VISIBLE)  # a Location header is ASCII: "/日本" goes out percent-encoded
 
 
 def _page(next_path: str, message: str = "", status: int = 200) -> Response[str]:

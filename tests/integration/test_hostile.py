@@ -354,7 +354,8 @@ def test_logout_revokes_the_cookie_everywhere(server: ServerProcess) -> None:
         assert thief.get("/queue").status_code == 200
         assert browser.post("/logout").status_code == 303
         assert thief.get("/queue").status_code == 401  # the copied cookie died with the logout
-        browser.post("/login", data={"key": KEY})
+        unicode_next = browser.post("/login", data={"key": KEY, "next": "/output/日本.png"})
+        assert unicode_next.status_code == 303 and unicode_next.headers["location"] == "/output/%E6%97%A5%E6%9C%AC.png"
         assert browser.cookies["sdcpp_session"] != first  # every sign-in gets a new id
         assert browser.get("/queue").status_code == 200
 

@@ -121,6 +121,11 @@ def test_next_follows_own_paths(target: str) -> None:
     assert _safe_next(target) == target
 
 
+def test_next_goes_out_as_ascii() -> None:
+    assert _safe_next("/output/日本.png") == "/output/%E6%97%A5%E6%9C%AC.png"
+    assert _safe_next("/ui/\u2028") == "/ui/%E2%80%A8"
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
