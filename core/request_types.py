@@ -66,8 +66,8 @@ def describe_rule(rule: str) -> str:
 
 
 # ------------------------------------------------------------------------------- one validation path
-# Every face (the REST and A1111 JSON bodies, OpenAI's multipart form, MCP tool arguments, sd-server's embedded
-# extra args) hands its decoded values to `check_values` and its request to `convert_request`, so what one face
+# Every face (the REST and A1111 JSON bodies, query parameters, OpenAI's multipart form, MCP tool arguments,
+# sd-server's embedded extra args) hands its decoded values to `check_values` and its request to `convert_request`, so what one face
 # refuses every face refuses, with the same words.
 
 
@@ -79,8 +79,7 @@ def check_values(value: object, path: str = "") -> None:
     """Refuse what sd.cpp cannot take faithfully, wherever it sits in a decoded request: a NUL character in a
     string (sd.cpp takes C strings: it would cut a prompt or a path short), a number that is not finite (1e999,
     NaN) or beyond a C float (1e308: sd.cpp would fail or run something other than what config.json records),
-    and nesting deeper than any request of
-    ours. Walks iteratively (no RecursionError whatever the depth)."""
+    and nesting deeper than any request of ours. Walks iteratively (no RecursionError whatever the depth)."""
     stack: list[tuple[object, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()
