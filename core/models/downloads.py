@@ -27,7 +27,7 @@ from core.models.schemas import CivitaiInfo, DownloadAccepted, DownloadRequest, 
 from core.models.specs import DownloadJob, HashJob, HashResult
 from core.models.types import MODEL_EXTENSIONS
 from core.request_types import check_http_url
-from core.safe_paths import check_relative, resolve_inside
+from core.safe_paths import MAX_NAME_BYTES, check_relative, resolve_inside
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -171,6 +171,11 @@ class DownloadService:
             raise BadRequest(f"filename '{name}' is not a model file ({', '.join(sorted(MODEL_EXTENSIONS))})")
         relative = f"{subfolder.strip('/')}/{name}" if subfolder else name
         target = resolve_inside(folder, relative, "subfolder" if subfolder else "filename")
+        if len(partial_name(name).encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:  # else ENAMETOOLONG later
+            raise BadRequest(
+                f"filename: at most {MAX_NAME_BYTES - len(partial_name(''))} bytes long (the download is written as "
+                f"'{partial_name('NAME')}' until complete)"
+            )
         if target.exists():
             raise BadRequest(f"{model_type} model already exists: {relative}")
         return target, relative
@@ -224,7 +229,7 @@ class DownloadService:
         target = Path(job.target)
         if target.exists():
             raise JobFailed(f"{target.name} appeared meanwhile; not overwritten")
-        partial = target.with_name(f".{target.name}.part")
+        partial = target.with_name(partial_name(target.name))
         await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
         try:
             async with (
@@ -276,3 +281,8 @@ def _upstream_int(value: str, what: str, source: str = "huggingface") -> int:
     if not value.isascii() or not value.isdigit() or len(value) > 18:
         raise UpstreamError(f"{source} sent a {what} that is not a number: {value[:40]!r}")
     return int(value)
+
+
+def partial_name(name: str) -> str:
+    """The name a download is written under until it is complete."""
+    return f".{name}.part"

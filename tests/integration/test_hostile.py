@@ -39,6 +39,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 DEEP = "[" * 50_000 + "]" * 50_000  # past the JSON parsers' own bound
 NESTED = json.loads("[" * 40 + "]" * 40)  # within the parsers' bound, past ours (32 levels)
 LONG = "x" * 300  # longer than a file name may be (255 bytes)
+NEAR_LIMIT = "y" * 240  # with ".safetensors" a name the file system takes, but not the names derived from it
 SMALL = {"width": 64, "height": 64, "steps": 1}
 # Jobs the fuzzing below gets accepted stay tiny (a size left out means the model's default, over these limits).
 LIMITS = "[limits]\nmax_width = 64\nmax_height = 64\nmax_steps = 20\nmax_batch_count = 1\n"
@@ -65,6 +66,9 @@ def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory, hubs:
     outside = tmp_path_factory.mktemp("outside-loras") / "elsewhere.safetensors"
     shutil.copy(own_models_dir / "loras" / "tiny_lora.safetensors", outside)
     (own_models_dir / "loras" / "escape.safetensors").symlink_to(outside)
+    shutil.copy(
+        own_models_dir / "loras" / "tiny_lora.safetensors", own_models_dir / "loras" / f"{NEAR_LIMIT}.safetensors"
+    )
     work = tmp_path_factory.mktemp("hostile")
     (work / "config.toml").write_text(hubs.server_config() + LIMITS)
     process = ServerProcess(
@@ -133,6 +137,8 @@ REST_CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/models/download", {"json": {"url": "http:///m.safetensors", "model_type": "lora"}}, 400, "names no host"),
     ("POST", "/models/download", {"json": {"url": "https://example.com/m.safetensors", "model_type": "lora", "filename": LONG + ".safetensors"}}, 400, "255 bytes"),
     ("GET", "/models/huggingface?repo_id=tiny-org/tiny-repo&filename=bad-size.safetensors", {}, 502, "not a number"),
+    ("POST", "/models/download", {"json": {"url": "https://example.com/m.safetensors", "model_type": "lora", "filename": NEAR_LIMIT + ".safetensors"}}, 400, "filename: at most 249 bytes"),
+    ("POST", "/convert", {"json": {"input_path": f"loras/{NEAR_LIMIT}.safetensors", "output_type": "q8_0"}}, 400, "output_path: the file name"),
     # A1111's face: the same rules, in A1111's error shape
     ("POST", "/sdapi/v1/txt2img", {"json": {"prompt": "a\0b"}}, 400, "prompt: strings must not contain NUL"),
     ("POST", "/sdapi/v1/txt2img", raw_json('{"prompt": "x", "cfg_scale": 1e999}'), 400, "Number out of range"),
