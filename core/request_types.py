@@ -7,6 +7,7 @@ them, the error names the field, and the OpenAPI document shows them. Rules that
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Annotated, Any, TypeVar
@@ -103,6 +104,17 @@ def check_values(value: object, path: str = "") -> None:
                     stack.append((child, f"{where}.{key}" if where else str(key), depth + 1))
             else:
                 stack.extend((child, f"{where}[{index}]", depth + 1) for index, child in enumerate(item))
+
+
+def check_json_numbers(text: str | bytes) -> None:
+    """For JSON our parser refused: msgspec refuses 1e999 ("Number out of range") and NaN/Infinity (not JSON)
+    without naming the field; Python's json module reads them as floats, so check_values names the field as it
+    does on every other face. Returns when there is no such number (the parser's own error then stands)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return
+    check_values(value)
 
 
 def convert_request(value: Any, type_: type[T], strict: bool = True) -> T:

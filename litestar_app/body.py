@@ -16,7 +16,7 @@ from litestar.serialization import decode_json
 from litestar.types import Empty
 
 from core.errors import BadRequest
-from core.request_types import check_values
+from core.request_types import check_json_numbers, check_values
 
 OFF_LOOP_BYTES = 1024 * 1024  # base64 images make bodies of megabytes: parse those in a worker thread
 
@@ -34,7 +34,11 @@ class JsonRequest(Request[Any, Any, Any]):
         type_decoders = self.route_handler.resolve_type_decoders()
 
         def decode() -> Any:
-            value = decode_json(body, type_decoders=type_decoders)
+            try:
+                value = decode_json(body, type_decoders=type_decoders)
+            except SerializationException:
+                check_json_numbers(body)  # 1e999, NaN: the words every face uses, naming the field
+                raise
             check_values(value)  # NUL, non-finite, nesting: the checks every face's values go through
             return value
 

@@ -14,7 +14,7 @@ from core.errors import BadRequest
 from core.login_sessions import LoginSessions
 from core.models.downloads import UpstreamError, _upstream_int
 from core.prompt_help.features import parse_assistant_reply
-from core.request_types import check_http_url, check_values, convert_request
+from core.request_types import check_http_url, check_json_numbers, check_values, convert_request
 from core.safe_paths import resolve_inside, stat_inside
 from litestar_app.routes.login import _safe_next
 
@@ -161,3 +161,11 @@ def test_a_symlink_loop_is_a_400_or_skipped_not_an_exception(tmp_path: Path) -> 
         resolve_inside(tmp_path, "a/model.safetensors", "model_name")
     assert refused.value.message.startswith("model_name ")
     assert stat_inside(tmp_path / "a", tmp_path.resolve()) is None
+
+
+@pytest.mark.parametrize("text", ['{"cfg_scale": 1e999}', '{"cfg_scale": NaN}', '{"cfg_scale": -Infinity}'])
+def test_json_numbers_our_parser_refuses_are_named(text: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        check_json_numbers(text)
+    assert refused.value.message.startswith("cfg_scale: must be a finite number")
+    check_json_numbers('{"cfg_scale": ')  # not JSON at all: the parser's own error stands
