@@ -39,14 +39,18 @@ def stat_inside(path: Path, real_root: Path) -> os.stat_result | None:
         if not path.resolve().is_relative_to(real_root):
             return None
         return path.stat()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, as Python before 3.13 reports it
         return None
 
 
 def resolve_inside(root: Path, name: str, field: str) -> Path:
     """`root/name` with symlinks resolved, refused (400) if it would leave `root`."""
     relative = check_relative(name, field)
-    resolved = (root / relative).resolve()
-    if not resolved.is_relative_to(root.resolve()):
+    try:
+        resolved = (root / relative).resolve()
+        real_root = root.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, or a name the file system refuses (ENAMETOOLONG)
+        raise BadRequest(f"{field} cannot be resolved in {root.name}/ (a symlink loop or a name too long)") from None
+    if not resolved.is_relative_to(real_root):
         raise BadRequest(f"{field} resolves outside its folder (symlink leaving {root.name}/)")
     return resolved

@@ -25,6 +25,7 @@ from core.jobs.idempotency import IdempotentSubmits
 from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
 from core.jobs.records import JobRecord
 from core.legacy_json import import_legacy_files
+from core.login_sessions import LoginSessions
 from core.metrics import ServiceMetrics
 from core.models.architecture import PRESETS, Architectures, size_multiple
 from core.models.conversion import ConversionService
@@ -64,6 +65,7 @@ class Service:
         self.binaries = binaries
         self.capabilities = capabilities
         self.store = store
+        self.sessions = LoginSessions(store, self.session_secret)  # browser sign-ins, revocable
         self.bus = EventBus()
         self.hub = EventHub(self.bus)
         self.started_monotonic = time.monotonic()
@@ -173,6 +175,7 @@ class Service:
             self.bus.publish(self.status())
 
     async def _restore(self) -> None:
+        await self.sessions.restore()
         await self.hashes.restore()
         await self.previews.restore()
         await self.enhancer.restore()

@@ -14,7 +14,7 @@ from litestar.di import Provide
 from core.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.service import Service
 from litestar_app import websocket
-from litestar_app.body import JsonRequest
+from litestar_app.body import JsonRequest, check_query
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app.mcp_server import mcp_endpoint
@@ -41,7 +41,7 @@ ROUTE_MODULES = (models, upscale, generation, jobs, output, prompt_help, login, 
 
 def create_app(service: Service) -> Litestar:
     settings = service.settings
-    policy = SecurityPolicy(settings, service.session_secret)
+    policy = SecurityPolicy(settings, service.sessions)
     mcp, mcp_sessions = mcp_endpoint(service, policy.output_url)
 
     @asynccontextmanager
@@ -74,6 +74,7 @@ def create_app(service: Service) -> Litestar:
         state=State({"service": service, "policy": policy}),
         middleware=[SecurityMiddleware(policy)],
         before_send=[response_counter(service.metrics)],
+        before_request=check_query,
         cors_config=cors,
         request_class=JsonRequest,
         request_max_body_size=service.settings.limits.max_body_bytes,

@@ -6,7 +6,6 @@ the decoded value into the handler's msgspec struct (validation errors become 40
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import anyio
@@ -17,10 +16,9 @@ from litestar.serialization import decode_json
 from litestar.types import Empty
 
 from core.errors import BadRequest
+from core.request_types import check_json_numbers, check_values
 
 OFF_LOOP_BYTES = 1024 * 1024  # base64 images make bodies of megabytes: parse those in a worker thread
-# The JSON escape for NUL (\u0000), not preceded by an escaped backslash.
-NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 
 
 class JsonRequest(Request[Any, Any, Any]):
@@ -33,14 +31,19 @@ class JsonRequest(Request[Any, Any, Any]):
         body = await self.body()
         if not body.strip():
             raise BadRequest("request body is required (JSON object)")
-        if NUL_ESCAPE.search(body):  # sd.cpp takes C strings: a NUL would cut a prompt or a path short
-            raise BadRequest("request body: strings must not contain NUL characters (\\u0000)")
         type_decoders = self.route_handler.resolve_type_decoders()
-        try:
-            if len(body) > OFF_LOOP_BYTES:
-                value = await anyio.to_thread.run_sync(lambda: decode_json(body, type_decoders=type_decoders))
-            else:
+
+        def decode() -> Any:
+            try:
                 value = decode_json(body, type_decoders=type_decoders)
+            except SerializationException:
+                check_json_numbers(body)  # 1e999, NaN: the words every face uses, naming the field
+                raise
+            check_values(value)  # NUL, non-finite, nesting: the checks every face's values go through
+            return value
+
+        try:
+            value = await anyio.to_thread.run_sync(decode) if len(body) > OFF_LOOP_BYTES else decode()
         except UnicodeDecodeError:
             raise BadRequest("request body is not valid JSON: it is not valid UTF-8") from None
         except (SerializationException, msgspec.DecodeError) as exc:
@@ -49,3 +52,11 @@ class JsonRequest(Request[Any, Any, Any]):
             raise BadRequest("request body: JSON nested too deeply") from None
         self._json = self._connection_state.json = value
         return value
+
+
+def check_query(request: Request) -> None:
+    """Query parameters go through the rule every other value does (no NUL characters); a `before_request`
+    hook of the app, so a GET's `?search=` is judged as the MCP job tool's `search` is."""
+    for key, value in request.query_params.multi_items():
+        check_values(value, key)
+        check_values(key, key)

@@ -23,7 +23,7 @@ from core.generation.requests import Img2ImgRequest, Txt2ImgRequest, Txt2VidRequ
 from core.jobs.schemas import Job, JobAccepted, JobStatus, JobType, QueueQuery
 from core.jobs.waiting import Update, wait_for_job
 from core.models.schemas import LoadModelRequest
-from core.request_types import describe_validation_error
+from core.request_types import convert_request
 from core.service import Service
 from core.upscale.schemas import UpscaleRequest
 
@@ -106,10 +106,8 @@ def object_schema(*structs: type[msgspec.Struct], **extra: dict[str, object]) ->
 
 
 def _convert(arguments: dict[str, object], type_: type[T]) -> T:
-    try:
-        return msgspec.convert(arguments, type_)
-    except msgspec.ValidationError as exc:
-        raise ToolFailure(describe_validation_error(exc)) from None
+    """The tool's arguments as `type_`, through the checks a REST body goes through (a tool error naming the field)."""
+    return convert_request(arguments, type_)
 
 
 GENERATE_SCHEMA = object_schema(GenerateControl, Txt2ImgRequest, Img2ImgRequest, Txt2VidRequest, UpscaleRequest)

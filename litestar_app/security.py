@@ -32,6 +32,7 @@ from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
+from core.login_sessions import LoginSessions
 from core.settings import Settings, is_loopback
 from litestar_app.routes.metrics import METRICS_PATH
 
@@ -80,12 +81,12 @@ def _media_type(content_type: str) -> str:
 
 
 class SecurityPolicy:
-    def __init__(self, settings: Settings, session_secret: bytes) -> None:
+    def __init__(self, settings: Settings, sessions: LoginSessions) -> None:
         self.keys = tuple(key.encode() for key in settings.auth.api_keys)
         self.allow_origins = frozenset(origin.rstrip("/").lower() for origin in settings.cors.allow_origins)
         self.allowed_hosts = frozenset(name.lower() for name in settings.allowed_hosts)
         self.check_host = settings.on_loopback
-        self.session_secret = session_secret
+        self.sessions = sessions
         self.scrape_token = settings.metrics_token.encode()
 
     @property
@@ -99,13 +100,9 @@ class SecurityPolicy:
         candidate = presented.encode()
         return any([hmac.compare_digest(candidate, key) for key in self.keys])
 
-    def session_token(self, key: str) -> str:
-        """The login cookie's value: a MAC of the key, never the key itself."""
-        return hmac.new(self.session_secret, key.encode(), hashlib.sha256).hexdigest()
-
     def _valid_session(self, token: str) -> bool:
-        expected = [hmac.new(self.session_secret, key, hashlib.sha256).hexdigest().encode() for key in self.keys]
-        return any([hmac.compare_digest(token.encode(), value) for value in expected])
+        """A login cookie: a live session of the store, signed in with a key that is still configured."""
+        return self.sessions.valid(token, self.keys)
 
     def _authorised(self, facts: RequestFacts) -> bool:
         headers = facts.headers
@@ -144,7 +141,7 @@ class SecurityPolicy:
 
     def _output_signature(self, relative: str, expires: int) -> str:
         message = f"output\n{relative}\n{expires}".encode()
-        return hmac.new(self.session_secret, message, hashlib.sha256).hexdigest()
+        return hmac.new(self.sessions.secret, message, hashlib.sha256).hexdigest()
 
     def _signed_output(self, facts: RequestFacts) -> bool:
         """A GET of the one output file a signed URL names, before it expires."""

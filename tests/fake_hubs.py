@@ -96,6 +96,10 @@ class FakeHubs(LocalHttpServer):
                         },
                         head,
                     )
+                if path == "/tiny-org/tiny-repo/resolve/main/bad-size.safetensors":  # a header that is no number
+                    return self.reply(
+                        302, b"", "text/plain", {"Location": f"{base}/cdn/blob", "X-Linked-Size": "lots"}, head
+                    )
                 if path == "/cdn/blob":
                     return self.reply(200, owner.payload, "application/octet-stream", head=head)
                 if path == "/dead/model.safetensors":  # the connection drops before any answer

@@ -21,7 +21,7 @@ from core.errors import BadRequest
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from core.jobs.input_images import decode_image
 from core.jobs.schemas import Job
-from core.request_types import Request, describe_validation_error
+from core.request_types import Request, convert_request
 
 Count = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 
@@ -275,16 +275,15 @@ def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: 
     if isinstance(request, A1111Img2Img):
         if not request.init_images:
             raise BadRequest("init_images: at least one image is required for img2img")
+        if not request.init_images[0]:
+            raise BadRequest("init_images[0]: is empty (an image is required: base64, plain or a data: URL)")
         fields["init_image_base64"] = request.init_images[0]
         if request.denoising_strength is not None:
             fields["strength"] = min(max(request.denoising_strength, 0.0), 1.0)
         if request.mask:
             fields["mask_image_base64"] = request.mask
     fields.update(extra)
-    try:
-        return msgspec.convert(fields, Img2ImgRequest if isinstance(request, A1111Img2Img) else Txt2ImgRequest)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(describe_validation_error(exc)) from None
+    return convert_request(fields, Img2ImgRequest if isinstance(request, A1111Img2Img) else Txt2ImgRequest)
 
 
 def parameters(request: A1111Generation) -> A1111Generation:

@@ -20,7 +20,7 @@ from core.generation.defaults import default_size
 from core.generation.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from core.jobs.input_images import decode_image
 from core.models.architecture import Architecture
-from core.request_types import Request, describe_validation_error
+from core.request_types import Request, convert_request
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
@@ -167,10 +167,7 @@ def to_request(
         if references:
             fields["ref_images"] = references
     fields.update(extra)
-    try:
-        return msgspec.convert(fields, Img2ImgRequest if init_image is not None else Txt2ImgRequest)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(describe_validation_error(exc)) from None
+    return convert_request(fields, Img2ImgRequest if init_image is not None else Txt2ImgRequest)
 
 
 def _transparent(image: Image.Image) -> Image.Image:

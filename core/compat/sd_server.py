@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 import msgspec
 
 from core.errors import BadRequest
+from core.request_types import check_json_numbers
 from runners.options import fields_from_server_body
 
 EXTRA_ARGS = re.compile(r"<sd_cpp_extra_args>(.*?)</sd_cpp_extra_args>", re.DOTALL)
@@ -28,6 +29,7 @@ def extract_extra_args(prompt: str) -> tuple[str, dict[str, object]]:
         try:
             native = msgspec.json.decode(block, type=dict[str, object])
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            check_json_numbers(block)  # 1e999, NaN: refused naming the field, as on every face
             raise BadRequest("prompt: invalid sd_cpp_extra_args (not a JSON object, or nested too deeply)") from None
         fields.update(fields_from_server_body(native))
     return EXTRA_ARGS.sub("", prompt).strip(), fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import msgspec
 
 from core.errors import BadRequest
 from core.models.types import BY_NAME
-from core.safe_paths import resolve_inside
+from core.request_types import FLOAT_MAX
+from core.safe_paths import check_relative, resolve_inside
 
 # The same pattern sd-cli uses (common.cpp): name up to ':' or '>', then the weight.
 LORA_TAG = re.compile(r"<lora:([^:>]+):([^>]+)>")
@@ -32,18 +34,31 @@ def parse_lora_tags(prompt: str, lora_dir: Path, field: str = "prompt") -> list[
         name = raw_name.removeprefix(HIGH_NOISE_PREFIX)
         try:
             weight = float(raw_weight)
+            if not math.isfinite(weight) or abs(weight) > FLOAT_MAX:
+                raise ValueError(raw_weight)
         except ValueError:
             raise BadRequest(
-                f"{field}: LoRA tag <lora:{raw_name}:{raw_weight}> has a weight that is not a number"
+                f"{field}: LoRA tag <lora:{raw_name}:{raw_weight}> has a weight that is not a finite number"
             ) from None
-        base = resolve_inside(lora_dir, name, f"{field} LoRA name")
+        check_relative(name, f"{field} LoRA name")
         for extension in LORA_EXTENSIONS:
-            candidate = base.with_name(base.name + extension)
-            if candidate.is_file() and BY_NAME["lora"].accepts(candidate.suffix):
-                tags.append(LoraTag(name, candidate.relative_to(lora_dir.resolve()).as_posix(), weight, is_high_noise))
-                break
+            # sd-cli opens loras/<name><extension>: judge that file by its final path (a symlink in loras/ to a
+            # file elsewhere is refused, as every other route refuses it).
+            given = lora_dir / f"{name}{extension}"
+            if not _is_file(given) or not BY_NAME["lora"].accepts(given.suffix):
+                continue
+            resolve_inside(lora_dir, f"{name}{extension}", f"{field} LoRA name")
+            tags.append(LoraTag(name, given.relative_to(lora_dir).as_posix(), weight, is_high_noise))
+            break
         else:
             raise BadRequest(
                 f"{field}: unknown LoRA '{name}' (no .safetensors, .gguf, .pt or .pth file of that name in loras/)"
             )
     return tags
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name the file system refuses is no file
+        return False

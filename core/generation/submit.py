@@ -24,6 +24,7 @@ from core.jobs.schemas import JobAccepted
 from core.limits import Limits
 from core.models.architecture import size_multiple, takes_control_image
 from core.models.manager import LoadedModel, ModelManager
+from core.request_types import check_values
 from core.upscale.upscaler import UpscalerManager
 from runners.capabilities import Capabilities
 
@@ -101,6 +102,7 @@ class GenerationSubmitter:
     # ------------------------------------------------------------------------------------- submission
 
     async def submit(self, job_type: str, request: GenerationRequest) -> JobAccepted:
+        check_values(request)  # whichever face built it: no NUL, nothing non-finite (as a JSON body is checked)
         loaded = await self.models.model_named(request.model)  # the loaded one unless the job names one
         if request.model:
             request = msgspec.structs.replace(request, model=loaded.name)

@@ -25,9 +25,12 @@ def decode_base64(data: str, field: str, max_bytes: int) -> bytes:
     if len(payload) > max_bytes * 4 // 3 + 4:
         raise BadRequest(f"{field}: image is larger than {max_bytes} bytes")
     try:
-        return base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
+        raw = base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{field}: not valid base64 (plain or a data: URL)") from None
+    if not raw:
+        raise BadRequest(f"{field}: is empty (an image is required: base64, plain or a data: URL)")
+    return raw
 
 
 def decode_image(data: str, field: str, max_bytes: int, max_pixels: int, mode: str = "RGB") -> Image.Image:

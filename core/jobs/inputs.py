@@ -137,8 +137,8 @@ def save_inputs(request: msgspec.Struct, job_dir: Path, max_bytes: int, max_pixe
     saved: dict[str, InputImage | list[InputImage]] = {}
     for image_input in IMAGE_INPUTS:
         data = getattr(request, image_input.field, None)
-        if not data:
-            continue
+        if data is None or (image_input.many and not data):
+            continue  # not sent ("" is sent, and refused as an empty image; img2img's submit requires its image)
         if image_input.many:
             files = []
             for index, item in enumerate(data):

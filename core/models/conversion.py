@@ -17,7 +17,7 @@ from core.jobs.queue import JobFailed, JobQueue
 from core.models.library import ModelLibrary
 from core.models.schemas import ConvertAccepted, ConvertRequest
 from core.models.specs import ConvertJob
-from core.safe_paths import check_relative, resolve_inside
+from core.safe_paths import MAX_NAME_BYTES, check_relative, resolve_inside
 from runners.capabilities import Capabilities
 from runners.process import run_binary
 from runners.sdcli import convert_argv
@@ -58,6 +58,11 @@ class ConversionService:
             target = source.with_name(f"{source.stem}.{weight_type}.gguf")
         if target.suffix.lower() not in OUTPUT_EXTENSIONS:
             raise BadRequest("output_path must end in .gguf or .safetensors")
+        if len(hidden_name(target).encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:  # else ENAMETOOLONG later
+            raise BadRequest(
+                f"output_path: the file name (with the '.converting' name it is written under) would be longer than "
+                f"{MAX_NAME_BYTES} bytes; give a shorter output_path"
+            )
         if target.exists():
             raise BadRequest(f"output_path already exists: {self._reference(target)}")
         if not target.parent.is_dir():
@@ -91,7 +96,7 @@ class ConversionService:
         target = Path(spec.target)
         if target.exists():
             raise JobFailed(f"output_path appeared meanwhile, not overwritten: {target.name}")
-        hidden = target.with_name(f".{target.stem}.converting{target.suffix}")
+        hidden = target.with_name(hidden_name(target))
         argv = convert_argv(
             self.sd_cli,
             Path(spec.source),
@@ -108,3 +113,8 @@ class ConversionService:
         finally:
             await anyio.Path(hidden).unlink(missing_ok=True)
         return []
+
+
+def hidden_name(target: Path) -> str:
+    """The name a conversion writes under until it is complete."""
+    return f".{target.stem}.converting{target.suffix}"

@@ -28,7 +28,8 @@ from core.models.library import ModelLibrary
 from core.models.schemas import CivitaiInfo, DownloadAccepted, DownloadRequest, DownloadSource, HuggingfaceInfo
 from core.models.specs import DownloadJob, HashJob, HashResult
 from core.models.types import MODEL_EXTENSIONS
-from core.safe_paths import check_relative, resolve_inside
+from core.request_types import check_http_url
+from core.safe_paths import MAX_NAME_BYTES, check_relative, resolve_inside
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -151,7 +152,7 @@ class DownloadService:
             raise UpstreamError(f"{source} answered {response.status_code} for {url}")
         try:
             return msgspec.json.decode(response.content, type=answer)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise UpstreamError(f"{source} answered with something that is not the JSON it documents: {exc}") from None
 
     async def civitai_info(self, reference: str) -> CivitaiInfo:
@@ -182,7 +183,7 @@ class DownloadService:
             type=CIVITAI_TYPES.get(model_type, model_type.lower()),
             base_model=version.baseModel,
             filename=chosen.name,
-            file_size=int((chosen.sizeKB or 0) * 1024),
+            file_size=int(min(max(chosen.sizeKB or 0, 0), 2**40) * 1024),  # an upstream 1e308 is no 500
             sha256=chosen.hashes.get("SHA256", "").lower() or None,
             download_url=chosen.downloadUrl or version.downloadUrl,
         )
@@ -206,11 +207,9 @@ class DownloadService:
         if response.status_code >= 400:
             raise UpstreamError(f"huggingface answered {response.status_code} for {url}")
         headers = response.headers
-        size = headers.get("x-linked-size") or headers.get("content-length") or "0"
+        size = _upstream_int(headers.get("x-linked-size") or headers.get("content-length") or "0", "file size")
         etag = (headers.get("x-linked-etag") or headers.get("etag") or "").strip('"').removeprefix("W/").strip('"')
-        return HuggingfaceInfo(
-            True, repo_id, filename, revision, int(size), etag.lower() if len(etag) == 64 else None, url
-        )
+        return HuggingfaceInfo(True, repo_id, filename, revision, size, etag.lower() if len(etag) == 64 else None, url)
 
     # ----------------------------------------------------------------------------------- submission
 
@@ -221,6 +220,11 @@ class DownloadService:
             raise BadRequest(f"filename '{name}' is not a model file ({', '.join(sorted(MODEL_EXTENSIONS))})")
         relative = f"{subfolder.strip('/')}/{name}" if subfolder else name
         target = resolve_inside(folder, relative, "subfolder" if subfolder else "filename")
+        if len(partial_name(name).encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:  # else ENAMETOOLONG later
+            raise BadRequest(
+                f"filename: at most {MAX_NAME_BYTES - len(partial_name(''))} bytes long (the download is written as "
+                f"'{partial_name('NAME')}' until complete)"
+            )
         if target.exists():
             raise BadRequest(f"{model_type} model already exists: {relative}")
         return target, relative
@@ -242,14 +246,15 @@ class DownloadService:
             hub = await self.huggingface_info(request.repo_id, request.filename, request.revision)
             url, filename, expected = hub.download_url, request.filename, hub.sha256
         else:
-            if not request.url or urlsplit(request.url).scheme not in ("http", "https"):
+            if not request.url:
                 raise BadRequest("url is required for a URL download and must be http(s)")
+            parts = check_http_url(request.url, "url")
             try:
                 httpx.URL(request.url)
             except httpx.InvalidURL as exc:
                 raise BadRequest(f"url is not a valid URL: {exc}") from None
             url = request.url
-            filename = request.filename or unquote(PurePosixPath(urlsplit(url).path).name)
+            filename = request.filename or unquote(PurePosixPath(parts.path).name)
         if not url or not filename:
             raise UpstreamError(f"{source} gave no download URL or file name")
         target, relative = await anyio.to_thread.run_sync(self._target, request.model_type, request.subfolder, filename)
@@ -274,7 +279,7 @@ class DownloadService:
         target = Path(job.target)
         if target.exists():
             raise JobFailed(f"{target.name} appeared meanwhile; not overwritten")
-        partial = target.with_name(f".{target.name}.part")
+        partial = target.with_name(partial_name(target.name))
         await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
 
         async def each_hop(request: httpx.Request) -> None:  # the first request and every redirect
@@ -289,7 +294,10 @@ class DownloadService:
             ):
                 if response.status_code >= 400:
                     raise JobFailed(f"download failed: HTTP {response.status_code} from {job.source}")
-                total = int(response.headers.get("content-length") or 0)
+                try:
+                    total = _upstream_int(response.headers.get("content-length") or "0", "Content-Length", job.source)
+                except UpstreamError as exc:
+                    raise JobFailed(f"download failed: {exc.message}") from None
                 done = 0
                 async with await anyio.open_file(partial, "wb") as handle:
                     async for chunk in response.aiter_bytes(MIB):
@@ -323,3 +331,16 @@ class DownloadService:
                 f"sha256 mismatch: the source publishes {expected}, the file has {digest}; the file was deleted"
             )
         return HashResult(digest)
+
+
+def _upstream_int(value: str, what: str, source: str = "huggingface") -> int:
+    """A number an upstream server sent in a header; anything else is its fault (502), not ours (500)."""
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise UpstreamError(f"{source} sent a {what} that is not a number: {value[:40]!r}")
+    return int(value)
+
+
+def partial_name(name: str) -> str:
+    """The name a download is written under until it is complete."""
+    return f".{name}.part"

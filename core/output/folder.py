@@ -76,11 +76,14 @@ class OutputFolder:
         clean = check_relative(relative, field)
         if any(is_internal(part) for part in clean.parts):
             raise NotFound("Not found")
-        resolved = (self.root / clean).resolve()
-        if not resolved.is_relative_to(self.root.resolve()):
-            raise BadRequest(f"{field} resolves outside the output folder (symlink)")
-        if not resolved.exists():
-            raise NotFound("Not found")
+        try:
+            resolved = (self.root / clean).resolve()
+            if not resolved.is_relative_to(self.root.resolve()):
+                raise BadRequest(f"{field} resolves outside the output folder (symlink)")
+            if not resolved.exists():
+                raise NotFound("Not found")
+        except (OSError, RuntimeError):  # a symlink loop, a name the file system refuses: nothing to serve
+            raise NotFound("Not found") from None
         return clean.as_posix(), resolved
 
     # ----------------------------------------------------------------------------------- listings

@@ -27,6 +27,7 @@ from core.prompt_help.schemas import (
     LlmSettingsUpdate,
     LlmStatus,
 )
+from core.request_types import check_http_url
 from core.stored_values import ValueStore
 
 T = TypeVar("T")
@@ -104,6 +105,8 @@ class LlmFeature:
 
     async def update(self, update: LlmSettingsUpdate) -> LlmSettings:
         changes = {k: v for k, v in msgspec.structs.asdict(update).items() if v is not msgspec.UNSET}
+        if isinstance(update.base_url, str):
+            check_http_url(update.base_url, "base_url")  # refused now, not a failure at the next call
         self.settings = msgspec.structs.replace(self.settings, **changes)
         if self._client is not None:
             await self._client.aclose()
@@ -219,7 +222,7 @@ def parse_assistant_reply(reply: str) -> tuple[str, list[AssistantAction]]:
     known action types with object parameters are passed to the UI."""
     try:
         data = msgspec.json.decode(reply, type=_Reply)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # the model's text, nested or not
         return reply, []
     actions = []
     for action in data.actions if isinstance(data.actions, list) else []:

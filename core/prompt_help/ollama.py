@@ -52,7 +52,10 @@ class OllamaClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        try:
+            self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        except httpx.InvalidURL as exc:  # a base_url stored or configured before it was checked
+            raise LlmUnavailable(f"Ollama's base_url is not a valid URL ({self.base_url}): {exc}") from None
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -70,17 +73,17 @@ class OllamaClient:
             )
         except httpx.TimeoutException:
             raise LlmUnavailable(f"Ollama at {self.base_url} did not answer within {self.timeout_s:.0f}s") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise LlmUnavailable(f"Ollama is not reachable at {self.base_url}: {exc}") from None
         if response.status_code >= 400:
             try:
                 detail = msgspec.json.decode(response.content, type=_ErrorAnswer).error or response.text
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 detail = response.text
             raise LlmUnavailable(f"Ollama answered {response.status_code}: {detail[:300]}")
         try:
             return msgspec.json.decode(response.content, type=answer)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             raise LlmUnavailable("Ollama answered with something that is not the JSON it documents") from None
 
     async def models(self) -> list[str]:

@@ -40,7 +40,7 @@ from core.jobs.idempotency import HEADER
 from core.jobs.schemas import Job
 from core.jobs.waiting import job_updates
 from core.models.types import MODEL_TYPES
-from core.request_types import describe_validation_error
+from core.request_types import convert_request
 from core.service import Service
 from litestar_app.client_wait import wait_or_cancel
 from litestar_app.errors import http_message
@@ -163,15 +163,18 @@ async def _upload_b64(upload: object, field: str) -> str:
     summary="OpenAI images.edit (multipart): img2img; the mask's (or image's) transparent pixels are edited",
 )
 async def edits(request: Request, service: Service) -> Response[ImagesResponse] | ServerSentEvent:
-    form = await request.form()
+    try:
+        form = await request.form()
+    except (LookupError, UnicodeDecodeError):  # litestar decodes text parts with the charset they name
+        raise BadRequest(
+            "request body: a multipart text field is not valid UTF-8 or names an unknown charset "
+            "(send text fields as UTF-8)"
+        ) from None
     uploads = [*form.getall("image[]", []), *form.getall("image", [])]
     if not uploads:
         raise BadRequest("image: at least one image file is required (image or image[])")
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
-    try:
-        options = msgspec.convert(fields, ImageGeneration, strict=False)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(describe_validation_error(exc)) from None
+    options = convert_request(fields, ImageGeneration, strict=False)  # the checks a JSON body goes through
     images = [await _upload_b64(upload, "image") for upload in uploads]
     sent_mask = await _upload_b64(form["mask"], "mask") if "mask" in form else None
     limits = service.settings.limits

@@ -8,15 +8,26 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 import pytest
 
+from core.login_sessions import LoginSessions
 from core.settings import Settings
 from litestar_app.security import SIGNED_URL_TTL_S, RequestFacts, SecurityPolicy
 
 SECRET = b"s" * 32
 
 
+class NoStore:
+    """The login sessions' store: not used by signed URLs."""
+
+    async def value(self, key: str, type_: type[object]) -> None:
+        return None
+
+    async def set_value(self, key: str, value: object | None) -> None:
+        return None
+
+
 def policy(secret: bytes = SECRET) -> SecurityPolicy:
     settings = msgspec.convert({"auth": {"api_keys": ["k"]}}, Settings)
-    return SecurityPolicy(settings, secret)
+    return SecurityPolicy(settings, LoginSessions(NoStore(), secret))
 
 
 def facts_of(url: str) -> RequestFacts:
@@ -37,5 +48,5 @@ def test_a_signed_url_opens_its_file_until_it_expires(monkeypatch: pytest.Monkey
 
 
 def test_without_keys_the_url_is_plain() -> None:
-    open_policy = SecurityPolicy(Settings(), SECRET)
+    open_policy = SecurityPolicy(Settings(), LoginSessions(NoStore(), SECRET))
     assert open_policy.output_url("http://h", "a/b.png") == "http://h/output/a/b.png"
