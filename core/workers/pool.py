@@ -235,7 +235,8 @@ class FairOrder:
     the distinct priorities pending), remove (a cancel) O(jobs of its key), position O(jobs of its key + k)."""
 
     def __init__(self) -> None:
-        self._levels: dict[int, _Level] = {}
+        self._levels: dict[int, _Level] = {}  # kept when empty: they remember when each key was served
+        self._pending: set[int] = set()  # the priorities with pending jobs
         self._where: dict[str, tuple[int, str, int]] = {}  # job id -> (priority, key, arrival)
         self._arrivals = 0
         self._ticks = 0
@@ -253,17 +254,18 @@ class FairOrder:
         if level is None:
             level = self._levels[priority] = _Level()
         level.push(key, self._arrivals, job_id)
+        self._pending.add(priority)
 
     def pop(self) -> str | None:
         """The job that goes next, taken out of the order (None: nothing pending)."""
-        if not self._levels:
+        if not self._pending:
             return None
-        priority = max(self._levels)
+        priority = max(self._pending)
         level = self._levels[priority]
         self._ticks += 1
         job_id = level.pop(self._ticks)
         if not level.size:
-            del self._levels[priority]
+            self._pending.discard(priority)
         del self._where[job_id]
         return job_id
 
@@ -276,7 +278,7 @@ class FairOrder:
         level = self._levels[priority]
         level.remove(key, arrival, job_id)
         if not level.size:
-            del self._levels[priority]
+            self._pending.discard(priority)
 
     def position(self, job_id: str) -> int:
         """1-based place in the order the pending jobs will go in if nothing else arrives (0: not here)."""
@@ -284,5 +286,5 @@ class FairOrder:
         if where is None:
             return 0
         priority, key, arrival = where
-        higher = sum(level.size for each, level in self._levels.items() if each > priority)
+        higher = sum(self._levels[each].size for each in self._pending if each > priority)
         return higher + self._levels[priority].ahead(key, arrival) + 1

@@ -73,6 +73,17 @@ def test_a_key_served_recently_waits_its_turn_when_it_comes_back() -> None:
     assert drain(order) == ["a1", "b1"]
 
 
+def test_a_key_is_remembered_when_the_queue_runs_empty() -> None:
+    """A's first job is taken while it is alone; B's job that arrives after A's next ones still goes first."""
+    order = FairOrder()
+    order.push("a0", key="A")
+    assert order.pop() == "a0"
+    for job_id, key in [("a1", "A"), ("a2", "A"), ("b0", "B")]:
+        order.push(job_id, key=key)
+    assert order.position("b0") == 1
+    assert drain(order) == ["b0", "a1", "a2"]
+
+
 def test_a_cancelled_job_leaves_the_order() -> None:
     order = FairOrder()
     for job_id, key in [("a0", "A"), ("b0", "B"), ("a1", "A"), ("b1", "B")]:
