@@ -40,12 +40,12 @@ async def _hand_out(workers: int, jobs: int, models: int, keys: int) -> tuple[fl
     async with anyio.create_task_group() as running:
         for handed in range(jobs):
             await pool.idle()
-            job_id = order.pop()
-            assert job_id is not None
-            if first_of_last_key < 0 and int(job_id) // per_key >= keys - 1:
+            picked = order.pop()
+            assert picked is not None
+            if first_of_last_key < 0 and int(picked) // per_key >= keys - 1:
                 first_of_last_key = handed
-            name = await pool.assign(job_id, wanted[job_id])
-            on_holder += pool[name].model == wanted[job_id]
+            name = await pool.assign(picked, wanted[picked])
+            on_holder += pool[name].model == wanted[picked]
             running.start_soon(stand_in, name)
     return time.perf_counter() - started, on_holder, first_of_last_key
 
