@@ -5,12 +5,14 @@ two API keys: tests/integration/test_fairness.py."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from core.events.bus import EventBus
@@ -190,3 +192,28 @@ async def test_pending_jobs_after_a_restart_keep_their_key_and_priority(store: S
     again = JobQueue(store, tmp_path, EventBus())
     await again.restore()
     assert [again.position(job_id) for job_id in (a0, b0, a1, low)] == [1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------ who submitted: the key's id, never the key
+
+
+def test_the_submitter_is_the_id_of_the_key_the_request_came_with() -> None:
+    from core.settings import Settings
+    from litestar_app.security import SESSION_COOKIE, RequestFacts, SecurityPolicy, key_id
+
+    settings = msgspec.convert({"auth": {"api_keys": ["alpha-key", "bravo-key"]}}, Settings)
+    policy = SecurityPolicy(settings, b"s" * 32)
+
+    def facts(**headers: str) -> RequestFacts:
+        return RequestFacts("POST", "/txt2img", headers, {}, "http")
+
+    alpha, bravo = key_id(b"alpha-key"), key_id(b"bravo-key")
+    assert alpha != bravo and alpha.startswith("key-") and "alpha" not in alpha
+    assert policy.submitter(facts(authorization="Bearer alpha-key")) == alpha
+    assert policy.submitter(facts(**{"x-api-key": "bravo-key"})) == bravo
+    basic = base64.b64encode(b"user:bravo-key").decode()
+    assert policy.submitter(facts(authorization=f"Basic {basic}")) == bravo
+    cookie = f"{SESSION_COOKIE}={policy.session_token('alpha-key')}"
+    assert policy.submitter(facts(cookie=cookie)) == alpha  # a browser's login counts as its key
+    assert policy.submitter(facts(authorization="Bearer wrong")) == ANONYMOUS
+    assert SecurityPolicy(Settings(), b"s" * 32).submitter(facts(authorization="Bearer alpha-key")) == ANONYMOUS
