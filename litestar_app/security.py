@@ -36,8 +36,8 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 from core.jobs.queue import SUBMITTER
+from core.jobs.schemas import ANONYMOUS
 from core.settings import Settings, is_loopback
-from core.workers.pool import ANONYMOUS
 from litestar_app.routes.metrics import METRICS_PATH
 
 SESSION_COOKIE = "sdcpp_session"

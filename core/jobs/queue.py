@@ -30,6 +30,7 @@ from core.events.bus import EventBus, utc_timestamp
 from core.events.types import JobAdded, JobCancelled, JobProgress, JobStatusChanged, JobTransferProgress
 from core.jobs.records import JobRecord, JobStore
 from core.jobs.schemas import (
+    ANONYMOUS,
     TERMINAL,
     Job,
     JobAccepted,
@@ -40,7 +41,7 @@ from core.jobs.schemas import (
     QueueListing,
     QueueQuery,
 )
-from core.workers.pool import ANONYMOUS, FairOrder
+from core.workers.pool import FairOrder
 from runners.progress import SamplingStep
 
 log = logging.getLogger("sdcpp_restapi")

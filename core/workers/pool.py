@@ -22,6 +22,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from core.jobs.schemas import ANONYMOUS
 from core.workers.schemas import WorkerInfo, WorkerState
 from runners.process import resident_memory_mib
 from runners.resident_worker import ResidentWorker
@@ -148,8 +149,6 @@ class WorkerPool:
 
 
 # ------------------------------------------------------------------------------------ which pending job goes next
-
-ANONYMOUS = "anonymous"  # the key id of jobs submitted without an API key (a server without keys)
 
 
 class _Level:

@@ -20,8 +20,9 @@ from core.generation.requests import Txt2ImgRequest
 from core.generation.specs import Txt2ImgJob
 from core.job_types import JOB_CODEC
 from core.jobs.queue import SUBMITTER, JobQueue
+from core.jobs.schemas import ANONYMOUS
 from core.store.sqlite import STORE_FILE, SqliteStore
-from core.workers.pool import ANONYMOUS, FairOrder
+from core.workers.pool import FairOrder
 from tests.unit.test_workers import StandIn, pool_of
 
 
