@@ -111,6 +111,8 @@ class JobQueue:
         self.counts: Counter[str] = Counter()  # jobs per status over the whole history
         self._lanes: dict[Lane, FairOrder] = {lane: FairOrder() for lane in LANES}  # each lane's pending jobs
         self._arrived = {lane: anyio.Event() for lane in LANES}
+        # The job taken out of the order that waits for its worker (a model load holds them all): next in line.
+        self._handing: dict[Lane, str] = {}
         self._running: dict[str, tuple[Lane, anyio.CancelScope]] = {}  # job id -> its lane, and what cancels it
         self._finished_watchers: list[Callable[[Job], None]] = []
 
@@ -190,7 +192,11 @@ class JobQueue:
         record = self.active.get(job_id)
         if record is None or record.spec is None or record.job.status != "pending":
             return 0
-        return self._lanes[record.spec.lane].position(job_id)
+        lane = record.spec.lane
+        handing = self._handing.get(lane)
+        if handing == job_id:
+            return 1
+        return self._lanes[lane].position(job_id) + (handing is not None)
 
     def running(self, lane: Lane = "generation") -> Job | None:
         """The lane's running job (the one that started first, where several run), if any."""
@@ -348,7 +354,11 @@ class JobQueue:
                 record = self.active.get(job_id)
                 if record is None or record.job.status != "pending" or record.spec is None:
                     continue
-                worker = await dispatcher.assign(job_id, record.spec.wanted_model)
+                self._handing[lane] = job_id
+                try:
+                    worker = await dispatcher.assign(job_id, record.spec.wanted_model)
+                finally:
+                    del self._handing[lane]
                 if record.job.status != "pending":  # cancelled while waiting for a worker
                     dispatcher.release(worker)
                     continue

@@ -218,3 +218,33 @@ def test_the_submitter_is_the_id_of_the_key_the_request_came_with() -> None:
     assert policy.submitter(facts(cookie=cookie)) == alpha  # a browser's login counts as its key
     assert policy.submitter(facts(authorization="Bearer wrong")) == ANONYMOUS
     assert SecurityPolicy(Settings(), b"s" * 32).submitter(facts(authorization="Bearer alpha-key")) == ANONYMOUS
+
+
+async def test_a_job_taken_while_a_load_waits_stays_first_in_line(store: SqliteStore, tmp_path: Path) -> None:
+    """A load waits for a running job and holds back new ones: a job taken out of the order for the idle worker
+    meanwhile waits for the load, and is still first in line."""
+    queue, pool, stand_in = JobQueue(store, tmp_path, EventBus()), pool_of("w1", "w2"), StandIn()
+    loaded, release = anyio.Event(), anyio.Event()
+
+    async def load() -> None:
+        async with pool.exclusive():
+            loaded.set()
+            await release.wait()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(queue.run_worker, stand_in.execute, "generation", pool)
+        await submit_as(queue, "key-a", "a0")
+        await stand_in.wait_started(1)
+        tasks.start_soon(load)  # waits for a0
+        await anyio.sleep(0.05)
+        taken = await submit_as(queue, "key-a", "a1")  # the idle worker's: taken, then waits for the load
+        await anyio.sleep(0.05)
+        other = await submit_as(queue, "key-b", "b0")
+        assert (await queue.get(taken)).status == "pending"
+        assert (queue.position(taken), queue.position(other)) == (1, 2)
+        stand_in.gates["a0"].set()
+        await loaded.wait()
+        release.set()
+        await stand_in.wait_started(3)
+        assert stand_in.started == ["a0", "a1", "b0"]
+        tasks.cancel_scope.cancel()
