@@ -178,8 +178,15 @@ class AgentTools:
                     f"image {update.current_image + 1}/{update.total_images}, step {update.step}/{update.total_steps}",
                 )
 
-        with anyio.move_on_after(timeout_s):
-            return await wait_for_job(self.service.queue, self.service.bus, job_id, relay)
+        try:
+            with anyio.move_on_after(timeout_s):
+                return await wait_for_job(self.service.queue, self.service.bus, job_id, relay)
+        except anyio.get_cancelled_exc_class():
+            # The agent went away (its call cancelled, its session closed): its job goes too, as an A1111 or OpenAI
+            # client's does when it disconnects.
+            with anyio.CancelScope(shield=True):
+                await self.service.queue.cancel_if_active(job_id)
+            raise
         raise ToolFailure(
             f"job {job_id} did not finish within {timeout_s:.0f}s; it goes on: follow it with the job "
             "tool (action=status)"

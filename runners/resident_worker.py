@@ -3,10 +3,13 @@ one generation per JSON line on stdin and answers with JSON lines on stdout (pro
 tagged with the job id; the lines are runners/worker_protocol.py's structs. Its logs, in sd-cli's format, come on
 stderr.
 
-One job runs at a time. The library offers no way to stop a generation, so cancelling one ends the process; the
-owner starts a new worker for the next job (the model loads again). A worker that prints nothing for
-`stall_timeout_s` while a job runs is killed and the job fails saying so; a job line the worker refuses fails that
-job; a line that is not a known message is logged and ignored.
+One job runs at a time. Cancelling it (the caller of `generate` is cancelled) is cooperative: `cancel` sends a
+cancel line, and the worker stops the job at its next sampling step and answers `cancelled`, its model still
+loaded (how the C++ side stops safely: the top of runners/worker/worker.cpp). A worker that has not ended the job
+within the bound (`cancel_timeout_s`, at least `CANCEL_TIMEOUT_S`, more for slow steps: `CANCEL_TIMEOUT_STEPS`
+of the job's own step time) is killed; the owner starts a new one for the next job (the model loads again).
+A worker that prints nothing for `stall_timeout_s` while a job runs is killed and the job fails saying so; a job
+line the worker refuses fails that job; a line that is not a known message is logged and ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from runners.process import pump_lines, spawn, stop_process
 from runners.progress import LogLine, classify
 from runners.resident import ResidentProcess
 from runners.worker_protocol import (
+    Cancelled,
+    CancelRequest,
     Done,
     Failed,
     Fatal,
@@ -38,10 +43,19 @@ from runners.worker_protocol import (
 
 log = logging.getLogger("sdcpp_restapi.runners")
 WORKER_BINARY = "sdcpp-worker"
+# How long a cancelled job may take to end before its worker is killed: the worker stops at the next sampling step,
+# so the bound is this floor or this many of the job's reported step times, whichever is longer (a text encoder or
+# a VAE decode runs between steps and is not interrupted; past the bound, a reload is cheaper than more waiting).
+CANCEL_TIMEOUT_S = 10.0
+CANCEL_TIMEOUT_STEPS = 3.0
 
 
 class WorkerFailed(RuntimeError):
     """The worker could not start, died, stalled, or failed a job; the message says why."""
+
+
+class WorkerCancelled(WorkerFailed):
+    """The worker answered `cancelled` for a job whose caller was not cancelled (someone else sent the cancel)."""
 
 
 _decode = msgspec.json.Decoder(Message).decode
@@ -49,11 +63,19 @@ _encode = msgspec.json.Encoder().encode
 
 
 class ResidentWorker(ResidentProcess):
-    def __init__(self, argv: Sequence[str], ready_timeout_s: float = 600.0, stall_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        ready_timeout_s: float = 600.0,
+        stall_timeout_s: float = 300.0,
+        cancel_timeout_s: float = CANCEL_TIMEOUT_S,
+    ) -> None:
         super().__init__()
         self.argv = list(argv)
         self.ready_timeout_s = ready_timeout_s
         self.stall_timeout_s = stall_timeout_s
+        self.cancel_timeout_s = cancel_timeout_s
+        self._step_time_s = 0.0  # the running job's last reported seconds per step
         self._ready = anyio.Event()
         self._fatal: str | None = None
         self._messages, self._inbox = anyio.create_memory_object_stream[Message](math.inf)
@@ -141,14 +163,17 @@ class ResidentWorker(ResidentProcess):
                 await self.exited.wait()
 
     async def generate(self, request: JobRequest, on_event: Callable[[JobEvent], None]) -> list[str]:
-        """Run one job; returns the files written. A cancelled caller ends the worker (the library cannot stop a
-        generation): the owner starts a new one for the next job."""
+        """Run one job; returns the files written. A cancelled caller cancels the job with `cancel` (shielded): the
+        worker keeps its model, or, past the bound, is stopped and the owner starts a new one for the next job."""
         async with self._busy:
             if not self.alive or self.process is None or self.process.stdin is None:
                 raise WorkerFailed(self.reason("the resident worker is not running"))
             self.error_lines.clear()
+            self._step_time_s = 0.0
             healthy = False  # whether the worker is known to be idle and well after this call
             try:
+                # Cancelled from here on, the worker may have the line (a send cancelled midway has written it):
+                # `cancel` ends the job there, or, when the line never arrived, stops the worker past the bound.
                 await self.process.stdin.send(_encode(request) + b"\n")
                 while True:
                     with anyio.move_on_after(self.stall_timeout_s) as stalled:
@@ -170,12 +195,47 @@ class ResidentWorker(ResidentProcess):
                     if isinstance(message, Failed):
                         healthy = True  # the job failed; the worker goes on
                         raise WorkerFailed(message.error)
+                    if isinstance(message, Cancelled):
+                        healthy = True
+                        raise WorkerCancelled("the job was cancelled")
                     if isinstance(message, LineError):
                         healthy = True  # the line was refused; the worker goes on
                         raise WorkerFailed(f"the worker refused the job: {message.error}")
+                    if isinstance(message, Progress):
+                        self._step_time_s = message.time
                     if isinstance(message, (Progress, Preview)):
                         on_event(message)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    healthy = await self.cancel(request.job_id)
+                raise
             finally:
-                if not healthy:  # cancelled, stalled or dead: no half-run generation may remain
+                if not healthy:  # cancelled past the bound, stalled or dead: no half-run generation may remain
                     with anyio.CancelScope(shield=True):
                         await self.stop()
+
+    def cancel_bound_s(self) -> float:
+        """How long `cancel` waits for the worker to end the job before killing it."""
+        return max(self.cancel_timeout_s, CANCEL_TIMEOUT_STEPS * self._step_time_s)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Stop the running job `job_id`: send the worker a cancel line and read its answers up to the job's end
+        (`cancelled`, or `done` / `failed` when the cancel came too late to matter). True when the worker ended the
+        job itself within `cancel_bound_s()`, its model still loaded; otherwise the worker is stopped (the owner starts
+        a new one) and the result is False. `generate` calls this when its caller is cancelled (the engine's cancel
+        path), while it holds the job: call it only where nothing else reads the worker's answers."""
+        bound = self.cancel_bound_s()
+        if self.alive and self.process is not None and self.process.stdin is not None:
+            with anyio.move_on_after(bound):
+                try:
+                    await self.process.stdin.send(_encode(CancelRequest(job_id)) + b"\n")
+                    while True:
+                        message = await self._inbox.receive()
+                        if isinstance(message, (Cancelled, Done, Failed, LineError)) and message.job_id == job_id:
+                            log.info("sdcpp-worker ended job %s on a cancel (%s)", job_id, type(message).__name__)
+                            return True
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass  # the worker died meanwhile: nothing left to stop
+        log.warning("sdcpp-worker did not end job %s within %.1fs of a cancel: stopping it", job_id, bound)
+        await self.stop()
+        return False

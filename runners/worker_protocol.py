@@ -1,5 +1,5 @@
 """The line protocol of our resident worker (`sdcpp-worker`, the C++ in runners/worker/): one JSON job per line on
-its stdin, JSON answers per line on its stdout. These structs are the protocol's one definition: the header
+its stdin (or a cancel of the running job), JSON answers per line on its stdout. These structs are the protocol's one definition: the header
 comment of worker.cpp is made from them (`python -m runners.worker_protocol`), and
 tests/unit/test_worker_protocol.py fails when the two differ or when the worker accepts other fields or modes.
 """
@@ -34,6 +34,15 @@ class JobRequest(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True)
     args: Annotated[list[str], Meta(description="generation flags as sd-cli spells them")]
     output: Annotated[str, Meta(min_length=1, description='"<folder>/image_%d.png" or "<folder>/video.webm"')]
     preview: PreviewRequest | None = None
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Stop the job `cancel` names: read at once, also while a job runs. The running job stops at its next sampling
+    step (or, past its last one, at its end, unsaved) and answers `cancelled`; the model stays loaded. A job line
+    still waiting is dropped with the same answer; a cancel naming no running or waiting job is ignored (that job
+    has had its answer). A malformed cancel line is refused with an `error` answer."""
+
+    cancel: Annotated[str, Meta(min_length=1, description="the job_id of the job to stop")]
 
 
 class Ready(msgspec.Struct, tag="ready", tag_field="type"):
@@ -79,6 +88,12 @@ class Failed(msgspec.Struct, tag="failed", tag_field="type"):
     error: str
 
 
+class Cancelled(msgspec.Struct, tag="cancelled", tag_field="type"):
+    """The job was stopped by a cancel line before it saved anything; the model stays loaded."""
+
+    job_id: str
+
+
 class LineError(msgspec.Struct, tag="error", tag_field="type", omit_defaults=True):
     """A line was refused (see JobRequest); the worker reads the next one."""
 
@@ -86,7 +101,7 @@ class LineError(msgspec.Struct, tag="error", tag_field="type", omit_defaults=Tru
     job_id: Annotated[str | None, Meta(description="when the line had a string job_id")] = None
 
 
-Message = Ready | Fatal | Progress | Preview | Done | Failed | LineError
+Message = Ready | Fatal | Progress | Preview | Done | Failed | Cancelled | LineError
 JobEvent = Progress | Preview
 
 WORKER_SOURCE = Path(__file__).resolve().parent / "worker" / "worker.cpp"
@@ -141,6 +156,8 @@ def protocol_comment() -> str:
         "A job is one JSON object on one line of stdin (`?` marks a field that may be left out):",
         *_struct_text(JobRequest),
         *_struct_text(PreviewRequest),
+        "A cancel is one JSON object on one line of stdin too:",
+        *_struct_text(CancelRequest),
         "Answers are JSON objects, one per line on stdout, told apart by their type:",
         *(line for message in get_args(Message) for line in _struct_text(message)),
         "END PROTOCOL",

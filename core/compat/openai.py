@@ -206,13 +206,15 @@ def edit_mask(image: str, mask: str | None, max_bytes: int, max_pixels: int) -> 
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def encode(data: bytes, output_format: OutputFormat, compression: int) -> bytes:
-    """An image file in the requested format (sd.cpp writes PNG; previews are JPEG). Blocking."""
+def encode(data: bytes, output_format: OutputFormat, compression: int, size: tuple[int, int] | None = None) -> bytes:
+    """An image file in the requested format (sd.cpp writes PNG; previews are JPEG), at `size` when given (a
+    preview is smaller than the image: a partial image comes at the size the client asked for). Blocking."""
     with Image.open(io.BytesIO(data)) as image:
-        if image.format == PIL_FORMATS[output_format]:
+        if image.format == PIL_FORMATS[output_format] and size in (None, image.size):
             return data
         buffer = io.BytesIO()
-        converted = image.convert("RGB") if output_format == "jpeg" else image
+        resized = image if size in (None, image.size) else image.resize(size, Image.Resampling.BICUBIC)
+        converted = resized.convert("RGB") if output_format == "jpeg" else resized
         converted.save(buffer, format=PIL_FORMATS[output_format], quality=max(compression, 1))
         return buffer.getvalue()
 

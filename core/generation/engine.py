@@ -199,7 +199,10 @@ class GenerationEngine:
         job_id: str,
         plan: PreviewPlan | None,
     ) -> list[Path]:
-        """One request line to the resident worker: the same generation flags sd-cli gets, previews by callback."""
+        """One request line to the resident worker: the same generation flags sd-cli gets, previews by callback.
+        Cancelling the job cancels this call; `ResidentWorker.generate` then cancels the job on the worker
+        (`ResidentWorker.cancel`): it stops at the next sampling step and the worker keeps its model, or, past the
+        bound, the worker is stopped and `ensure_resident` starts a new one for the next job."""
         watcher: PreviewWatcher | None = None
         preview: PreviewRequest | None = None
         if plan is not None:

@@ -19,6 +19,15 @@ class JobRecord(msgspec.Struct):
     job: Job
     spec: JobSpecBase | None
 
+    @property
+    def prompt(self) -> str:
+        """What `GET /queue?search=` matches: the spec's prompt, or for an imported job whose spec could not be read,
+        the prompt its params show."""
+        if self.spec is not None:
+            return self.spec.prompt
+        shown = getattr(self.job.params, "prompt", "")
+        return shown if isinstance(shown, str) else ""
+
 
 class JobStore(Protocol):
     async def add_job(self, record: JobRecord) -> None:

@@ -183,8 +183,9 @@ class ModelManager:
         return resident
 
     async def stop_resident(self, worker: Worker | None = None) -> None:
-        """Stop one worker's resident process, or every worker's (on unload and shutdown); `ensure_resident`
-        starts it again for the next job while a model is loaded."""
+        """Stop one worker's resident process (to cancel sd-server's running job: it cannot stop one; our worker
+        cancels its own job and is stopped only when it does not in time), or every worker's (on unload and
+        shutdown); `ensure_resident` starts it again for the next job while a model is loaded."""
         for each in [worker] if worker else self.pool.workers:
             resident, each.resident, each.model = each.resident, None, None
             self.held.pop(each.name, None)

@@ -121,7 +121,7 @@ class SqliteStore:
                 r.job.type,
                 r.job.status,
                 r.job.created_at,
-                r.spec.prompt if r.spec else "",
+                r.prompt,
                 _encode(r.job),
                 _encode(r.spec),
             )

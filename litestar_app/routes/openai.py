@@ -101,7 +101,11 @@ async def _stream(
     percentage, sent, finished = 0.0, 0, False
 
     async def message(event_type: str, image: bytes, index: int | None = None) -> ServerSentEventMessage:
-        encoded = await anyio.to_thread.run_sync(encode, image, options.output_format, options.output_compression)
+        width, _, height = size.partition("x")
+        at_size = (int(width), int(height)) if index is not None else None  # previews come smaller than the image
+        encoded = await anyio.to_thread.run_sync(
+            encode, image, options.output_format, options.output_compression, at_size
+        )
         event = StreamEvent(
             type=event_type,
             b64_json=CompatRuns.b64(encoded),

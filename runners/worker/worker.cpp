@@ -2,6 +2,29 @@
 // on stdin, with progress and preview callbacks. No HTTP, no port. Answer lines alone go to stdout; everything else
 // (the library's and the examples' logs) goes to stderr, in sd-cli's format.
 //
+// Cancel (a `{"cancel": job_id}` line, read by a thread while the job runs): the pinned sd.cpp has no stop call, and
+// ggml's CPU abort callback sits on backend objects the library keeps to itself, so the one hook we own is the
+// progress callback. It throws `JobCancelled` there, and only while the library is sampling (see `in_sampling`):
+// - Inside `sample()` every progress call comes from the denoise step (`report_sample_progress`, and the step-0
+//   call before the first step), on this thread, between two graph computes: no ggml graph is running and no
+//   worker thread of the library is alive, and everything up to `generate_image`/`generate_video` holds its memory
+//   in RAII objects (sd::Tensor, std::vector, std::optional, the VAE-axes guard), so the unwinding frees it all.
+//   What stays is the diffusion model's compute buffer (the library frees it at the end of `sample()`): it is
+//   reused by the next job and freed when that one ends, so cancels do not add up (the tests check RSS over 20).
+// - Outside sampling a throw would be unsafe: the weights loader (a LoRA of the job) reports progress from the
+//   thread that owns unjoined std::threads (std::terminate), and preview frames are malloc'ed around the preview
+//   callback. So the sampling phase is told by the library's own log lines around its sampler loop (the
+//   `SAMPLING_BEGINS` / `SAMPLING_ENDS` tables); outside it a cancel waits for the next sampling step, or for the
+//   job's end, where the outputs are not saved and the answer is `cancelled` all the same.
+// - Where ggml's backend has an abort callback (the CPU backend; Metal's cannot be reached: Apple's linker has no
+//   `--wrap`) the running step stops too, within one graph node: the build wraps `ggml_backend_graph_compute`
+//   (link option `--wrap`, see CMakeLists.txt) to give each backend `abort_compute`, which says "abort" only while
+//   sampling a cancelled job. The library then takes its own failure path (every sampler checks for a failed step;
+//   `sample()` frees its buffers, `generate_image` returns null), and the answer is `cancelled`. CUDA, Vulkan and
+//   ROCm have no abort callback: there the step ends first.
+// - A job that never reaches a sampling step again (a long VAE decode) is stopped by ResidentWorker's
+//   kill-and-restart fallback after its bound (runners/resident_worker.py).
+//
 // BEGIN PROTOCOL (made from runners/worker_protocol.py by `python -m runners.worker_protocol`; a unit test checks it)
 // A job is one JSON object on one line of stdin (`?` marks a field that may be left out):
 // JobRequest {"job_id": string (not empty), "mode": "img_gen" | "vid_gen", "args": [string, ...], "output": string (not
@@ -13,6 +36,13 @@
 // PreviewRequest {"mode": "proj" | "tae" | "vae", "path": string (not empty), "noisy"?: true | false (default false)}
 //   Write the running job's preview to `path` at each step (written whole, then renamed into place).
 //   - noisy: preview the noisy latent instead of the denoised one
+// A cancel is one JSON object on one line of stdin too:
+// CancelRequest {"cancel": string (not empty)}
+//   Stop the job `cancel` names: read at once, also while a job runs. The running job stops at its next sampling
+//   step (or, past its last one, at its end, unsaved) and answers `cancelled`; the model stays loaded. A job line
+//   still waiting is dropped with the same answer; a cancel naming no running or waiting job is ignored (that job
+//   has had its answer). A malformed cancel line is refused with an `error` answer.
+//   - cancel: the job_id of the job to stop
 // Answers are JSON objects, one per line on stdout, told apart by their type:
 // Ready {"type": "ready"}
 //   The model is loaded; job lines are read from now on.
@@ -28,6 +58,8 @@
 //   The job finished; `outputs` are the files written.
 // Failed {"type": "failed", "job_id": string, "error": string}
 //   The job failed (bad arguments, an input that cannot be read, an exception); the model stays loaded.
+// Cancelled {"type": "cancelled", "job_id": string}
+//   The job was stopped by a cancel line before it saved anything; the model stays loaded.
 // LineError {"type": "error", "error": string, "job_id"?: string | null (default null)}
 //   A line was refused (see JobRequest); the worker reads the next one.
 //   - error: the field and the rule it broke
@@ -35,14 +67,19 @@
 // END PROTOCOL
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <iostream>
 #include <mutex>
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <json.hpp>
@@ -51,6 +88,7 @@
 #include "common/log.h"
 #include "common/media_io.h"
 #include "common/resource_owners.hpp"
+#include "ggml-backend.h"
 #include "stable-diffusion.h"
 
 namespace fs = std::filesystem;
@@ -67,6 +105,45 @@ struct JobState {
 };
 static JobState current;
 
+// Cancelling: what the stdin reader thread and the job (main) thread share. The reader queues job lines (with their
+// job_id, when they have a string one) and handles cancel lines at once; `cancel_requested` is read by the callback.
+struct QueuedLine {
+    std::string text;
+    std::string job_id;
+};
+static std::mutex lines_mutex;
+static std::condition_variable lines_ready;
+static std::deque<QueuedLine> lines;  // job lines not yet started
+static bool input_ended = false;
+static std::string running_job_id;  // the job being run, "" between jobs (guarded by lines_mutex)
+static std::atomic<bool> cancel_requested{false};
+static std::atomic<bool> in_sampling{false};  // inside the library's sampler loop: a throw is safe (see the top)
+
+struct JobCancelled {};  // not a std::exception: no `catch (const std::exception&)` of the library stops it
+
+// The library's log lines that open and close its sampler loops (stable-diffusion.cpp of the pinned sdist), as
+// `file:line - message`: "generating image: b/n - seed" comes right before each image's sample() (after LoRAs are
+// applied and the conditions computed), "generating N latent images completed" after the last one; a video logs
+// "generate_video WxHxT" before its one or two sample() calls and "generating latent video completed" after.
+// Only stable-diffusion.cpp's own lines count, by how their message starts (a prompt in a log line cannot match).
+// A failed generation returns without the closing line: the main loop ends the phase at the job's end too.
+struct LogMark {
+    const char* starts;    // the message starts with this
+    const char* contains;  // and contains this ("" for anything)
+};
+static const LogMark SAMPLING_BEGINS[] = {{"generating image: ", ""}, {"generate_video ", ""}};
+static const LogMark SAMPLING_ENDS[]   = {{"generating ", " latent images completed"},
+                                          {"generating latent video completed", ""}};
+
+static bool library_line_is(const char* text, const LogMark& mark) {
+    static const char library_file[] = "stable-diffusion.cpp:";
+    if (strncmp(text, library_file, sizeof(library_file) - 1) != 0) return false;
+    const char* message = strstr(text, " - ");
+    if (message == nullptr) return false;
+    message += 3;
+    return strncmp(message, mark.starts, strlen(mark.starts)) == 0 && strstr(message, mark.contains) != nullptr;
+}
+
 static void emit(const json& message) {
     std::lock_guard<std::mutex> lock(protocol_mutex);
     std::string line = message.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -76,6 +153,14 @@ static void emit(const json& message) {
 }
 
 static void on_log(enum sd_log_level_t level, const char* text, void*) {
+    if (!current.job_id.empty()) {
+        for (const LogMark& mark : SAMPLING_BEGINS) {
+            if (library_line_is(text, mark)) in_sampling = true;
+        }
+        for (const LogMark& mark : SAMPLING_ENDS) {
+            if (library_line_is(text, mark)) in_sampling = false;
+        }
+    }
     if (level == SD_LOG_ERROR) {
         last_error = text;
         while (!last_error.empty() && (last_error.back() == '\n' || last_error.back() == '\r')) {
@@ -88,7 +173,33 @@ static void on_log(enum sd_log_level_t level, const char* text, void*) {
 static void on_progress(int step, int steps, float time, void*) {
     if (current.job_id.empty()) return;  // loading the model reports progress too: only a job's steps are answers
     emit({{"type", "progress"}, {"job_id", current.job_id}, {"step", step}, {"steps", steps}, {"time", time}});
+    if (in_sampling && cancel_requested) {
+        in_sampling = false;
+        throw JobCancelled{};  // unwinds out of generate_image/generate_video to `run` (see the top of the file)
+    }
 }
+
+#ifdef SDCPP_WORKER_WRAP_GRAPH_COMPUTE
+// Every graph the library computes passes here first (the link option `--wrap=ggml_backend_graph_compute`): the
+// backend gets our abort callback when its kind has one (ggml's registry offers "ggml_backend_set_abort_callback"
+// for CPU and Metal), so a cancel stops a sampling step between two graph nodes instead of at its end.
+// SDCPP_WORKER_STEP_CANCEL_ONLY=1 leaves the backends alone: a cancel then waits for the step's end, as on backends
+// without an abort callback (the tests run both ways).
+static const bool abort_steps = getenv("SDCPP_WORKER_STEP_CANCEL_ONLY") == nullptr;
+static bool abort_compute(void*) { return in_sampling && cancel_requested; }
+
+extern "C" enum ggml_status __real_ggml_backend_graph_compute(ggml_backend_t backend, struct ggml_cgraph* graph);
+
+extern "C" enum ggml_status __wrap_ggml_backend_graph_compute(ggml_backend_t backend, struct ggml_cgraph* graph) {
+    ggml_backend_dev_t device = ggml_backend_get_device(backend);
+    ggml_backend_reg_t reg    = device != nullptr ? ggml_backend_dev_backend_reg(device) : nullptr;
+    auto set_abort            = reg == nullptr ? nullptr
+                                               : reinterpret_cast<ggml_backend_set_abort_callback_t>(
+                                          ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_abort_callback"));
+    if (set_abort != nullptr && abort_steps) set_abort(backend, abort_compute, nullptr);
+    return __real_ggml_backend_graph_compute(backend, graph);
+}
+#endif
 
 static void on_preview(int step, int frame_count, sd_image_t* frames, bool is_noisy, void*) {
     if (current.preview_path.empty() || frames == nullptr) {
@@ -277,6 +388,58 @@ static std::string check_job(const json& line, JobLine& job) {
     return "";
 }
 
+// A cancel line, checked like a job line: returns what is wrong with it, or "" (then `job_id` is the job it names).
+static std::string check_cancel(const json& line, std::string& job_id) {
+    static const std::set<std::string> cancel_fields = {"cancel"};
+    for (auto it = line.begin(); it != line.end(); ++it) {
+        if (cancel_fields.count(it.key()) == 0) return "unknown field '" + it.key() + "' in a cancel line";
+    }
+    if (!line["cancel"].is_string()) return "'cancel' must be a string";
+    job_id = line["cancel"].get<std::string>();
+    if (job_id.empty()) return "'cancel' must not be empty";
+    return "";
+}
+
+// The stdin reader (its own thread, so that a cancel reaches a running job): cancel lines take effect at once, job
+// lines queue for the main thread, which checks and runs them in order.
+static void read_lines() {
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        json request = json::parse(line, nullptr, false);  // a line that is not JSON is refused by the main thread
+        if (request.is_object() && request.contains("cancel")) {
+            std::string job_id, wrong = check_cancel(request, job_id);
+            if (!wrong.empty()) {
+                emit({{"type", "error"}, {"error", "refused: " + wrong}});
+                continue;
+            }
+            std::lock_guard<std::mutex> lock(lines_mutex);
+            if (!running_job_id.empty() && running_job_id == job_id) {
+                cancel_requested = true;  // the job stops at its next sampling step (see the top of the file)
+                continue;
+            }
+            auto queued = std::find_if(lines.begin(), lines.end(), [&](const QueuedLine& q) { return q.job_id == job_id; });
+            if (queued != lines.end()) {
+                lines.erase(queued);
+                emit({{"type", "cancelled"}, {"job_id", job_id}});
+            } else {
+                LOG_INFO("cancel of job '%s' ignored: it is not running or waiting", job_id.c_str());
+            }
+            continue;
+        }
+        QueuedLine queued{line, ""};
+        if (request.is_object() && request.contains("job_id") && request["job_id"].is_string()) {
+            queued.job_id = request["job_id"].get<std::string>();
+        }
+        std::lock_guard<std::mutex> lock(lines_mutex);
+        lines.push_back(std::move(queued));
+        lines_ready.notify_one();
+    }
+    std::lock_guard<std::mutex> lock(lines_mutex);
+    input_ended = true;
+    lines_ready.notify_one();
+}
+
 static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const JobLine& job) {
     current        = JobState{};
     current.job_id = job.job_id;
@@ -308,6 +471,10 @@ static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const JobLine& job
         gen.high_noise_sample_params.sample_method = sd_get_default_sample_method(sd_ctx);
     if (gen.sample_params.scheduler == SCHEDULER_COUNT)
         gen.sample_params.scheduler = sd_get_default_scheduler(sd_ctx, gen.sample_params.sample_method);
+    if (cancel_requested) {
+        emit({{"type", "cancelled"}, {"job_id", current.job_id}});
+        return;
+    }
 
     SDImageVec results;
     int count = 0;
@@ -320,6 +487,10 @@ static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const JobLine& job
         sd_image_t* frames         = generate_video(sd_ctx, &params, &count);
         results.adopt(frames, count);
     }
+    if (cancel_requested) {  // asked during the VAE decode (no sampling step came after): nothing is saved
+        emit({{"type", "cancelled"}, {"job_id", current.job_id}});
+        return;
+    }
     json written = json::array();
     if (!results || !save(ctx, gen, mode, results.data(), count, job.output, written)) {
         emit({{"type", "failed"}, {"job_id", current.job_id},
@@ -327,6 +498,39 @@ static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const JobLine& job
         return;
     }
     emit({{"type", "done"}, {"job_id", current.job_id}, {"outputs", written}});
+}
+
+// One job line, checked and run (on the main thread, which owns the model).
+static void process_line(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const std::string& line) {
+    json request;
+    try {
+        request = json::parse(line);
+    } catch (const std::exception& error) {
+        emit({{"type", "error"}, {"error", std::string("not a JSON request line: ") + error.what()}});
+        return;
+    }
+    if (!request.is_object()) {
+        emit({{"type", "error"}, {"error", "a request line must be a JSON object"}});
+        return;
+    }
+    JobLine job;
+    std::string wrong = check_job(request, job);
+    if (!wrong.empty()) {
+        json answer = {{"type", "error"}, {"error", "refused: " + wrong}};
+        if (request.contains("job_id") && request["job_id"].is_string()) answer["job_id"] = request["job_id"];
+        emit(answer);
+        return;
+    }
+    // A job that throws (a folder that cannot be listed, a library error) fails alone: the model stays loaded.
+    try {
+        run(sd_ctx, ctx, job);
+    } catch (const JobCancelled&) {
+        emit({{"type", "cancelled"}, {"job_id", job.job_id}});
+    } catch (const std::exception& error) {
+        emit({{"type", "failed"}, {"job_id", job.job_id}, {"error", std::string("the job failed: ") + error.what()}});
+    } catch (...) {
+        emit({{"type", "failed"}, {"job_id", job.job_id}, {"error", "the job failed with an unknown exception"}});
+    }
 }
 
 int main(int argc, const char* argv[]) {
@@ -352,37 +556,26 @@ int main(int argc, const char* argv[]) {
     }
     emit({{"type", "ready"}});
 
-    std::string line;
-    while (std::getline(std::cin, line)) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        json request;
-        try {
-            request = json::parse(line);
-        } catch (const std::exception& error) {
-            emit({{"type", "error"}, {"error", std::string("not a JSON request line: ") + error.what()}});
-            continue;
+    std::thread reader(read_lines);
+    while (true) {
+        std::string line;
+        {
+            std::unique_lock<std::mutex> lock(lines_mutex);
+            lines_ready.wait(lock, [] { return !lines.empty() || input_ended; });
+            if (lines.empty()) break;
+            line           = std::move(lines.front().text);
+            running_job_id = lines.front().job_id;
+            cancel_requested = false;
+            lines.pop_front();
         }
-        if (!request.is_object()) {
-            emit({{"type", "error"}, {"error", "a request line must be a JSON object"}});
-            continue;
+        process_line(sd_ctx.get(), ctx, line);
+        {
+            std::lock_guard<std::mutex> lock(lines_mutex);
+            running_job_id.clear();
         }
-        JobLine job;
-        std::string wrong = check_job(request, job);
-        if (!wrong.empty()) {
-            json answer = {{"type", "error"}, {"error", "refused: " + wrong}};
-            if (request.contains("job_id") && request["job_id"].is_string()) answer["job_id"] = request["job_id"];
-            emit(answer);
-            continue;
-        }
-        // A job that throws (a folder that cannot be listed, a library error) fails alone: the model stays loaded.
-        try {
-            run(sd_ctx.get(), ctx, job);
-        } catch (const std::exception& error) {
-            emit({{"type", "failed"}, {"job_id", job.job_id}, {"error", std::string("the job failed: ") + error.what()}});
-        } catch (...) {
-            emit({{"type", "failed"}, {"job_id", job.job_id}, {"error", "the job failed with an unknown exception"}});
-        }
-        current = JobState{};  // between jobs, callbacks answer nothing
+        in_sampling = false;
+        current     = JobState{};  // between jobs, callbacks answer nothing
     }
+    reader.join();
     return 0;
 }

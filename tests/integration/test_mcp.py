@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import httpx
 import httpx2
 import pytest
@@ -72,6 +73,34 @@ async def test_tools_resources_and_templates_are_listed(server: ServerProcess) -
         assert [template.uri_template for template in templates] == ["sdcpp://queue/{job_id}"]
         architectures = json.loads((await session.read_resource("sdcpp://architectures")).contents[0].text)
         assert "FLUX.2" in architectures["architectures"]
+
+
+async def test_an_agent_that_abandons_its_waiting_call_cancels_its_job(server: ServerProcess) -> None:
+    """As an A1111 or OpenAI client that disconnects: the job of an abandoned waiting generate call does not run on
+    (the mcp client tells the server with notifications/cancelled)."""
+    prompt = "an abandoned agent job"
+    arguments = {"type": "txt2img", "prompt": prompt, "width": 64, "height": 64, "steps": 400, "wait": True}
+
+    def job_of_prompt() -> dict[str, str] | None:
+        items = httpx.get(f"{server.url}/queue", params={"search": prompt, "limit": 0}).json()["items"]
+        return items[0] if items else None
+
+    async with mcp_session(server) as loader:
+        payload(await loader.call_tool("model", {"action": "load", **TINY_LOAD}))
+    async with mcp_session(server) as session:
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(session.call_tool, "generate", arguments)
+                while (job := job_of_prompt()) is None or job["status"] != "processing":
+                    await anyio.sleep(0.1)
+                tasks.cancel_scope.cancel()  # the agent gives up its call (the client tells the server so)
+    job = job_of_prompt()
+    assert job is not None
+    with anyio.fail_after(60):
+        while job["status"] == "processing":
+            await anyio.sleep(0.1)
+            job = job_of_prompt() or job
+    assert job["status"] == "cancelled"
 
 
 async def test_load_status_unload_and_load_by_profile(server: ServerProcess) -> None:

@@ -195,15 +195,22 @@ def test_edit_refuses_masks_without_transparency_or_of_another_size(client: open
     assert sized.value.param == "mask" and "same size" in sized.value.message
 
 
-def test_streaming_sends_partial_images_then_the_result(client: openai.OpenAI) -> None:
-    stream = client.images.generate(
-        prompt="streamed cat", size="64x64", stream=True, partial_images=2, extra_body={"n": 1}
-    )
-    events = list(stream)
+def test_streaming_sends_partial_images_then_the_result(client: openai.OpenAI, server: ServerProcess) -> None:
+    # With previews off in the settings, the partial images come from the cheap latent projection (8x8 here).
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.put(server.url + "/preview/settings", json={"enabled": False}, headers=auth).status_code == 200
+    try:
+        stream = client.images.generate(
+            prompt="streamed cat", size="64x64", stream=True, partial_images=2, extra_body={"n": 1}
+        )
+        events = list(stream)
+    finally:
+        httpx.put(server.url + "/preview/settings", json={"enabled": True}, headers=auth)
     kinds = [event.type for event in events]
     assert kinds.count("image_generation.partial_image") >= 1 and kinds[-1] == "image_generation.completed"
     partial = [event for event in events if event.type == "image_generation.partial_image"]
     assert [event.partial_image_index for event in partial] == list(range(len(partial)))
+    assert all(decoded(event.b64_json).size == (64, 64) for event in partial)  # at the requested size
     assert decoded(events[-1].b64_json).size == (64, 64) and events[-1].usage.total_tokens == 0
 
 

@@ -171,78 +171,41 @@ def test_output_refuses_traversal(client: httpx.Client) -> None:
         assert "root:" not in response.text
 
 
-def test_missing_binary_is_a_clear_startup_error(tmp_path: Path) -> None:
+def failed_start(tmp_path: Path, *flags: str) -> str:
+    """Start `serve` with these flags (free ports and fresh folders unless given), expect it to stop at start-up with
+    exit code 2 and a message, no traceback; returns its stderr."""
+    defaults = {
+        "--port": str(free_loopback_port()),
+        "--ws-port": "0",
+        "--models-dir": str(tmp_path),
+        "--output-dir": str(tmp_path / "out"),
+    }
+    chosen = {**defaults, **dict(zip(flags[::2], flags[1::2], strict=True))}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "litestar_app",
-            "serve",
-            "--sd-cli",
-            str(tmp_path / "nope"),
-            "--models-dir",
-            str(tmp_path),
-            "--output-dir",
-            str(tmp_path / "out"),
-        ],
+        [sys.executable, "-m", "litestar_app", "serve", *(item for pair in chosen.items() for item in pair)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
-    assert "sd-cli binary not found" in result.stderr and "bin/build-backend cpu" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_missing_binary_is_a_clear_startup_error(tmp_path: Path) -> None:
+    stderr = failed_start(tmp_path, "--sd-cli", str(tmp_path / "nope"))
+    assert "sd-cli binary not found" in stderr and "bin/build-backend cpu" in stderr
 
 
 def test_port_in_use_is_a_clear_startup_error(server: ServerProcess, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "litestar_app",
-            "serve",
-            "--port",
-            str(server.port),
-            "--models-dir",
-            str(tmp_path),
-            "--output-dir",
-            str(tmp_path / "out"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{server.port} (--port)" in result.stderr
-    assert "Traceback" not in result.stderr
+    stderr = failed_start(tmp_path, "--port", str(server.port))
+    assert f"cannot listen on 127.0.0.1:{server.port} (--port)" in stderr
 
 
 def test_a_second_server_on_the_same_output_folder_is_a_clear_startup_error(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     """Both would run the same pending jobs: the second start stops, naming the first server's pid."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "litestar_app",
-            "serve",
-            "--port",
-            str(free_loopback_port()),
-            "--ws-port",
-            "0",
-            "--models-dir",
-            str(tmp_path),
-            "--output-dir",
-            str(server.output_dir),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert f"in use by another sdcpp-restapi server (pid {server.process.pid})" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert server.process is not None
+    stderr = failed_start(tmp_path, "--output-dir", str(server.output_dir))
+    assert f"in use by another sdcpp-restapi server (pid {server.process.pid})" in stderr

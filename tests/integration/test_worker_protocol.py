@@ -1,13 +1,16 @@
 """The real `sdcpp-worker`, driven line by line as ResidentWorker drives it: every answer decodes strictly as
 runners/worker_protocol.py's structs (no unknown, missing or mistyped field), a malformed job line is refused
-with an `error` naming the field and the rule, a job that fails or throws answers `failed`, and after each the
-same process, its model still loaded, runs the next job."""
+with an `error` naming the field and the rule, a job that fails or throws answers `failed`, a cancel line stops
+the running job at a sampling step (or drops a waiting one) with `cancelled`, and after each the same process,
+its model still loaded, runs the next job."""
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,8 @@ from runners.flags import build_argv
 from runners.options import CONTEXT_FLAGS, ContextOptions
 from runners.resident_worker import ResidentWorker, WorkerFailed
 from runners.worker_protocol import (
+    Cancelled,
+    CancelRequest,
     Done,
     Failed,
     Fatal,
@@ -53,6 +58,7 @@ def load_argv(models: Path) -> list[str]:
         diffusion=str(models / "diffusion_models" / TINY_LOAD["model_name"]),
         llm=str(models / "llm" / TINY_LOAD["llm"]),
         taesd=str(models / "taesd" / TINY_LOAD["taesd"]),
+        lora_dir=str(models / "loras"),
     )
     return [load_settings().selected_backend().sd_worker, *build_argv(CONTEXT_FLAGS, context)]
 
@@ -60,11 +66,17 @@ def load_argv(models: Path) -> list[str]:
 class Worker:
     """One `sdcpp-worker` process; its stdout lines are read on a thread so that a read can time out."""
 
-    def __init__(self, argv: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log
         self.log = log.open("w")
         self.process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **(env or {})},
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         assert self.process.stdout is not None
@@ -88,8 +100,11 @@ class Worker:
     def run(self, job: JobRequest) -> list[Message]:
         """The job's answers, up to and including its `done` or `failed`."""
         self.send(msgspec.json.encode(job).decode())
+        return self.answers_until_end()
+
+    def answers_until_end(self) -> list[Message]:
         answers = [self.answer()]
-        while not isinstance(answers[-1], (Done, Failed, LineError)):
+        while not isinstance(answers[-1], (Done, Failed, Cancelled, LineError)):
             answers.append(self.answer())
         return answers
 
@@ -230,5 +245,175 @@ def test_resident_worker_fails_a_refused_job_at_once_and_goes_on(tiny_models_dir
             assert outputs == [str(tmp_path / "next_0.png")] and events
             assert resident.alive and resident.process.pid == pid
             await resident.stop()
+
+    anyio.run(scenario)
+
+
+SLOW_ARGS = ["--prompt", "slow", "-W", "256", "-H", "256", "--steps", "50", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def step_cancel_worker(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A worker that stops a cancelled job only at the end of its step, as on backends without ggml's abort
+    callback (CUDA, Vulkan, ROCm); the default worker aborts the running step on the CPU backend."""
+    log = tmp_path_factory.mktemp("step-cancel") / "stderr.log"
+    started = Worker(load_argv(tiny_models_dir), log, env={"SDCPP_WORKER_STEP_CANCEL_ONLY": "1"})
+    try:
+        assert isinstance(started.answer(), Ready)
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.mark.parametrize("stops", ["within the step", "at the step's end"])
+def test_a_cancel_line_stops_the_running_job_at_a_step_and_the_model_stays_loaded(
+    request: pytest.FixtureRequest, tmp_path: Path, stops: str
+) -> None:
+    worker: Worker = request.getfixturevalue("worker" if stops == "within the step" else "step_cancel_worker")
+    pid = worker.process.pid
+    worker.send(msgspec.json.encode(good_job(tmp_path, "slow", args=SLOW_ARGS)).decode())
+    answers = [worker.answer()]
+    while not (isinstance(answers[-1], Progress) and answers[-1].step >= 1):
+        answers.append(worker.answer())
+    worker.send(msgspec.json.encode(CancelRequest("slow")).decode())
+    ended = worker.answers_until_end()
+    answers += ended
+    assert ended[-1] == Cancelled("slow"), ended[-3:]
+    steps = [a.step for a in answers if isinstance(a, Progress)]
+    assert steps[-1] < 50 and all(isinstance(a, (Progress, Cancelled)) for a in answers)  # stopped mid-sampling
+    assert not list(tmp_path.glob("slow_*.png"))  # nothing saved
+    if stops == "at the step's end":  # the library's own sampling ended it: no graph was aborted
+        assert "operation aborted" not in worker.log_path.read_text()
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-cancel")
+
+
+@pytest.mark.parametrize("when", ["with the job line", "at the first answer"])
+def test_a_cancel_before_sampling_ends_the_job_at_its_first_step(worker: Worker, tmp_path: Path, when: str) -> None:
+    """Sent with the job line, the cancel reaches the worker before the job samples: while its arguments are read
+    (then it never starts) or while the library sets it up (its LoRA is loaded by library threads then: no place to
+    stop), and then it stops as sampling begins. Either way: `cancelled`, no sampling step past the first, and the
+    worker goes on."""
+    pid = worker.process.pid
+    lora_job = good_job(tmp_path, "early", args=["--prompt", "slow <lora:tiny_lora:0.7>", *SLOW_ARGS[2:]])
+    worker.send(msgspec.json.encode(lora_job).decode())
+    answers = [] if when == "with the job line" else [worker.answer()]  # the LoRA's loading progress, or step 0
+    worker.send(msgspec.json.encode(CancelRequest("early")).decode())
+    answers += worker.answers_until_end()
+    assert answers[-1] == Cancelled("early"), answers[-3:]
+    assert max((a.step for a in answers if isinstance(a, Progress) and a.steps == 50), default=0) <= 1, answers
+    assert not list(tmp_path.glob("early_*.png"))
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-early-cancel")
+
+
+def test_a_batch_cancelled_in_its_second_image_leaves_the_next_image_unchanged(worker: Worker, tmp_path: Path) -> None:
+    pid = worker.process.pid
+    [reference] = [a for a in worker.run(good_job(tmp_path, "reference")) if isinstance(a, Done)]
+    batch = good_job(tmp_path, "batch", args=["--prompt", "many", "-W", "64", "-H", "64", "--steps", "20", "-b", "3"])
+    worker.send(msgspec.json.encode(batch).decode())
+    seen: list[int] = []
+    while not (20 in seen and 1 <= seen[-1] < 20):  # the first image is sampled, the second one is sampling
+        answer = worker.answer()
+        assert isinstance(answer, Progress), answer
+        seen.append(answer.step)
+    worker.send(msgspec.json.encode(CancelRequest("batch")).decode())
+    assert worker.answers_until_end()[-1] == Cancelled("batch")
+    assert not list(tmp_path.glob("batch_*.png"))
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-batch")
+    with Image.open(reference.outputs[0]) as before, Image.open(tmp_path / "after-batch_0.png") as after:
+        assert before.tobytes() == after.tobytes()  # same seed, same pixels: the cancel left no state behind
+
+
+def test_a_cancel_drops_a_waiting_job_and_ignores_an_ended_one(worker: Worker, tmp_path: Path) -> None:
+    pid = worker.process.pid
+    worker.send(msgspec.json.encode(good_job(tmp_path, "first", args=SLOW_ARGS)).decode())
+    worker.send(msgspec.json.encode(good_job(tmp_path, "waiting")).decode())
+    worker.send(msgspec.json.encode(CancelRequest("waiting")).decode())
+    answers = [worker.answer()]
+    while not isinstance(answers[-1], Cancelled):  # at once, while the first job runs
+        answers.append(worker.answer())
+    assert answers[-1] == Cancelled("waiting")
+    worker.send(msgspec.json.encode(CancelRequest("first")).decode())
+    assert worker.answers_until_end()[-1] == Cancelled("first")
+    worker.send(msgspec.json.encode(CancelRequest("first")).decode())  # ended: no answer, nothing changes
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-cancels")
+    assert not list(tmp_path.glob("waiting_*.png")) and not list(tmp_path.glob("first_*.png"))
+
+
+MALFORMED_CANCELS: list[tuple[str, str, str]] = [
+    ("a number", '{"cancel": 5}', "'cancel' must be a string"),
+    ("an empty job_id", '{"cancel": ""}', "'cancel' must not be empty"),
+    ("another field", '{"cancel": "x", "job_id": "x"}', "unknown field 'job_id' in a cancel line"),
+]
+
+
+@pytest.mark.parametrize(("wrong", "line", "error"), MALFORMED_CANCELS, ids=[case[0] for case in MALFORMED_CANCELS])
+def test_a_malformed_cancel_line_is_refused(worker: Worker, tmp_path: Path, wrong: str, line: str, error: str) -> None:
+    pid = worker.process.pid
+    worker.send(line)
+    answer = worker.answer()
+    assert isinstance(answer, LineError) and error in answer.error and answer.job_id is None, (wrong, answer)
+    assert_runs_a_good_job(worker, pid, tmp_path, "after-bad-cancel")
+
+
+def test_resident_worker_cancels_a_job_and_keeps_its_model(tiny_models_dir: Path, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        resident = ResidentWorker(load_argv(tiny_models_dir), ready_timeout_s=120, stall_timeout_s=120)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(resident.run)
+            assert resident.process is not None
+            pid = resident.process.pid
+            stepping = anyio.Event()
+            with anyio.CancelScope() as job:  # what the queue does to a running job's engine call
+
+                async def cancel_once_stepping() -> None:
+                    await stepping.wait()
+                    job.cancel()
+
+                tasks.start_soon(cancel_once_stepping)
+                slow = good_job(tmp_path, "slow", args=SLOW_ARGS)
+                await resident.generate(slow, lambda event: stepping.set() if event.step >= 1 else None)
+            assert job.cancel_called and resident.alive and resident.process.pid == pid
+            assert not list(tmp_path.glob("slow_*.png"))
+            outputs = await resident.generate(good_job(tmp_path, "next"), lambda event: None)
+            assert outputs == [str(tmp_path / "next_0.png")] and resident.process.pid == pid
+            await resident.stop()
+
+    anyio.run(scenario)
+
+
+# A fault-injecting stand-in for the worker (the one fake binary of these tests): it loads nothing, and once a job
+# runs it reports steps forever without reading stdin, so a cancel line never reaches it.
+STUBBORN_WORKER = """
+import json, sys, time
+print(json.dumps({"type": "ready"}), flush=True)
+job = json.loads(sys.stdin.readline())
+step = 0
+while True:
+    step += 1
+    print(json.dumps({"type": "progress", "job_id": job["job_id"], "step": step, "steps": 10**6, "time": 0.05}),
+          flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_a_worker_that_does_not_stop_on_a_cancel_is_killed(tmp_path: Path) -> None:
+    stubborn = tmp_path / "stubborn_worker.py"
+    stubborn.write_text(STUBBORN_WORKER)
+
+    async def scenario() -> None:
+        resident = ResidentWorker([sys.executable, str(stubborn)], 30, stall_timeout_s=30, cancel_timeout_s=1.0)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(resident.run)
+            stepping = anyio.Event()
+            with anyio.fail_after(30), anyio.CancelScope() as job:
+
+                async def cancel_once_stepping() -> None:
+                    await stepping.wait()
+                    job.cancel()
+
+                tasks.start_soon(cancel_once_stepping)
+                await resident.generate(good_job(tmp_path, "stuck"), lambda event: stepping.set())
+            assert job.cancel_called and not resident.alive  # past the bound it was stopped, not left running
+            assert resident.returncode is not None and resident.returncode != 0
 
     anyio.run(scenario)

@@ -17,7 +17,7 @@ from core.generation.specs import Txt2ImgJob
 from core.job_types import JOB_CODEC
 from core.jobs.queue import INTERRUPTED, JobFailed, JobQueue, ProgressReport, Retention, Transfer
 from core.jobs.records import JobRecord
-from core.jobs.schemas import QueueQuery
+from core.jobs.schemas import Lane, QueueQuery
 from core.models.schemas import DownloadRequest
 from core.models.specs import DownloadJob
 from core.store.sqlite import STORE_FILE, SqliteStore
@@ -35,9 +35,9 @@ def spec(prompt: str, batch: int = 1) -> Txt2ImgJob:
     return Txt2ImgJob(request=Txt2ImgRequest(prompt=prompt, batch_count=batch, seed=1))
 
 
-async def run_until_idle(queue: JobQueue, execute) -> None:  # type: ignore[no-untyped-def]
+async def run_until_idle(queue: JobQueue, execute, lane: Lane = "generation") -> None:  # type: ignore[no-untyped-def]
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(queue.run_worker, execute)
+        tasks.start_soon(queue.run_worker, execute, lane)
         with anyio.fail_after(
             300
         ):  # a hang guard, not a speed check: 1200 fsync'd jobs on a loaded CI box take a while
@@ -151,14 +151,7 @@ async def test_a_transfer_reports_bytes_not_steps(store: SqliteStore, tmp_path: 
         return []
 
     job_id = (await queue.submit(download)).job_id
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(queue.run_worker, execute, "downloads")
-        with anyio.fail_after(
-            300
-        ):  # a hang guard, not a speed check: 1200 fsync'd jobs on a loaded CI box take a while
-            while queue.active:
-                await anyio.sleep(0.01)
-        tasks.cancel_scope.cancel()
+    await run_until_idle(queue, execute, "downloads")
     transfers = [data for data in seen if isinstance(data, JobTransferProgress)]
     assert transfers == [
         JobTransferProgress(job_id, 3 * 1024 * 1024, 4 * 1024 * 1024, 75.0),

@@ -238,6 +238,19 @@ async def test_old_json_state_is_imported_then_renamed(tmp_path: Path) -> None:
     store.close()
 
 
+async def test_an_imported_job_without_a_readable_spec_is_still_found_by_its_prompt(tmp_path: Path) -> None:
+    broken = {**OLD_JOB, "job_id": "33333333-3333-3333-3333-333333333333", "params": {**OLD_PARAMS, "prompt": "lost"}}
+    state = {"jobs": [{"job": broken, "spec": {"steps": "not a number"}}]}
+    (tmp_path / "queue_state.json").write_text(json.dumps(state))
+    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    import_legacy_files(store, tmp_path)
+    found, matched = await store.list_jobs(QueueQuery(search="LOST", limit=0))
+    assert [job.job_id for job in found] == [broken["job_id"]] and matched == 1
+    record = await store.job(str(broken["job_id"]))
+    assert record is not None and record.spec is None
+    store.close()
+
+
 def test_an_old_file_that_does_not_decode_stops_the_import_untouched(tmp_path: Path) -> None:
     (tmp_path / "queue_state.json").write_text('{"jobs": [{"job": ')
     store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)

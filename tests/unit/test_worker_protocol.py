@@ -10,6 +10,7 @@ import msgspec
 
 from runners.worker_protocol import (
     WORKER_SOURCE,
+    CancelRequest,
     JobRequest,
     Message,
     PreviewRequest,
@@ -33,6 +34,13 @@ def cpp_set(name: str) -> set[str]:
 def test_the_worker_accepts_exactly_the_structs_fields() -> None:
     assert cpp_set("fields") == {field.encode_name for field in msgspec.structs.fields(JobRequest)}
     assert cpp_set("preview_fields") == {field.encode_name for field in msgspec.structs.fields(PreviewRequest)}
+    assert cpp_set("cancel_fields") == {field.encode_name for field in msgspec.structs.fields(CancelRequest)}
+
+
+def test_a_cancel_line_is_told_from_a_job_line_by_its_one_field() -> None:
+    [field] = msgspec.structs.fields(CancelRequest)
+    assert field.encode_name not in {job_field.encode_name for job_field in msgspec.structs.fields(JobRequest)}
+    assert f'request.contains("{field.encode_name}")' in WORKER_SOURCE.read_text()
 
 
 def modes(struct: type[msgspec.Struct]) -> tuple[str, ...]:
@@ -52,7 +60,7 @@ def test_the_worker_knows_exactly_the_structs_modes() -> None:
 
 def test_the_comment_names_every_message_and_field() -> None:
     text = protocol_comment()
-    for struct in (JobRequest, PreviewRequest, *get_args(Message)):
+    for struct in (JobRequest, PreviewRequest, CancelRequest, *get_args(Message)):
         assert f"\n// {struct.__name__} {{" in text
         for field in msgspec.structs.fields(struct):
             assert f'"{field.encode_name}"' in text
