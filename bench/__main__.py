@@ -10,7 +10,8 @@ The request body sent to the bare sd-server is the one the API builds, so both d
 3. Bookkeeping against history size (bench/store_scaling.py): 100, 10,000 and 100,000 finished jobs.
 4. Previews on the resident worker (bench/worker_previews.py): none / proj / tae, and cancel-to-next-job.
 5. Two CPU workers (one thread each) versus one worker on 20 tiny jobs (bench/workers.py): the speed ratio; the
-   scheduler's own cost per job with 64 stand-in workers and 10,000 jobs (bench/scheduler.py).
+   scheduler's own cost per job with 64 stand-in workers, 10,000 jobs, 10 API keys and 3 priorities
+   (bench/scheduler.py).
 The API's own jobs run on the resident worker when the backend has it: part 1's ratio is worker / bare sd-server.
 
     python -m bench --only store     # just part 3

@@ -59,10 +59,15 @@ class LoginSessions:
 
     def valid(self, token: str, keys: Iterable[bytes]) -> bool:
         """The token names a live session signed in with one of the configured `keys`."""
+        return self.key_of(token, keys) is not None
+
+    def key_of(self, token: str, keys: Iterable[bytes]) -> bytes | None:
+        """The configured key a live session was signed in with (None: no such session, or its key is gone)."""
         session = self.sessions.get(self._id(token))
         if session is None or time.time() - session.issued_at >= SESSION_SECONDS:
-            return False
-        return any([hmac.compare_digest(session.key_mac, self.key_mac(key)) for key in keys])
+            return None
+        matches = [key for key in keys if hmac.compare_digest(session.key_mac, self.key_mac(key))]
+        return matches[0] if matches else None
 
     async def revoke(self, token: str) -> bool:
         if self.sessions.pop(self._id(token), None) is None:

@@ -30,6 +30,8 @@ Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
 NonNegFloat = Annotated[float, Meta(ge=0.0)]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 Base64Image = Annotated[str, Meta(description="base64 image, plain or as a data: URL")]
+# Ours, not sd.cpp's: which pending job goes first (higher first; FIFO, shared fairly between API keys, within one).
+Priority = Annotated[int, Meta(ge=-10, le=10, description="higher runs first; equal: fair between API keys, FIFO")]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=False):

@@ -13,6 +13,9 @@ One policy (`SecurityPolicy.refusal`) judges every HTTP request and WebSocket ha
    the scrape token (`metrics_token`) as Bearer, so a Prometheus server need not hold a key that can do everything.
 4. Body type: a request with a body must declare it as JSON (the login form may be urlencoded, OpenAI's image
    edits multipart, as those clients send them).
+
+The key a state-changing request was let in with is named to the queue by its id (`key_id`: a short hash, never
+the key; the login cookie counts as its key), so the scheduler shares the workers fairly between keys.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
+from core.jobs.queue import SUBMITTER
+from core.jobs.schemas import ANONYMOUS
 from core.login_sessions import LoginSessions
 from core.settings import Settings, is_loopback
 from litestar_app.routes.metrics import METRICS_PATH
@@ -69,6 +74,11 @@ class RequestFacts(msgspec.Struct, frozen=True):
     websocket: bool = False
 
 
+def key_id(key: bytes) -> str:
+    """What jobs record of the key that submitted them: a short hash, never the key (stable across restarts)."""
+    return "key-" + hashlib.sha256(b"sdcpp-restapi key id\0" + key).hexdigest()[:12]
+
+
 def _host_name(host: str) -> str:
     """'127.0.0.1:8080' -> '127.0.0.1', '[::1]:8080' -> '::1'."""
     if host.startswith("["):
@@ -96,37 +106,52 @@ class SecurityPolicy:
     # ------------------------------------------------------------------------------------------ keys
 
     def valid_key(self, presented: str) -> bool:
+        return self._matching_key(presented) is not None
+
+    def _matching_key(self, presented: str) -> bytes | None:
         """Constant-time comparison against every configured key."""
         candidate = presented.encode()
-        return any([hmac.compare_digest(candidate, key) for key in self.keys])
+        matches = [key for key in self.keys if hmac.compare_digest(candidate, key)]
+        return matches[0] if matches else None
 
     def _valid_session(self, token: str) -> bool:
         """A login cookie: a live session of the store, signed in with a key that is still configured."""
-        return self.sessions.valid(token, self.keys)
+        return self._session_key(token) is not None
+
+    def _session_key(self, token: str) -> bytes | None:
+        return self.sessions.key_of(token, self.keys)
 
     def _authorised(self, facts: RequestFacts) -> bool:
+        return self._authorising_key(facts) is not None
+
+    def submitter(self, facts: RequestFacts) -> str:
+        """The id of the key the request was let in with (`key_id`); 'anonymous' without one."""
+        key = self._authorising_key(facts) if self.keys else None
+        return key_id(key) if key is not None else ANONYMOUS
+
+    def _authorising_key(self, facts: RequestFacts) -> bytes | None:
         headers = facts.headers
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and self.valid_key(credentials.strip()):
-            return True
+        if scheme.lower() == "bearer" and (key := self._matching_key(credentials.strip())):
+            return key
         if scheme.lower() == "basic":
             try:
                 _, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 password = ""
-            if password and self.valid_key(password):
-                return True
-        if (key := headers.get("x-api-key")) and self.valid_key(key):
-            return True
-        if facts.websocket and (token := facts.query.get("token")) and self.valid_key(token):
-            return True
+            if password and (key := self._matching_key(password)):
+                return key
+        if (presented := headers.get("x-api-key")) and (key := self._matching_key(presented)):
+            return key
+        if facts.websocket and (token := facts.query.get("token")) and (key := self._matching_key(token)):
+            return key
         cookie = SimpleCookie()
         try:
             cookie.load(headers.get("cookie", ""))
         except Exception:  # a malformed Cookie header is no credential
-            return False
+            return None
         session = cookie.get(SESSION_COOKIE)
-        return session is not None and self._valid_session(session.value)
+        return self._session_key(session.value) if session is not None else None
 
     # ----------------------------------------------------------------------------------- signed URLs
 
@@ -238,7 +263,14 @@ class SecurityMiddleware(ASGIMiddleware):
         facts = facts_from_scope(scope)
         refusal = self.policy.refusal(facts)
         if refusal is None:
-            await next_app(scope, receive, send)
+            if facts.method not in STATE_CHANGING or not self.policy.keys_required:
+                await next_app(scope, receive, send)
+                return
+            submitter = SUBMITTER.set(self.policy.submitter(facts))  # what a job submitted here records
+            try:
+                await next_app(scope, receive, send)
+            finally:
+                SUBMITTER.reset(submitter)
         elif refusal.status == 401 and facts.method == "GET" and "text/html" in facts.headers.get("accept", ""):
             await _redirect(send, "/login?" + urlencode({"next": facts.path}))  # a person in a browser
         else:

@@ -12,7 +12,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from core.request_types import INT_MAX, Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Request, Unit
+from core.request_types import INT_MAX, Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Priority, Request, Unit
 from core.upscale.schemas import Passes
 
 # sd.cpp's seed is an int64; below 0 means random (resolved when the job is accepted).
@@ -76,6 +76,9 @@ class GenerationRequest(Request):
     # (its load profile, else the config's [models] table, else the file alone) in place of its model. None: the
     # loaded model.
     model: str | None = None
+    # Not in the spec: higher runs first (-10..10); equal priorities share the workers fairly between API keys,
+    # FIFO within one (README "Priority and fair sharing"). The compat faces leave it at 0.
+    priority: Priority = 0
 
 
 class Txt2ImgRequest(GenerationRequest):

@@ -37,6 +37,10 @@ class GenerationJob(JobSpecBase):
         return self.request.model
 
     @property
+    def priority(self) -> int:
+        return self.request.priority
+
+    @property
     def prompt(self) -> str:
         return self.request.prompt
 

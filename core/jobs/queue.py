@@ -1,5 +1,7 @@
-"""The durable FIFO job queue and its workers: one job at a time per lane, or, on a lane with a `Dispatcher` (the
-generation lane and its worker pool), each job handed in order to the next idle worker, so N jobs run at once.
+"""The durable job queue and its workers: one job at a time per lane, or, on a lane with a `Dispatcher` (the
+generation lane and its worker pool), a job to each idle worker, so N jobs run at once. Which pending job goes
+next is the lane's `FairOrder` (core/workers/pool.py): higher `priority` first, round-robin between the API keys
+that submitted them (`SUBMITTER`, recorded on the spec as `key_id`), FIFO within a key.
 
 Every job is committed to the store before its 202 is sent, and every status change is committed as it
 happens; progress lives in memory while a job runs. Pending and processing jobs are also kept in memory (they
@@ -12,23 +14,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import shutil
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Protocol, get_args
 
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from core.errors import BadRequest, NotFound, ServiceError, TooManyRequests
 from core.events.bus import EventBus, utc_timestamp
 from core.events.types import JobAdded, JobCancelled, JobProgress, JobStatusChanged, JobTransferProgress
 from core.jobs.records import JobRecord, JobStore
 from core.jobs.schemas import (
+    ANONYMOUS,
     TERMINAL,
     Job,
     JobAccepted,
@@ -39,12 +41,16 @@ from core.jobs.schemas import (
     QueueListing,
     QueueQuery,
 )
+from core.workers.pool import FairOrder
 from runners.progress import SamplingStep
 
 log = logging.getLogger("sdcpp_restapi")
 INTERRUPTED = "Interrupted by a server restart while processing; not re-run automatically"
 LANES: tuple[Lane, ...] = get_args(Lane)
 RETRY_AFTER_S = 10
+# Who submits: the id of the API key the request carried (never the key), set by the HTTP layer for the request's
+# duration; a job records it as its spec's `key_id`, and the scheduler shares the workers fairly between them.
+SUBMITTER: ContextVar[str] = ContextVar("submitter", default=ANONYMOUS)
 
 
 class Retention(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,8 +82,11 @@ Executor = Callable[[JobRecord, ProgressReport], Awaitable[list[str]]]
 
 
 class Dispatcher(Protocol):
-    """Hands jobs to workers (core/workers/pool.py): `assign` waits, in arrival order, for an idle worker and
-    returns its name; `release` gives it back when the job has ended."""
+    """Hands jobs to workers (core/workers/pool.py): `idle` returns once a worker is idle (then the queue chooses
+    the job), `assign` waits, in arrival order, for an idle worker and returns its name; `release` gives it back
+    when the job has ended."""
+
+    async def idle(self) -> None: ...
 
     async def assign(self, job_id: str, model: str | None = None) -> str: ...
 
@@ -100,9 +109,10 @@ class JobQueue:
         self.retention = retention or Retention()
         self.active: dict[str, JobRecord] = {}  # pending and processing jobs, in submission order
         self.counts: Counter[str] = Counter()  # jobs per status over the whole history
-        self._lanes: dict[Lane, tuple[MemoryObjectSendStream[str], MemoryObjectReceiveStream[str]]] = {
-            lane: anyio.create_memory_object_stream[str](math.inf) for lane in LANES
-        }
+        self._lanes: dict[Lane, FairOrder] = {lane: FairOrder() for lane in LANES}  # each lane's pending jobs
+        self._arrived = {lane: anyio.Event() for lane in LANES}
+        # The job taken out of the order that waits for its worker (a model load holds them all): next in line.
+        self._handing: dict[Lane, str] = {}
         self._running: dict[str, tuple[Lane, anyio.CancelScope]] = {}  # job id -> its lane, and what cancels it
         self._finished_watchers: list[Callable[[Job], None]] = []
 
@@ -164,21 +174,29 @@ class JobQueue:
         return record.job
 
     def _enqueue(self, record: JobRecord) -> None:
-        assert record.spec is not None
-        self._lanes[record.spec.lane][0].send_nowait(record.job.job_id)
+        spec = record.spec
+        assert spec is not None
+        self._lanes[spec.lane].push(record.job.job_id, spec.priority, spec.key_id)
+        arrived, self._arrived[spec.lane] = self._arrived[spec.lane], anyio.Event()
+        arrived.set()
+
+    async def _next(self, lane: Lane) -> str:
+        """Wait for a pending job of the lane and take the one that goes next out of the lane's order."""
+        order = self._lanes[lane]
+        while (job_id := order.pop()) is None:
+            await self._arrived[lane].wait()
+        return job_id
 
     def position(self, job_id: str) -> int:
-        """1-based place among the pending jobs of the same lane (0 once it runs)."""
+        """1-based place among the pending jobs of the same lane, in the order they will run (0 once it runs)."""
         record = self.active.get(job_id)
         if record is None or record.spec is None or record.job.status != "pending":
             return 0
         lane = record.spec.lane
-        pending = [
-            r.job.job_id
-            for r in self.active.values()
-            if r.job.status == "pending" and r.spec is not None and r.spec.lane == lane
-        ]
-        return pending.index(job_id) + 1
+        handing = self._handing.get(lane)
+        if handing == job_id:
+            return 1
+        return self._lanes[lane].position(job_id) + (handing is not None)
 
     def running(self, lane: Lane = "generation") -> Job | None:
         """The lane's running job (the one that started first, where several run), if any."""
@@ -236,6 +254,8 @@ class JobQueue:
             created_at=utc_timestamp(),
             params=spec.params(),
         )
+        if spec.key_id == ANONYMOUS:
+            spec.key_id = SUBMITTER.get()
         record = JobRecord(job, spec)
         await self.store.add_job(record)
         self.active[job.job_id] = record
@@ -253,6 +273,7 @@ class JobQueue:
         if record.job.status == "processing" and running:
             running[1].cancel()  # its worker alone stops its process and records the cancellation
             return
+        self._lanes[record.spec.lane].remove(job_id)
         await self._set_status(record, "cancelled")
         self.bus.publish(JobCancelled(job_id))
 
@@ -318,20 +339,26 @@ class JobQueue:
         self, execute: Executor, lane: Lane = "generation", dispatcher: Dispatcher | None = None
     ) -> None:
         """Process the lane's jobs forever (until the surrounding task group is cancelled): one at a time, or with a
-        dispatcher each on the worker it assigns, in submission order, as many at once as there are workers."""
+        dispatcher each on the worker it assigns, as many at once as there are workers. The next job is chosen when
+        a worker is free (the lane's `FairOrder`), so jobs that arrive meanwhile compete for it."""
         if dispatcher is None:
-            async for job_id in self._lanes[lane][1]:
-                record = self.active.get(job_id)
+            while True:
+                record = self.active.get(await self._next(lane))
                 if record is None or record.job.status != "pending":
                     continue  # cancelled while waiting
                 await self._run_one(record, execute, lane)
-            return
         async with anyio.create_task_group() as running:
-            async for job_id in self._lanes[lane][1]:
+            while True:
+                await dispatcher.idle()
+                job_id = await self._next(lane)
                 record = self.active.get(job_id)
                 if record is None or record.job.status != "pending" or record.spec is None:
                     continue
-                worker = await dispatcher.assign(job_id, record.spec.wanted_model)
+                self._handing[lane] = job_id
+                try:
+                    worker = await dispatcher.assign(job_id, record.spec.wanted_model)
+                finally:
+                    del self._handing[lane]
                 if record.job.status != "pending":  # cancelled while waiting for a worker
                     dispatcher.release(worker)
                     continue

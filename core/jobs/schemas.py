@@ -33,8 +33,16 @@ PARAMS_DESCRIPTION = (
 RESULT_DESCRIPTION = "What a completed job found besides its outputs: the hash job's {sha256}."
 
 
-class JobSpecBase(msgspec.Struct, tag_field="type"):
+ANONYMOUS = "anonymous"  # the key id of jobs submitted without an API key (a server without keys)
+
+
+class JobSpecBase(msgspec.Struct, tag_field="type", kw_only=True):
     """What a job of one type needs to run, stored with the job (one subclass per type, tagged by `type`)."""
+
+    # The id of the API key that submitted the job (never the key; "anonymous" without keys): the scheduler shares
+    # the workers between keys (core/workers/pool.py FairOrder). Stored in the spec; keyword-only, so each type's
+    # own fields keep their places.
+    key_id: str = ANONYMOUS
 
     # Jobs run one at a time per lane: downloads (network-bound) never hold up generation.
     lane: ClassVar[Lane] = "generation"
@@ -57,6 +65,11 @@ class JobSpecBase(msgspec.Struct, tag_field="type"):
     def wanted_model(self) -> str | None:
         """The model the job runs on, where it names one: the scheduler prefers a worker that holds it."""
         return None
+
+    @property
+    def priority(self) -> int:
+        """Higher goes first (the request's `priority` where the type has one)."""
+        return 0
 
     @property
     def job_type(self) -> JobType:

@@ -23,6 +23,10 @@ class UpscaleJob(JobSpecBase, tag="upscale"):
     def params(self) -> JobParams:
         return request_params(self.request, self.inputs, self.params_type)
 
+    @property
+    def priority(self) -> int:
+        return self.request.priority
+
     @classmethod
     def read_old_params(cls, fields: dict[str, Any]) -> tuple[JobParams, JobResult | None]:
         return super().read_old_params(read_old_image_fields(fields))

@@ -1,8 +1,9 @@
 """The workers and the scheduler that hands them jobs.
 
-Each worker keeps its own resident process (our worker or sd-server) on its own backend and device. A job goes to
-an idle worker, in arrival order: claimants take turns (anyio's lock is FIFO), so a job never overtakes one that
-asked before it. Among idle workers a job prefers one that already holds the model it names (no load), then one
+Each worker keeps its own resident process (our worker or sd-server) on its own backend and device. Which pending
+job goes next is `FairOrder`'s choice (priority, then round-robin between API keys, then FIFO), made only once a
+worker is idle (`WorkerPool.idle`), so a job that arrives while every worker is busy still competes. Claimants of
+workers take turns (anyio's lock is FIFO). Among idle workers a job prefers one that already holds the model it names (no load), then one
 without a recent failure, then the first declared. A model load takes every worker at once: it waits for their
 running jobs, and jobs that arrive meanwhile wait for the load.
 
@@ -12,6 +13,8 @@ restarts the process and the worker takes jobs again, while the other workers go
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +22,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from core.jobs.schemas import ANONYMOUS
 from core.workers.schemas import WorkerInfo, WorkerState
 from runners.process import resident_memory_mib
 from runners.resident_worker import ResidentWorker
@@ -102,6 +106,10 @@ class WorkerPool:
         while not condition():
             await self._changed.wait()
 
+    async def idle(self) -> None:
+        """Return once a worker is idle: the moment to choose the next job (`FairOrder.pop`)."""
+        await self._wait_until(lambda: any(worker.state == "idle" for worker in self.workers))
+
     async def assign(self, job_id: str, model: str | None = None) -> str:
         """Wait, in arrival order, for an idle worker and hand it the job; returns the worker's name."""
         wanted = model or self.default_model
@@ -138,3 +146,144 @@ class WorkerPool:
                 for worker in self.workers:
                     worker.state = "idle"
                 self._notify()
+
+
+# ------------------------------------------------------------------------------------ which pending job goes next
+
+
+class _Level:
+    """The pending jobs of one priority: a FIFO per key, and the keys in round-robin order (a heap of
+    (when the key was last served at this level, its oldest job's arrival, key); stale entries are skipped)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, deque[tuple[int, str]]] = {}  # key -> (arrival, job id), oldest first
+        self.turns: list[tuple[int, int, str]] = []
+        self.current: dict[str, tuple[int, int, str]] = {}  # key -> its live entry in `turns`
+        self.served: dict[str, int] = {}  # key -> the tick it was last served (absent: never, ranks as -1)
+        self.size = 0
+
+    def _queue_turn(self, key: str) -> None:
+        entry = (self.served.get(key, -1), self.jobs[key][0][0], key)
+        self.current[key] = entry
+        heapq.heappush(self.turns, entry)
+
+    def push(self, key: str, arrival: int, job_id: str) -> None:
+        fifo = self.jobs.get(key)
+        if fifo is None:
+            self.jobs[key] = deque([(arrival, job_id)])
+            self._queue_turn(key)
+        else:
+            fifo.append((arrival, job_id))
+        self.size += 1
+
+    def _next_key(self) -> str:
+        while True:
+            entry = self.turns[0]
+            if self.current.get(entry[2]) == entry:
+                return entry[2]
+            heapq.heappop(self.turns)  # stale: its key was emptied or re-queued since
+
+    def pop(self, tick: int) -> str:
+        key = self._next_key()
+        heapq.heappop(self.turns)
+        fifo = self.jobs[key]
+        _, job_id = fifo.popleft()
+        self.served[key] = tick
+        self.size -= 1
+        if fifo:
+            self._queue_turn(key)
+        else:
+            del self.jobs[key], self.current[key]
+        return job_id
+
+    def remove(self, key: str, arrival: int, job_id: str) -> None:
+        fifo = self.jobs[key]
+        head = fifo[0][1] == job_id
+        fifo.remove((arrival, job_id))
+        self.size -= 1
+        if not fifo:
+            del self.jobs[key], self.current[key]
+        elif head:
+            self._queue_turn(key)  # its turn now ranks by its new oldest job
+
+    def ahead(self, key: str, arrival: int) -> int:
+        """How many of this level's jobs leave before the key's job that arrived at `arrival`: its key's older
+        jobs, and from each other key one job per round, the round the job leaves in included for a key whose
+        turn comes first."""
+        fifo = self.jobs[key]
+        rounds = next(index for index, (when, _) in enumerate(fifo) if when == arrival) + 1
+        mine = self.current[key]
+        count = rounds - 1
+        for other, jobs in self.jobs.items():
+            if other != key:
+                count += min(len(jobs), rounds if self.current[other] < mine else rounds - 1)
+        return count
+
+
+class FairOrder:
+    """The pending jobs of one lane and which goes next: the highest priority first; within a priority, the oldest
+    job of the API key served least recently there (round-robin between keys); within a key, FIFO. With one key
+    (a server without keys) and one priority this is plain FIFO.
+
+    Bounds on overtaking, for a pending job J of key K at priority p: jobs of a higher priority always go first
+    (they may keep J waiting as long as they keep arriving); at p, K's older jobs go first, and between two jobs of
+    K at most one job of each other key with jobs pending at p goes. So J, the n-th pending job of K at p, waits at
+    most for n - 1 jobs of K and n jobs of each other key at p, however many jobs those keys queued before it.
+
+    Costs: push O(log k), pop O(log k) amortised (k: keys with pending jobs at the priority; a scan over at most
+    the distinct priorities pending), remove (a cancel) O(jobs of its key), position O(jobs of its key + k)."""
+
+    def __init__(self) -> None:
+        self._levels: dict[int, _Level] = {}  # kept when empty: they remember when each key was served
+        self._pending: set[int] = set()  # the priorities with pending jobs
+        self._where: dict[str, tuple[int, str, int]] = {}  # job id -> (priority, key, arrival)
+        self._arrivals = 0
+        self._ticks = 0
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._where
+
+    def push(self, job_id: str, priority: int = 0, key: str = ANONYMOUS) -> None:
+        self._arrivals += 1
+        self._where[job_id] = (priority, key, self._arrivals)
+        level = self._levels.get(priority)
+        if level is None:
+            level = self._levels[priority] = _Level()
+        level.push(key, self._arrivals, job_id)
+        self._pending.add(priority)
+
+    def pop(self) -> str | None:
+        """The job that goes next, taken out of the order (None: nothing pending)."""
+        if not self._pending:
+            return None
+        priority = max(self._pending)
+        level = self._levels[priority]
+        self._ticks += 1
+        job_id = level.pop(self._ticks)
+        if not level.size:
+            self._pending.discard(priority)
+        del self._where[job_id]
+        return job_id
+
+    def remove(self, job_id: str) -> None:
+        """Take a job out (cancelled while pending); nothing if it is not here."""
+        where = self._where.pop(job_id, None)
+        if where is None:
+            return
+        priority, key, arrival = where
+        level = self._levels[priority]
+        level.remove(key, arrival, job_id)
+        if not level.size:
+            self._pending.discard(priority)
+
+    def position(self, job_id: str) -> int:
+        """1-based place in the order the pending jobs will go in if nothing else arrives (0: not here)."""
+        where = self._where.get(job_id)
+        if where is None:
+            return 0
+        priority, key, arrival = where
+        higher = sum(self._levels[each].size for each in self._pending if each > priority)
+        return higher + self._levels[priority].ahead(key, arrival) + 1
