@@ -83,6 +83,8 @@ class SqliteStore:
         try:
             self._db = open_checked(path)
         except BaseException:
+            # A store it cannot use is left as it was found: the lock file this start made goes too.
+            lock_path(path).unlink(missing_ok=True)
             os.close(self._owner)
             raise
 

@@ -68,11 +68,13 @@ def test_settings_validation_and_persistence(
             "preview_noisy": False,
         },
     }
+    server.stop()  # one server per output folder: the restarted one takes over its store
     again = ServerProcess(tiny_models_dir, server.output_dir, tmp_path / "again.log").start()
     try:
         assert httpx.get(again.url + "/preview/settings").json()["max_size"] == 64
     finally:
         again.stop()
+        server.start()
 
 
 def test_job_events_progress_and_previews_on_the_ws_port(client: httpx.Client, server: ServerProcess) -> None:
