@@ -54,9 +54,11 @@ class JsonRequest(Request[Any, Any, Any]):
         return value
 
 
-def check_query(request: Request) -> None:
+async def check_query(request: Request) -> None:
     """Query parameters go through the rule every other value does (no NUL characters); a `before_request`
-    hook of the app, so a GET's `?search=` is judged as the MCP job tool's `search` is."""
+    hook of the app, so a GET's `?search=` is judged as the MCP job tool's `search` is. Async on purpose: Litestar
+    runs a sync hook in a worker thread, and meanwhile a client that half-closes after an oversized body is taken
+    for gone, so it got no 413 at all."""
     for key, value in request.query_params.multi_items():
         check_values(value, key)
         check_values(key, key)
