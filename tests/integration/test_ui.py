@@ -306,6 +306,40 @@ def test_queue_updates_live_from_a_job_submitted_over_the_api(
     screenshot(driver, "queue")
 
 
+def test_a_queue_thumbnail_opens_the_lightbox_and_back_closes_it(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """Issue 22, defect 1: the lightbox opened from the Queue view was modal inside the hidden Gallery section,
+    invisible, swallowing every click; the browser's Back with it open did the same."""
+    accepted = client.post("/txt2img", json={"prompt": "a lightbox cat", "width": 64, "height": 64, "steps": 2})
+    job_id = accepted.json()["job_id"]
+    assert wait_for_job(client, job_id)["status"] == "completed"
+    open_view(driver, server, "queue")
+    thumb = f'#queue-list li[data-job-id="{job_id}"] .thumb-button'
+    lightbox = by_id(driver, "lightbox")
+    for close in ("button", "back"):
+        click_located(driver, By.CSS_SELECTOR, thumb)
+        wait.until(EC.visibility_of(lightbox))
+        assert "a lightbox cat" in by_id(driver, "lightbox-params").text
+        wait.until(
+            lambda d: d.execute_script("return document.querySelector('#lightbox-media img')?.naturalWidth") == 64
+        )
+        if close == "button":
+            screenshot(driver, "queue-lightbox")
+            click(driver, by_id(driver, "lightbox-close"))
+        else:
+            driver.back()
+        wait.until(EC.invisibility_of_element_located((By.ID, "lightbox")))
+        # Still the Queue view, and it takes clicks again: the filter works.
+        assert driver.execute_script("return location.hash") == "#queue" and by_id(driver, "view-queue").is_displayed()
+        Select(by_id(driver, "queue-status")).select_by_visible_text("cancelled")
+        wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, thumb)))
+        Select(by_id(driver, "queue-status")).select_by_visible_text("all")
+        wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, thumb)))
+    # The lightbox's history entry went with it: Back now leaves the Queue view for the one before.
+    assert driver.execute_script("return history.state") is None
+
+
 def test_gallery_lightbox_use_settings_and_send_to_img2img(
     driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
 ) -> None:
