@@ -64,8 +64,17 @@ struct JobState {
     std::string job_id;
     std::string preview_path;
     int preview_fps = 16;
+    // sd.cpp reports every bar through the one progress callback: loading a LoRA's tensors, the sampling steps,
+    // VAE and upscaler tiles. Only the bars after `generating image: i/N` (or `generate_video`) until a log line
+    // that ends sampling are steps; the log lines come through on_log on the same thread, in order (the same
+    // phases as runners/progress.py reads from sd-cli's stdout).
+    bool sampling = false;
 };
 static JobState current;
+
+// Log messages that start the sampling of an image (or a video) and those that end it.
+static const std::regex SAMPLING_STARTS(R"(generating image: \d+/\d+|generate_video \d+x\d+x\d+)");
+static const std::regex SAMPLING_ENDS(R"(sampling completed|decoding \d+ latents|IMG2IMG|upscaling from|hires fix:)");
 
 static void emit(const json& message) {
     std::lock_guard<std::mutex> lock(protocol_mutex);
@@ -82,11 +91,20 @@ static void on_log(enum sd_log_level_t level, const char* text, void*) {
             last_error.pop_back();
         }
     }
+    if (!current.job_id.empty() && text != nullptr) {
+        if (std::regex_search(text, SAMPLING_STARTS)) {
+            current.sampling = true;
+        } else if (std::regex_search(text, SAMPLING_ENDS)) {
+            current.sampling = false;
+        }
+    }
     log_print(level, text, log_verbose, false);
 }
 
 static void on_progress(int step, int steps, float time, void*) {
-    if (current.job_id.empty()) return;  // loading the model reports progress too: only a job's steps are answers
+    // Loading the model or a LoRA reports progress too, and sampling starts with a step 0: only finished steps
+    // of a job's sampling are answers.
+    if (current.job_id.empty() || !current.sampling || step <= 0) return;
     emit({{"type", "progress"}, {"job_id", current.job_id}, {"step", step}, {"steps", steps}, {"time", time}});
 }
 
