@@ -518,6 +518,57 @@ def test_a_phone_sized_window(driver: Chrome, wait: WebDriverWait, server: Serve
         driver.set_window_size(1200, 900)
 
 
+IN_VIEW = """
+    const rect = arguments[0].getBoundingClientRect();
+    const x = rect.left + rect.width / 2, y = rect.top + rect.height / 2;
+    const hit = document.elementFromPoint(x, y);
+    return rect.top >= 0 && rect.bottom <= window.innerHeight && rect.right <= window.innerWidth
+        && (hit === arguments[0] || arguments[0].contains(hit));"""
+
+
+@pytest.mark.parametrize("size", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
+def test_the_action_bar_stays_in_view(driver: Chrome, server: ServerProcess, size: tuple[int, int]) -> None:
+    """Issue 22, defect 5: Generate was below the fold (y 870 of 900 in txt2img, 1370 in img2img, 1155 on a
+    phone). Generate, Cancel and the progress stay in view, not covered, at the top and the bottom of the form."""
+    driver.set_window_size(*size)
+    try:
+        open_view(driver, server, "generate")
+        for mode in ("txt2img", "img2img"):
+            driver.execute_script(f"document.querySelector('input[name=mode][value={mode}]').click()")
+            for scroll in ("0", "document.documentElement.scrollHeight"):
+                driver.execute_script(f"window.scrollTo(0, {scroll})")
+                for control in ("generate-button", "cancel-button", "progress-label"):
+                    assert driver.execute_script(IN_VIEW, by_id(driver, control)), (mode, scroll, control)
+            screenshot(driver, f"action-bar-{mode}-{size[0]}")
+        driver.execute_script("document.querySelector('input[name=mode][value=txt2img]').click()")
+    finally:
+        driver.set_window_size(1200, 900)
+
+
+def test_the_header_shows_each_workers_state_and_model(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """The workers' state in the header (from GET /workers, refreshed on the live events): name, state, model."""
+    open_view(driver, server, "generate")
+    workers = client.get("/workers").json()
+    assert workers
+    for worker in workers:
+        item = f'#worker-states [data-worker="{worker["name"]}"]'
+        wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, item), "idle"))
+        text = driver.find_element(By.CSS_SELECTOR, item).text
+        assert worker["name"] in text and "flux2_tiny_dit" in text, text
+    driver.execute_script("""
+        window.workerTexts = [];
+        const list = document.getElementById('worker-states');
+        new MutationObserver(() => window.workerTexts.push(list.textContent))
+            .observe(list, {childList: true, characterData: true, subtree: true});""")
+    job = client.post("/txt2img", json={"prompt": "a busy cat", "width": 64, "height": 64, "steps": 8}).json()
+    assert wait_for_job(client, job["job_id"])["status"] == "completed"
+    wait.until(lambda d: "busy" in " ".join(d.execute_script("return window.workerTexts")))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "worker-states"), "idle"))
+    screenshot(driver, "header-workers")
+
+
 def test_the_theme_follows_the_system(driver: Chrome, server: ServerProcess) -> None:
     background = "return getComputedStyle(document.body).backgroundColor"
     open_view(driver, server, "generate")
