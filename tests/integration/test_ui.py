@@ -247,6 +247,8 @@ def test_img2img_with_a_painted_mask(
     canvas = wait.until(EC.visibility_of_element_located((By.ID, "mask-canvas")))
     wait.until(lambda d: d.execute_script("return arguments[0].width", canvas) == 64)
     # Paint a stroke across the middle, erase nothing, then check the exported mask has white and black.
+    # (In the middle of the window: at its bottom edge the sticky action bar would take the strokes.)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
     ActionChains(driver).move_to_element_with_offset(canvas, -40, 0).click_and_hold().move_by_offset(
         40, 0
     ).move_by_offset(40, 0).release().perform()
@@ -516,6 +518,53 @@ def test_a_phone_sized_window(driver: Chrome, wait: WebDriverWait, server: Serve
         assert output["y"] >= controls["y"] + controls["height"] - 1
     finally:
         driver.set_window_size(1200, 900)
+
+
+def test_the_form_and_the_running_job_survive_a_reload(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """Issue 22, defect 3: a reload lost the Generate view ("Idle", Cancel disabled, the result never shown, every
+    field back to the model's defaults). The form comes back from localStorage and the page follows the job this
+    browser queued last: its progress while it runs, then its images."""
+    open_view(driver, server, "generate")
+    type_into(driver, "prompt", "a reloaded cat")
+    type_into(driver, "negative_prompt", "dogs")
+    for field, value in {"width": "64", "height": "64", "steps": "6", "batch_count": "2", "seed": "77"}.items():
+        type_into(driver, field, value)
+    Select(by_id(driver, "sampler")).select_by_visible_text("euler_a")
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(lambda d: newest_job(client)["params"].get("prompt") == "a reloaded cat")
+    job_id = newest_job(client)["job_id"]
+    driver.refresh()
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "generate")
+    wait.until(lambda d: by_id(d, "prompt").get_property("value") == "a reloaded cat")
+    values = {
+        field: by_id(driver, field).get_property("value")
+        for field in ("negative_prompt", "width", "height", "steps", "batch_count", "seed", "sampler")
+    }
+    assert values == {
+        "negative_prompt": "dogs",
+        "width": "64",
+        "height": "64",
+        "steps": "6",
+        "batch_count": "2",
+        "seed": "77",
+        "sampler": "euler_a",
+    }
+    # Still running after the reload: Cancel works again and the progress moves; then both images appear.
+    if client.get(f"/queue/{job_id}").json()["status"] in ("pending", "processing"):
+        assert by_id(driver, "cancel-button").is_enabled()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Done: 2 file(s)"))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#results img")) == 2
+    assert not by_id(driver, "cancel-button").is_enabled()
+    # A second reload shows the finished job's images again, and "Reuse last" knows its seed.
+    driver.refresh()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Done: 2 file(s)"))
+    type_into(driver, "seed", "-1")
+    click(driver, by_id(driver, "seed-reuse"))
+    assert by_id(driver, "seed").get_property("value") == "77"
+    screenshot(driver, "generate-after-reload")
+    driver.execute_script("localStorage.clear()")
 
 
 IN_VIEW = """
