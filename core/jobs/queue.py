@@ -317,16 +317,19 @@ class JobQueue:
                 progress.percentage = percentage if percentage is not None else progress.percentage
                 self.bus.publish(JobTransferProgress(job.job_id, step.done_bytes, total, percentage))
                 return
-            progress.step, progress.total_steps, progress.current_image = step.step, step.total, step.image_index
+            # Within the totals whatever an engine reports (issue 22: LoRA loading counted as steps read 200%).
+            image = min(step.image_index, max(progress.total_images - 1, 0))
+            done = min(step.step, step.total)
+            progress.step, progress.total_steps, progress.current_image = done, step.total, image
             progress.all_steps = step.total * progress.total_images
-            progress.current_all_steps = step.image_index * step.total + step.step
+            progress.current_all_steps = min(image * step.total + done, progress.all_steps)
             progress.percentage = round(100.0 * progress.current_all_steps / max(progress.all_steps, 1), 2)
             self.bus.publish(
                 JobProgress(
                     job.job_id,
-                    step.step,
+                    done,
                     step.total,
-                    step.image_index,
+                    image,
                     progress.total_images,
                     progress.percentage,
                     job.worker,

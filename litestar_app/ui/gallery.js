@@ -46,7 +46,22 @@ function showEntry(position) {
   $('lightbox-img2img').disabled = isVideo(path);
   $('lightbox-upscale').disabled = isVideo(path) || !server.health?.upscaler_loaded;
   $('lightbox-use').disabled = !['txt2img', 'img2img', 'txt2vid'].includes(job.type);
-  if (!$('lightbox').open) $('lightbox').showModal();
+  if (!$('lightbox').open) {
+    $('lightbox').showModal();
+    // Its own history entry (same URL), so that the browser's Back closes it instead of leaving the view.
+    history.pushState({ lightbox: true }, '');
+  }
+}
+
+/** Closes the lightbox (its 'close' handler drops its history entry); resolves once the browser is back on the
+ * view's own entry, so that a navigation right after it is not undone. */
+function closeLightbox() {
+  if (!$('lightbox').open) return Promise.resolve();
+  return new Promise((resolve) => {
+    if (history.state?.lightbox) window.addEventListener('popstate', () => resolve(), { once: true });
+    else resolve();
+    $('lightbox').close();
+  });
 }
 
 /** Opens the lightbox on one job's outputs (from the Queue view). */
@@ -58,19 +73,22 @@ export function openLightbox(job, position) {
 export function init() {
   $('lightbox-prev').addEventListener('click', () => showEntry(index - 1));
   $('lightbox-next').addEventListener('click', () => showEntry(index + 1));
-  $('lightbox-close').addEventListener('click', () => $('lightbox').close());
+  $('lightbox-close').addEventListener('click', closeLightbox);
+  // However it closes (Close, Esc, an action), its history entry goes too; after Back there is none left.
+  $('lightbox').addEventListener('close', () => { if (history.state?.lightbox) history.back(); });
+  window.addEventListener('popstate', () => { if ($('lightbox').open) $('lightbox').close(); });
   $('lightbox').addEventListener('keydown', (event) => {
     if (event.key === 'ArrowLeft') showEntry(index - 1);
     if (event.key === 'ArrowRight') showEntry(index + 1);
   });
-  $('lightbox-use').addEventListener('click', () => {
+  $('lightbox-use').addEventListener('click', async () => {
     const { job } = entries[index];
-    $('lightbox').close();
+    await closeLightbox();
     applyParams(job.params || {}, job.type);
   });
   $('lightbox-img2img').addEventListener('click', guarded(async () => {
     const { path } = entries[index];
-    $('lightbox').close();
+    await closeLightbox();
     await sendToImg2img(outputUrl(path));
   }));
   $('lightbox-upscale').addEventListener('click', guarded(async () => {

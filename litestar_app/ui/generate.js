@@ -14,6 +14,52 @@ let defaultsFor;  // the model whose architecture defaults the form holds (undef
 let formFilled = false;  // the fields no architecture changes hold the contract's defaults
 let lastSeed = null;
 let job = null;  // {id, startedAt} of the job this view follows
+let restored = false;  // the saved form has been put back (once, after the first defaults)
+
+// The form and the job this browser queued last, kept in localStorage so that a reload (or a second tab) comes
+// back to them. Sizes, steps, CFG and sampler are the loaded model's: they come back only for the same model.
+const STORAGE_KEY = 'sdcpp-restapi.generate';
+const TEXT_FIELDS = ['prompt', 'negative_prompt'];
+const MODEL_FIELDS = ['width', 'height', 'steps', 'cfg_scale', 'sampler', 'scheduler', 'video_frames'];
+const FREE_FIELDS = ['batch_count', 'seed', 'strength', 'lora-weight'];
+
+function saved() {
+  try { return JSON.parse(localStorage.getItem(STORAGE_KEY)) ?? {}; } catch { return {}; }
+}
+
+function save(changes = {}) {
+  if (!restored) return;  // nothing overwrites the saved form before it has been put back
+  const fields = {};
+  for (const field of [...TEXT_FIELDS, ...MODEL_FIELDS, ...FREE_FIELDS]) fields[field] = $(field).value;
+  const state = { ...saved(), fields, mode: mode(), upscale: $('upscale').checked, model: defaultsFor ?? null, lastSeed, ...changes };
+  try { localStorage.setItem(STORAGE_KEY, JSON.stringify(state)); } catch { /* storage full or off: not kept */ }
+}
+
+/** Puts the saved form back over the model's defaults, then follows the job this browser queued last. */
+async function restore() {
+  restored = true;
+  const state = saved();
+  const fields = state.fields ?? {};
+  const sameModel = state.model === (defaultsFor ?? null);
+  for (const field of [...TEXT_FIELDS, ...FREE_FIELDS, ...(sameModel ? MODEL_FIELDS : [])]) {
+    if (typeof fields[field] === 'string' && fields[field] !== '') $(field).value = fields[field];
+  }
+  // img2img's input image is not kept (too large for localStorage): that mode comes back without it only by choice.
+  if (state.mode && state.mode !== 'img2img' && !document.querySelector(`input[value="${state.mode}"]`).closest('label').hidden) setMode(state.mode);
+  if (state.upscale && !$('upscale').disabled) $('upscale').checked = true;
+  if (Number.isInteger(state.lastSeed)) lastSeed = state.lastSeed;
+  if (state.jobId && !job) await reattach(state.jobId);
+}
+
+/** Shows a job queued before the reload: its progress while it runs, its result once it is done. */
+async function reattach(jobId) {
+  const current = await api(`/queue/${encodeURIComponent(jobId)}`).catch(() => null);
+  if (!current) { save({ jobId: null }); return; }  // gone (deleted, pruned): nothing to show
+  follow(jobId);
+  if (['completed', 'failed', 'cancelled'].includes(current.status)) await finish(jobId);
+  else if (current.status === 'processing' && current.progress?.total_steps) onProgress({ job_id: jobId, ...current.progress });
+  else if (current.status === 'processing') showProgress('Starting', 0);
+}
 
 const mode = () => document.querySelector('input[name="mode"]:checked').value;
 
@@ -64,6 +110,8 @@ function applyArchitecture() {
   $('width').step = $('height').step = multiple ?? 1;
   $('size-hint').textContent = multiple
     ? `${server.architectures.current_architecture}: width and height must be multiples of ${multiple}.` : '';
+  if (!restored) guarded(restore)();
+  else save();
 }
 
 /** Refuses a size the architecture would round, naming what it would become. */
@@ -125,6 +173,7 @@ async function finish(jobId) {
   job = null;
   $('cancel-button').disabled = true;
   if (finished.params?.seed !== undefined) lastSeed = finished.params.seed;
+  save();
   if (finished.status === 'completed') {
     showProgress(`Done: ${finished.outputs.length} file(s)`, 100);
     $('results').replaceChildren(...finished.outputs.map((path) => element('a', { href: outputUrl(path), target: '_blank', class: 'result' },
@@ -170,6 +219,7 @@ const submit = guarded(async (event) => {
   if (!checkSize() || !$('generate-form').reportValidity()) return;
   const accepted = await api(`/${mode()}`, { method: 'POST', body: requestBody() });
   follow(accepted.job_id);
+  save({ jobId: accepted.job_id });
   showProgress(`Queued (position ${accepted.position})`, 0);
 });
 
@@ -198,6 +248,7 @@ async function useInputImage(dataUrl) {
   const multiple = currentPreset()?.sizeMultiple ?? 1;
   $('width').value = Math.max(multiple, Math.floor(size.width / multiple) * multiple);
   $('height').value = Math.max(multiple, Math.floor(size.height / multiple) * multiple);
+  save();
 }
 
 /** "Send to img2img" from the gallery or queue. */
@@ -213,6 +264,7 @@ export function applyParams(params, type) {
   for (const field of NUMBER_FIELDS) if (typeof params[field] === 'number') $(field).value = params[field];
   if (params.sampler) $('sampler').value = params.sampler;
   $('scheduler').value = params.scheduler ?? '';
+  save();
   location.hash = '#generate';
 }
 
@@ -221,6 +273,8 @@ export function init() {
   mask = createMask({ stage: $('mask-stage'), image: $('init-preview'), canvas: $('mask-canvas'), brushSize: $('brush-size'),
     erase: $('mask-erase'), invertButton: $('mask-invert'), clearButton: $('mask-clear') });
   form.addEventListener('submit', submit);
+  form.addEventListener('input', () => save());
+  form.addEventListener('change', () => save());
   form.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) { event.preventDefault(); form.requestSubmit(); }
   });
@@ -231,10 +285,10 @@ export function init() {
     if (file) await useInputImage(await readFile(file));
   }));
   $('lora-insert').addEventListener('click', insertLora);
-  $('seed-random').addEventListener('click', () => { $('seed').value = -1; });
+  $('seed-random').addEventListener('click', () => { $('seed').value = -1; save(); });
   $('seed-reuse').addEventListener('click', () => {
     if (lastSeed === null) notify('No finished job yet whose seed could be reused.', 'notice');
-    else $('seed').value = lastSeed;
+    else { $('seed').value = lastSeed; save(); }
   });
   $('cancel-button').addEventListener('click', guarded(async () => {
     if (job) await api(`/queue/${job.id}`, { method: 'DELETE' });

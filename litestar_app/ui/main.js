@@ -1,6 +1,6 @@
 // Entry point: the hash router between views, the header's live state and the login dialog.
 
-import { guarded, notify, onLoginRequired } from './api.js';
+import { api, element, guarded, notify, onLoginRequired } from './api.js';
 import * as live from './live.js';
 import { refreshServer, server } from './state.js';
 import * as generate from './generate.js';
@@ -40,6 +40,23 @@ function showServerState() {
   document.getElementById('model-state').textContent = text;
 }
 
+/** The header's workers (GET /workers): name, state and the model each holds; refreshed on the live events. */
+async function showWorkers() {
+  const workers = await api('/workers');
+  document.getElementById('worker-states').replaceChildren(...workers.map((worker) => {
+    const model = worker.models.length ? worker.models.map((path) => path.split('/').pop()).join(', ') : 'no model';
+    const text = `${worker.name}: ${worker.state} · ${model}`;
+    return element('li', { class: worker.state, 'data-worker': worker.name, text,
+      title: worker.last_error ? `${text} (last error: ${worker.last_error})` : `${text} (${worker.backend}, ${worker.device})` });
+  }));
+}
+
+let workersTimer = null;
+/** At most one GET /workers per 150 ms, however fast the events come. */
+function refreshWorkers() {
+  workersTimer ??= setTimeout(() => { workersTimer = null; guarded(showWorkers)(); }, 150);
+}
+
 function start() {
   onLoginRequired(() => {
     const dialog = document.getElementById('login-dialog');
@@ -53,6 +70,10 @@ function start() {
   const refresh = guarded(refreshServer);
   for (const event of ['model_loaded', 'model_unloaded', 'upscaler_loaded', 'upscaler_unloaded']) live.on(event, refresh);
   document.addEventListener('server-state', showServerState);
+  for (const event of ['job_status_changed', 'job_cancelled', 'model_loaded', 'model_unloaded', 'model_loading_progress', 'server_status']) {
+    live.on(event, refreshWorkers);
+  }
+  live.onConnection((connected) => { if (connected) refreshWorkers(); });
   for (const view of Object.values(VIEWS)) view.init();
   window.addEventListener('hashchange', showView);
   live.connect();

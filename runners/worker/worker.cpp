@@ -171,9 +171,14 @@ static void on_log(enum sd_log_level_t level, const char* text, void*) {
 }
 
 static void on_progress(int step, int steps, float time, void*) {
-    if (current.job_id.empty()) return;  // loading the model reports progress too: only a job's steps are answers
-    emit({{"type", "progress"}, {"job_id", current.job_id}, {"step", step}, {"steps", steps}, {"time", time}});
-    if (in_sampling && cancel_requested) {
+    // sd.cpp reports every bar through this one callback: loading the model or a LoRA's tensors, the sampling steps
+    // (starting with a step 0), VAE and upscaler tiles. Only finished steps inside the sampler loop (`in_sampling`,
+    // told by the library's own log lines: the same phases runners/progress.py reads from sd-cli) are answers.
+    if (current.job_id.empty() || !in_sampling) return;
+    if (step > 0) {
+        emit({{"type", "progress"}, {"job_id", current.job_id}, {"step", step}, {"steps", steps}, {"time", time}});
+    }
+    if (cancel_requested) {
         in_sampling = false;
         throw JobCancelled{};  // unwinds out of generate_image/generate_video to `run` (see the top of the file)
     }

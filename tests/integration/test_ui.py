@@ -247,6 +247,8 @@ def test_img2img_with_a_painted_mask(
     canvas = wait.until(EC.visibility_of_element_located((By.ID, "mask-canvas")))
     wait.until(lambda d: d.execute_script("return arguments[0].width", canvas) == 64)
     # Paint a stroke across the middle, erase nothing, then check the exported mask has white and black.
+    # (In the middle of the window: at its bottom edge the sticky action bar would take the strokes.)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
     ActionChains(driver).move_to_element_with_offset(canvas, -40, 0).click_and_hold().move_by_offset(
         40, 0
     ).move_by_offset(40, 0).release().perform()
@@ -304,6 +306,40 @@ def test_queue_updates_live_from_a_job_submitted_over_the_api(
         and rerun["params"]["seed"] == wait_for_job(client, accepted["job_id"])["params"]["seed"]
     )
     screenshot(driver, "queue")
+
+
+def test_a_queue_thumbnail_opens_the_lightbox_and_back_closes_it(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """Issue 22, defect 1: the lightbox opened from the Queue view was modal inside the hidden Gallery section,
+    invisible, swallowing every click; the browser's Back with it open did the same."""
+    accepted = client.post("/txt2img", json={"prompt": "a lightbox cat", "width": 64, "height": 64, "steps": 2})
+    job_id = accepted.json()["job_id"]
+    assert wait_for_job(client, job_id)["status"] == "completed"
+    open_view(driver, server, "queue")
+    thumb = f'#queue-list li[data-job-id="{job_id}"] .thumb-button'
+    lightbox = by_id(driver, "lightbox")
+    for close in ("button", "back"):
+        click_located(driver, By.CSS_SELECTOR, thumb)
+        wait.until(EC.visibility_of(lightbox))
+        assert "a lightbox cat" in by_id(driver, "lightbox-params").text
+        wait.until(
+            lambda d: d.execute_script("return document.querySelector('#lightbox-media img')?.naturalWidth") == 64
+        )
+        if close == "button":
+            screenshot(driver, "queue-lightbox")
+            click(driver, by_id(driver, "lightbox-close"))
+        else:
+            driver.back()
+        wait.until(EC.invisibility_of_element_located((By.ID, "lightbox")))
+        # Still the Queue view, and it takes clicks again: the filter works.
+        assert driver.execute_script("return location.hash") == "#queue" and by_id(driver, "view-queue").is_displayed()
+        Select(by_id(driver, "queue-status")).select_by_visible_text("cancelled")
+        wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, thumb)))
+        Select(by_id(driver, "queue-status")).select_by_visible_text("all")
+        wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, thumb)))
+    # The lightbox's history entry went with it: Back now leaves the Queue view for the one before.
+    assert driver.execute_script("return history.state") is None
 
 
 def test_gallery_lightbox_use_settings_and_send_to_img2img(
@@ -482,6 +518,108 @@ def test_a_phone_sized_window(driver: Chrome, wait: WebDriverWait, server: Serve
         assert output["y"] >= controls["y"] + controls["height"] - 1
     finally:
         driver.set_window_size(1200, 900)
+
+
+def test_the_form_and_the_running_job_survive_a_reload(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """Issue 22, defect 3: a reload lost the Generate view ("Idle", Cancel disabled, the result never shown, every
+    field back to the model's defaults). The form comes back from localStorage and the page follows the job this
+    browser queued last: its progress while it runs, then its images."""
+    open_view(driver, server, "generate")
+    type_into(driver, "prompt", "a reloaded cat")
+    type_into(driver, "negative_prompt", "dogs")
+    for field, value in {"width": "64", "height": "64", "steps": "6", "batch_count": "2", "seed": "77"}.items():
+        type_into(driver, field, value)
+    Select(by_id(driver, "sampler")).select_by_visible_text("euler_a")
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(lambda d: newest_job(client)["params"].get("prompt") == "a reloaded cat")
+    job_id = newest_job(client)["job_id"]
+    driver.refresh()
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "generate")
+    wait.until(lambda d: by_id(d, "prompt").get_property("value") == "a reloaded cat")
+    values = {
+        field: by_id(driver, field).get_property("value")
+        for field in ("negative_prompt", "width", "height", "steps", "batch_count", "seed", "sampler")
+    }
+    assert values == {
+        "negative_prompt": "dogs",
+        "width": "64",
+        "height": "64",
+        "steps": "6",
+        "batch_count": "2",
+        "seed": "77",
+        "sampler": "euler_a",
+    }
+    # Still running after the reload: Cancel works again and the progress moves; then both images appear.
+    if client.get(f"/queue/{job_id}").json()["status"] in ("pending", "processing"):
+        assert by_id(driver, "cancel-button").is_enabled()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Done: 2 file(s)"))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#results img")) == 2
+    assert not by_id(driver, "cancel-button").is_enabled()
+    # A second reload shows the finished job's images again, and "Reuse last" knows its seed.
+    driver.refresh()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Done: 2 file(s)"))
+    type_into(driver, "seed", "-1")
+    click(driver, by_id(driver, "seed-reuse"))
+    assert by_id(driver, "seed").get_property("value") == "77"
+    screenshot(driver, "generate-after-reload")
+    # The tests after this one start from a plain form again.
+    driver.execute_script("localStorage.clear()")
+    for field, value in {"negative_prompt": "", "steps": "2", "batch_count": "1", "seed": "-1"}.items():
+        type_into(driver, field, value)
+    Select(by_id(driver, "sampler")).select_by_visible_text("euler")
+
+
+IN_VIEW = """
+    const rect = arguments[0].getBoundingClientRect();
+    const x = rect.left + rect.width / 2, y = rect.top + rect.height / 2;
+    const hit = document.elementFromPoint(x, y);
+    return rect.top >= 0 && rect.bottom <= window.innerHeight && rect.right <= window.innerWidth
+        && (hit === arguments[0] || arguments[0].contains(hit));"""
+
+
+@pytest.mark.parametrize("size", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
+def test_the_action_bar_stays_in_view(driver: Chrome, server: ServerProcess, size: tuple[int, int]) -> None:
+    """Issue 22, defect 5: Generate was below the fold (y 870 of 900 in txt2img, 1370 in img2img, 1155 on a
+    phone). Generate, Cancel and the progress stay in view, not covered, at the top and the bottom of the form."""
+    driver.set_window_size(*size)
+    try:
+        open_view(driver, server, "generate")
+        for mode in ("txt2img", "img2img"):
+            driver.execute_script(f"document.querySelector('input[name=mode][value={mode}]').click()")
+            for scroll in ("0", "document.documentElement.scrollHeight"):
+                driver.execute_script(f"window.scrollTo(0, {scroll})")
+                for control in ("generate-button", "cancel-button", "progress-label"):
+                    assert driver.execute_script(IN_VIEW, by_id(driver, control)), (mode, scroll, control)
+            screenshot(driver, f"action-bar-{mode}-{size[0]}")
+        driver.execute_script("document.querySelector('input[name=mode][value=txt2img]').click()")
+    finally:
+        driver.set_window_size(1200, 900)
+
+
+def test_the_header_shows_each_workers_state_and_model(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """The workers' state in the header (from GET /workers, refreshed on the live events): name, state, model."""
+    open_view(driver, server, "generate")
+    workers = client.get("/workers").json()
+    assert workers
+    for worker in workers:
+        item = f'#worker-states [data-worker="{worker["name"]}"]'
+        wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, item), "idle"))
+        text = driver.find_element(By.CSS_SELECTOR, item).text
+        assert worker["name"] in text and "flux2_tiny_dit" in text, text
+    driver.execute_script("""
+        window.workerTexts = [];
+        const list = document.getElementById('worker-states');
+        new MutationObserver(() => window.workerTexts.push(list.textContent))
+            .observe(list, {childList: true, characterData: true, subtree: true});""")
+    job = client.post("/txt2img", json={"prompt": "a busy cat", "width": 64, "height": 64, "steps": 8}).json()
+    assert wait_for_job(client, job["job_id"])["status"] == "completed"
+    wait.until(lambda d: "busy" in " ".join(d.execute_script("return window.workerTexts")))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "worker-states"), "idle"))
+    screenshot(driver, "header-workers")
 
 
 def test_the_theme_follows_the_system(driver: Chrome, server: ServerProcess) -> None:

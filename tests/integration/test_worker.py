@@ -82,6 +82,38 @@ def test_batches_and_steps_beyond_sd_servers_caps(loaded: httpx.Client, server: 
     assert config_of(server, batch)["engine"] == config_of(server, long)["engine"] == "worker (resident)"
 
 
+def test_a_lora_in_the_prompt_is_not_counted_as_sampling_steps(loaded: httpx.Client, server: ServerProcess) -> None:
+    """Issue 22, defect 2: sd.cpp reports loading the LoRA's tensors through the same progress callback as the
+    sampling steps, so a batch read "step 18/18 100%" before sampling and ended at 200%. Every job_progress event
+    on the WebSocket and every GET /queue/{id} on the way count only sampling steps, within their totals."""
+    body = {"prompt": "a cat <lora:tiny_lora:0.7>", "width": 64, "height": 64, "steps": 3, "batch_count": 2}
+    with connect(f"ws://127.0.0.1:{server.ws_port}") as ws:
+        job_id = loaded.post("/txt2img", json={**body, "preview": False}).json()["job_id"]
+        progress: list[dict] = []
+        polled: list[dict] = []
+        status = ""
+        while status not in ("completed", "failed", "cancelled"):
+            message = json.loads(ws.recv(timeout=120))
+            if message["data"].get("job_id") != job_id:
+                continue
+            if message["event"] == "job_progress":
+                progress.append(message["data"])
+                polled.append(loaded.get(f"/queue/{job_id}").json()["progress"])
+            elif message["event"] == "job_status_changed":
+                status = message["data"]["status"]
+    assert status == "completed"
+    final = loaded.get(f"/queue/{job_id}").json()["progress"]
+    # Two images of three steps each: six events, never beyond the totals, the percentage only rising to 100.
+    assert [(p["current_image"], p["step"]) for p in progress] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    for seen in [*progress, *polled, final]:
+        assert seen["step"] <= seen["total_steps"] == 3, seen
+        assert seen["current_image"] < seen["total_images"] == 2, seen
+        assert 0 <= seen["percentage"] <= 100, seen
+    percentages = [p["percentage"] for p in progress]
+    assert percentages == sorted(percentages) and percentages[-1] == 100
+    assert (final["current_image"], final["step"], final["percentage"]) == (1, 3, 100)
+
+
 def test_outputs_equal_sd_clis(
     loaded: httpx.Client, server: ServerProcess, tiny_models_dir: Path, tmp_path: Path
 ) -> None:
