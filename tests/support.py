@@ -96,11 +96,14 @@ def running_server_with(
         process.stop()
 
 
-def running_server_with_config(models_dir: Path, work: Path, toml: str) -> Iterator[ServerProcess]:
-    """A server started with `--config` pointing at a TOML file holding `toml`."""
+def running_server_with_config(
+    models_dir: Path, work: Path, toml: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A server started with `--config` pointing at a TOML file holding `toml` (and `env` added to its environment,
+    e.g. SDCPP_RESTAPI_API_KEYS)."""
     config = work / "config.toml"
     config.write_text(toml)
-    yield from running_server_with(models_dir, work, "--config", str(config))
+    yield from running_server_with(models_dir, work, "--config", str(config), env=env)
 
 
 def server_fixture(models_fixture: str = "tiny_models_dir", *extra: str):  # type: ignore[no-untyped-def]

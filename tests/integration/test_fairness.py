@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import TINY_LOAD
-from tests.support import ServerProcess, wait_for_job, wait_until
+from tests.support import ServerProcess, running_server_with_config, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B = "fair-key-alpha-0123456789", "fair-key-bravo-9876543210"
@@ -21,22 +21,12 @@ SMALL = {"width": 64, "height": 64, "steps": 6, "preview": False}
 
 @pytest.fixture(scope="module")
 def server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("fairness")
-    config = work / "config.toml"
-    config.write_text('[[workers]]\nname = "only"\nthreads = 1\n')
-    process = ServerProcess(
+    yield from running_server_with_config(
         own_models_dir,
-        work / "output",
-        work / "server.log",
-        "--config",
-        str(config),
+        tmp_path_factory.mktemp("fairness"),
+        '[[workers]]\nname = "only"\nthreads = 1\n',
         env={"SDCPP_RESTAPI_API_KEYS": f"{KEY_A}, {KEY_B}"},
     )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def client(server: ServerProcess, key: str) -> httpx.Client:

@@ -11,26 +11,25 @@ import base64
 import io
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import anyio
 import httpx
-import httpx2
 import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
 from litestar_app.mcp_tools import GENERATE_SCHEMA, JOB_SCHEMA, MODEL_SCHEMA
 from tests.conftest import TINY_LOAD
 from tests.fake_hubs import FakeHubs
+from tests.integration.test_mcp import mcp_session as keyed_mcp_session
 from tests.support import ServerProcess, wait_for_job
 
 pytestmark = pytest.mark.integration
@@ -257,16 +256,8 @@ def test_openai_multipart_text_that_is_not_utf8_is_400(
 # ---------------------------------------------------------------------------------------------- MCP
 
 
-@asynccontextmanager
-async def mcp_session(server: ServerProcess) -> AsyncIterator[ClientSession]:
-    client = httpx2.AsyncClient(headers=AUTH, timeout=httpx2.Timeout(30, read=300))
-    async with (
-        client,
-        streamable_http_client(server.url + "/mcp", http_client=client) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
+def mcp_session(server: ServerProcess) -> AbstractAsyncContextManager[ClientSession]:
+    return keyed_mcp_session(server, AUTH)
 
 
 MCP_CASES: list[tuple[str, dict[str, Any], str]] = [

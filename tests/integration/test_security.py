@@ -41,22 +41,12 @@ def open_server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def keyed_server(own_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    work = tmp_path_factory.mktemp("keyed")
-    config = work / "config.toml"
-    config.write_text(f'[cors]\nallow_origins = ["{UI}"]\n')
-    process = ServerProcess(
+    yield from running_server_with_config(
         own_models_dir,
-        work / "output",
-        work / "server.log",
-        "--config",
-        str(config),
+        tmp_path_factory.mktemp("keyed"),
+        f'[cors]\nallow_origins = ["{UI}"]\n',
         env={"SDCPP_RESTAPI_API_KEYS": f"other-key, {KEY}"},
     )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 # ------------------------------------------------------------------------------------ cross-site, types
