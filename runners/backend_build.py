@@ -153,7 +153,8 @@ def checked_flags(backend: str, host: Host, fetch: bool) -> list[str]:
     for verdict in verdicts:
         say(verdict.line())
     errors: list[str] = []
-    if fetch and any(not verdict.ok and verdict.fetch is not None for verdict in verdicts):
+    hopeless = any(not verdict.ok and verdict.fetch is None for verdict in verdicts)  # then fetch nothing (~420 MB)
+    if fetch and not hopeless and any(not verdict.ok for verdict in verdicts):
         errors = fetch_missing(verdicts)
         fetched = [verdict.requirement for verdict in verdicts if not verdict.ok]
         verdicts = run_checks(checks, host)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runners import backend_build
+from runners import backend_build, build_preflight
 from runners.build_preflight import (
     DEBIAN13_VULKAN_DIR,
     Host,
@@ -266,3 +266,50 @@ def test_the_cpu_build_keeps_its_flags_so_existing_builds_stay_current(tmp_path:
         "-DCMAKE_BUILD_TYPE=Release",
         "-DSD_BUILD_EXAMPLES=ON",
     ]
+
+
+def test_nothing_is_fetched_when_something_else_cannot_be_had(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fetching(requirement: str, target: Path) -> str | None:
+        raise AssertionError("fetched 420 MB for a build that cannot work anyway")
+
+    monkeypatch.setattr(build_preflight, "fetch_cublas", no_fetching)
+    for name in ("cmake", "c++"):
+        executable(tmp_path / "bin" / name)
+    toolkit = cuda_toolkit(tmp_path / "cuda")  # no cuBLAS (fetchable), and no architecture (not)
+    with pytest.raises(SystemExit) as stop:
+        backend_build.checked_flags("cuda", host(tmp_path, cuda_roots=(toolkit,)), fetch=True)
+    assert "- CUDA architectures:" in str(stop.value)
+
+
+def test_a_fetched_cublas_is_checked_again_and_its_flags_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched: list[tuple[str, Path]] = []
+
+    def fake_wheel(requirement: str, target: Path) -> str | None:
+        fetched.append((requirement, target))
+        lib = target / "nvidia" / "cu13" / "lib"
+        lib.mkdir(parents=True)
+        (lib / "libcublas.so").touch()
+        (lib / "libcublasLt.so").touch()
+        return None
+
+    monkeypatch.setattr(build_preflight, "fetch_cublas", fake_wheel)
+    for name in ("cmake", "c++"):
+        executable(tmp_path / "bin" / name)
+    toolkit = cuda_toolkit(tmp_path / "cuda")
+    flags = backend_build.checked_flags("cuda", host(tmp_path, cuda_roots=(toolkit,), cuda_arch="90"), fetch=True)
+    wheel = tmp_path / "work" / "cublas-13.0"
+    assert fetched == [("nvidia-cublas==13.0.*", wheel)]
+    assert flags[-2:] == [
+        f"-DCMAKE_PREFIX_PATH={wheel}/nvidia/cu13",
+        f"-DCMAKE_CUDA_FLAGS=-I{wheel}/nvidia/cu13/include",
+    ]
+
+
+def test_a_failed_fetch_is_reported_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_preflight, "fetch_cublas", lambda requirement, target: "pip could not reach the index")
+    for name in ("cmake", "c++"):
+        executable(tmp_path / "bin" / name)
+    toolkit = cuda_toolkit(tmp_path / "cuda")
+    with pytest.raises(SystemExit) as stop:
+        backend_build.checked_flags("cuda", host(tmp_path, cuda_roots=(toolkit,), cuda_arch="90"), fetch=True)
+    assert "- fetching cuBLAS: pip could not reach the index" in str(stop.value)
