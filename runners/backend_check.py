@@ -67,7 +67,7 @@ def check(backend: str, models: Path, size: int, steps: int) -> bool:
         for flag, relative in TINY_SET:
             argv += [flag, str(models / relative)]
         argv += ["-p", "a lovely cat", "-W", str(size), "-H", str(size), "--steps", str(steps), "-s", "42"]
-        argv += ["-o", str(image)]
+        argv += ["-o", str(image), "-v"]  # -v: ggml's Vulkan device lines are DEBUG
         started = time.monotonic()
         run = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
         seconds = time.monotonic() - started

@@ -1,6 +1,7 @@
 """The device facts sd.cpp's ggml prints when a backend starts: which GPUs it found, their VRAM, or why none.
 
-ggml prints them once per process on stderr (its default log callback), before the model loads:
+ggml prints them once per process before the model loads, through sd.cpp's log (so with sd.cpp's `[LEVEL] file:line
+- ` prefix; the Vulkan lines are DEBUG, printed only with `-v`):
 
     ggml_cuda_init: found 1 CUDA devices (Total VRAM: 143156 MiB):
       Device 0: NVIDIA H200, compute capability 9.0, VMM: no, VRAM: 143156 MiB

@@ -44,7 +44,7 @@ def test_sd_cli_draws_on_lavapipe_and_says_so(tiny_models_dir: Path, tmp_path: P
     argv = [str(VULKAN / "sd-cli")]
     for flag, folder, key in TINY_FILES:
         argv += [flag, str(tiny_models_dir / folder / TINY_LOAD[key])]
-    argv += ["-p", "a lovely cat", "-W", "64", "-H", "64", "--steps", "2", "-s", "7", "-o", str(image)]
+    argv += ["-p", "a lovely cat", "-W", "64", "-H", "64", "--steps", "2", "-s", "7", "-o", str(image), "-v"]
     run = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **LAVAPIPE}, timeout=900, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     facts = parse_device_log([*run.stderr.splitlines(), *run.stdout.splitlines()])

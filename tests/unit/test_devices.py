@@ -16,7 +16,7 @@ ggml_cuda_init: found 2 CUDA devices (Total VRAM: 48640 MiB):
 text_encoders 235.06MB(VRAM), diffusion_model 1639.41MB(VRAM), vae 94.72MB(VRAM), controlnet 0.00MB(VRAM), pmid 0.00MB(VRAM)
 """
 
-# Our CUDA build (GGML_CUDA_NO_VMM) on this machine, which has no NVIDIA driver: sd-cli goes on on the CPU.
+# A CUDA build on a machine without an NVIDIA driver (../shared/notes/gpu-builds.md): sd-cli goes on on the CPU.
 CUDA_NO_DRIVER = """\
 ggml_cuda_init: failed to initialize CUDA: CUDA driver version is insufficient for CUDA runtime version
 [INFO ] stable-diffusion.cpp:859  - total params memory size = 14.39MB (VRAM 0.00MB, RAM 14.39MB): \
@@ -29,14 +29,20 @@ ggml_cuda_init: found 1 ROCm devices (Total VRAM: 24560 MiB):
   Device 0: AMD Radeon RX 7900 XTX, gfx1100 (0x1100), VMM: no, Wave Size: 32, VRAM: 24560 MiB
 """
 
-# The Vulkan build on Mesa's lavapipe with GGML_VK_VISIBLE_DEVICES=0, and without it.
+# Captured here: our Vulkan build's sd-cli -v on Mesa's lavapipe with GGML_VK_VISIBLE_DEVICES=0 (ggml's lines come
+# through sd.cpp's log, at DEBUG level, so only with -v), and without that variable.
 VULKAN_LAVAPIPE = """\
-ggml_vulkan: Found 1 Vulkan devices:
-ggml_vulkan: 0 = llvmpipe (LLVM 15.0.6, 256 bits) (llvmpipe) | uma: 1 | fp16: 1 | bf16: 0 | warp size: 8 | \
-shared memory: 32768 | int dot: 0 | matrix cores: none
-ggml_vulkan: Warning: Device type is CPU. This is probably not the device you want.
+[DEBUG] ggml_extend.hpp:60   - ggml_vulkan: Found 1 Vulkan devices:
+[DEBUG] ggml_extend.hpp:60   - ggml_vulkan: 0 = llvmpipe (LLVM 15.0.6, 256 bits) (llvmpipe) | uma: 0 | fp16: 1 | \
+bf16: 0 | warp size: 8 | shared memory: 32768 | int dot: 0 | matrix cores: none
+[DEBUG] ggml_extend.hpp:60   - ggml_vulkan: Warning: Device type is CPU. This is probably not the device you want.
+[DEBUG] util.cpp:713  - Found 2 backend devices:
+[DEBUG] util.cpp:716  - #0: Vulkan0
+[DEBUG] ggml_extend.hpp:110  - Initializing backend: Vulkan0
+[INFO ] stable-diffusion.cpp:858  - total params memory size = 14.39MB (VRAM 14.39MB, RAM 0.00MB): \
+text_encoders 9.91MB(VRAM), diffusion_model 1.92MB(VRAM), vae 2.56MB(VRAM), controlnet 0.00MB(VRAM), pmid 0.00MB(VRAM)
 """
-VULKAN_NONE = "ggml_vulkan: No devices found.\n"
+VULKAN_NONE = "[INFO ] ggml_extend.hpp:63   - ggml_vulkan: No devices found.\n"
 
 
 def test_cuda_devices_with_vram_and_compute_capability() -> None:
@@ -68,11 +74,13 @@ def test_rocm_devices_carry_their_gfx_architecture() -> None:
 
 
 def test_vulkan_device_names_keep_their_parentheses_and_the_driver() -> None:
-    (device,) = parse_device_log(VULKAN_LAVAPIPE.splitlines()).devices
+    facts = parse_device_log(VULKAN_LAVAPIPE.splitlines())
+    (device,) = facts.devices
     assert device == GpuDevice(
-        backend="Vulkan", index=0, name="llvmpipe (LLVM 15.0.6, 256 bits)", driver="llvmpipe", uma=True
+        backend="Vulkan", index=0, name="llvmpipe (LLVM 15.0.6, 256 bits)", driver="llvmpipe", uma=False
     )
     assert device.vram_mib is None
+    assert (facts.params_vram_mib, facts.params_ram_mib) == (14.39, 0.0)
 
 
 def test_vulkan_without_devices() -> None:
