@@ -16,7 +16,7 @@ ggml_cuda_init: found 2 CUDA devices (Total VRAM: 48640 MiB):
 text_encoders 235.06MB(VRAM), diffusion_model 1639.41MB(VRAM), vae 94.72MB(VRAM), controlnet 0.00MB(VRAM), pmid 0.00MB(VRAM)
 """
 
-# A CUDA build on a machine without an NVIDIA driver (../shared/notes/gpu-builds.md): sd-cli goes on on the CPU.
+# Our CUDA build (`just check-cuda 90`) on this machine, which has no NVIDIA driver: sd-cli goes on on the CPU.
 CUDA_NO_DRIVER = """\
 ggml_cuda_init: failed to initialize CUDA: CUDA driver version is insufficient for CUDA runtime version
 [INFO ] stable-diffusion.cpp:859  - total params memory size = 14.39MB (VRAM 0.00MB, RAM 14.39MB): \
