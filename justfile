@@ -27,6 +27,29 @@ venv:
 backend name="cpu": venv
     {{bin}}/python bin/build-backend {{name}}
 
+# Opt-in, NOT part of `just test` (~20 min per architecture on 2 cores). Builds into its own data folder
+# (SDCPP_CHECK_CUDA_DATA_DIR, default ~/.local/share/sdcpp-restapi-check-cuda); the tiny image runs on the GPU, or on
+# the CPU fallback where there is no driver.
+# build the CUDA backend apart (opt-in, slow) and check its binaries link, run and make a tiny image
+check-cuda arch="90" jobs="2": venv
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export SDCPP_RESTAPI_DATA_DIR="${SDCPP_CHECK_CUDA_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/sdcpp-restapi-check-cuda}"
+    nice -n 19 {{bin}}/python bin/build-backend cuda --cuda-arch "{{arch}}" -j {{jobs}}
+    {{bin}}/python -m fixtures.tiny_models "$SDCPP_RESTAPI_DATA_DIR/tiny-models" > /dev/null
+    {{bin}}/python -m runners.backend_check cuda --models "$SDCPP_RESTAPI_DATA_DIR/tiny-models"
+
+# Opt-in like check-cuda (~10 min on 2 cores); data folder SDCPP_CHECK_VULKAN_DATA_DIR. Fetches Debian 13's Vulkan
+# headers into the build folder when the system's are older than 1.3.272; lavapipe is device 0 where there is no GPU.
+# build the Vulkan backend apart (opt-in, slow) and make a tiny image on Vulkan device 0
+check-vulkan jobs="2": venv
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export SDCPP_RESTAPI_DATA_DIR="${SDCPP_CHECK_VULKAN_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/sdcpp-restapi-check-vulkan}"
+    nice -n 19 {{bin}}/python bin/build-backend vulkan -j {{jobs}}
+    {{bin}}/python -m fixtures.tiny_models "$SDCPP_RESTAPI_DATA_DIR/tiny-models" > /dev/null
+    GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}" {{bin}}/python -m runners.backend_check vulkan --models "$SDCPP_RESTAPI_DATA_DIR/tiny-models"
+
 # start the API server (extra flags go to `sdcpp-restapi serve`, e.g. `just serve --port 9000`)
 serve *args: venv backend
     {{bin}}/sdcpp-restapi serve {{args}}

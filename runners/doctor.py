@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from runners.backend_build import BACKEND_CMAKE_FLAGS, installed_is_current, wanted_manifest
+from runners.backend_build import BACKENDS, sources_are_current
 from runners.capabilities import parse_help
 from runners.paths import backend_dir
 
@@ -112,13 +112,13 @@ def check_worker(path: Path | None, backend: str) -> Finding:
 def check_backend_build(backend: str, sd_cli: Path) -> Finding:
     """A build-backend install is current when its manifest matches what this version would build."""
     install = backend_dir(backend)
-    if backend not in BACKEND_CMAKE_FLAGS or sd_cli.parent != install:
+    if backend not in BACKENDS or sd_cli.parent != install:
         return Finding(Verdict.NOTE, f"custom binaries ({sd_cli.parent}): not a build-backend build, not compared")
     if not (install / "manifest.json").is_file():
         return problem(
             f"no build of backend '{backend}' at {install}", f"sdcpp-restapi build-backend {backend} (or just backend)"
         )
-    if not installed_is_current(install, wanted_manifest(backend)):
+    if not sources_are_current(install, backend):
         return problem(
             f"the '{backend}' build at {install} is older than this version's pinned sources or worker",
             f"sdcpp-restapi build-backend {backend} (rebuilds only what changed)",
