@@ -147,6 +147,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         Retention, Meta(description="how much finished job history the store keeps (off by default: all of it)")
     ] = msgspec.field(default_factory=Retention)
     status_interval_s: Annotated[float, Meta(description="period of the server_status heartbeat event")] = 5.0
+    head_timeout_s: Annotated[
+        float,
+        Meta(gt=0, description="how long a client may take to send a whole request head (then a 408, slowloris)"),
+    ] = 30.0
+    body_idle_timeout_s: Annotated[
+        float, Meta(gt=0, description="how long a client may pause while sending a request body (then a 408)")
+    ] = 60.0
     idempotency_window_s: Annotated[
         float,
         Meta(

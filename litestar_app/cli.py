@@ -16,6 +16,7 @@ from core.doctor import CheckResult, all_well, run_checks
 from core.service import build_service
 from core.settings import COMMAND_LINE, CONFIG_FILE, Settings, SettingsError, load_settings
 from core.store import StoreUnusable
+from litestar_app.slow_clients import slow_client_protocol
 from runners import backend_build
 from runners.binaries import BinaryNotFound
 from runners.doctor import Verdict
@@ -123,6 +124,7 @@ async def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
+        http=slow_client_protocol(settings.head_timeout_s, settings.body_idle_timeout_s),
     )
     log.info("listening on http://%s:%d", settings.host, settings.port)
     await uvicorn.Server(config).serve()
