@@ -61,7 +61,7 @@ class _OldLlmState(msgspec.Struct):
 def _inputs(params: dict[str, Any], old: dict[str, Any]) -> InputFiles:
     """The saved input files an old spec names; single images take their size from the old params' description."""
     described = read_old_image_fields(params)
-    files: dict[str, object] = {}
+    files: dict[str, InputImage | list[InputImage]] = {}
     for image_input in IMAGE_INPUTS:
         if image_input.many:
             paths = old.get(f"{image_input.field}_files")

@@ -57,10 +57,6 @@ class LoginSessions:
         await self._save()
         return token
 
-    def valid(self, token: str, keys: Iterable[bytes]) -> bool:
-        """The token names a live session signed in with one of the configured `keys`."""
-        return self.key_of(token, keys) is not None
-
     def key_of(self, token: str, keys: Iterable[bytes]) -> bytes | None:
         """The configured key a live session was signed in with (None: no such session, or its key is gone)."""
         session = self.sessions.get(self._id(token))

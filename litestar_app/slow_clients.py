@@ -30,6 +30,9 @@ def _408(message: str) -> bytes:
 def slow_client_protocol(head_timeout_s: float, body_idle_timeout_s: float) -> type[asyncio.Protocol]:
     """The protocol class for uvicorn.Config(http=...), with these deadlines."""
 
+    head_message = f"request head not complete within {head_timeout_s:g} s (head_timeout_s)"
+    body_message = f"request body paused for more than {body_idle_timeout_s:g} s (body_idle_timeout_s)"
+
     class SlowClientDeadlines(H11Protocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -37,7 +40,7 @@ def slow_client_protocol(head_timeout_s: float, body_idle_timeout_s: float) -> t
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm(head_timeout_s, f"request head not complete within {head_timeout_s:g} s (head_timeout_s)")
+            self._arm(head_timeout_s, head_message)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -45,14 +48,13 @@ def slow_client_protocol(head_timeout_s: float, body_idle_timeout_s: float) -> t
             if state is h11.IDLE:
                 return  # the head is not complete yet: its deadline runs on, whatever trickles in
             if state is h11.SEND_BODY:
-                message = f"request body paused for more than {body_idle_timeout_s:g} s (body_idle_timeout_s)"
-                self._arm(body_idle_timeout_s, message)
+                self._arm(body_idle_timeout_s, body_message)
             else:
                 self._disarm()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._arm(head_timeout_s, f"request head not complete within {head_timeout_s:g} s (head_timeout_s)")
+            self._arm(head_timeout_s, head_message)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -399,12 +399,16 @@ class _ImageCounter:
         self.report(SamplingStep(self.image, step, steps))
 
 
+def _b64(path: str) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def _b64_file(path: str | None) -> str | None:
-    return None if path is None else base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return None if path is None else _b64(path)
 
 
 def _b64_files(paths: list[str] | None) -> list[str] | None:
-    return None if paths is None else [base64.b64encode(Path(path).read_bytes()).decode("ascii") for path in paths]
+    return None if paths is None else [_b64(path) for path in paths]
 
 
 def _write_server_result(mode: CliMode, result: ServerResult, job_dir: Path) -> list[Path]:

@@ -21,6 +21,7 @@ from core.errors import BadRequest, ServiceError
 T = TypeVar("T", bound=msgspec.Struct)
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
+PRUNE_EVERY_S = 3600.0  # expired answers are ignored when read; deleting them is housekeeping, not per submit
 
 
 class Unprocessable(ServiceError):
@@ -51,6 +52,7 @@ class IdempotentSubmits:
     def __init__(self, store: IdempotencyStore, window_s: float) -> None:
         self.store, self.window_s = store, window_s
         self._locks: dict[str, anyio.Lock] = {}
+        self._pruned_at = -PRUNE_EVERY_S  # monotonic time of the last prune: the first keyed submit prunes
 
     async def submit(
         self, key: str | None, route: str, request: msgspec.Struct, submit: Callable[[], Awaitable[T]], answer: type[T]
@@ -63,9 +65,12 @@ class IdempotentSubmits:
         lock = self._locks.setdefault(scoped, anyio.Lock())
         try:
             async with lock:
-                await self.store.forget_answers_before(time.time() - self.window_s)
+                oldest_kept = time.time() - self.window_s
+                if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                    self._pruned_at = time.monotonic()
+                    await self.store.forget_answers_before(oldest_kept)
                 remembered = await self.store.remembered_answer(scoped)
-                if remembered is not None:
+                if remembered is not None and remembered.created_at >= oldest_kept:
                     if remembered.fingerprint != fingerprint:
                         raise Unprocessable(
                             f"{HEADER}: this key was used with another request on {route} within the last "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -64,7 +65,7 @@ class InputFiles(msgspec.Struct, omit_defaults=True):
     pm_id_images: list[InputImage] = []
 
     @classmethod
-    def of(cls, saved: dict[str, Any]) -> InputFiles:
+    def of(cls, saved: Mapping[str, InputImage | list[InputImage]]) -> InputFiles:
         """From {InputFiles attribute: image or images} (what decoding the request's images produced)."""
         return msgspec.convert(saved, cls, from_attributes=True)
 
