@@ -276,16 +276,18 @@ class GenerationEngine:
         """sd-server takes images as base64 and LoRAs as a structured list (it ignores prompt tags).
         Blocking (reads files): run off the event loop."""
         tags = parse_lora_tags(options.prompt, self.models.library.folder_of("lora"))
+        images = {  # every input image option (IMAGE_INPUTS' targets), its files as base64
+            image.target: _b64_files(getattr(options, image.target))
+            if image.many
+            else _b64_file(getattr(options, image.target))
+            for image in IMAGE_INPUTS
+            if image.target in GenerationOptions.__struct_fields__
+        }
         for_server = msgspec.structs.replace(
             options,
             prompt=LORA_TAG.sub("", options.prompt).strip(),
             lora=[LoraOption(tag.path, tag.multiplier, tag.is_high_noise) for tag in tags],
-            init_image=_b64_file(options.init_image),
-            mask_image=_b64_file(options.mask_image),
-            control_image=_b64_file(options.control_image),
-            end_image=_b64_file(options.end_image),
-            ref_images=_b64_files(options.ref_images),
-            control_frames=_b64_files(options.control_frames),
+            **images,
         )
         body = build_server_body(for_server)
         body["output_format"] = "webm" if mode == "vid_gen" else "png"
