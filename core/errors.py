@@ -26,3 +26,9 @@ class Conflict(ServiceError):
 
 class TooManyRequests(ServiceError):
     status = 429
+
+
+class StoreUnreachable(ServiceError):
+    """The store's database server does not answer (PostgreSQL down or cut off): try again shortly."""
+
+    status = 503

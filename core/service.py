@@ -38,6 +38,8 @@ from core.models.specs import ConvertJob, DownloadJob, HashJob
 from core.output.folder import OutputFolder
 from core.prompt_help.features import Assistant, PromptEnhancer
 from core.settings import Settings
+from core.store import Store
+from core.store.postgres import PostgresStore
 from core.store.sqlite import STORE_FILE, SqliteStore
 from core.upscale.specs import UpscaleJob
 from core.upscale.submit import UpscaleSubmitter
@@ -57,7 +59,7 @@ class Service:
         settings: Settings,
         binaries: Binaries,
         capabilities: Capabilities,
-        store: SqliteStore,
+        store: Store,
         session_secret: bytes = b"",
     ) -> None:
         self.settings = settings
@@ -216,7 +218,7 @@ class Service:
                     await self.models.stop_resident()
                 tasks.cancel_scope.cancel()
         CHILDREN.configure(None)
-        await anyio.to_thread.run_sync(self.store.close)
+        await self.store.aclose()
 
     def _prepare_folders(self) -> None:
         for folder in self.library.folders.values():
@@ -252,7 +254,7 @@ def worker_specs(settings: Settings, binaries: Binaries) -> list[WorkerSpec]:
 SESSION_SECRET_KEY = "session_secret"
 
 
-async def session_secret(store: SqliteStore) -> bytes:
+async def session_secret(store: Store) -> bytes:
     """A random secret made once and kept in the store, so login cookies survive a restart."""
     if stored := await store.value(SESSION_SECRET_KEY, str):
         return bytes.fromhex(stored)
@@ -261,9 +263,12 @@ async def session_secret(store: SqliteStore) -> bytes:
     return made
 
 
-def open_store(output_root: Path) -> SqliteStore:
-    """The store in the output folder, with any state files of an older version imported first. Blocking;
+def open_store(output_root: Path, url: str = "") -> Store:
+    """The PostgreSQL store of `[store] url`, else the SQLite store in the output folder with any state files of an
+    older version imported first (into PostgreSQL they come through the SQLite store: `import-store`). Blocking;
     raises StoreUnusable (the server stops) for a store or old file it cannot use."""
+    if url:
+        return PostgresStore(url, JOB_CODEC)
     store = SqliteStore(output_root / STORE_FILE, JOB_CODEC)
     try:
         import_legacy_files(store, output_root)
@@ -277,5 +282,5 @@ async def build_service(settings: Settings) -> Service:
     selected = settings.selected_backend()
     binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server, selected.sd_worker)
     capabilities = await read_capabilities(binaries.sd_cli)
-    store = await anyio.to_thread.run_sync(open_store, settings.output_root())
+    store = await anyio.to_thread.run_sync(open_store, settings.output_root(), settings.store.url)
     return Service(settings, binaries, capabilities, store, await session_secret(store))

@@ -2,15 +2,16 @@
 
 Each feature declares the narrow store it takes (the queue's `JobStore`, the hash cache's `HashStore`, the
 `ValueStore` of persisted settings, prompt help's `HistoryStore`, the runners' `ChildBook`); `Store` is all of
-them, and `SqliteStore` (sqlite.py) implements it on one SQLite file in the output folder. A server database
-backing several hosts would implement the same methods. Every async method runs its database work off the event
-loop.
+them. `SqliteStore` (sqlite.py) implements it on one SQLite file in the output folder (the default, one host);
+`PostgresStore` (postgres.py) on a PostgreSQL database that several hosts share (`[store] url`). Every async
+method runs its database work off the event loop.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from core.jobs.idempotency import IdempotencyStore
 from core.jobs.records import JobStore
 from core.models.hashing import HashStore
 from core.prompt_help.features import HistoryStore
@@ -22,5 +23,11 @@ class StoreUnusable(RuntimeError):
     with this message; the file is left untouched."""
 
 
-class Store(JobStore, HashStore, HistoryStore, ChildBook, Protocol):
+class Store(JobStore, IdempotencyStore, HashStore, HistoryStore, ChildBook, Protocol):
     """Everything the features keep (HistoryStore includes the ValueStore of settings and state)."""
+
+    def close(self) -> None:
+        """Blocking: release the store (and its one-server lock)."""
+
+    async def aclose(self) -> None:
+        """Write what is still kept, then close."""

@@ -25,9 +25,10 @@ import msgspec
 
 from core.jobs.idempotency import RememberedAnswer
 from core.jobs.records import JobCodec, JobRecord
-from core.jobs.schemas import ACTIVE, DEFAULT_FINISHED_LISTED, TERMINAL, Job, JobStatus, QueueQuery
+from core.jobs.schemas import DEFAULT_FINISHED_LISTED, Job, JobStatus, QueueQuery
 from core.models.hashing import CachedHash
 from core.store import StoreUnusable
+from core.store.sql import ACTIVE_STATUSES, TERMINAL_STATUSES, job_filters, listing_sql, marks
 
 T = TypeVar("T")
 STORE_FILE = ".sdcpp-restapi.sqlite3"  # dot-file: never listed or served by the output browser
@@ -64,12 +65,7 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _encode = msgspec.json.Encoder().encode
-_ACTIVE = tuple(sorted(ACTIVE))
-_TERMINAL = tuple(sorted(TERMINAL))
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ",".join("?" * len(values))
+_ACTIVE, _TERMINAL, _marks = ACTIVE_STATUSES, TERMINAL_STATUSES, marks
 
 
 class SqliteStore:
@@ -92,6 +88,9 @@ class SqliteStore:
         with self._lock:
             self._db.close()
             os.close(self._owner)  # releases the flock
+
+    async def aclose(self) -> None:
+        await self._off_loop(self.close)
 
     # -------------------------------------------------------------------------------------- plumbing
 
@@ -171,37 +170,16 @@ class SqliteStore:
         )
         return [self._record(row) for row in rows]
 
-    @staticmethod
-    def _filters(query: QueueQuery) -> tuple[str, list[object]]:
-        clauses, args = ["1"], list[object]()
-        if query.status:
-            clauses.append(f"status IN ({_marks(query.status)})")
-            args += query.status
-        if query.type:
-            clauses.append(f"type IN ({_marks(query.type)})")
-            args += query.type
-        if query.search:
-            escaped = query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append("prompt LIKE ? ESCAPE '\\'")
-            args.append(f"%{escaped}%")
-        return " AND ".join(clauses), args
-
     def _list_blocking(self, query: QueueQuery) -> tuple[list[Job], int | None]:
-        where, args = self._filters(query)
+        where, args = job_filters(query, "LIKE")
         with self._lock:
             db = self._db
             if query.limit is None:
                 rows = db.execute(
-                    f"SELECT seq, job FROM jobs WHERE {where} AND status IN ({_marks(_ACTIVE)}) "
-                    f"UNION ALL SELECT * FROM (SELECT seq, job FROM jobs WHERE {where} "
-                    f"AND status IN ({_marks(_TERMINAL)}) ORDER BY seq DESC LIMIT ?)",
-                    (*args, *_ACTIVE, *args, *_TERMINAL, DEFAULT_FINISHED_LISTED),
+                    listing_sql(where, paged=False), (*args, *_ACTIVE, *args, *_TERMINAL, DEFAULT_FINISHED_LISTED)
                 ).fetchall()
             else:
-                rows = db.execute(
-                    f"SELECT seq, job FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
-                    (*args, query.limit or -1, query.offset),
-                ).fetchall()
+                rows = db.execute(listing_sql(where, paged=True), (*args, query.limit or -1, query.offset)).fetchall()
             # Counting scans the matches: only where a filter makes it differ from the caller's total.
             matched = db.execute(f"SELECT count(*) FROM jobs WHERE {where}", args).fetchone()[0] if args else None
         rows.sort()

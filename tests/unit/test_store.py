@@ -1,5 +1,6 @@
-"""The SQLite store on its own: schema versions, refusal of files it cannot use (left untouched), and the
-import of the JSON state files older versions wrote."""
+"""The stores on their own: the same behaviour from the SQLite and the PostgreSQL store (parametrized: jobs,
+listing, search, pruning, values, answers, hashes, histories, child processes), schema versions, refusal of files
+and databases they cannot use (left untouched), and the import of the JSON state files older versions wrote."""
 
 from __future__ import annotations
 
@@ -9,22 +10,30 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import get_args
 
+import anyio
 import msgspec
+import psycopg
 import pytest
+import pytest_asyncio
 
 from core.generation.previews import PreviewSettings
-from core.generation.specs import Img2ImgJob
+from core.generation.requests import Txt2ImgRequest
+from core.generation.specs import Img2ImgJob, Txt2ImgJob
 from core.job_types import JOB_CODEC
+from core.jobs.idempotency import RememberedAnswer
 from core.jobs.records import JobRecord
-from core.jobs.schemas import Job, JobType, Progress, QueueQuery
+from core.jobs.schemas import Job, JobStatus, JobType, Progress, QueueQuery
 from core.legacy_json import import_legacy_files
 from core.models.hashing import CachedHash
 from core.models.specs import HashJob, HashResult
 from core.prompt_help.schemas import ChatMessage, Enhancement
-from core.store import StoreUnusable
+from core.store import Store, StoreUnusable
+from core.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from core.store.postgres import PostgresStore
 from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
 
 
@@ -270,8 +279,7 @@ async def test_values_that_no_longer_fit_stop_the_server(tmp_path: Path) -> None
         assert db.execute("SELECT count(*) FROM state_values").fetchone() == (1,)
 
 
-async def test_a_job_result_is_stored_typed(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+async def test_a_job_result_is_stored_typed(store: Store) -> None:
     spec = HashJob(
         model_type="lora", path="x.safetensors", target="/m/x.safetensors", expected_sha256=None, download_job_id="d"
     )
@@ -288,7 +296,6 @@ async def test_a_job_result_is_stored_typed(tmp_path: Path) -> None:
     read = await store.job("h")
     assert read is not None and read.job == job and read.spec == spec
     assert msgspec.to_builtins(read.job)["result"] == {"sha256": "ef" * 32}
-    store.close()
 
 
 async def test_jobs_an_earlier_sqlite_store_holds_display_with_typed_params(tmp_path: Path) -> None:
@@ -329,3 +336,178 @@ async def test_jobs_an_earlier_sqlite_store_holds_display_with_typed_params(tmp_
 
 def test_the_store_reads_every_job_type() -> None:
     assert set(get_args(JobType)) == set(JOB_CODEC.specs)
+
+
+# ----------------------------------------------------------------------- both stores, the same behaviour
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"], loop_scope="function")  # the test's loop runs its pool
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    made: Store
+    if request.param == "sqlite":
+        made = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    else:
+        made = PostgresStore(request.getfixturevalue("postgres_url"), JOB_CODEC)
+    yield made
+    await made.aclose()
+
+
+def txt2img(job_id: str, prompt: str, status: JobStatus = "pending", created: str = "2026-01-01") -> JobRecord:
+    spec = Txt2ImgJob(request=Txt2ImgRequest(prompt=prompt, seed=1))
+    job = Job(
+        job_id=job_id,
+        type="txt2img",
+        status=status,
+        progress=Progress(),
+        created_at=f"{created}T00:00:00.000Z",
+        params=spec.params(),
+    )
+    return JobRecord(job, spec)
+
+
+async def test_jobs_are_listed_searched_counted_and_pruned_alike(store: Store) -> None:
+    statuses: list[JobStatus] = ["completed", "pending", "failed", "processing", "completed", "cancelled"]
+    prompts = ["A red Fox", "100% cotton", "snake_case", "back\\slash", "plain fox", "other"]
+    for n, (status, prompt) in enumerate(zip(statuses, prompts, strict=True)):
+        await store.add_job(txt2img(f"j{n}", prompt, status, created=f"2026-01-0{n + 1}"))
+    await store.add_job(txt2img("j0", "a duplicate id is ignored"))
+    assert [r.job.job_id for r in await store.active_jobs()] == ["j1", "j3"]
+    assert await store.status_counts() == {"completed": 2, "pending": 1, "failed": 1, "processing": 1, "cancelled": 1}
+
+    async def ids(**query: object) -> tuple[list[str], int | None]:
+        jobs, matched = await store.list_jobs(QueueQuery(**query))  # type: ignore[arg-type]
+        return [job.job_id for job in jobs], matched
+
+    assert await ids() == (["j0", "j1", "j2", "j3", "j4", "j5"], None)
+    assert await ids(search="FOX") == (["j0", "j4"], 2)  # ASCII letters of either case
+    assert await ids(search="%") == (["j1"], 1)  # the wildcards match themselves
+    assert await ids(search="_") == (["j2"], 1)
+    assert await ids(search="\\") == (["j3"], 1)
+    assert await ids(status=["completed", "pending"]) == (["j0", "j1", "j4"], 3)
+    assert await ids(type=["hash"]) == ([], 0)
+    assert await ids(limit=2, offset=1) == (["j3", "j4"], None)  # a page counts from the newest
+    assert await ids(limit=0) == (["j0", "j1", "j2", "j3", "j4", "j5"], None)
+
+    record = txt2img("j1", "100% cotton", "completed")
+    record.job.outputs = ["j1/image_0.png"]
+    await store.save_job(record)
+    saved = await store.job("j1")
+    assert saved is not None and saved.job.status == "completed" and saved.job.outputs == ["j1/image_0.png"]
+    assert await store.job("nope") is None
+
+    assert sorted(await store.prune_finished(3, None)) == ["j0", "j1"]  # the newest 3 finished stay
+    assert await store.prune_finished(0, "2026-01-06") == ["j2", "j4"]  # finished and created before the date
+    assert (await ids())[0] == ["j3", "j5"]
+
+
+class Entry(msgspec.Struct):
+    text: str
+
+
+async def test_values_answers_hashes_histories_and_children_alike(store: Store) -> None:
+    assert await store.value("k", int) is None
+    await store.set_value("k", 1)
+    await store.set_value("k", 2)
+    assert await store.value("k", int) == 2
+    await store.set_value("k", None)
+    assert await store.value("k", int) is None
+
+    answer = RememberedAnswer("f" * 64, b'{"job_id":"x"}', 1000.5)
+    await store.remember_answer("route\nkey", answer)
+    assert await store.remembered_answer("route\nkey") == answer
+    await store.forget_answers_before(2000.0)
+    assert await store.remembered_answer("route\nkey") is None
+
+    await store.set_hash("/m/a", CachedHash(1, 2, "aa"))
+    await store.set_hash("/m/a", CachedHash(3, 4, "bb"))
+    assert await store.hashes() == {"/m/a": CachedHash(3, 4, "bb")}
+
+    entries = [(f"e{n}", Entry(f"o{n}")) for n in range(4)]
+    await store.history_add("enhance", entries[:3], keep=10)
+    await store.history_add("enhance", entries[3:], keep=3)
+    assert await store.history_count("enhance") == 3
+    page = await store.history_page("enhance", Entry, limit=2)
+    assert [e.text for e in page] == ["o3", "o2"]
+    oldest = await store.history_page("enhance", Entry, limit=None, offset=1, newest_first=False)
+    assert [e.text for e in oldest] == ["o2", "o3"]
+    found = await store.history_entry("enhance", "e2", Entry)
+    assert found is not None and found.text == "o2"
+    assert await store.history_delete("enhance", "e2") == 1
+    assert await store.history_delete("enhance") == 2
+
+    await anyio.to_thread.run_sync(store.record_child, 4242, "/bin/sd-cli")
+    assert await anyio.to_thread.run_sync(store.recorded_children) == {4242: "/bin/sd-cli"}
+    await anyio.to_thread.run_sync(store.forget_child, 4242)
+    await anyio.to_thread.run_sync(store.record_child, 4243, "/bin/sd-server")
+    await anyio.to_thread.run_sync(store.forget_all_children)
+    assert await anyio.to_thread.run_sync(store.recorded_children) == {}
+
+
+# ------------------------------------------------------------------------------------ PostgreSQL only
+
+
+def pg_schema(url: str) -> list[tuple[object, ...]]:
+    """Every table and column of the sdcpp_restapi schema, and its version rows: to see it left untouched."""
+    with psycopg.connect(url, autocommit=True) as db:
+        columns = db.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'sdcpp_restapi' "
+            "ORDER BY 1, 2"
+        ).fetchall()
+        try:
+            versions = db.execute("SELECT * FROM sdcpp_restapi.schema_version").fetchall()
+        except psycopg.Error:
+            versions = []
+    return [*columns, *versions]
+
+
+def test_a_new_postgres_store_records_its_schema_version(postgres_url: str) -> None:
+    PostgresStore(postgres_url, JOB_CODEC).close()
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT version, written_by FROM sdcpp_restapi.schema_version").fetchall() == [
+            (PG_SCHEMA_VERSION, "sdcpp-restapi")
+        ]
+
+
+def test_a_postgres_store_of_a_newer_version_is_refused_and_left_untouched(postgres_url: str) -> None:
+    PostgresStore(postgres_url, JOB_CODEC).close()
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("UPDATE sdcpp_restapi.schema_version SET version = 99")
+    before = pg_schema(postgres_url)
+    with pytest.raises(StoreUnusable, match=r"newer version of sdcpp-restapi \(schema 99; this version knows up to"):
+        PostgresStore(postgres_url, JOB_CODEC)
+    assert pg_schema(postgres_url) == before
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        "CREATE TABLE sdcpp_restapi.photos (id INTEGER)",
+        "CREATE TABLE sdcpp_restapi.schema_version (v TEXT); INSERT INTO sdcpp_restapi.schema_version VALUES ('x')",
+        "CREATE TABLE sdcpp_restapi.schema_version (version INTEGER, written_by TEXT); "
+        "INSERT INTO sdcpp_restapi.schema_version VALUES (1, 'someone else')",
+    ],
+)
+def test_a_foreign_sdcpp_restapi_schema_is_refused_and_left_untouched(postgres_url: str, foreign: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("CREATE SCHEMA sdcpp_restapi")
+        for statement in foreign.split("; "):
+            db.execute(statement)
+    before = pg_schema(postgres_url)
+    with pytest.raises(StoreUnusable, match="its schema sdcpp_restapi exists but was not made by sdcpp-restapi"):
+        PostgresStore(postgres_url, JOB_CODEC)
+    assert pg_schema(postgres_url) == before
+
+
+def test_a_second_server_on_one_database_is_refused_until_the_first_is_gone(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url, JOB_CODEC)
+    with pytest.raises(StoreUnusable, match=r"in use by another sdcpp-restapi server \(sdcpp-restapi .* pid \d+"):
+        PostgresStore(postgres_url, JOB_CODEC)
+    first.close()
+    PostgresStore(postgres_url, JOB_CODEC).close()
+
+
+def test_an_unreachable_database_stops_the_start_with_a_clear_message() -> None:
+    with pytest.raises(
+        StoreUnusable, match=r"cannot reach the PostgreSQL store postgresql://u:\*\*\*@127\.0\.0\.1:1/x"
+    ):
+        PostgresStore("postgresql://u:secret@127.0.0.1:1/x", JOB_CODEC)
