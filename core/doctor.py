@@ -4,7 +4,8 @@
 The binaries, the backend build and the devices are checked in runners.doctor; the folders, the ports, the store,
 Ollama and the keys here. Nothing here changes anything: folders are probed with a temporary file removed at once, the store is opened
 read-only, and its lock is only
-tried (and let go at once) to learn whether a server runs on the output folder.
+tried (and let go at once) to learn whether a server runs on the output folder. A PostgreSQL store ([store] url) is
+read through a read-only connection: its version and whether a server holds it, never migrated.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.prompt_help.ollama import OllamaClient
 from core.prompt_help.schemas import LlmSettings
 from core.settings import API_KEYS, Settings
 from core.store import StoreUnusable
+from core.store.postgres import peek, shown_url
 from core.store.sqlite import STORE_FILE, _stored_version, lock_path
 from runners.doctor import (
     Finding,
@@ -202,7 +204,24 @@ def _server_pid(path: Path) -> str | None:
         os.close(fd)
 
 
+def _postgres_store(url: str) -> Finding:
+    """Connect read-only and read the version (never migrate): what the first start would find."""
+    try:
+        found = peek(url)
+    except StoreUnusable as exc:
+        summary = str(exc).split(". The database was left untouched")[0]
+        return problem(summary, "start PostgreSQL, or fix [store] url / SDCPP_RESTAPI_STORE_URL (see the README)")
+    where = f"PostgreSQL store {shown_url(url)}"
+    if found.server:
+        return Finding(Verdict.NOTE, f"a server is running on the {where} ({found.server}; schema {found.version})")
+    if found.version == 0:
+        return ok(f"{where} reachable; no schema of ours yet: the first start creates it")
+    return ok(f"{where} opens (schema {found.version})")
+
+
 def _store(settings: Settings) -> Finding:
+    if settings.store.url:
+        return _postgres_store(settings.store.url)
     path = settings.output_root() / STORE_FILE
     if not path.exists():
         return ok(f"no store yet at {path}: the first start creates it")
@@ -239,6 +258,12 @@ async def _reachable(base_url: str, api_key: str) -> bool:
 def _persisted(settings: Settings, feature: str) -> LlmSettings | None:
     """A feature's settings as changed with PUT and kept in the store (they win over the config's), read through a
     read-only connection; None when there are none or the store cannot be read (the store check says why)."""
+    if settings.store.url:
+        try:
+            stored = peek(settings.store.url, stored_settings_key(feature)).value
+            return msgspec.json.decode(stored, type=LlmSettings) if stored else None
+        except (StoreUnusable, msgspec.DecodeError, msgspec.ValidationError):
+            return None
     path = settings.output_root() / STORE_FILE
     if not path.is_file():
         return None

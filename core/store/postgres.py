@@ -102,15 +102,12 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1]))
 
 
-def connection_options(url: str) -> dict[str, Any]:
-    """How every connection of ours is made: bounded connect time, our schema first, named after this process."""
+def connection_options(url: str, read_only: bool = False) -> dict[str, Any]:
+    """How every connection of ours is made: bounded connect time, our schema first, named after this process;
+    `read_only` for doctor (PostgreSQL then refuses any write)."""
     name = f"sdcpp-restapi {socket.gethostname()} pid {os.getpid()}"[:63]
-    return {
-        "connect_timeout": CONNECT_TIMEOUT_S,
-        "application_name": name,
-        "options": f"-c search_path={SCHEMA}",
-        "autocommit": True,
-    }
+    options = f"-c search_path={SCHEMA}" + (" -c default_transaction_read_only=on" if read_only else "")
+    return {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": name, "options": options, "autocommit": True}
 
 
 class PostgresStore:
@@ -496,10 +493,10 @@ def _refuse(url: str, why: str) -> StoreUnusable:
     )
 
 
-def connect(url: str) -> psycopg.Connection[Any]:
+def connect(url: str, read_only: bool = False) -> psycopg.Connection[Any]:
     """A connection of ours, or StoreUnusable saying why there is none (start-up: the server stops)."""
     try:
-        return psycopg.connect(url, **connection_options(url))
+        return psycopg.connect(url, **connection_options(url, read_only))
     except psycopg.Error as exc:
         raise StoreUnusable(
             f"cannot reach the PostgreSQL store {shown_url(url)}: {str(exc).strip()}. Check that the server runs "
@@ -565,6 +562,39 @@ def open_checked(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
+class Peek(msgspec.Struct, frozen=True):
+    """What doctor learns from a database without changing it."""
+
+    version: int  # 0: no schema of ours yet (the first start makes it)
+    server: str | None  # the server that holds the one-server lock, if one runs
+    value: bytes | None = None  # the state value asked for
+
+
+def peek(url: str, value_key: str | None = None) -> Peek:
+    """Connect read-only, read the schema version, who holds the server lock and optionally one state value;
+    StoreUnusable when the database cannot be reached or used. Never migrates, never locks."""
+    with connect(url, read_only=True) as conn:
+        version = stored_version(conn, url)
+        holder = conn.execute(_HOLDER, (SERVER_LOCK,)).fetchone()
+        value = None
+        if value_key is not None and version:
+            row = conn.execute("SELECT value FROM state_values WHERE key = %s", (value_key,)).fetchone()
+            value = bytes(row[0]) if row else None
+    return Peek(version, _who(holder) if holder else None, value)
+
+
+_HOLDER = (
+    "SELECT a.application_name, a.client_addr::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+    "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND (l.classid::bigint << 32) + l.objid::bigint = %s"
+)
+
+
+def _who(holder: tuple[Any, ...]) -> str:
+    return f"{holder[0] or 'unnamed'}{f' from {holder[1]}' if holder[1] else ''}"
+
+
 def claim_server(conn: psycopg.Connection[Any], url: str) -> None:
     """One server per database, for now: a session advisory lock, held by the store's own connection while the
     store is open and dropped by PostgreSQL when that connection ends (a SIGKILLed server leaves no stale lock).
@@ -572,14 +602,8 @@ def claim_server(conn: psycopg.Connection[Any], url: str) -> None:
     taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (SERVER_LOCK,)).fetchone()
     if taken and taken[0]:
         return
-    holder = conn.execute(
-        "SELECT a.application_name, a.client_addr::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
-        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND (l.classid::bigint << 32) + l.objid::bigint = %s",
-        (SERVER_LOCK,),
-    ).fetchone()
-    who = f"{holder[0] or 'unnamed'}{f' from {holder[1]}' if holder[1] else ''}" if holder else "unknown"
+    holder = conn.execute(_HOLDER, (SERVER_LOCK,)).fetchone()
+    who = _who(holder) if holder else "unknown"
     raise StoreUnusable(
         f"the PostgreSQL store {shown_url(url)} is in use by another sdcpp-restapi server ({who}): one server per "
         "database for now; stop it, or give this one another database"
