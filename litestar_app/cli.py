@@ -1,6 +1,7 @@
 """`sdcpp-restapi serve`: settings from defaults, TOML, environment and flags (generated from the settings'
 declaration), then uvicorn. `doctor` checks the set-up `serve` would use (same flags); `build-backend` builds a
-backend (runners.backend_build, the same builder as bin/build-backend)."""
+backend (runners.backend_build, the same builder as bin/build-backend); `import-store` copies an SQLite store into
+PostgreSQL (core.store.transfer)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import logging
 import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -16,6 +18,9 @@ from core.doctor import CheckResult, all_well, run_checks
 from core.service import build_service
 from core.settings import COMMAND_LINE, CONFIG_FILE, Settings, SettingsError, load_settings
 from core.store import StoreUnusable
+from core.store.postgres import shown_url
+from core.store.sqlite import STORE_FILE
+from core.store.transfer import ImportRefused, import_sqlite_store
 from litestar_app.slow_clients import slow_client_protocol
 from runners import backend_build
 from runners.binaries import BinaryNotFound
@@ -52,6 +57,18 @@ def parser() -> argparse.ArgumentParser:
             "Exit status 0: all is well (notes and warnings do not count); 1: a problem to fix.",
         )
     )
+    importer = commands.add_parser(
+        "import-store",
+        help="copy an SQLite store into the PostgreSQL store of [store] url (SDCPP_RESTAPI_STORE_URL)",
+        description="Copy the jobs, state values, model hashes, histories and idempotent answers of an SQLite "
+        "store (default: the one in the output folder) into the PostgreSQL store of [store] url, in one "
+        "transaction, and print what moved. No server may run on either store meanwhile.",
+    )
+    importer.add_argument("--from", dest="source", help="the SQLite store file (default: the output folder's)")
+    importer.add_argument(
+        "--merge", action="store_true", help="add to a PostgreSQL store that already holds jobs (its own are kept)"
+    )
+    add_settings_flags(importer)
     # Listed here for --help; its arguments are the builder's own (runners.backend_build.main), see main().
     commands.add_parser("build-backend", help="build and install a backend's sd-cli, sd-server and resident worker")
     return root
@@ -130,6 +147,22 @@ async def serve(settings: Settings) -> None:
     await uvicorn.Server(config).serve()
 
 
+def import_store(settings: Settings, source: Path | None, merge: bool) -> int:
+    if not settings.store.url:
+        print("sdcpp-restapi: import-store needs the PostgreSQL store: set SDCPP_RESTAPI_STORE_URL", file=sys.stderr)
+        return 2
+    source = source or settings.output_root() / STORE_FILE
+    try:
+        report = import_sqlite_store(source, settings.store.url, merge)
+    except (ImportRefused, StoreUnusable) as exc:
+        print(f"sdcpp-restapi: {exc}", file=sys.stderr)
+        return 2
+    print(f"imported {source} into {shown_url(settings.store.url)}:")
+    for line in report.lines():
+        print(f"  {line}")
+    return 0
+
+
 VERDICT_LABELS = {Verdict.OK: "ok", Verdict.NOTE: "note", Verdict.WARNING: "WARNING", Verdict.PROBLEM: "PROBLEM"}
 
 
@@ -150,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     if given[:1] == ["build-backend"]:  # the builder parses its own arguments: one command line, one implementation
         return backend_build.main(given[1:], prog="sdcpp-restapi build-backend")
     args = parser().parse_args(given)
-    overrides = {key: value for key, value in vars(args).items() if key not in ("command", "config")}
+    own = ("command", "config", "source", "merge")  # the subcommands' own arguments, not settings
+    overrides = {key: value for key, value in vars(args).items() if key not in own}
     try:
         settings = load_settings(args.config, overrides=overrides)
     except SettingsError as exc:
@@ -160,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run_checks(settings)
         print_report(results)
         return 0 if all_well(results) else 1
+    if args.command == "import-store":
+        return import_store(settings, Path(args.source) if args.source else None, args.merge)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     describe(settings)
     try:

@@ -443,11 +443,13 @@ class PostgresStore:
     # unreachable a child goes unrecorded (logged) rather than failing its job.
 
     def _child_book(self, what: str, work: Callable[[psycopg.Connection[Any]], T], otherwise: T) -> T:
-        try:
-            return self._sync(work)
-        except psycopg.OperationalError as exc:
-            log.warning("store: could not %s (database unreachable: %s)", what, exc)
-            return otherwise
+        for attempt in (1, 2):  # a connection the database dropped (a restart) is found broken on use: once more
+            try:
+                return self._sync(work)
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    log.warning("store: could not %s (database unreachable: %s)", what, exc)
+        return otherwise
 
     def record_child(self, pid: int, exe: str) -> None:
         self._child_book(

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
+from core.errors import StoreUnreachable
 from core.generation.previews import PreviewSettings
 from core.generation.requests import Txt2ImgRequest
 from core.generation.specs import Img2ImgJob, Txt2ImgJob
@@ -35,6 +36,7 @@ from core.store import Store, StoreUnusable
 from core.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from core.store.postgres import PostgresStore
 from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
+from tests.postgres import PostgresServer
 
 
 def digest(path: Path) -> str:
@@ -511,3 +513,36 @@ def test_an_unreachable_database_stops_the_start_with_a_clear_message() -> None:
         StoreUnusable, match=r"cannot reach the PostgreSQL store postgresql://u:\*\*\*@127\.0\.0\.1:1/x"
     ):
         PostgresStore("postgresql://u:secret@127.0.0.1:1/x", JOB_CODEC)
+
+
+async def test_a_status_change_while_the_database_is_down_is_kept_and_written_when_it_is_back(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    """The queue's save never fails for the store's sake: the newest state waits and is written once the database
+    answers; a read meanwhile is StoreUnreachable (a 503), never a stale answer or a hang."""
+    store = PostgresStore(postgres_url, JOB_CODEC)
+    try:
+        record = txt2img("j", "kept")
+        await store.add_job(record)
+        postgres.stop()
+        try:
+            record.job.status = "processing"
+            await store.save_job(record)
+            record.job.status = "completed"
+            await store.save_job(record)
+            with pytest.raises(StoreUnreachable) as refused:
+                await store.job("j")
+            assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "5"}
+            with pytest.raises(StoreUnreachable):
+                await store.add_job(txt2img("k", "refused"))
+            assert await store.prune_finished(1, None) == []  # postponed, not failed
+            await anyio.to_thread.run_sync(store.record_child, 1, "/x")  # a hint: skipped, not failed
+        finally:
+            postgres.start()
+        saved = await store.job("j")
+        assert saved is not None and saved.job.status == "completed"
+        assert await store.job("k") is None
+        await anyio.to_thread.run_sync(store.record_child, 2, "/y")  # the store's own connection is made again
+        assert await anyio.to_thread.run_sync(store.recorded_children) == {2: "/y"}
+    finally:
+        await store.aclose()
