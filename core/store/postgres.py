@@ -24,8 +24,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -134,7 +133,6 @@ class PostgresStore:
             max_size=POOL_MAX,
             timeout=POOL_WAIT_S,
             reconnect_timeout=10.0,  # then give up; the next request that needs a connection tries again
-            check=AsyncConnectionPool.check_connection,
             open=False,
         )
         self._opened = False
@@ -161,36 +159,52 @@ class PostgresStore:
 
     # -------------------------------------------------------------------------------------- plumbing
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; an unreachable database is StoreUnreachable (a 503), never a hang or a 500."""
+    async def _with(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """`work` on a pooled connection. A connection the database dropped (a restart) shows only when used, so a
+        failure is tried once more on a fresh connection (the statements here may run twice: inserts ignore or
+        replace a row already there, updates and deletes do the same twice; only a history entry whose commit
+        was cut off could be appended twice); the database still unreachable is
+        StoreUnreachable (a 503), never a hang or a 500. No check before each use: that would cost a round trip."""
         if not self._opened:
             self._opened = True
             await self._pool.open(wait=False)
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, PoolTimeout, PoolClosed) as exc:
-            raise StoreUnreachable(
-                f"the job store (PostgreSQL at {shown_url(self.url)}) is unreachable ({type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no answer'}); try again shortly",
-                {"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
+        for attempt in (1, 2):
+            try:
+                async with self._pool.connection() as conn:
+                    return await work(conn)
+            except psycopg.OperationalError as exc:
+                if attempt == 1:
+                    continue
+                raise self._unreachable(exc) from None
+            except (PoolTimeout, PoolClosed) as exc:
+                raise self._unreachable(exc) from None
+        raise AssertionError("unreachable")
+
+    def _unreachable(self, exc: Exception) -> StoreUnreachable:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+        return StoreUnreachable(
+            f"the job store (PostgreSQL at {shown_url(self.url)}) is unreachable ({type(exc).__name__}: "
+            f"{first_line}); try again shortly",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     async def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn:
-            cursor = await conn.execute(_sql(sql), args)
-            return await cursor.fetchall()
+        async def rows(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(_sql(sql), args)).fetchall()
+
+        return await self._with(rows)
 
     async def _one(self, sql: str, args: Sequence[object] = ()) -> tuple[Any, ...] | None:
-        async with self._connection() as conn:
-            cursor = await conn.execute(_sql(sql), args)
-            return await cursor.fetchone()
+        async def one(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+            return await (await conn.execute(_sql(sql), args)).fetchone()
+
+        return await self._with(one)
 
     async def _execute(self, sql: str, args: Sequence[object] = ()) -> int:
-        async with self._connection() as conn:
-            cursor = await conn.execute(_sql(sql), args)
-            return cursor.rowcount
+        async def execute(conn: psycopg.AsyncConnection[Any]) -> int:
+            return (await conn.execute(_sql(sql), args)).rowcount
+
+        return await self._with(execute)
 
     def _sync(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run on the store's own connection, making it again (and taking the server lock again) if it broke."""
@@ -238,8 +252,14 @@ class PostgresStore:
             rows = [
                 (r.job.status, _encode(r.job), _encode(r.spec), job_id) for job_id, r in pending.items()
             ]  # encoded now: the newest state of each record
-            async with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
-                await cursor.executemany(_sql("UPDATE jobs SET status = ?, job = ?, spec = ? WHERE job_id = ?"), rows)
+
+            async def update(conn: psycopg.AsyncConnection[Any]) -> None:
+                async with conn.transaction(), conn.cursor() as cursor:
+                    await cursor.executemany(
+                        _sql("UPDATE jobs SET status = ?, job = ?, spec = ? WHERE job_id = ?"), rows
+                    )
+
+            await self._with(update)
             for job_id, record in pending.items():
                 if self._unsaved.get(job_id) is record:
                     del self._unsaved[job_id]
@@ -277,23 +297,20 @@ class PostgresStore:
     async def list_jobs(self, query: QueueQuery) -> tuple[list[Job], int | None]:
         await self._caught_up()
         where, args = job_filters(query, "ILIKE")
-        async with self._connection() as conn:
-            if query.limit is None:
-                sql = listing_sql(where, paged=False)
-                values: tuple[object, ...] = (
-                    *args,
-                    *ACTIVE_STATUSES,
-                    *args,
-                    *TERMINAL_STATUSES,
-                    DEFAULT_FINISHED_LISTED,
-                )
-            else:
-                sql, values = listing_sql(where, paged=True), (*args, query.limit or None, query.offset)
+        if query.limit is None:
+            sql = listing_sql(where, paged=False)
+            values: tuple[object, ...] = (*args, *ACTIVE_STATUSES, *args, *TERMINAL_STATUSES, DEFAULT_FINISHED_LISTED)
+        else:
+            sql, values = listing_sql(where, paged=True), (*args, query.limit or None, query.offset)
+
+        async def listing(conn: psycopg.AsyncConnection[Any]) -> tuple[list[tuple[Any, ...]], int | None]:
             rows = await (await conn.execute(_sql(sql), values)).fetchall()
-            matched = None
-            if args:  # counting scans the matches: only where a filter makes it differ from the caller's total
-                counted = await (await conn.execute(_sql(f"SELECT count(*) FROM jobs WHERE {where}"), args)).fetchone()
-                matched = int(counted[0]) if counted else 0
+            if not args:  # counting scans the matches: only where a filter makes it differ from the caller's total
+                return rows, None
+            counted = await (await conn.execute(_sql(f"SELECT count(*) FROM jobs WHERE {where}"), args)).fetchone()
+            return rows, int(counted[0]) if counted else 0
+
+        rows, matched = await self._with(listing)
         rows.sort()
         return [self.jobs.job(job) for _, job in rows], matched
 
@@ -309,38 +326,42 @@ class PostgresStore:
         finished = f"status IN ({marks(TERMINAL_STATUSES)})"
         try:
             await self._caught_up()
-            async with self._connection() as conn, conn.transaction():
-                doomed: list[str] = []
-                if keep > 0:
-                    boundary = await (
-                        await conn.execute(
-                            _sql(f"SELECT seq FROM jobs WHERE {finished} ORDER BY seq DESC LIMIT 1 OFFSET ?"),
-                            (*TERMINAL_STATUSES, keep - 1),
-                        )
-                    ).fetchone()
-                    if boundary:
+
+            async def prune(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+                async with conn.transaction():
+                    doomed: list[str] = []
+                    if keep > 0:
+                        boundary = await (
+                            await conn.execute(
+                                _sql(f"SELECT seq FROM jobs WHERE {finished} ORDER BY seq DESC LIMIT 1 OFFSET ?"),
+                                (*TERMINAL_STATUSES, keep - 1),
+                            )
+                        ).fetchone()
+                        if boundary:
+                            doomed += [
+                                row[0]
+                                for row in await (
+                                    await conn.execute(
+                                        _sql(f"SELECT job_id FROM jobs WHERE {finished} AND seq < ?"),
+                                        (*TERMINAL_STATUSES, boundary[0]),
+                                    )
+                                ).fetchall()
+                            ]
+                    if created_before:
                         doomed += [
                             row[0]
                             for row in await (
                                 await conn.execute(
-                                    _sql(f"SELECT job_id FROM jobs WHERE {finished} AND seq < ?"),
-                                    (*TERMINAL_STATUSES, boundary[0]),
+                                    _sql(f"SELECT job_id FROM jobs WHERE {finished} AND created_at < ?"),
+                                    (*TERMINAL_STATUSES, created_before),
                                 )
                             ).fetchall()
                         ]
-                if created_before:
-                    doomed += [
-                        row[0]
-                        for row in await (
-                            await conn.execute(
-                                _sql(f"SELECT job_id FROM jobs WHERE {finished} AND created_at < ?"),
-                                (*TERMINAL_STATUSES, created_before),
-                            )
-                        ).fetchall()
-                    ]
-                doomed = sorted(set(doomed))
-                await conn.execute("DELETE FROM jobs WHERE job_id = ANY(%s)", (doomed,))
-                return doomed
+                    doomed = sorted(set(doomed))
+                    await conn.execute("DELETE FROM jobs WHERE job_id = ANY(%s)", (doomed,))
+                    return doomed
+
+            return await self._with(prune)
         except StoreUnreachable as exc:
             log.warning("store: retention postponed: %s", exc)
             return []
@@ -403,16 +424,22 @@ class PostgresStore:
 
     async def history_add(self, feature: str, entries: Sequence[tuple[str | None, object]], keep: int) -> None:
         rows = [(feature, entry_id, _encode(entry)) for entry_id, entry in entries]
-        async with self._connection() as conn, conn.transaction():
-            async with conn.cursor() as cursor:
-                await cursor.executemany(_sql("INSERT INTO history (feature, entry_id, entry) VALUES (?, ?, ?)"), rows)
-            await conn.execute(
-                _sql(
-                    "DELETE FROM history WHERE feature = ? AND seq NOT IN "
-                    "(SELECT seq FROM history WHERE feature = ? ORDER BY seq DESC LIMIT ?)"
-                ),
-                (feature, feature, keep),
-            )
+
+        async def add(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.transaction():
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        _sql("INSERT INTO history (feature, entry_id, entry) VALUES (?, ?, ?)"), rows
+                    )
+                await conn.execute(
+                    _sql(
+                        "DELETE FROM history WHERE feature = ? AND seq NOT IN "
+                        "(SELECT seq FROM history WHERE feature = ? ORDER BY seq DESC LIMIT ?)"
+                    ),
+                    (feature, feature, keep),
+                )
+
+        await self._with(add)
 
     async def history_page(
         self, feature: str, type_: type[T], limit: int | None, offset: int = 0, newest_first: bool = True
