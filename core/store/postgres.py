@@ -11,8 +11,8 @@ a newer version, or an `sdcpp_restapi` schema that is not ours, stops the server
 changed.
 
 The database unreachable: a call that needs it waits at most `POOL_WAIT_S` (connections are made with a
-`CONNECT_TIMEOUT_S` timeout) and raises `StoreUnreachable` (a 503 with Retry-After); the pool makes new
-connections by itself once the database is back. A job's status change that cannot be written meanwhile is not
+`CONNECT_TIMEOUT_S` timeout) and raises `StoreUnreachable` (a 503 with Retry-After); for `DOWN_HOLD_S` after that
+the calls fail at once; the pool makes new connections by itself once the database is back. A job's status change that cannot be written meanwhile is not
 lost: `save_job` keeps the job's newest state and writes it when the database answers again (retried every
 `RETRY_UNSAVED_S`, and before any read of the jobs), so the queue goes on and the history catches up.
 """
@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -50,6 +51,7 @@ POOL_WAIT_S = 5.0  # the longest a request waits for a connection before its 503
 POOL_MAX = 10
 RETRY_AFTER_S = 5
 RETRY_UNSAVED_S = 1.0
+DOWN_HOLD_S = 1.0  # after a call found the database unreachable, the next ones fail at once for this long
 # Advisory lock keys (bigint, per database): the migrations, and the one server per database (see claim_server).
 MIGRATION_LOCK = 0x5DC9_0001
 SERVER_LOCK = 0x5DC9_0002
@@ -139,6 +141,8 @@ class PostgresStore:
         self._unsaved: dict[str, JobRecord] = {}  # job id -> newest state not yet written (database down)
         self._save_lock: asyncio.Lock | None = None
         self._retrying: asyncio.Task[None] | None = None
+        self._down_until = 0.0  # monotonic time until which calls fail at once: the database just did not answer
+        self._down = StoreUnreachable("")
 
     def close(self) -> None:
         """Close the synchronous connection (releasing the server lock). The async pool closes in `aclose`."""
@@ -165,6 +169,8 @@ class PostgresStore:
         replace a row already there, updates and deletes do the same twice; only a history entry whose commit
         was cut off could be appended twice); the database still unreachable is
         StoreUnreachable (a 503), never a hang or a 500. No check before each use: that would cost a round trip."""
+        if time.monotonic() < self._down_until:  # it just failed: answer at once instead of waiting again
+            raise StoreUnreachable(self._down.message, self._down.headers)
         if not self._opened:
             self._opened = True
             await self._pool.open(wait=False)
@@ -181,12 +187,15 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     def _unreachable(self, exc: Exception) -> StoreUnreachable:
+        """The error to raise, remembered for the calls of the next `DOWN_HOLD_S` (they fail at once)."""
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
-        return StoreUnreachable(
+        self._down = StoreUnreachable(
             f"the job store (PostgreSQL at {shown_url(self.url)}) is unreachable ({type(exc).__name__}: "
             f"{first_line}); try again shortly",
             {"Retry-After": str(RETRY_AFTER_S)},
         )
+        self._down_until = time.monotonic() + DOWN_HOLD_S
+        return self._down
 
     async def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         async def rows(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
@@ -476,6 +485,9 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 if attempt == 2:
                     log.warning("store: could not %s (database unreachable: %s)", what, exc)
+            except StoreUnusable as exc:  # the server lock, lost with the connection, is held by another server now
+                log.error("store: could not %s: %s", what, exc)
+                break
         return otherwise
 
     def record_child(self, pid: int, exe: str) -> None:

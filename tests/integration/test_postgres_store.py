@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import TINY_LOAD
 from tests.postgres import PostgresServer
-from tests.support import REPO, ServerProcess, wait_for_job
+from tests.support import REPO, ServerProcess, wait_for_job, wait_until
 from tests.unit.test_store import pg_schema
 
 pytestmark = pytest.mark.integration
@@ -128,6 +128,7 @@ def test_a_stopped_database_answers_503_and_the_queue_resumes_with_nothing_lost(
                 assert http.get("/queue").status_code == 503
             finally:
                 postgres.start()
+            wait_until(lambda: http.get("/queue").status_code == 200, timeout=30)  # 503s for a moment after
             assert wait_for_job(http, running)["status"] == "completed"  # its end was kept and written
             after = http.post("/txt2img", json=CHEAP)
             assert after.status_code == 202, after.text

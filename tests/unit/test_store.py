@@ -33,8 +33,8 @@ from core.models.hashing import CachedHash
 from core.models.specs import HashJob, HashResult
 from core.prompt_help.schemas import ChatMessage, Enhancement
 from core.store import Store, StoreUnusable
+from core.store.postgres import DOWN_HOLD_S, PostgresStore
 from core.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
-from core.store.postgres import PostgresStore
 from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
 from tests.postgres import PostgresServer
 
@@ -539,6 +539,7 @@ async def test_a_status_change_while_the_database_is_down_is_kept_and_written_wh
             await anyio.to_thread.run_sync(store.record_child, 1, "/x")  # a hint: skipped, not failed
         finally:
             postgres.start()
+        await anyio.sleep(DOWN_HOLD_S)  # meanwhile calls fail at once, not after another wait
         saved = await store.job("j")
         assert saved is not None and saved.job.status == "completed"
         assert await store.job("k") is None
