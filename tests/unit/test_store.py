@@ -36,6 +36,7 @@ from core.store import Store, StoreUnusable
 from core.store.postgres import DOWN_HOLD_S, PostgresStore
 from core.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
+from core.store.transfer import ImportRefused, ImportReport, import_sqlite_store
 from tests.postgres import PostgresServer
 
 
@@ -547,3 +548,39 @@ async def test_a_status_change_while_the_database_is_down_is_kept_and_written_wh
         assert await anyio.to_thread.run_sync(store.recorded_children) == {2: "/y"}
     finally:
         await store.aclose()
+
+
+async def test_import_store_copies_everything_in_order_and_refuses_a_store_in_use(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    source = SqliteStore(tmp_path / STORE_FILE, JOB_CODEC)
+    for n, status in enumerate(["completed", "pending", "failed"]):
+        await source.add_job(txt2img(f"j{n}", f"cat {n}", status))  # type: ignore[arg-type]
+    await source.set_value("k", {"a": 1})
+    await source.set_hash("/m/a", CachedHash(1, 2, "aa"))
+    await source.history_add("enhance", [("e0", Entry("first")), ("e1", Entry("second"))], keep=10)
+    await source.remember_answer("r\nk", RememberedAnswer("f", b"{}", 1.0))
+    with pytest.raises(StoreUnusable, match="in use by another sdcpp-restapi server"):
+        import_sqlite_store(tmp_path / STORE_FILE, postgres_url)
+    source.close()
+
+    report = import_sqlite_store(tmp_path / STORE_FILE, postgres_url)
+    assert report == ImportReport({"completed": 1, "pending": 1, "failed": 1}, 0, 1, 1, {"enhance": 2}, 1)
+    target = PostgresStore(postgres_url, JOB_CODEC)
+    try:
+        listed, _ = await target.list_jobs(QueueQuery(limit=0))
+        assert [job.job_id for job in listed] == ["j0", "j1", "j2"]
+        assert [r.job.job_id for r in await target.active_jobs()] == ["j1"]
+        assert await target.value("k", dict[str, int]) == {"a": 1}
+        assert [e.text for e in await target.history_page("enhance", Entry, limit=None)] == ["second", "first"]
+        assert await target.remembered_answer("r\nk") == RememberedAnswer("f", b"{}", 1.0)
+        with pytest.raises(StoreUnusable, match="in use by another sdcpp-restapi server"):
+            import_sqlite_store(tmp_path / STORE_FILE, postgres_url, merge=True)  # a server runs on the target
+    finally:
+        await target.aclose()
+    with pytest.raises(ImportRefused, match=r"already holds 3 job\(s\); nothing was changed"):
+        import_sqlite_store(tmp_path / STORE_FILE, postgres_url)
+    merged = import_sqlite_store(tmp_path / STORE_FILE, postgres_url, merge=True)
+    assert merged == ImportReport({}, 3, 0, 0, {}, 0)
+    with pytest.raises(ImportRefused, match="no SQLite store at"):
+        import_sqlite_store(tmp_path / "absent.sqlite3", postgres_url)
