@@ -138,7 +138,9 @@ class PostgresStore:
             open=False,
         )
         self._opened = False
-        self._unsaved: dict[str, JobRecord] = {}  # job id -> newest state not yet written (database down)
+        # job id -> (save number, record) not yet written (the database down, or a write under way)
+        self._unsaved: dict[str, tuple[int, JobRecord]] = {}
+        self._saves = 0
         self._save_lock: asyncio.Lock | None = None
         self._retrying: asyncio.Task[None] | None = None
         self._down_until = 0.0  # monotonic time until which calls fail at once: the database just did not answer
@@ -241,7 +243,8 @@ class PostgresStore:
     async def save_job(self, record: JobRecord) -> None:
         """Write the job's new state; with the database unreachable, keep it and write it once it is back (the
         queue's status changes never fail for the store's sake)."""
-        self._unsaved[record.job.job_id] = record
+        self._saves += 1
+        self._unsaved[record.job.job_id] = (self._saves, record)
         try:
             await self._flush_unsaved()
         except StoreUnreachable as exc:
@@ -258,19 +261,21 @@ class PostgresStore:
             if not self._unsaved:
                 return
             pending = dict(self._unsaved)
-            rows = [
-                (r.job.status, _encode(r.job), _encode(r.spec), job_id) for job_id, r in pending.items()
-            ]  # encoded now: the newest state of each record
+            rows = [  # encoded now: the newest state of each record (the queue changes the same record object)
+                (r.job.status, _encode(r.job), _encode(r.spec), job_id) for job_id, (_, r) in pending.items()
+            ]
+            update_sql = _sql("UPDATE jobs SET status = ?, job = ?, spec = ? WHERE job_id = ?")
 
             async def update(conn: psycopg.AsyncConnection[Any]) -> None:
+                if len(rows) == 1:  # the usual case: one autocommitted statement, one round trip
+                    await conn.execute(update_sql, rows[0])
+                    return
                 async with conn.transaction(), conn.cursor() as cursor:
-                    await cursor.executemany(
-                        _sql("UPDATE jobs SET status = ?, job = ?, spec = ? WHERE job_id = ?"), rows
-                    )
+                    await cursor.executemany(update_sql, rows)
 
             await self._with(update)
-            for job_id, record in pending.items():
-                if self._unsaved.get(job_id) is record:
+            for job_id, (save, _) in pending.items():
+                if self._unsaved.get(job_id, (None, None))[0] == save:  # not saved again meanwhile
                     del self._unsaved[job_id]
 
     async def _retry_unsaved(self) -> None:

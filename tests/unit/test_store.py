@@ -4,6 +4,7 @@ and databases they cannot use (left untouched), and the import of the JSON state
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import signal
@@ -584,3 +585,17 @@ async def test_import_store_copies_everything_in_order_and_refuses_a_store_in_us
     assert merged == ImportReport({}, 3, 0, 0, {}, 0)
     with pytest.raises(ImportRefused, match="no SQLite store at"):
         import_sqlite_store(tmp_path / "absent.sqlite3", postgres_url)
+
+
+async def test_a_newer_state_saved_while_an_older_one_is_written_is_kept(store: Store) -> None:
+    """The queue saves the same record object again as the job moves on: the last state saved is the one stored."""
+    record = txt2img("j", "moving")
+    await store.add_job(record)
+    record.job.status = "processing"
+    first = asyncio.create_task(store.save_job(record))
+    await asyncio.sleep(0)  # the first save is under way with the processing state
+    record.job.status = "completed"
+    await store.save_job(record)
+    await first
+    saved = await store.job("j")
+    assert saved is not None and saved.job.status == "completed"
