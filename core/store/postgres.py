@@ -145,6 +145,7 @@ class PostgresStore:
         self._retrying: asyncio.Task[None] | None = None
         self._down_until = 0.0  # monotonic time until which calls fail at once: the database just did not answer
         self._down = StoreUnreachable("")
+        self._reclaiming: asyncio.Task[None] | None = None
 
     def close(self) -> None:
         """Close the synchronous connection (releasing the server lock). The async pool closes in `aclose`."""
@@ -154,6 +155,8 @@ class PostgresStore:
     async def aclose(self) -> None:
         if self._retrying is not None:
             self._retrying.cancel()
+        if self._reclaiming is not None:
+            await self._reclaiming
         if self._unsaved:
             try:
                 await self._flush_unsaved()
@@ -179,7 +182,11 @@ class PostgresStore:
         for attempt in (1, 2):
             try:
                 async with self._pool.connection() as conn:
-                    return await work(conn)
+                    result = await work(conn)
+                if self._down_until:  # back after an outage: the server lock went with the old connection
+                    self._down_until = 0.0
+                    self._reclaiming = asyncio.get_running_loop().create_task(asyncio.to_thread(self._reclaim))
+                return result
             except psycopg.OperationalError as exc:
                 if attempt == 1:
                     continue
@@ -216,6 +223,10 @@ class PostgresStore:
             return (await conn.execute(_sql(sql), args)).rowcount
 
         return await self._with(execute)
+
+    def _reclaim(self) -> None:
+        """Make the store's own connection again and take the server lock again (after a database restart)."""
+        self._child_book("take the server lock again", lambda db: db.execute("SELECT 1"), None)
 
     def _sync(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run on the store's own connection, making it again (and taking the server lock again) if it broke."""

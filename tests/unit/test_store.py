@@ -545,7 +545,11 @@ async def test_a_status_change_while_the_database_is_down_is_kept_and_written_wh
         saved = await store.job("j")
         assert saved is not None and saved.job.status == "completed"
         assert await store.job("k") is None
-        await anyio.to_thread.run_sync(store.record_child, 2, "/y")  # the store's own connection is made again
+        assert store._reclaiming is not None
+        await store._reclaiming  # the server lock, gone with the restart, is taken again at once
+        with pytest.raises(StoreUnusable, match="in use by another sdcpp-restapi server"):
+            PostgresStore(postgres_url, JOB_CODEC)
+        await anyio.to_thread.run_sync(store.record_child, 2, "/y")  # the store's own connection was made again
         assert await anyio.to_thread.run_sync(store.recorded_children) == {2: "/y"}
     finally:
         await store.aclose()
