@@ -38,6 +38,7 @@ from core.store.postgres import DOWN_HOLD_S, PostgresStore
 from core.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
 from core.store.transfer import ImportRefused, ImportReport, import_sqlite_store
+from litestar_app.cli import main as cli_main
 from tests.postgres import PostgresServer
 
 
@@ -603,3 +604,12 @@ async def test_a_newer_state_saved_while_an_older_one_is_written_is_kept(store: 
     await first
     saved = await store.job("j")
     assert saved is not None and saved.job.status == "completed"
+
+
+def test_import_store_without_a_postgres_url_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SDCPP_RESTAPI_STORE_URL", raising=False)
+    monkeypatch.delenv("SDCPP_RESTAPI_CONFIG", raising=False)
+    assert cli_main(["import-store", "--output-dir", str(tmp_path)]) == 2
+    assert "import-store needs the PostgreSQL store: set SDCPP_RESTAPI_STORE_URL" in capsys.readouterr().err
