@@ -592,8 +592,11 @@ async def test_import_store_copies_everything_in_order_and_refuses_a_store_in_us
         import_sqlite_store(tmp_path / "absent.sqlite3", postgres_url)
 
 
-async def test_a_newer_state_saved_while_an_older_one_is_written_is_kept(store: Store) -> None:
-    """The queue saves the same record object again as the job moves on: the last state saved is the one stored."""
+async def test_a_newer_state_saved_while_an_older_one_is_written_is_kept(postgres_url: str) -> None:
+    """PostgreSQL's kept states (a save that waits for the one under way): the queue saves the same record object
+    again as the job moves on, and the last state saved is the one stored. (SQLite's saves each take their thread
+    and its lock in any order; the queue awaits a job's saves one after the other.)"""
+    store = PostgresStore(postgres_url, JOB_CODEC)
     record = txt2img("j", "moving")
     await store.add_job(record)
     record.job.status = "processing"
@@ -604,6 +607,7 @@ async def test_a_newer_state_saved_while_an_older_one_is_written_is_kept(store: 
     await first
     saved = await store.job("j")
     assert saved is not None and saved.job.status == "completed"
+    await store.aclose()
 
 
 def test_import_store_without_a_postgres_url_says_what_to_set(
