@@ -29,7 +29,7 @@ from core.login_sessions import LoginSessions
 from core.metrics import ServiceMetrics
 from core.models.architecture import PRESETS, Architectures, size_multiple
 from core.models.conversion import ConversionService
-from core.models.downloads import DownloadService
+from core.models.downloads import Destinations, DownloadService
 from core.models.hashing import HashCache
 from core.models.library import ModelLibrary
 from core.models.manager import ModelManager
@@ -42,6 +42,7 @@ from core.store.sqlite import STORE_FILE, SqliteStore
 from core.upscale.specs import UpscaleJob
 from core.upscale.submit import UpscaleSubmitter
 from core.upscale.upscaler import UpscalerManager
+from core.webhooks.delivery import Webhooks, webhook_secret
 from core.workers.pool import WorkerSpec
 from runners.binaries import Binaries, locate_binaries
 from runners.capabilities import Capabilities, read_capabilities
@@ -59,6 +60,7 @@ class Service:
         capabilities: Capabilities,
         store: SqliteStore,
         session_secret: bytes = b"",
+        webhooks_secret: str = "",
     ) -> None:
         self.settings = settings
         self.session_secret = session_secret or secrets.token_bytes(32)  # signs login cookies
@@ -98,6 +100,11 @@ class Service:
         self.conversion = ConversionService(self.queue, self.library, binaries.sd_cli, capabilities)
         self.downloads = DownloadService(self.queue, self.library, self.hashes, settings.downloads)
         self.metrics = ServiceMetrics(self.bus, self.queue, self.models)
+        self.webhooks = Webhooks(
+            store, settings.webhooks, Destinations(settings.downloads, settings.on_loopback), webhooks_secret
+        )
+        self.queue.check_admission(self.webhooks.check_job)
+        self.queue.watch_finished(self.webhooks.job_finished)
 
     async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
         """The queue workers' executor: each job type to the feature that runs it."""
@@ -209,6 +216,7 @@ class Service:
                     self.queue.run_worker, self.execute, lane, self.models.pool if lane == "generation" else None
                 )
             tasks.start_soon(self._heartbeat)
+            tasks.start_soon(self.webhooks.run)
             try:
                 yield self
             finally:
@@ -278,4 +286,5 @@ async def build_service(settings: Settings) -> Service:
     binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server, selected.sd_worker)
     capabilities = await read_capabilities(binaries.sd_cli)
     store = await anyio.to_thread.run_sync(open_store, settings.output_root())
-    return Service(settings, binaries, capabilities, store, await session_secret(store))
+    secret, _ = await webhook_secret(settings.webhooks, store)
+    return Service(settings, binaries, capabilities, store, await session_secret(store), secret)

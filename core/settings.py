@@ -23,6 +23,7 @@ from core.models.downloads import DownloadSettings
 from core.models.schemas import LoadModelRequest
 from core.models.types import MODEL_TYPES
 from core.prompt_help.schemas import LlmSettings
+from core.webhooks.schemas import WebhookSettings
 from runners.devices import NoDeviceSelection, device_environment
 from runners.paths import backend_dir, data_dir
 
@@ -169,6 +170,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             "through /models/load"
         ),
     ] = {}
+    webhooks: Annotated[
+        WebhookSettings,
+        Meta(description="URLs told of every finished job, the signing secret and the retry delays"),
+    ] = msgspec.field(default_factory=WebhookSettings)
     auth: Annotated[Auth, Meta(description="API keys")] = msgspec.field(default_factory=Auth)
     cors: Annotated[Cors, Meta(description="web origins that may call the API from a browser")] = msgspec.field(
         default_factory=Cors

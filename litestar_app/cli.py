@@ -16,6 +16,7 @@ from core.doctor import CheckResult, all_well, run_checks
 from core.service import build_service
 from core.settings import COMMAND_LINE, CONFIG_FILE, Settings, SettingsError, load_settings
 from core.store import StoreUnusable
+from core.webhooks.signing import BadSecret
 from litestar_app.slow_clients import slow_client_protocol
 from runners import backend_build
 from runners.binaries import BinaryNotFound
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         check_exposure(settings)
         check_ports(settings)
         asyncio.run(serve(settings))
-    except (BinaryNotFound, PortInUse, StoreUnusable, Unprotected) as exc:
+    except (BinaryNotFound, PortInUse, StoreUnusable, Unprotected, BadSecret) as exc:
         print(f"sdcpp-restapi: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -70,6 +70,7 @@ NOT_FOR_SDCPP: dict[str, str] = {
     "preview": "chooses the engine and preview plan; the preview flags come from the preview settings",
     "model": "chooses the worker and the model it runs on; the model's flags come from its load",
     "priority": "orders the queue (ours: higher first, fair between API keys)",
+    "callback_url": "where our webhook is POSTed when the job ends (core/webhooks/)",
 }
 
 

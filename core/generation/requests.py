@@ -79,6 +79,9 @@ class GenerationRequest(Request):
     # Not in the spec: higher runs first (-10..10); equal priorities share the workers fairly between API keys,
     # FIFO within one (README "Priority and fair sharing"). The compat faces leave it at 0.
     priority: Priority = 0
+    # Not in the spec: a URL POSTed (Standard Webhooks, signed) when the job ends; the same address rules as
+    # downloads, loopback allowed while the server listens on loopback (README "Webhooks").
+    callback_url: str | None = None
 
 
 class Txt2ImgRequest(GenerationRequest):

@@ -32,3 +32,6 @@ class UpscaleRequest(Request):
     tile_size: Annotated[int, Meta(ge=1, le=4096)] = 128
     repeats: Passes = 1
     priority: Priority = 0  # higher runs first (ours; README "Priority and fair sharing")
+    # Not in the spec: a URL POSTed (Standard Webhooks, signed) when the job ends; the same address rules as
+    # downloads, loopback allowed while the server listens on loopback (README "Webhooks").
+    callback_url: str | None = None
