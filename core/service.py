@@ -13,7 +13,8 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from core.events.bus import Event, EventBus, stamp
+from core.events.bus import Event, EventBus
+from core.events.replay import EventLog
 from core.events.stream import EventHub
 from core.events.types import ServerStatus
 from core.generation.engine import GenerationEngine
@@ -24,6 +25,7 @@ from core.job_types import JOB_CODEC
 from core.jobs.idempotency import IdempotentSubmits
 from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
 from core.jobs.records import JobRecord
+from core.jobs.schemas import Job
 from core.legacy_json import import_legacy_files
 from core.login_sessions import LoginSessions
 from core.metrics import ServiceMetrics
@@ -70,6 +72,7 @@ class Service:
         self.sessions = LoginSessions(store, self.session_secret)  # browser sign-ins, revocable
         self.bus = EventBus()
         self.hub = EventHub(self.bus)
+        self.event_log = EventLog(self.bus, self._read_job)  # what a reconnecting client missed
         self.started_monotonic = time.monotonic()
         self.output_root: Path = settings.output_root()
         self.library = ModelLibrary(settings.model_folders())
@@ -174,7 +177,11 @@ class Service:
         )
 
     def status_event(self) -> Event:
-        return stamp(self.status())
+        return self.bus.current(self.status())
+
+    async def _read_job(self, job_id: str) -> Job | None:
+        record = await self.queue.record(job_id)
+        return record.job if record else None
 
     async def _heartbeat(self) -> None:
         while True:
