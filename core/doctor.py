@@ -333,8 +333,8 @@ def _webhooks(settings: Settings) -> Finding:
         except BadSecret as exc:
             return problem(f"{exc}: `serve` refuses to start", 'set secret = "whsec_<base64 of 32 random bytes>"')
         source = "secret from the config"
-    elif _stored_text(settings, WEBHOOK_SECRET_KEY):
-        source = "secret generated and kept in the store"
+    elif stored := _stored_text(settings, WEBHOOK_SECRET_KEY):
+        source = f"secret generated and kept in the store: {stored} (what receivers verify with)"
     else:
         source = "no secret yet: the first start generates one and keeps it in the store"
     if refused := anyio.run(_refused_urls, settings):

@@ -137,6 +137,8 @@ class JobQueue:
                 job.status, job.completed_at = "failed", now
                 job.error = INTERRUPTED if record.spec else "Its spec could not be read after an upgrade"
                 await self.store.save_job(record)
+                for watcher in self._finished_watchers:  # it ended now, as far as anyone watching can tell
+                    watcher(job)
                 continue
             self.active[job.job_id] = record
             self._enqueue(record)

@@ -171,3 +171,18 @@ def test_a_delivery_pending_at_a_restart_arrives_after_it(
     message = verified(*receiver.at("/b")[0])
     assert message["type"] == "job.completed" and message["data"]["job_id"] == job_id
     wait_until(lambda: pending_deliveries(server) == [])
+
+
+def test_a_job_a_restart_interrupts_is_delivered_as_failed(
+    loaded: httpx.Client, receiver: Receiver, server: ServerProcess
+) -> None:
+    slow = {"prompt": "interrupted hook", "width": 256, "height": 256, "steps": 100, "callback_url": receiver.url("/c")}
+    job_id = loaded.post("/txt2img", json=slow).json()["job_id"]
+    wait_until(lambda: loaded.get(f"/queue/{job_id}").json()["status"] == "processing", timeout=60)
+    server.kill()
+    server.start()
+    wait_until(lambda: len(receiver.at("/c")) == 1)
+    message = verified(*receiver.at("/c")[0])
+    assert message["type"] == "job.failed" and message["data"]["job_id"] == job_id
+    assert message["data"]["error"] == loaded.get(f"/queue/{job_id}").json()["error"]
+    assert "restart" in message["data"]["error"]
