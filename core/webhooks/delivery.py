@@ -112,8 +112,11 @@ class Webhooks:
             while True:
                 while self._finished:
                     made = self._deliveries(self._finished.pop(0))
-                    with anyio.CancelScope(shield=True):
-                        await self.store.add_deliveries(made)
+                    try:
+                        with anyio.CancelScope(shield=True):
+                            await self.store.add_deliveries(made)
+                    except Exception:  # a store that fails must not stop the server: deliver from memory
+                        log.exception("webhooks: could not keep %d delivery(ies) in the store", len(made))
                     self._pending.update((d.delivery_id, d) for d in made)
                 now = time.time()
                 waiting = [d for d in self._pending.values() if d.delivery_id not in self._in_flight]
@@ -129,7 +132,7 @@ class Webhooks:
     async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery) -> None:
         error = ""
         try:
-            await self.addresses.check(delivery.url, "url")  # again at each attempt: the name may resolve anew
+            await self.check_url(delivery.url, "url")  # again at each attempt: the name may resolve anew
             timestamp = int(time.time())
             headers = signing.headers(self.key, delivery.delivery_id, timestamp, delivery.body)
             response = await http.post(delivery.url, content=delivery.body, headers=headers)
@@ -137,11 +140,13 @@ class Webhooks:
                 error = f"HTTP {response.status_code}"
         except BadRequest as exc:
             error = exc.message
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # httpx's errors and anything else a receiver can provoke: a failed attempt
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         try:
             with anyio.CancelScope(shield=True):
                 await self._record(delivery, error)
+        except Exception:  # the store failed: the delivery stays pending in memory
+            log.exception("webhooks: could not record attempt of %s", delivery.delivery_id)
         finally:
             self._in_flight.discard(delivery.delivery_id)
             self._wake.set()
@@ -158,8 +163,8 @@ class Webhooks:
                     attempts,
                     error,
                 )
-            await self.store.remove_delivery(delivery.delivery_id)
             self._pending.pop(delivery.delivery_id, None)
+            await self.store.remove_delivery(delivery.delivery_id)
             return
         log.info(
             "webhook %s to %s failed (attempt %d: %s); next in %g s",
@@ -172,5 +177,5 @@ class Webhooks:
         again = msgspec.structs.replace(
             delivery, attempts=attempts, next_at=time.time() + delays[attempts - 1], last_error=error
         )
+        self._pending[again.delivery_id] = again  # memory first: a failing store never makes it retry at once
         await self.store.update_delivery(again)
-        self._pending[again.delivery_id] = again
