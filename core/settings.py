@@ -60,6 +60,14 @@ class Cors(msgspec.Struct, forbid_unknown_fields=True):
     allow_origins: list[str] = []
 
 
+class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Where the service keeps its jobs and state: "" is the embedded SQLite file in the output folder (one host);
+    a `postgresql://` URL is a PostgreSQL database that several hosts share (the store and the queue between hosts).
+    Also SDCPP_RESTAPI_STORE_URL (an environment variable only: the URL may hold a password)."""
+
+    url: Annotated[str, Meta(pattern=r"^$|^postgres(ql)?://")] = ""
+
+
 class OnCommandLine(msgspec.Struct, frozen=True):
     """Marks a scalar setting that SDCPP_RESTAPI_<NAME> and `serve --<name>` also set."""
 
@@ -174,6 +182,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         WebhookSettings,
         Meta(description="URLs told of every finished job, the signing secret and the retry delays"),
     ] = msgspec.field(default_factory=WebhookSettings)
+    store: Annotated[
+        StoreSettings,
+        Meta(description='the store: the embedded SQLite file (default), or url = "postgresql://..." shared by hosts'),
+    ] = msgspec.field(default_factory=StoreSettings)
     auth: Annotated[Auth, Meta(description="API keys")] = msgspec.field(default_factory=Auth)
     cors: Annotated[Cors, Meta(description="web origins that may call the API from a browser")] = msgspec.field(
         default_factory=Cors
@@ -304,7 +316,10 @@ API_KEYS = CommandLineSetting(
 DATA_DIR = CommandLineSetting(
     "data_dir", str, "moves the whole data folder (backends, default models and outputs)", None, has_flag=False
 )
-ENVIRONMENT_ONLY: tuple[CommandLineSetting, ...] = (API_KEYS, DATA_DIR)
+STORE_URL = CommandLineSetting(
+    "store_url", str, "the store's PostgreSQL URL; sets [store] url (may hold a password)", None, has_flag=False
+)
+ENVIRONMENT_ONLY: tuple[CommandLineSetting, ...] = (API_KEYS, DATA_DIR, STORE_URL)
 
 
 class SettingsError(ValueError):
@@ -342,6 +357,8 @@ def load_settings(
     layered = _merge(_merge(layered, env_layer), cli_layer)
     if keys := [key.strip() for key in env.get(API_KEYS.variable, "").split(",") if key.strip()]:
         layered["auth"] = {**layered.get("auth", {}), "api_keys": [*layered.get("auth", {}).get("api_keys", []), *keys]}
+    if store_url := env.get(STORE_URL.variable, "").strip():
+        layered["store"] = {**layered.get("store", {}), "url": store_url}
     try:
         # strict=False: environment values are strings ("8080" -> 8080).
         settings = msgspec.convert(layered, Settings, strict=False)

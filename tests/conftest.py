@@ -11,6 +11,7 @@ from fixtures.random_models import FAMILIES as RANDOM_FAMILIES
 from fixtures.random_models import tables_digest, write_families
 from fixtures.tiny_models import write_tiny_models
 from runners.paths import data_dir
+from tests.postgres import PACKAGE_HINT, PostgresServer, postgres_bindir
 from tests.support import ServerProcess, cached_models, server_fixture
 
 SD15_FAMILIES = tuple(family for family in RANDOM_FAMILIES if family.startswith("sd15"))
@@ -59,3 +60,23 @@ def sd15_models_cache() -> Path:
         if not stale.name.lstrip(".").startswith(current):  # older sets, not this set or its build in progress
             shutil.rmtree(stale, ignore_errors=True)
     return cached_models(f"sd15-models/{current}", lambda scratch: write_families(scratch, SD15_FAMILIES))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for the session (tests/postgres.py); skipped, saying why, where it is missing."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip(PACKAGE_HINT)
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database of the session's PostgreSQL server."""
+    return postgres.new_database()

@@ -71,6 +71,10 @@ class GenerationRequest(Request):
     # while a WebSocket client watches the job; true forces them (for clients polling
     # /queue/{id}/preview); false never. Previewed jobs run on sd-cli (sd-server has no previews).
     preview: bool | None = None
+    # Not in the spec: how many previews to spread evenly over each image's sampling steps, in place of one every
+    # `interval` steps of the preview settings (None). The OpenAI face asks for its `partial_images`: the worker
+    # decodes no preview that nobody will see, so streaming costs little more than not streaming.
+    preview_count: Annotated[int, Meta(ge=1, le=100)] | None = None
     # Not in the spec: the model to run on, by file name (with or without extension) or load-profile name, as the
     # AUTOMATIC1111 and OpenAI faces name it. The job goes first to a worker that holds it; else a worker loads it
     # (its load profile, else the config's [models] table, else the file alone) in place of its model. None: the

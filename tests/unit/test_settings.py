@@ -159,3 +159,13 @@ def test_every_declared_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
     config = tmp_path / "c.toml"
     config.write_text("port = 7001\n")
     assert load_settings(environ={CONFIG_FILE.variable: str(config)}).port == 7001
+
+
+def test_the_store_url_comes_from_the_environment_and_must_name_postgresql(tmp_path: Path) -> None:
+    assert load_settings(environ={}).store.url == ""
+    url = "postgresql://sdcpp:secret@db.lan/sdcpp"
+    assert load_settings(environ={"SDCPP_RESTAPI_STORE_URL": url}).store.url == url
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "mysql://db.lan/sdcpp"\n')
+    with pytest.raises(SettingsError, match=r"store\.url"):
+        load_settings(config, environ={})
