@@ -12,7 +12,18 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from core.request_types import INT_MAX, Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Priority, Request, Unit
+from core.request_types import (
+    INT_MAX,
+    Base64Image,
+    CallbackUrl,
+    CInt,
+    NonNegFloat,
+    NonNegInt,
+    PosInt,
+    Priority,
+    Request,
+    Unit,
+)
 from core.upscale.schemas import Passes
 
 # sd.cpp's seed is an int64; below 0 means random (resolved when the job is accepted).
@@ -83,9 +94,7 @@ class GenerationRequest(Request):
     # Not in the spec: higher runs first (-10..10); equal priorities share the workers fairly between API keys,
     # FIFO within one (README "Priority and fair sharing"). The compat faces leave it at 0.
     priority: Priority = 0
-    # Not in the spec: a URL POSTed (Standard Webhooks, signed) when the job ends; the same address rules as
-    # downloads, loopback allowed while the server listens on loopback (README "Webhooks").
-    callback_url: str | None = None
+    callback_url: CallbackUrl | None = None  # not in the spec: our webhook when the job ends (README "Webhooks")
 
 
 class Txt2ImgRequest(GenerationRequest):

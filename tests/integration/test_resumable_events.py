@@ -17,7 +17,9 @@ from tests.support import ServerProcess, server_fixture, wait_for_job
 
 pytestmark = pytest.mark.integration
 server = server_fixture()
-BODY = {"width": 64, "height": 64, "steps": 2, "seed": 11}
+# No previews: these tests are about numbering and replay (the window keeps no previews), and a watched job would
+# otherwise preview (tests/integration/test_events.py covers previews).
+BODY = {"width": 64, "height": 64, "steps": 2, "seed": 11, "preview": False}
 
 
 @pytest.fixture()
