@@ -102,6 +102,11 @@ class Webhooks:
 
     async def run(self) -> None:
         """Deliver until cancelled: what the store kept from before, then each job that finishes."""
+        for url in self.settings.urls:  # tried anyway (each attempt checks again); `doctor` says the same
+            try:
+                await self.check_url(url, "[webhooks] urls")
+            except BadRequest as exc:
+                log.warning("webhooks: %s (its deliveries will fail until that changes)", exc.message)
         self._pending = {d.delivery_id: d for d in await self.store.pending_deliveries()}
         if self._pending:
             log.info("webhooks: %d delivery(ies) pending from before the start", len(self._pending))
