@@ -186,3 +186,15 @@ def test_a_job_a_restart_interrupts_is_delivered_as_failed(
     assert message["type"] == "job.failed" and message["data"]["job_id"] == job_id
     assert message["data"]["error"] == loaded.get(f"/queue/{job_id}").json()["error"]
     assert "restart" in message["data"]["error"]
+
+
+def test_a_cancelled_job_is_delivered_as_cancelled(loaded: httpx.Client, receiver: Receiver) -> None:
+    slow = {"prompt": "holds the worker", "width": 256, "height": 256, "steps": 100}
+    running = loaded.post("/txt2img", json=slow).json()["job_id"]
+    waiting = loaded.post("/txt2img", json={**BODY, "prompt": "never runs", "callback_url": receiver.url("/d")}).json()
+    assert loaded.delete(f"/queue/{waiting['job_id']}").status_code == 200
+    loaded.delete(f"/queue/{running}")
+    wait_until(lambda: len(receiver.at("/d")) == 1)
+    message = verified(*receiver.at("/d")[0])
+    assert message["type"] == "job.cancelled"
+    assert message["data"]["job_id"] == waiting["job_id"] and message["data"]["status"] == "cancelled"
