@@ -23,14 +23,19 @@ import anyio
 import httpx
 import msgspec
 
+from core.errors import BadRequest
+from core.models.downloads import Destinations
 from core.models.schemas import HealthResponse
 from core.prompt_help.features import Assistant, PromptEnhancer, stored_settings_key
 from core.prompt_help.ollama import OllamaClient
 from core.prompt_help.schemas import LlmSettings
+from core.request_types import check_http_url
 from core.settings import API_KEYS, Settings
 from core.store import StoreUnusable
 from core.store.postgres import peek, shown_url
 from core.store.sqlite import STORE_FILE, _stored_version, lock_path
+from core.webhooks.delivery import SECRET_KEY as WEBHOOK_SECRET_KEY
+from core.webhooks.signing import BadSecret, secret_key
 from runners.doctor import (
     Finding,
     Verdict,
@@ -313,6 +318,58 @@ def _keys(settings: Settings) -> Finding:
     return problem(f"bound to {settings.host} with no API key: `serve` refuses to start", fix)
 
 
+# ------------------------------------------------------------------------------------------ webhooks
+
+
+def _stored_text(settings: Settings, key: str) -> str | None:
+    """A text value the server keeps in the store, read through a read-only connection (None: none, or no store)."""
+    path = settings.output_root() / STORE_FILE
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM state_values WHERE key = ?", (key,)).fetchone()
+        finally:
+            db.close()
+        return msgspec.json.decode(row[0], type=str) if row else None
+    except (sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def _refused_urls(settings: Settings) -> list[str]:
+    addresses = Destinations(settings.downloads, settings.on_loopback)
+    refused = []
+    for url in settings.webhooks.urls:
+        try:
+            check_http_url(url, "[webhooks] urls")
+            await addresses.check(url, "[webhooks] urls")
+        except BadRequest as exc:
+            refused.append(f"{url}: {exc.message}")
+    return refused
+
+
+def _webhooks(settings: Settings) -> Finding:
+    """Where the signing secret comes from, and whether each configured URL passes the address rules."""
+    hooks = settings.webhooks
+    if hooks.secret:
+        try:
+            secret_key(hooks.secret)
+        except BadSecret as exc:
+            return problem(f"{exc}: `serve` refuses to start", 'set secret = "whsec_<base64 of 32 random bytes>"')
+        source = "secret from the config"
+    elif stored := _stored_text(settings, WEBHOOK_SECRET_KEY):
+        source = f"secret generated and kept in the store: {stored} (what receivers verify with)"
+    else:
+        source = "no secret yet: the first start generates one and keeps it in the store"
+    if refused := anyio.run(_refused_urls, settings):
+        return problem(
+            "[webhooks] urls refused by the address rules: " + "; ".join(refused),
+            "use a public http(s) URL, or set [downloads] allow_private_addresses = true (the rules downloads use)",
+        )
+    return ok(f"{source}; {len(hooks.urls)} configured URL(s) pass the address rules")
+
+
 # The checks, in the order they are printed. A new check is one row.
 CHECKS: tuple[Check, ...] = (
     Check("sd-cli", _sd_cli),
@@ -326,6 +383,7 @@ CHECKS: tuple[Check, ...] = (
     Check("store", _store),
     Check("ollama", _ollama),
     Check("keys", _keys),
+    Check("webhooks", _webhooks),
 )
 
 

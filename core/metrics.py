@@ -19,7 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector
 
 from core.events.bus import Event, EventBus
-from core.events.types import ModelLoaded, ModelLoadingProgress
+from core.events.types import JobProgress, JobStatusChanged, ModelLoaded, ModelLoadingProgress
 from core.jobs.queue import LANES, JobQueue
 from core.jobs.schemas import TERMINAL, Job, JobType
 from core.models.manager import LOAD_STARTING, ModelManager
@@ -31,6 +31,8 @@ ACTIVE_STATUSES = ("pending", "processing")
 # Jobs take from a second (a tiny model) to an hour (a long video); model loads from a second to ten minutes.
 JOB_SECONDS_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 LOAD_SECONDS_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# A sampling step takes from milliseconds (a tiny model on a GPU) to minutes (a large video model on a CPU).
+STEP_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 # The route label of a request no route matched (404s): its path would let a scanner grow the label set.
 UNMATCHED_ROUTE = "unmatched"
 
@@ -60,6 +62,15 @@ class ServiceMetrics:
             buckets=LOAD_SECONDS_BUCKETS,
             registry=self.registry,
         )
+        self.step_duration = Histogram(
+            "step_duration_seconds",
+            "time per sampling step (between two progress reports of one image, divided by the steps between them; "
+            "an image's first step, which follows text encoding, is not counted), by worker and model",
+            ["worker", "model"],
+            namespace=NAMESPACE,
+            buckets=STEP_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
         self.http_requests = Counter(
             "http_requests",
             f"HTTP requests answered, by method, route template ('{UNMATCHED_ROUTE}': no route) and status",
@@ -72,6 +83,8 @@ class ServiceMetrics:
                 self.jobs_finished.labels(job_type, result)
         self.registry.register(LiveState(queue, models))
         self._load_started: dict[str, float] = {}  # model name -> monotonic start of its load in progress
+        self._last_step: dict[str, tuple[int, int, float]] = {}  # job id -> (image, step, monotonic time) reported
+        self._models = models
         queue.watch_finished(self.job_finished)
         bus.subscribe(self._on_event)
 
@@ -84,9 +97,26 @@ class ServiceMetrics:
     def http_request(self, method: str, route: str | None, status: int) -> None:
         self.http_requests.labels(method, route or UNMATCHED_ROUTE, str(status)).inc()
 
+    def _step(self, data: JobProgress) -> None:
+        now = time.monotonic()
+        before = self._last_step.get(data.job_id)
+        self._last_step[data.job_id] = (data.current_image, data.step, now)
+        if before is None or before[0] != data.current_image or data.step <= before[1]:
+            return
+        steps = data.step - before[1]
+        worker = data.worker or ""
+        model = next((w.model for w in self._models.pool.workers if w.name == worker), None) or ""
+        histogram = self.step_duration.labels(worker, model)
+        for _ in range(steps):
+            histogram.observe((now - before[2]) / steps)
+
     def _on_event(self, event: Event) -> None:
         data = event.data
-        if isinstance(data, ModelLoadingProgress) and data.model_name and data.message == LOAD_STARTING:
+        if isinstance(data, JobProgress):
+            self._step(data)
+        elif isinstance(data, JobStatusChanged) and data.status in TERMINAL:
+            self._last_step.pop(data.job_id, None)
+        elif isinstance(data, ModelLoadingProgress) and data.model_name and data.message == LOAD_STARTING:
             self._load_started[data.model_name] = time.monotonic()
         elif isinstance(data, ModelLoaded) and (started := self._load_started.pop(data.model_name, None)) is not None:
             self.model_load.observe(time.monotonic() - started)

@@ -32,6 +32,15 @@ NonEmptyStr = Annotated[str, Meta(min_length=1)]
 Base64Image = Annotated[str, Meta(description="base64 image, plain or as a data: URL")]
 # Ours, not sd.cpp's: which pending job goes first (higher first; FIFO, shared fairly between API keys, within one).
 Priority = Annotated[int, Meta(ge=-10, le=10, description="higher runs first; equal: fair between API keys, FIFO")]
+# Ours: where the job's webhook goes when it ends (core/webhooks/; README "Webhooks").
+CallbackUrl = Annotated[
+    str,
+    Meta(
+        max_length=2048,
+        description="http(s) URL POSTed, signed as Standard Webhooks, when the job ends (completed, failed or "
+        "cancelled); the address rules of downloads apply, loopback allowed while the server listens on loopback",
+    ),
+]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=False):

@@ -13,7 +13,8 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from core.events.bus import Event, EventBus, stamp
+from core.events.bus import Event, EventBus
+from core.events.replay import EventLog
 from core.events.stream import EventHub
 from core.events.types import ServerStatus
 from core.generation.engine import GenerationEngine
@@ -24,12 +25,13 @@ from core.job_types import JOB_CODEC
 from core.jobs.idempotency import IdempotentSubmits
 from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
 from core.jobs.records import JobRecord
+from core.jobs.schemas import Job
 from core.legacy_json import import_legacy_files
 from core.login_sessions import LoginSessions
 from core.metrics import ServiceMetrics
 from core.models.architecture import PRESETS, Architectures, size_multiple
 from core.models.conversion import ConversionService
-from core.models.downloads import DownloadService
+from core.models.downloads import Destinations, DownloadService
 from core.models.hashing import HashCache
 from core.models.library import ModelLibrary
 from core.models.manager import ModelManager
@@ -44,6 +46,7 @@ from core.store.sqlite import STORE_FILE, SqliteStore
 from core.upscale.specs import UpscaleJob
 from core.upscale.submit import UpscaleSubmitter
 from core.upscale.upscaler import UpscalerManager
+from core.webhooks.delivery import Webhooks, webhook_secret
 from core.workers.pool import WorkerSpec
 from runners.binaries import Binaries, locate_binaries
 from runners.capabilities import Capabilities, read_capabilities
@@ -61,6 +64,7 @@ class Service:
         capabilities: Capabilities,
         store: Store,
         session_secret: bytes = b"",
+        webhooks_secret: str = "",
     ) -> None:
         self.settings = settings
         self.session_secret = session_secret or secrets.token_bytes(32)  # signs login cookies
@@ -70,6 +74,7 @@ class Service:
         self.sessions = LoginSessions(store, self.session_secret)  # browser sign-ins, revocable
         self.bus = EventBus()
         self.hub = EventHub(self.bus)
+        self.event_log = EventLog(self.bus, self._read_job)  # what a reconnecting client missed
         self.started_monotonic = time.monotonic()
         self.output_root: Path = settings.output_root()
         self.library = ModelLibrary(settings.model_folders())
@@ -100,6 +105,11 @@ class Service:
         self.conversion = ConversionService(self.queue, self.library, binaries.sd_cli, capabilities)
         self.downloads = DownloadService(self.queue, self.library, self.hashes, settings.downloads)
         self.metrics = ServiceMetrics(self.bus, self.queue, self.models)
+        self.webhooks = Webhooks(
+            store, settings.webhooks, Destinations(settings.downloads, settings.on_loopback), webhooks_secret
+        )
+        self.queue.check_admission(self.webhooks.check_job)
+        self.queue.watch_finished(self.webhooks.job_finished)
 
     async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
         """The queue workers' executor: each job type to the feature that runs it."""
@@ -169,7 +179,11 @@ class Service:
         )
 
     def status_event(self) -> Event:
-        return stamp(self.status())
+        return self.bus.current(self.status())
+
+    async def _read_job(self, job_id: str) -> Job | None:
+        record = await self.queue.record(job_id)
+        return record.job if record else None
 
     async def _heartbeat(self) -> None:
         while True:
@@ -211,6 +225,7 @@ class Service:
                     self.queue.run_worker, self.execute, lane, self.models.pool if lane == "generation" else None
                 )
             tasks.start_soon(self._heartbeat)
+            tasks.start_soon(self.webhooks.run)
             try:
                 yield self
             finally:
@@ -283,4 +298,5 @@ async def build_service(settings: Settings) -> Service:
     binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server, selected.sd_worker)
     capabilities = await read_capabilities(binaries.sd_cli)
     store = await anyio.to_thread.run_sync(open_store, settings.output_root(), settings.store.url)
-    return Service(settings, binaries, capabilities, store, await session_secret(store))
+    secret, _ = await webhook_secret(settings.webhooks, store)
+    return Service(settings, binaries, capabilities, store, await session_secret(store), secret)

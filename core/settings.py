@@ -23,6 +23,7 @@ from core.models.downloads import DownloadSettings
 from core.models.schemas import LoadModelRequest
 from core.models.types import MODEL_TYPES
 from core.prompt_help.schemas import LlmSettings
+from core.webhooks.schemas import WebhookSettings
 from runners.devices import NoDeviceSelection, device_environment
 from runners.paths import backend_dir, data_dir
 
@@ -177,6 +178,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             "through /models/load"
         ),
     ] = {}
+    webhooks: Annotated[
+        WebhookSettings,
+        Meta(description="URLs told of every finished job, the signing secret and the retry delays"),
+    ] = msgspec.field(default_factory=WebhookSettings)
     store: Annotated[
         StoreSettings,
         Meta(description='the store: the embedded SQLite file (default), or url = "postgresql://..." shared by hosts'),

@@ -21,6 +21,7 @@ from core.store import StoreUnusable
 from core.store.postgres import shown_url
 from core.store.sqlite import STORE_FILE
 from core.store.transfer import ImportRefused, import_sqlite_store
+from core.webhooks.signing import BadSecret
 from litestar_app.slow_clients import slow_client_protocol
 from runners import backend_build
 from runners.binaries import BinaryNotFound
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         check_exposure(settings)
         check_ports(settings)
         asyncio.run(serve(settings))
-    except (BinaryNotFound, PortInUse, StoreUnusable, Unprotected) as exc:
+    except (BinaryNotFound, PortInUse, StoreUnusable, Unprotected, BadSecret) as exc:
         print(f"sdcpp-restapi: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,11 +18,13 @@ NotEmpty = Annotated[str, Meta(min_length=1)]
 
 
 class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Write the running job's preview to `path` at each step (written whole, then renamed into place)."""
+    """Write the running job's preview to `path` every `interval` sampling steps and at the last one (written whole,
+    then renamed into place); the steps between are not decoded at all."""
 
     mode: Literal["proj", "tae", "vae"]
     path: NotEmpty
     noisy: Annotated[bool, Meta(description="preview the noisy latent instead of the denoised one")] = False
+    interval: Annotated[int, Meta(ge=1, le=10000, description="sampling steps between two previews")] = 1
 
 
 class JobRequest(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):

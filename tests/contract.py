@@ -51,4 +51,4 @@ DOCUMENTED_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
 
 # (method, path) of the endpoints this server adds for its operators, which the contract does not document: served,
 # and in the OpenAPI document, beside the contract's.
-OWN_ENDPOINTS: frozenset[tuple[str, str]] = frozenset({("GET", "/metrics"), ("GET", "/workers")})
+OWN_ENDPOINTS: frozenset[tuple[str, str]] = frozenset({("GET", "/metrics"), ("GET", "/workers"), ("GET", "/events")})

@@ -150,7 +150,7 @@ def to_request(
     prompt: str,
     n: int,
     size: tuple[int, int],
-    preview: bool,
+    partials: int,
     init_image: str | None = None,
     mask: str | None = None,
     references: list[str] | None = None,
@@ -158,8 +158,9 @@ def to_request(
     """Our request: txt2img, or img2img when an image is given (the edit endpoint)."""
     clean, extra = extract_extra_args(prompt)
     fields: dict[str, object] = {"prompt": clean, "batch_count": n, "width": size[0], "height": size[1]}
-    if preview:
-        fields["preview"] = True  # partial images come from the live previews
+    if partials:
+        # Partial images come from the live previews, only as many as the client asked for (nothing else is decoded).
+        fields["preview"], fields["preview_count"] = True, partials
     if init_image is not None:
         fields["init_image_base64"] = init_image
         if mask is not None:

@@ -68,6 +68,21 @@ class Subscription:
         if len(self._pending) > self.max_pending:
             self.overflowed = True  # the client is stuck: the transport closes it
 
+    def prepend(self, events: list[Event]) -> None:
+        """Put what a reconnecting client missed before what arrived since it subscribed (not filtered: the
+        caller chose them for this client). One that also arrived meanwhile is sent once."""
+        arrived, self._pending = self._pending, OrderedDict()
+        first_arrived = min((event.seq for event in arrived.values()), default=None)
+        for event in events:
+            if first_arrived is not None and event.seq >= first_arrived:
+                continue
+            key_of = COALESCED.get(type(event.data))
+            self._pending[key_of(event.data) if key_of else next(self._counter)] = event
+        for key, event in arrived.items():
+            self._pending[key] = event  # a coalescing key already there keeps its place, with the newest data
+        if self._pending:
+            self._wake.set()
+
     async def next_events(self) -> list[Event]:
         """Everything pending, oldest first (waits while there is nothing)."""
         while not self._pending and not self.overflowed:

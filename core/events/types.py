@@ -107,6 +107,17 @@ class UpscalerUnloaded(EventData):
     model_name: str | None
 
 
+class EventGap(EventData):
+    """Sent to a client that reconnected with `since` too old to replay (or from before a restart): it missed events
+    and should read what it needs again (GET /queue, /health). Its `seq` is where it stands now."""
+
+    name = "gap"
+    since: int
+    oldest_seq: int  # the oldest number a reconnect can resume from now
+    latest_seq: int
+    reason: str
+
+
 class ServerStatus(EventData):
     name = "server_status"
     pending_count: int

@@ -17,6 +17,7 @@ import msgspec
 
 from core.events.bus import EventBus
 from core.files import atomic_write_json
+from core.generation.defaults import contract_defaults
 from core.generation.lora_tags import LORA_TAG, parse_lora_tags
 from core.generation.previews import PreviewSettings, PreviewStore, PreviewWatcher
 from core.generation.specs import GenerationJob, Txt2VidJob
@@ -68,8 +69,10 @@ NOT_FOR_SDCPP: dict[str, str] = {
     "upscale_repeats": "passes of our ESRGAN chaining after the generation",
     "upscale_auto_unload": "whether we unload the upscaler after chaining",
     "preview": "chooses the engine and preview plan; the preview flags come from the preview settings",
+    "preview_count": "spaces the previews (the preview plan's interval); sd.cpp ignores its own preview interval",
     "model": "chooses the worker and the model it runs on; the model's flags come from its load",
     "priority": "orders the queue (ours: higher first, fair between API keys)",
+    "callback_url": "where our webhook is POSTed when the job ends (core/webhooks/)",
 }
 
 
@@ -159,7 +162,15 @@ class GenerationEngine:
         async with self.models.worker_for(job_id) as worker:  # the worker the queue handed the job to
             loaded = await self.models.model_named(job.request.model)
             options = generation_options(job, job_dir, loaded.request.options)
-            plan = await anyio.to_thread.run_sync(self._preview_plan, job_id, job, loaded, mode, job_dir)
+            plan = await anyio.to_thread.run_sync(
+                self._preview_plan,
+                job_id,
+                job,
+                loaded,
+                mode,
+                job_dir,
+                options.steps or contract_defaults(job.request).steps,
+            )
             resident = await self.models.ensure_resident(worker, loaded)
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
             if isinstance(resident, ResidentWorker):  # everything runs on our worker, previews included
@@ -214,7 +225,12 @@ class GenerationEngine:
             path = plan.path.with_suffix(".jpg") if mode == "img_gen" else plan.path
             await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
             watcher = PreviewWatcher(job_id, path, settings, self.previews, self.bus, note)
-            preview = PreviewRequest(settings.mode, str(path), settings.preview_noisy)  # type: ignore[arg-type]
+            preview = PreviewRequest(
+                settings.mode,  # type: ignore[arg-type]
+                str(path),
+                settings.preview_noisy,
+                settings.interval,
+            )
         output = job_dir / (VIDEO_NAME if mode == "vid_gen" else IMAGE_NAME.format("%d"))
         request = JobRequest(job_id, mode, generation_args(options), str(output), preview)
         images = _ImageCounter(report)
@@ -294,15 +310,19 @@ class GenerationEngine:
         return body
 
     def _preview_plan(
-        self, job_id: str, job: GenerationJob, loaded: LoadedModel, mode: CliMode, job_dir: Path
+        self, job_id: str, job: GenerationJob, loaded: LoadedModel, mode: CliMode, job_dir: Path, steps: int
     ) -> PreviewPlan | None:
         """Whether this job previews, and how. `tae` needs a TAESD: the model's own, else a fitting one from
-        taesd/ (preview-only), else the cheap `proj` projection (said in the events' `note`)."""
+        taesd/ (preview-only), else the cheap `proj` projection (said in the events' `note`). A request's
+        `preview_count` spreads that many previews over the `steps` (the last step always previews)."""
         settings, wanted = self.previews.settings, job.request.preview
         if wanted is False or (wanted is None and not (settings.active and self.watched(job_id))):
             return None
         if not settings.active:
             settings = msgspec.structs.replace(settings, enabled=True, mode="proj")
+        if job.request.preview_count is not None:
+            interval = max(1, steps // (job.request.preview_count + 1))
+            settings = msgspec.structs.replace(settings, interval=min(interval, 100))
         preview_taesd = None
         note = None
         if settings.mode == "tae" and loaded.context.taesd is None:

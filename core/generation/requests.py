@@ -12,7 +12,18 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from core.request_types import INT_MAX, Base64Image, CInt, NonNegFloat, NonNegInt, PosInt, Priority, Request, Unit
+from core.request_types import (
+    INT_MAX,
+    Base64Image,
+    CallbackUrl,
+    CInt,
+    NonNegFloat,
+    NonNegInt,
+    PosInt,
+    Priority,
+    Request,
+    Unit,
+)
 from core.upscale.schemas import Passes
 
 # sd.cpp's seed is an int64; below 0 means random (resolved when the job is accepted).
@@ -71,6 +82,10 @@ class GenerationRequest(Request):
     # while a WebSocket client watches the job; true forces them (for clients polling
     # /queue/{id}/preview); false never. Previewed jobs run on sd-cli (sd-server has no previews).
     preview: bool | None = None
+    # Not in the spec: how many previews to spread evenly over each image's sampling steps, in place of one every
+    # `interval` steps of the preview settings (None). The OpenAI face asks for its `partial_images`: the worker
+    # decodes no preview that nobody will see, so streaming costs little more than not streaming.
+    preview_count: Annotated[int, Meta(ge=1, le=100)] | None = None
     # Not in the spec: the model to run on, by file name (with or without extension) or load-profile name, as the
     # AUTOMATIC1111 and OpenAI faces name it. The job goes first to a worker that holds it; else a worker loads it
     # (its load profile, else the config's [models] table, else the file alone) in place of its model. None: the
@@ -79,6 +94,7 @@ class GenerationRequest(Request):
     # Not in the spec: higher runs first (-10..10); equal priorities share the workers fairly between API keys,
     # FIFO within one (README "Priority and fair sharing"). The compat faces leave it at 0.
     priority: Priority = 0
+    callback_url: CallbackUrl | None = None  # not in the spec: our webhook when the job ends (README "Webhooks")
 
 
 class Txt2ImgRequest(GenerationRequest):

@@ -115,11 +115,16 @@ class JobQueue:
         self._handing: dict[Lane, str] = {}
         self._running: dict[str, tuple[Lane, anyio.CancelScope]] = {}  # job id -> its lane, and what cancels it
         self._finished_watchers: list[Callable[[Job], None]] = []
+        self._admission_checks: list[Callable[[Job], Awaitable[None]]] = []
 
     def watch_finished(self, watcher: Callable[[Job], None]) -> None:
         """Call `watcher` with each job that ends (completed, failed, cancelled), once its end is committed; it
         must not block. The job's type and times are there, which the job_status_changed event does not carry."""
         self._finished_watchers.append(watcher)
+
+    def check_admission(self, check: Callable[[Job], Awaitable[None]]) -> None:
+        """Call `check` with each job before it is committed; what it raises (a 4xx) refuses the submission."""
+        self._admission_checks.append(check)
 
     # ------------------------------------------------------------------------------------- durability
 
@@ -132,6 +137,8 @@ class JobQueue:
                 job.status, job.completed_at = "failed", now
                 job.error = INTERRUPTED if record.spec else "Its spec could not be read after an upgrade"
                 await self.store.save_job(record)
+                for watcher in self._finished_watchers:  # it ended now, as far as anyone watching can tell
+                    watcher(job)
                 continue
             self.active[job.job_id] = record
             self._enqueue(record)
@@ -254,6 +261,8 @@ class JobQueue:
             created_at=utc_timestamp(),
             params=spec.params(),
         )
+        for check in self._admission_checks:
+            await check(job)
         if spec.key_id == ANONYMOUS:
             spec.key_id = SUBMITTER.get()
         record = JobRecord(job, spec)

@@ -70,12 +70,15 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 class Destinations:
-    """Which URLs a download may fetch, checked for the URL a client gives and again for every redirect hop."""
+    """Which URLs a download may fetch, checked for the URL a client gives and again for every redirect hop.
+    Webhooks use the same rules, with loopback addresses allowed while the server itself listens on loopback
+    (`allow_loopback`)."""
 
-    def __init__(self, settings: DownloadSettings) -> None:
+    def __init__(self, settings: DownloadSettings, allow_loopback: bool = False) -> None:
         self.hubs = {_origin(settings.huggingface_url), _origin(settings.civitai_url)}
         self.allowed_hosts = frozenset(host.lower() for host in settings.allowed_hosts)
         self.allow_private = settings.allow_private_addresses
+        self.allow_loopback = allow_loopback
 
     async def check(self, url: str, field: str = "url") -> None:
         origin = _origin(url)
@@ -94,7 +97,7 @@ class Destinations:
             ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
             if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
                 ip = ip.ipv4_mapped
-            if not ip.is_global:
+            if not ip.is_global and not (self.allow_loopback and ip.is_loopback):
                 raise BadRequest(
                     f"{field}: {host} is {ip}, a loopback, private, link-local or otherwise non-public address; "
                     "downloads reach public hosts only unless [downloads] allow_private_addresses = true"

@@ -15,6 +15,7 @@ from core.jobs.idempotency import IdempotencyStore
 from core.jobs.records import JobStore
 from core.models.hashing import HashStore
 from core.prompt_help.features import HistoryStore
+from core.webhooks.delivery import WebhookStore
 from runners.process import ChildBook
 
 
@@ -23,7 +24,7 @@ class StoreUnusable(RuntimeError):
     with this message; the file is left untouched."""
 
 
-class Store(JobStore, IdempotencyStore, HashStore, HistoryStore, ChildBook, Protocol):
+class Store(JobStore, IdempotencyStore, HashStore, HistoryStore, WebhookStore, ChildBook, Protocol):
     """Everything the features keep (HistoryStore includes the ValueStore of settings and state)."""
 
     def close(self) -> None:

@@ -40,6 +40,7 @@ from core.jobs.schemas import DEFAULT_FINISHED_LISTED, Job, JobStatus, QueueQuer
 from core.models.hashing import CachedHash
 from core.store import StoreUnusable
 from core.store.sql import ACTIVE_STATUSES, TERMINAL_STATUSES, job_filters, listing_sql, marks, postgres_marks
+from core.webhooks.schemas import Delivery
 
 T = TypeVar("T")
 log = logging.getLogger("sdcpp_restapi")
@@ -82,6 +83,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE idempotent_answers (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, answer BYTEA NOT NULL,
                                      created_at DOUBLE PRECISION NOT NULL);
     CREATE INDEX idempotent_answers_by_age ON idempotent_answers (created_at);
+    CREATE TABLE webhook_deliveries (delivery_id TEXT PRIMARY KEY, url TEXT NOT NULL, body BYTEA NOT NULL,
+                                     attempts INTEGER NOT NULL, next_at DOUBLE PRECISION NOT NULL,
+                                     last_error TEXT NOT NULL DEFAULT '');
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -431,6 +435,35 @@ class PostgresStore:
 
     async def forget_answers_before(self, created_before: float) -> None:
         await self._execute("DELETE FROM idempotent_answers WHERE created_at < ?", (created_before,))
+
+    # ------------------------------------------------------------------------------- webhook deliveries
+
+    async def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        rows = [(d.delivery_id, d.url, d.body, d.attempts, d.next_at, d.last_error) for d in deliveries]
+
+        async def add(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.transaction(), conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO webhook_deliveries (delivery_id, url, body, attempts, next_at, last_error) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (delivery_id) DO UPDATE SET url = excluded.url, "
+                    "body = excluded.body, attempts = excluded.attempts, next_at = excluded.next_at, "
+                    "last_error = excluded.last_error",
+                    rows,
+                )
+
+        await self._with(add)
+
+    async def pending_deliveries(self) -> list[Delivery]:
+        rows = await self._rows(
+            "SELECT delivery_id, url, body, attempts, next_at, last_error FROM webhook_deliveries ORDER BY next_at"
+        )
+        return [Delivery(row[0], row[1], bytes(row[2]), row[3], row[4], row[5]) for row in rows]
+
+    async def update_delivery(self, delivery: Delivery) -> None:
+        await self.add_deliveries([delivery])
+
+    async def remove_delivery(self, delivery_id: str) -> None:
+        await self._execute("DELETE FROM webhook_deliveries WHERE delivery_id = ?", (delivery_id,))
 
     # --------------------------------------------------------------------------------------- hashes
 

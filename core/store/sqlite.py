@@ -29,6 +29,7 @@ from core.jobs.schemas import DEFAULT_FINISHED_LISTED, Job, JobStatus, QueueQuer
 from core.models.hashing import CachedHash
 from core.store import StoreUnusable
 from core.store.sql import ACTIVE_STATUSES, TERMINAL_STATUSES, job_filters, listing_sql, marks
+from core.webhooks.schemas import Delivery
 
 T = TypeVar("T")
 STORE_FILE = ".sdcpp-restapi.sqlite3"  # dot-file: never listed or served by the output browser
@@ -60,6 +61,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE idempotent_answers (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, answer BLOB NOT NULL,
                                      created_at REAL NOT NULL);
     CREATE INDEX idempotent_answers_by_age ON idempotent_answers (created_at);
+    """,
+    """
+    CREATE TABLE webhook_deliveries (delivery_id TEXT PRIMARY KEY, url TEXT NOT NULL, body BLOB NOT NULL,
+                                     attempts INTEGER NOT NULL, next_at REAL NOT NULL,
+                                     last_error TEXT NOT NULL DEFAULT '');
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -283,6 +289,44 @@ class SqliteStore:
             partial(
                 self._write,
                 lambda db: db.execute("DELETE FROM idempotent_answers WHERE created_at < ?", (created_before,)),
+            )
+        )
+
+    # ------------------------------------------------------------------------------- webhook deliveries
+
+    async def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        rows = [(d.delivery_id, d.url, d.body, d.attempts, d.next_at, d.last_error) for d in deliveries]
+        await self._off_loop(
+            partial(
+                self._write,
+                lambda db: db.executemany(
+                    "INSERT OR REPLACE INTO webhook_deliveries (delivery_id, url, body, attempts, next_at, last_error) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                ),
+            )
+        )
+
+    async def pending_deliveries(self) -> list[Delivery]:
+        rows = await self._off_loop(
+            partial(
+                self._run,
+                lambda db: db.execute(
+                    "SELECT delivery_id, url, body, attempts, next_at, last_error FROM webhook_deliveries "
+                    "ORDER BY next_at"
+                ).fetchall(),
+            )
+        )
+        return [Delivery(row[0], row[1], bytes(row[2]), row[3], row[4], row[5]) for row in rows]
+
+    async def update_delivery(self, delivery: Delivery) -> None:
+        await self.add_deliveries([delivery])
+
+    async def remove_delivery(self, delivery_id: str) -> None:
+        await self._off_loop(
+            partial(
+                self._write,
+                lambda db: db.execute("DELETE FROM webhook_deliveries WHERE delivery_id = ?", (delivery_id,)),
             )
         )
 

@@ -1,7 +1,7 @@
 """`sdcpp-restapi import-store`: copy an SQLite store (the one-host default) into the PostgreSQL store of
 `[store] url`, in one transaction, and say what moved.
 
-Both stores are opened as a server would (their one-server locks held while copying, the SQLite file and the
+Pending webhook deliveries come along too. Both stores are opened as a server would (their one-server locks held while copying, the SQLite file and the
 database brought to this version's schema); a target that already holds jobs is refused unless `merge`, which
 keeps what the target has (a job, value, hash or answer of the same key is not overwritten; history entries with
 the id of one already there are skipped). Child processes are not copied: they are pids of the SQLite host.
@@ -34,6 +34,7 @@ class ImportReport(msgspec.Struct):
     hashes: int
     histories: dict[str, int]  # entries moved, by feature
     answers: int  # idempotent answers
+    deliveries: int  # webhook deliveries not yet made
 
     def lines(self) -> list[str]:
         moved = sum(self.jobs.values())
@@ -46,6 +47,7 @@ class ImportReport(msgspec.Struct):
             f"model hashes: {self.hashes}",
             f"history entries: {sum(self.histories.values())}" + (f" ({histories})" if histories else ""),
             f"idempotent answers: {self.answers}",
+            f"webhook deliveries pending: {self.deliveries}",
         ]
 
 
@@ -104,6 +106,13 @@ def _copy(db: sqlite3.Connection, target: psycopg.Connection[Any], url: str, mer
             "idempotent_answers (key, fingerprint, answer, created_at)",
             "key",
         )
+        deliveries = _insert_new(
+            target,
+            db,
+            "SELECT delivery_id, url, body, attempts, next_at, last_error FROM webhook_deliveries",
+            "webhook_deliveries (delivery_id, url, body, attempts, next_at, last_error)",
+            "delivery_id",
+        )
         histories: Counter[str] = Counter()
         for feature, entry_id, entry in db.execute("SELECT feature, entry_id, entry FROM history ORDER BY seq"):
             added = target.execute(
@@ -112,7 +121,8 @@ def _copy(db: sqlite3.Connection, target: psycopg.Connection[Any], url: str, mer
                 (feature, entry_id, entry, entry_id, feature, entry_id),
             ).rowcount
             histories[feature] += added
-    return ImportReport(dict(jobs), kept, values, hashes, {k: v for k, v in histories.items() if v}, answers)
+    histories_moved = {feature: count for feature, count in histories.items() if count}
+    return ImportReport(dict(jobs), kept, values, hashes, histories_moved, answers, deliveries)
 
 
 def _insert_new(target: psycopg.Connection[Any], db: sqlite3.Connection, select: str, into: str, key: str) -> int:

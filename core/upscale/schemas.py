@@ -7,7 +7,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from core.request_types import Base64Image, CInt, NonEmptyStr, Priority, Request
+from core.request_types import Base64Image, CallbackUrl, CInt, NonEmptyStr, Priority, Request
 
 # sd-cli upscales in passes (x1, x2 or x4 each): more than 4 passes is beyond any image size it can write.
 Passes = Annotated[int, Meta(ge=1, le=4)]
@@ -32,3 +32,4 @@ class UpscaleRequest(Request):
     tile_size: Annotated[int, Meta(ge=1, le=4096)] = 128
     repeats: Passes = 1
     priority: Priority = 0  # higher runs first (ours; README "Priority and fair sharing")
+    callback_url: CallbackUrl | None = None  # not in the spec: our webhook when the job ends (README "Webhooks")

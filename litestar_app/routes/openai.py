@@ -146,7 +146,7 @@ async def generations(
     await _choose_model(service, data.model)
     loaded = service.models.require_loaded()
     generation = to_request(
-        data.prompt, data.n, parse_size(data.size, loaded.architecture), data.stream and data.partial_images > 0
+        data.prompt, data.n, parse_size(data.size, loaded.architecture), data.partial_images if data.stream else 0
     )
     return await _respond(request, service, data, generation, "txt2img", "image_generation")
 
@@ -187,7 +187,7 @@ async def edits(request: Request, service: Service) -> Response[ImagesResponse] 
         options.prompt,
         options.n,
         parse_size(options.size, loaded.architecture),
-        options.stream and options.partial_images > 0,
+        options.partial_images if options.stream else 0,
         images[0],
         mask,
         images[1:],

@@ -33,9 +33,12 @@
 //   is refused with an `error` answer: nothing is filled in with a default.
 //   - args: generation flags as sd-cli spells them
 //   - output: "<folder>/image_%d.png" or "<folder>/video.webm"
-// PreviewRequest {"mode": "proj" | "tae" | "vae", "path": string (not empty), "noisy"?: true | false (default false)}
-//   Write the running job's preview to `path` at each step (written whole, then renamed into place).
+// PreviewRequest {"mode": "proj" | "tae" | "vae", "path": string (not empty), "noisy"?: true | false (default false),
+//       "interval"?: integer (default 1)}
+//   Write the running job's preview to `path` every `interval` sampling steps and at the last one (written whole,
+//   then renamed into place); the steps between are not decoded at all.
 //   - noisy: preview the noisy latent instead of the denoised one
+//   - interval: sampling steps between two previews
 // A cancel is one JSON object on one line of stdin too:
 // CancelRequest {"cancel": string (not empty)}
 //   Stop the job `cancel` names: read at once, also while a job runs. The running job stops at its next sampling
@@ -102,6 +105,9 @@ struct JobState {
     std::string job_id;
     std::string preview_path;
     int preview_fps = 16;
+    preview_t preview_mode = PREVIEW_NONE;
+    bool preview_noisy     = false;
+    int preview_interval   = 1;  // decode a preview every N sampling steps (and at the last one)
 };
 static JobState current;
 
@@ -170,11 +176,25 @@ static void on_log(enum sd_log_level_t level, const char* text, void*) {
     log_print(level, text, log_verbose, false);
 }
 
+static void on_preview(int step, int frame_count, sd_image_t* frames, bool is_noisy, void*);
+
+// The pinned library ignores its preview interval (../shared/notes/sdcpp-interface.md §0.1) and decodes a preview at
+// every step, which costs a VAE/TAESD decode each time. It reads its "preview denoised / noisy" switches afresh at
+// every step, and the sampler reports step k (our on_progress) right after step k's preview and before step k + 1's,
+// so switching them here decodes only the steps that are due: every `preview_interval`-th and the last.
+static void arm_preview_for(int next_step, int steps) {
+    if (current.preview_mode == PREVIEW_NONE) return;
+    bool due = current.preview_interval <= 1 || next_step % current.preview_interval == 0 || next_step == steps;
+    sd_set_preview_callback(on_preview, current.preview_mode, 1, due && !current.preview_noisy,
+                            due && current.preview_noisy, nullptr);
+}
+
 static void on_progress(int step, int steps, float time, void*) {
     // sd.cpp reports every bar through this one callback: loading the model or a LoRA's tensors, the sampling steps
     // (starting with a step 0), VAE and upscaler tiles. Only finished steps inside the sampler loop (`in_sampling`,
     // told by the library's own log lines: the same phases runners/progress.py reads from sd-cli) are answers.
     if (current.job_id.empty() || !in_sampling) return;
+    arm_preview_for(step + 1, steps);
     if (step > 0) {
         emit({{"type", "progress"}, {"job_id", current.job_id}, {"step", step}, {"steps", steps}, {"time", time}});
     }
@@ -342,7 +362,8 @@ struct JobLine {
     std::string output;
     preview_t preview = PREVIEW_NONE;
     std::string preview_path;
-    bool preview_noisy = false;
+    bool preview_noisy   = false;
+    int preview_interval = 1;
 };
 
 // Returns what is wrong with the line (the field and the rule), or "" when it is a job: nothing is filled in with
@@ -374,7 +395,7 @@ static std::string check_job(const json& line, JobLine& job) {
     if (!line.contains("preview") || line["preview"].is_null()) return "";
     const json& preview = line["preview"];
     if (!preview.is_object()) return "'preview' must be an object or null";
-    static const std::set<std::string> preview_fields = {"mode", "path", "noisy"};
+    static const std::set<std::string> preview_fields = {"mode", "path", "noisy", "interval"};
     for (auto it = preview.begin(); it != preview.end(); ++it) {
         if (preview_fields.count(it.key()) == 0) return "unknown field 'preview." + it.key() + "'";
     }
@@ -389,6 +410,13 @@ static std::string check_job(const json& line, JobLine& job) {
     if (preview.contains("noisy")) {
         if (!preview["noisy"].is_boolean()) return "'preview.noisy' must be true or false";
         job.preview_noisy = preview["noisy"].get<bool>();
+    }
+    if (preview.contains("interval")) {
+        const json& interval = preview["interval"];
+        if (!interval.is_number_integer() || interval.get<long long>() < 1 || interval.get<long long>() > 10000) {
+            return "'preview.interval' must be an integer from 1 to 10000";
+        }
+        job.preview_interval = interval.get<int>();
     }
     return "";
 }
@@ -464,7 +492,11 @@ static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const JobLine& job
 
     current.preview_path = job.preview_path;
     current.preview_fps  = std::max(1, gen.fps / (job.preview == PREVIEW_PROJ ? 4 : 1));
+    current.preview_mode     = job.preview;
+    current.preview_noisy    = job.preview_noisy;
+    current.preview_interval = job.preview_interval;
     sd_set_preview_callback(on_preview, job.preview, 1, !job.preview_noisy, job.preview_noisy, nullptr);
+    arm_preview_for(1, 0);  // the sampler's step-0 report re-arms with the real step count
 
     if (!load_inputs(gen)) {
         emit({{"type", "failed"}, {"job_id", current.job_id}, {"error", last_error}});

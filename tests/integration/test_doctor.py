@@ -163,3 +163,23 @@ def test_no_key_beyond_loopback_and_an_unreachable_ollama(tiny_models_dir: Path,
     assert report.verdicts["ollama"] == "WARNING"  # optional: printed with its fix, not a failure on its own
     assert "Ollama not reachable at [ollama] http://127.0.0.1:9" in report.line("ollama")
     assert "fix: start Ollama" in report.line("ollama")
+
+
+def test_the_webhook_secret_and_urls(config: Path, tiny_models_dir: Path, server: ServerProcess) -> None:
+    # The running server generated a secret and keeps it in the store: doctor says so.
+    report = doctor(config, tiny_models_dir, server.output_dir, port=server.port)
+    assert report.verdicts["webhooks"] == "ok", report.text
+    assert "secret generated and kept in the store: whsec_" in report.line("webhooks")  # what receivers need
+    # A malformed secret and a URL the address rules refuse are problems, each with its fix.
+    config.write_text(config.read_text() + '[webhooks]\nsecret = "not-a-secret"\n')
+    report = doctor(config, tiny_models_dir, server.output_dir, port=server.port)
+    assert report.code == 1 and report.verdicts["webhooks"] == "PROBLEM"
+    assert "[webhooks] secret must start with 'whsec_'" in report.line("webhooks")
+    config.write_text(
+        config.read_text().replace('"not-a-secret"', '"whsec_' + "A" * 32 + '"\nurls = ["http://10.9.8.7/h"]')
+    )
+    report = doctor(config, tiny_models_dir, server.output_dir, port=server.port)
+    assert report.code == 1 and report.verdicts["webhooks"] == "PROBLEM"
+    line = report.line("webhooks")
+    assert "http://10.9.8.7/h: [webhooks] urls: 10.9.8.7 is 10.9.8.7, a loopback, private" in line
+    assert "fix: use a public http(s) URL" in line

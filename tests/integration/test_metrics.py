@@ -128,3 +128,22 @@ def test_with_keys_metrics_needs_the_key_or_the_scrape_token(keyed_server: Serve
         # The scrape token opens /metrics alone.
         assert http.get("/queue", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}).status_code == 401
         assert http.get("/queue", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_sampling_steps_show_in_the_step_histogram_by_worker_and_model(client: httpx.Client) -> None:
+    if client.get("/health").json()["model_name"] != TINY_LOAD["model_name"]:
+        assert client.post("/models/load", json=TINY_LOAD).status_code == 200
+    before = scrape(client)
+    job = client.post("/txt2img", json={**TINY_JOB, "steps": 4, "prompt": "a stepped cat"}).json()
+    finished = wait_for_job(client, job["job_id"])
+    assert finished["status"] == "completed"
+    after = scrape(client)
+    labels = {"worker": finished["worker"], "model": TINY_LOAD["model_name"]}
+    counted = value(after, "sdcpp_step_duration_seconds_count", **labels) - value(
+        before, "sdcpp_step_duration_seconds_count", **labels
+    )
+    assert counted == 3  # steps 2, 3 and 4: the first follows text encoding and is not a sampling step's time
+    assert value(after, "sdcpp_step_duration_seconds_sum", **labels) > value(
+        before, "sdcpp_step_duration_seconds_sum", **labels
+    )
+    assert value(after, "sdcpp_step_duration_seconds_bucket", le="+Inf", **labels) >= 3

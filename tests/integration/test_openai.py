@@ -207,7 +207,7 @@ def test_streaming_sends_partial_images_then_the_result(client: openai.OpenAI, s
     finally:
         httpx.put(server.url + "/preview/settings", json={"enabled": True}, headers=auth)
     kinds = [event.type for event in events]
-    assert kinds.count("image_generation.partial_image") >= 1 and kinds[-1] == "image_generation.completed"
+    assert kinds == [*["image_generation.partial_image"] * 2, "image_generation.completed"], kinds
     partial = [event for event in events if event.type == "image_generation.partial_image"]
     assert [event.partial_image_index for event in partial] == list(range(len(partial)))
     assert all(decoded(event.b64_json).size == (64, 64) for event in partial)  # at the requested size

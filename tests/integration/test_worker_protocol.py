@@ -158,6 +158,25 @@ def test_a_job_answers_progress_previews_and_done(worker: Worker, tmp_path: Path
     assert "[INFO ]" in worker.log_path.read_text()  # logs go to stderr, answers alone to stdout
 
 
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [(1, [1, 2, 3, 4, 5, 6, 7]), (3, [3, 6, 7]), (10, [7])],
+    ids=["every step", "every third and the last", "the last only"],
+)
+def test_previews_are_decoded_only_at_the_steps_their_interval_names(
+    worker: Worker, tmp_path: Path, interval: int, expected: list[int]
+) -> None:
+    """The pinned library ignores its own preview interval; the worker's keeps the other steps from being decoded
+    (what makes OpenAI's streamed partial images cheap), in each image of a batch."""
+    preview = tmp_path / "preview.png"
+    args = ["--prompt", "a cat", "-W", "64", "-H", "64", "--steps", "7", "--seed", "7", "-b", "2"]
+    job = good_job(tmp_path, "spaced", args=args, preview=PreviewRequest("proj", str(preview), interval=interval))
+    answers = worker.run(job)
+    steps = [a.step for a in answers if isinstance(a, Preview)]
+    assert steps == expected * 2, answers
+    assert isinstance(answers[-1], Done) and len(answers[-1].outputs) == 2
+
+
 def job_line(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     line: dict[str, Any] = msgspec.to_builtins(good_job(tmp_path, "bad"))
     line.update(changes)
@@ -184,6 +203,8 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
     ("a number as preview path", {"preview": {"mode": "proj", "path": 3}}, "'preview.path' must be a string"),
     ("noisy as a string", {"preview": {"mode": "proj", "path": "p.png", "noisy": "yes"}}, "'preview.noisy' must be"),
     ("an unknown preview field", {"preview": {"mode": "proj", "path": "p.png", "fps": 4}}, "'preview.fps'"),
+    ("a zero interval", {"preview": {"mode": "proj", "path": "p.png", "interval": 0}}, "'preview.interval' must be"),
+    ("a text interval", {"preview": {"mode": "proj", "path": "p.png", "interval": "2"}}, "'preview.interval' must be"),
 ]
 
 

@@ -22,7 +22,7 @@ CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.models",),
     ("core.upscale",),  # the ESRGAN upscaler and /upscale jobs; generation chains it after a job
     ("core.generation",),
-    ("core.compat", "core.prompt_help", "core.output", "core.login_sessions"),
+    ("core.compat", "core.prompt_help", "core.output", "core.login_sessions", "core.webhooks"),
     ("core.metrics",),  # reads the queue and the models, hears the events; the service assembles it
     ("core.store",),
     ("core.settings",),

@@ -38,6 +38,7 @@ from core.store.postgres import DOWN_HOLD_S, PostgresStore
 from core.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from core.store.sqlite import SCHEMA_VERSION, STORE_FILE, SqliteStore
 from core.store.transfer import ImportRefused, ImportReport, import_sqlite_store
+from core.webhooks.schemas import Delivery
 from litestar_app.cli import main as cli_main
 from tests.postgres import PostgresServer
 
@@ -440,6 +441,13 @@ async def test_values_answers_hashes_histories_and_children_alike(store: Store) 
     assert await store.history_delete("enhance", "e2") == 1
     assert await store.history_delete("enhance") == 2
 
+    first, second = Delivery("d1", "http://a/", b"{}", 0, 20.0), Delivery("d2", "http://b/", b"[]", 1, 10.0)
+    await store.add_deliveries([first, second])
+    await store.update_delivery(Delivery("d1", "http://a/", b"{}", 1, 5.0, "timed out"))
+    assert await store.pending_deliveries() == [Delivery("d1", "http://a/", b"{}", 1, 5.0, "timed out"), second]
+    await store.remove_delivery("d1")
+    assert await store.pending_deliveries() == [second]
+
     await anyio.to_thread.run_sync(store.record_child, 4242, "/bin/sd-cli")
     assert await anyio.to_thread.run_sync(store.recorded_children) == {4242: "/bin/sd-cli"}
     await anyio.to_thread.run_sync(store.forget_child, 4242)
@@ -571,7 +579,7 @@ async def test_import_store_copies_everything_in_order_and_refuses_a_store_in_us
     source.close()
 
     report = import_sqlite_store(tmp_path / STORE_FILE, postgres_url)
-    assert report == ImportReport({"completed": 1, "pending": 1, "failed": 1}, 0, 1, 1, {"enhance": 2}, 1)
+    assert report == ImportReport({"completed": 1, "pending": 1, "failed": 1}, 0, 1, 1, {"enhance": 2}, 1, 0)
     target = PostgresStore(postgres_url, JOB_CODEC)
     try:
         listed, _ = await target.list_jobs(QueueQuery(limit=0))
@@ -587,7 +595,7 @@ async def test_import_store_copies_everything_in_order_and_refuses_a_store_in_us
     with pytest.raises(ImportRefused, match=r"already holds 3 job\(s\); nothing was changed"):
         import_sqlite_store(tmp_path / STORE_FILE, postgres_url)
     merged = import_sqlite_store(tmp_path / STORE_FILE, postgres_url, merge=True)
-    assert merged == ImportReport({}, 3, 0, 0, {}, 0)
+    assert merged == ImportReport({}, 3, 0, 0, {}, 0, 0)
     with pytest.raises(ImportRefused, match="no SQLite store at"):
         import_sqlite_store(tmp_path / "absent.sqlite3", postgres_url)
 
