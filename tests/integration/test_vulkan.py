@@ -36,6 +36,9 @@ TINY_FILES = (
     ("--taesd", "taesd", "taesd"),
 )
 LAVAPIPE = {"GGML_VK_VISIBLE_DEVICES": "0"}  # ggml skips CPU-type Vulkan devices unless named
+# lavapipe compiles each pipeline on first use: a text encoder took 113-470 s here without a progress line, past the
+# default stall bound (300 s) of a worker's job
+STALL_S = 1800
 # How the known upstream heap corruption ends a process (glibc's abort messages; SIGSEGV's and SIGABRT's codes)
 HEAP_CRASH = ("corrupted", "double free", "free(): invalid", "code -11", "code -6", "signal 11", "signal 6")
 UPSTREAM_CRASH = (
@@ -86,7 +89,12 @@ def vulkan_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactor
     work = tmp_path_factory.mktemp("vulkan")
     binaries = ("--sd-cli", str(VULKAN / "sd-cli"), "--sd-server", str(VULKAN / "sd-server"))
     yield from running_server_with(
-        tiny_models_dir, work, *binaries, "--sd-worker", str(VULKAN / "sdcpp-worker"), env=LAVAPIPE
+        tiny_models_dir,
+        work,
+        *binaries,
+        "--sd-worker",
+        str(VULKAN / "sdcpp-worker"),
+        env={**LAVAPIPE, "SDCPP_RESTAPI_WORKER_STALL_TIMEOUT_S": str(STALL_S)},
     )
 
 
@@ -110,6 +118,8 @@ def test_the_api_runs_a_job_on_the_vulkan_build(vulkan_server: ServerProcess) ->
 # One queue, two backends: a CPU worker on the server's (CPU) build, a Vulkan worker on lavapipe from the Vulkan
 # build's folder. "Swap the backend by pointing at another folder" is the `[backends.vulkan] folder`.
 CPU_AND_VULKAN = f"""
+worker_stall_timeout_s = {STALL_S}
+
 [[workers]]
 name = "cpu0"
 backend = "cpu"
