@@ -5,8 +5,8 @@ SDCPP_SLOW=1 and a build in the default place (`just check-vulkan`, or `bin/buil
 saying why. Each first use of a shader pipeline compiles it on the CPU, so a tiny job takes minutes here, against a
 fraction of a second on the CPU backend.
 
-Known crash (README, Backends, "Vulkan on lavapipe"): Debian 12's Mesa 22.3.6 lavapipe corrupts the heap in the first
-sampling step (glibc aborts with `malloc(): ...corrupted` or `double free`, or a SIGSEGV in libvulkan_lvp.so), in
+Known crash (README, Backends, "Vulkan on lavapipe"): Debian 12's Mesa 22.3.6 lavapipe corrupts the heap while ggml
+computes, mostly in the first sampling step (glibc aborts with `malloc(): ...corrupted` or `double free`, or a SIGSEGV in libvulkan_lvp.so), in
 sd-cli, sd-server and our worker alike; Mesa 25 (VK_ICD_FILENAMES at an unpacked bookworm-backports lavapipe, see
 the README) runs them. A test whose Vulkan run dies that way is skipped with that reason, after what it could check
 (the devices, the CPU worker's share of the queue).
@@ -43,7 +43,7 @@ STALL_S = 1800
 # How the known upstream heap corruption ends a process (glibc's abort messages; SIGSEGV's and SIGABRT's codes)
 HEAP_CRASH = ("corrupted", "double free", "free(): invalid", "code -11", "code -6", "signal 11", "signal 6")
 UPSTREAM_CRASH = (
-    "known driver crash: Mesa 22.3's lavapipe corrupts the heap in the first sampling step; Mesa 25 works "
+    "known driver crash: Mesa 22.3's lavapipe corrupts the heap while ggml computes; Mesa 25 works "
     "(README, Backends, 'Vulkan on lavapipe')"
 )
 
