@@ -31,9 +31,25 @@ ENV_PREFIX = "SDCPP_RESTAPI_"
 
 
 class Backend(msgspec.Struct, forbid_unknown_fields=True):
-    sd_cli: str
-    sd_server: str
-    sd_worker: str = ""  # our resident worker; "" or a missing file: none
+    """A `[backends.NAME]` table: a build's folder (its sd-cli, sd-server and sdcpp-worker, as bin/build-backend
+    installs them), or the binaries one by one; a binary named here wins over the folder's."""
+
+    sd_cli: str = ""
+    sd_server: str = ""
+    sd_worker: str = ""  # our resident worker; "" (without a folder) or a missing file: none; "none": never
+    folder: str = ""
+
+    def binaries(self) -> Backend:
+        """The table with the folder's binaries filled in where none is named."""
+        if not self.folder:
+            return self
+        folder = Path(self.folder).expanduser()
+        return Backend(
+            sd_cli=self.sd_cli or str(folder / "sd-cli"),
+            sd_server=self.sd_server or str(folder / "sd-server"),
+            sd_worker=self.sd_worker or str(folder / "sdcpp-worker"),
+            folder=self.folder,
+        )
 
 
 class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -233,13 +249,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         workers = self.workers or [WorkerSettings(name=f"{self.backend}0")]
         return [msgspec.structs.replace(w, backend=w.backend or self.backend) for w in workers]
 
+    def _backend(self, name: str) -> Backend:
+        table = self.backends.get(name)
+        return table.binaries() if table is not None else default_backend(name)
+
     def selected_backend(self, name: str | None = None) -> Backend:
         """The binaries of the server's backend, or of another one a worker names (the server-wide --sd-cli,
         --sd-server and --sd-worker apply to the server's backend only)."""
         if name is not None and name != self.backend:
-            other = self.backends.get(name) or default_backend(name)
+            other = self._backend(name)
             return msgspec.structs.replace(other, sd_worker="" if other.sd_worker == "none" else other.sd_worker)
-        configured = self.backends.get(self.backend) or default_backend(self.backend)
+        configured = self._backend(self.backend)
         worker = self.sd_worker or configured.sd_worker
         return Backend(
             sd_cli=self.sd_cli or configured.sd_cli,
@@ -260,10 +280,7 @@ def is_loopback(host: str) -> bool:
 
 def default_backend(name: str) -> Backend:
     """Where `bin/build-backend NAME` installs its binaries."""
-    folder = backend_dir(name)
-    return Backend(
-        sd_cli=str(folder / "sd-cli"), sd_server=str(folder / "sd-server"), sd_worker=str(folder / "sdcpp-worker")
-    )
+    return Backend(folder=str(backend_dir(name))).binaries()
 
 
 class CommandLineSetting(msgspec.Struct, frozen=True):
@@ -364,8 +381,19 @@ def load_settings(
         settings = msgspec.convert(layered, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {exc}") from None
+    check_backends(settings.backends)
     check_workers(settings.worker_list())
     return settings
+
+
+def check_backends(backends: dict[str, Backend]) -> None:
+    """Each [backends.NAME] table says where its binaries are: a folder, or sd-cli and sd-server both."""
+    for name, table in backends.items():
+        if not table.folder and not (table.sd_cli and table.sd_server):
+            raise SettingsError(
+                f"invalid setting: backends.{name}: give `folder` (a build's folder, with sd-cli, sd-server and "
+                "sdcpp-worker) or both `sd_cli` and `sd_server`"
+            )
 
 
 def check_workers(workers: list[WorkerSettings]) -> None:

@@ -178,6 +178,22 @@ def checked_flags(backend: str, host: Host, fetch: bool) -> list[str]:
     return cmake_flags(backend, verdicts)
 
 
+def adopt_build_dir(build_dir: Path) -> None:
+    """Point a build folder configured from another copy of our worker project (another checkout or venv sharing
+    the data folder) at this one. CMake refuses a cache made for another source folder; the compiled sd.cpp objects
+    in it depend only on SD_SOURCE, so only the worker itself recompiles."""
+    cache = build_dir / "CMakeCache.txt"
+    if not cache.is_file():
+        return
+    key = "CMAKE_HOME_DIRECTORY:INTERNAL="
+    lines = cache.read_text().splitlines(keepends=True)
+    wanted = f"{key}{WORKER_PROJECT}\n"
+    adopted = [wanted if line.startswith(key) else line for line in lines]
+    if adopted != lines:
+        say(f"build folder {build_dir} was configured from another checkout; adopting it")
+        cache.write_text("".join(adopted))
+
+
 def build(backend: str, jobs: int, force: bool, cuda_arch: str | None = None) -> Path:
     install = backend_dir(backend)
     work = data_dir() / "build" / backend
@@ -201,6 +217,7 @@ def build(backend: str, jobs: int, force: bool, cuda_arch: str | None = None) ->
     build_dir = work / f"cmake-{SDIST_SHA256[:12]}"
     configure = [*flags, f"-DSD_SOURCE={source}"]
     say(f"configuring: cmake {' '.join(configure)}")
+    adopt_build_dir(build_dir)
     subprocess.run(["cmake", "-S", str(WORKER_PROJECT), "-B", str(build_dir), *configure], check=True)
     say(f"compiling {', '.join(TARGETS)} with {jobs} jobs (a few minutes on 2 cores the first time)")
     subprocess.run(["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS], check=True)

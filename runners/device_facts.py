@@ -10,7 +10,11 @@ ggml prints them once per process before the model loads, through sd.cpp's log (
     ggml_vulkan: 0 = llvmpipe (LLVM 15.0.6, 256 bits) (llvmpipe) | uma: 1 | fp16: 1 | bf16: 0 | warp size: 8 | ...
     ggml_vulkan: No devices found.
 
-and sd.cpp adds, once the weights are placed,
+sd.cpp names the backend it initialises (a DEBUG line; our worker prints it at INFO while loading):
+
+    [DEBUG] ggml_extend.hpp:110  - Initializing backend: Vulkan0
+
+and adds, once the weights are placed,
 
     [INFO ] stable-diffusion.cpp:859  - total params memory size = 20.31MB (VRAM 20.31MB, RAM 0.00MB): ...
 
@@ -41,6 +45,7 @@ class DeviceFacts(msgspec.Struct, frozen=True, kw_only=True):
     devices: tuple[GpuDevice, ...] = ()
     total_vram_mib: int | None = None  # ggml_cuda_init's total over its devices
     errors: tuple[str, ...] = ()  # why a backend found no device: "CUDA: CUDA driver version is insufficient ..."
+    compute_backend: str | None = None  # the ggml backend sd.cpp runs on: "Vulkan0", "CUDA0", or "CPU" (a fallback)
     params_mib: float | None = None  # the loaded model's weights, as sd.cpp placed them
     params_vram_mib: float | None = None
     params_ram_mib: float | None = None
@@ -58,6 +63,7 @@ class _Facts:
     cuda_backend: str = "CUDA"  # the name ggml_cuda_init used last (CUDA, ROCm or MUSA builds share the code)
     total_vram_mib: int | None = None
     errors: list[str] = field(default_factory=list)
+    compute_backend: str | None = None
     params: tuple[float, float, float] | None = None
 
     def add(self, device: GpuDevice) -> None:
@@ -124,11 +130,16 @@ def _vulkan_bad_index(facts: _Facts, match: re.Match[str]) -> None:
     facts.errors.append(f"Vulkan: {match['what']}")
 
 
+def _compute_backend(facts: _Facts, match: re.Match[str]) -> None:
+    facts.compute_backend = match["name"]
+
+
 def _params(facts: _Facts, match: re.Match[str]) -> None:
     facts.params = (float(match["total"]), float(match["vram"]), float(match["ram"]))
 
 
-# Pattern -> what it records. Patterns are searched anywhere in a line, so log prefixes do not matter.
+# Pattern -> what it records. Patterns are searched anywhere in a line, so log prefixes do not matter (the CUDA/ROCm
+# device lines start the line, or the message after sd.cpp's `[INFO ] file:line - ` prefix).
 _LINES: tuple[tuple[re.Pattern[str], Callable[[_Facts, re.Match[str]], None]], ...] = (
     (
         re.compile(r"ggml_cuda_init: found \d+ (?P<backend>\w+) devices(?: \(Total VRAM: (?P<total>\d+) MiB\))?:"),
@@ -136,14 +147,14 @@ _LINES: tuple[tuple[re.Pattern[str], Callable[[_Facts, re.Match[str]], None]], .
     ),
     (
         re.compile(
-            r"^\s*Device (?P<index>\d+): (?P<name>.+?), compute capability (?P<major>\d+)\.(?P<minor>\d+), "
+            r"(?:^|\s-\s)\s*Device (?P<index>\d+): (?P<name>.+?), compute capability (?P<major>\d+)\.(?P<minor>\d+), "
             r"VMM: (?:yes|no)(?:, VRAM: (?P<vram>\d+) MiB)?"
         ),
         _cuda_device,
     ),
     (
         re.compile(
-            r"^\s*Device (?P<index>\d+): (?P<name>.+?), (?P<arch>gfx\w+)(?:[:\w+-]*)? \(0x[0-9a-fA-F]+\), "
+            r"(?:^|\s-\s)\s*Device (?P<index>\d+): (?P<name>.+?), (?P<arch>gfx\w+)(?:[:\w+-]*)? \(0x[0-9a-fA-F]+\), "
             r"VMM: (?:yes|no), Wave Size: \d+(?:, VRAM: (?P<vram>\d+) MiB)?"
         ),
         _rocm_device,
@@ -155,6 +166,7 @@ _LINES: tuple[tuple[re.Pattern[str], Callable[[_Facts, re.Match[str]], None]], .
     ),
     (re.compile(r"ggml_vulkan: No devices found\."), _vulkan_none),
     (re.compile(r"ggml_vulkan: (?P<what>(?:Invalid device index|Device with index) .+)"), _vulkan_bad_index),
+    (re.compile(r" - Initializing backend: (?P<name>\S+)"), _compute_backend),
     (
         re.compile(
             r"total params memory size = (?P<total>[\d.]+)MB \(VRAM (?P<vram>[\d.]+)MB, RAM (?P<ram>[\d.]+)MB\)"
@@ -162,6 +174,11 @@ _LINES: tuple[tuple[re.Pattern[str], Callable[[_Facts, re.Match[str]], None]], .
         _params,
     ),
 )
+
+
+def mentions_device(line: str) -> bool:
+    """Whether the line holds a device fact (what a resident process keeps of its log for /health)."""
+    return any(pattern.search(line) for pattern, _ in _LINES)
 
 
 def parse_device_log(lines: Iterable[str]) -> DeviceFacts:
@@ -179,6 +196,7 @@ def parse_device_log(lines: Iterable[str]) -> DeviceFacts:
         devices=tuple(facts.devices),
         total_vram_mib=facts.total_vram_mib,
         errors=tuple(facts.errors),
+        compute_backend=facts.compute_backend,
         params_mib=total,
         params_vram_mib=vram,
         params_ram_mib=ram,
@@ -186,7 +204,7 @@ def parse_device_log(lines: Iterable[str]) -> DeviceFacts:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m runners.devices < log`: the facts of a captured log, as JSON."""
+    """`python -m runners.device_facts < log`: the facts of a captured log, as JSON."""
     import sys
 
     del argv

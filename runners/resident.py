@@ -1,5 +1,6 @@
 """What both resident processes (sd-server, our worker) share: the process, its error lines, its exit, a log
-listener (model loading progress), and the reason a failure is reported with."""
+listener (model loading progress), the device facts its log printed (runners/device_facts.py), and the reason a
+failure is reported with."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import Process
 
+from runners.device_facts import DeviceFacts, mentions_device, parse_device_log
 from runners.process import reap, stop_process
 from runners.progress import Piece
 
@@ -21,6 +23,16 @@ class ResidentProcess:
         self.exited = anyio.Event()
         self.returncode: int | None = None
         self.env: dict[str, str] = {}  # added to the environment it starts with (device selection)
+        self.device_lines: deque[str] = deque(maxlen=64)  # its log lines that state device facts
+
+    def note_log_line(self, text: str) -> None:
+        """Keep a log line (stdout or stderr) that states a device fact: the devices ggml found, the weights' VRAM."""
+        if mentions_device(text):
+            self.device_lines.append(text)
+
+    def device_facts(self) -> DeviceFacts:
+        """The devices and memory the process reported (empty facts before it printed any)."""
+        return parse_device_log(self.device_lines)
 
     @property
     def pid(self) -> int | None:

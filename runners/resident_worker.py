@@ -102,6 +102,7 @@ class ResidentWorker(ResidentProcess):
             self._messages.send_nowait(message)
 
     def _on_stderr(self, text: str) -> None:
+        self.note_log_line(text)
         piece = classify(text)
         if isinstance(piece, LogLine) and piece.level == "ERROR":
             self.error_lines.append(piece.message.strip())

@@ -84,6 +84,7 @@ class ResidentServer(ResidentProcess):
     # ------------------------------------------------------------------------------------ life cycle
 
     def _on_text(self, text: str) -> None:
+        self.note_log_line(text)
         piece = classify(text)
         if isinstance(piece, LogLine):
             if piece.level == "ERROR":

@@ -73,6 +73,7 @@ class Worker:
             resident_memory_mib(pid),
             pid,
             self.last_error,
+            resident.device_facts() if resident is not None else None,
         )
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+from runners.device_facts import DeviceFacts
+
 # idle: takes jobs; busy: runs job_id; loading: a model load holds it; starting: its process restarts after a crash
 # or a cancelled job
 WorkerState = Literal["idle", "busy", "loading", "starting"]
@@ -25,3 +27,5 @@ class WorkerInfo(msgspec.Struct):
     memory_used_mib: int | None  # the resident process's resident set size (None: no process)
     pid: int | None
     last_error: str | None
+    # what its resident process printed: the devices ggml found (name, VRAM), the weights' RAM/VRAM (None: no process)
+    device_facts: DeviceFacts | None = None

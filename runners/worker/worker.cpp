@@ -158,7 +158,23 @@ static void emit(const json& message) {
     fflush(protocol);
 }
 
+// Device facts the library logs at DEBUG only while a model loads: ggml-vulkan's device list and the backend sd.cpp
+// initialises ("Vulkan0", or "CPU" where it fell back). They are printed at INFO, so the service reads them for
+// /health (runners/device_facts.py) without the whole DEBUG log. The message starts with one of these.
+static const char* const DEVICE_FACT_LINES[] = {"ggml_vulkan: ", "Initializing backend: "};
+
+static bool is_device_fact(const char* text) {
+    const char* message = strstr(text, " - ");  // after the `file:line - ` prefix
+    if (message == nullptr) return false;
+    message += 3;
+    for (const char* starts : DEVICE_FACT_LINES) {
+        if (strncmp(message, starts, strlen(starts)) == 0) return true;
+    }
+    return false;
+}
+
 static void on_log(enum sd_log_level_t level, const char* text, void*) {
+    if (level == SD_LOG_DEBUG && current.job_id.empty() && is_device_fact(text)) level = SD_LOG_INFO;
     if (!current.job_id.empty()) {
         for (const LogMark& mark : SAMPLING_BEGINS) {
             if (library_line_is(text, mark)) in_sampling = true;

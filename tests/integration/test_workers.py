@@ -42,8 +42,7 @@ CPU = backend_dir("cpu")
 # the backend's own variable (the CPU binary ignores CUDA_VISIBLE_DEVICES; /proc shows it reached the process)
 MIXED = (
     TWO_WORKERS.replace('name = "w2"\n', 'name = "w2"\nbackend = "cuda"\ndevice = "0"\n')
-    + f'\n[backends.cuda]\nsd_cli = "{CPU / "sd-cli"}"\nsd_server = "{CPU / "sd-server"}"\n'
-    + f'sd_worker = "{CPU / "sdcpp-worker"}"\n'
+    + f'\n[backends.cuda]\nfolder = "{CPU}"\n'  # a build's folder: its sd-cli, sd-server and sdcpp-worker
 )
 SLOW = {"width": 128, "height": 128, "steps": 60, "preview": False}
 
@@ -99,6 +98,10 @@ def test_workers_are_listed_before_and_after_a_load(http: httpx.Client) -> None:
         environment = Path(f"/proc/{worker['pid']}/environ").read_bytes().split(b"\0")
         assert (b"CUDA_VISIBLE_DEVICES=0" in environment) == (name == "w2")
     assert all(w["memory_used_mib"] > 0 for w in after.values())
+    for worker in after.values():  # what the CPU build printed: no device, the weights in RAM
+        assert worker["device_facts"]["devices"] == [] and worker["device_facts"]["errors"] == []
+        assert worker["device_facts"]["params_ram_mib"] > 0 and worker["device_facts"]["params_vram_mib"] == 0
+    assert before["w1"]["device_facts"] is None  # no process yet
     health = http.get("/health").json()
     assert health["model_loaded"] is True and health["model_name"] == TINY_LOAD["model_name"]  # the contract's
     assert [w["name"] for w in health["workers"]] == ["w1", "w2"]

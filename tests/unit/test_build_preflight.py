@@ -313,3 +313,15 @@ def test_a_failed_fetch_is_reported_with_its_reason(tmp_path: Path, monkeypatch:
     with pytest.raises(SystemExit) as stop:
         backend_build.checked_flags("cuda", host(tmp_path, cuda_roots=(toolkit,), cuda_arch="90"), fetch=True)
     assert "- fetching cuBLAS: pip could not reach the index" in str(stop.value)
+
+
+def test_a_build_folder_configured_from_another_checkout_is_adopted(tmp_path: Path) -> None:
+    # CMake refuses a cache made for another source folder ("does not match the source ... used to generate cache");
+    # a data folder shared by two checkouts (or venvs) reuses its compiled sd.cpp instead of failing.
+    cache = tmp_path / "CMakeCache.txt"
+    cache.write_text("SD_SOURCE:PATH=/data/src\nCMAKE_HOME_DIRECTORY:INTERNAL=/elsewhere/runners/worker\nX:BOOL=ON\n")
+    backend_build.adopt_build_dir(tmp_path)
+    assert cache.read_text() == (
+        f"SD_SOURCE:PATH=/data/src\nCMAKE_HOME_DIRECTORY:INTERNAL={backend_build.WORKER_PROJECT}\nX:BOOL=ON\n"
+    )
+    backend_build.adopt_build_dir(tmp_path / "not-configured-yet")  # nothing to adopt: no error

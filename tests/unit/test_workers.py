@@ -182,3 +182,24 @@ async def test_a_job_cancelled_while_waiting_for_a_worker_never_runs(store: Sqli
         tasks.cancel_scope.cancel()
     assert [(await queue.get(i)).status for i in ids] == ["completed", "cancelled", "completed"]
     assert pool["only"].state == "idle" and pool["only"].job_id is None
+
+
+def test_a_backend_table_may_name_a_builds_folder(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        '[[workers]]\nname = "cpu0"\n[[workers]]\nname = "gpu0"\nbackend = "vulkan"\ndevice = "0"\n'
+        '[backends.vulkan]\nfolder = "/opt/vk"\nsd_server = "/elsewhere/sd-server"\n',
+    )
+    settings = load_settings(config, environ={})
+    vulkan = settings.selected_backend("vulkan")
+    assert (vulkan.sd_cli, vulkan.sd_server, vulkan.sd_worker) == (
+        "/opt/vk/sd-cli",
+        "/elsewhere/sd-server",  # a binary named in the table wins over the folder's
+        "/opt/vk/sdcpp-worker",
+    )
+
+
+def test_a_backend_table_without_binaries_is_refused_naming_it(tmp_path: Path) -> None:
+    config = write(tmp_path, '[backends.vulkan]\nsd_cli = "/opt/vk/sd-cli"\n')
+    with pytest.raises(SettingsError, match=r"backends\.vulkan: give `folder`.*or both `sd_cli` and `sd_server`"):
+        load_settings(config, environ={})
