@@ -247,8 +247,14 @@ def model_choice(request: A1111Generation) -> str | None:
     return str(chosen) if chosen else None
 
 
-def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: tuple[str, ...]) -> GenerationRequest:
-    """Our txt2img / img2img request for an A1111 one (sd-server's extra args and LoRA list applied)."""
+def to_request(
+    request: A1111Generation,
+    samplers: tuple[str, ...],
+    schedulers: tuple[str, ...],
+    image_limits: tuple[int, int],
+) -> GenerationRequest:
+    """Our txt2img / img2img request for an A1111 one (sd-server's extra args and LoRA list applied; a mask read
+    as A1111 reads it, within `image_limits` (bytes, pixels)). Blocking when there is a mask."""
     prompt, extra = extract_extra_args(request.prompt)
     if request.lora:
         prompt = f"{prompt} {lora_tags(request.lora)}".strip()
@@ -281,7 +287,7 @@ def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: 
         if request.denoising_strength is not None:
             fields["strength"] = min(max(request.denoising_strength, 0.0), 1.0)
         if request.mask:
-            fields["mask_image_base64"] = request.mask
+            fields["mask_image_base64"] = a1111_mask(request.mask, bool(request.inpainting_mask_invert), *image_limits)
     fields.update(extra)
     return convert_request(fields, Img2ImgRequest if isinstance(request, A1111Img2Img) else Txt2ImgRequest)
 
@@ -382,8 +388,16 @@ def _elapsed(timestamp: str | None) -> float:
     return (dt.datetime.now(dt.UTC) - moment).total_seconds() if moment else 0.0
 
 
-def inverted_mask(data: str, max_bytes: int, max_pixels: int) -> str:
-    """`inpainting_mask_invert`: the mask with black and white swapped, as a base64 PNG. Blocking."""
+def a1111_mask(data: str, invert: bool, max_bytes: int, max_pixels: int) -> str:
+    """sd.cpp's mask (white = repaint) with A1111's meaning (processing.py `create_binary_mask`, then
+    `inpainting_mask_invert`): an RGBA mask with any transparency is read from its alpha (alpha > 128 = repaint),
+    any other mask from its grey levels (white = repaint); `invert` swaps them pixel-wise. A base64 PNG. Blocking."""
+    image = decode_image(data, "mask", max_bytes, max_pixels, "RGBA")
+    alpha = image.getchannel("A")
+    transparent = alpha.getextrema() != (255, 255)
+    mask = alpha.point([0] * 129 + [255] * 127) if transparent else image.convert("L")
+    if invert:
+        mask = ImageOps.invert(mask)
     buffer = io.BytesIO()
-    ImageOps.invert(decode_image(data, "mask", max_bytes, max_pixels, "L")).save(buffer, format="PNG")
+    mask.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
