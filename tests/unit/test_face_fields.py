@@ -122,7 +122,9 @@ A1111_COMMON: list[tuple[str, Row]] = [
     ("n_iter", Row(3, lambda r, b: r.batch_count == 6, also={"batch_size": 2})),  # batch_size x n_iter images
     ("clip_skip", Row(1, lambda r, b: r.clip_skip == DEFAULTS_TXT.clip_skip)),  # A1111's 1 is no skip
     ("clip_skip", Row(2, lambda r, b: r.clip_skip == 2)),
+    ("eta", Row(0.4, lambda r, b: r.eta == 0.4)),
     ("override_settings", Row({"CLIP_stop_at_last_layers": 2}, lambda r, b: r.clip_skip == 2)),
+    ("override_settings", Row({"CLIP_stop_at_last_layers": 3.0}, lambda r, b: r.clip_skip == 3)),
     ("override_settings", Row({"CLIP_stop_at_last_layers": 1}, lambda r, b: r.clip_skip == DEFAULTS_TXT.clip_skip)),
     ("override_settings", Row({"sd_model_checkpoint": "m [abc]"}, lambda r, b: a1111.model_choice(b) == "m [abc]")),
     (
@@ -163,6 +165,7 @@ A1111_IMG2IMG: list[tuple[str, Row]] = [
         Row(0, lambda r, b: pixels(r.mask_image_base64) == [255, 0, 200, 10], also={"mask": GREY_MASK}),
     ),
     ("denoising_strength", Row(0.3, lambda r, b: r.strength == 0.3)),
+    ("image_cfg_scale", Row(1.5, lambda r, b: r.img_cfg_scale == 1.5)),
     ("denoising_strength", Row(1.5, lambda r, b: r.strength == 1.0)),  # clamped as A1111 clamps
     ("denoising_strength", Row(-0.2, lambda r, b: r.strength == 0.0)),
 ]
@@ -177,12 +180,11 @@ A1111_STANDARD_IGNORED: dict[str, tuple[object, str]] = {
     "hr_upscaler": ("Latent", "hires fix"),
     "hr_second_pass_steps": (10, "hires fix"),
     "restore_faces": (True, "no face restorer in sd.cpp"),
-    "tiling": (True, "sd.cpp's pinned build has no seamless tiling option"),
+    "tiling": (True, "seamless tiling: sd.cpp has --circular, our requests have no field for it yet"),
     "subseed": (7, "variation seeds: sd.cpp has none"),
     "subseed_strength": (0.5, "variation seeds"),
     "seed_resize_from_h": (64, "variation seeds"),
     "styles": (["cinematic"], "A1111's styles.csv templates: this server has none (A1111 skips unknown styles)"),
-    "eta": (0.5, "A1111's eta follows its own per-sampler settings; not mapped"),
     "s_churn": (0.1, "k-diffusion sampler settings: sd.cpp's samplers have none"),
     "alwayson_scripts": ({"controlnet": {"args": []}}, "A1111 extensions"),
     "script_name": ("x/y/z plot", "A1111 scripts (GET /scripts lists none)"),
@@ -195,7 +197,6 @@ A1111_STANDARD_IGNORED: dict[str, tuple[object, str]] = {
     "inpainting_fill": (1, "img2img: sd.cpp fills masked areas its own way"),
     "inpaint_full_res": (True, "img2img: sd.cpp inpaints the whole image"),
     "resize_mode": (1, "img2img: sd.cpp resizes the init image to width x height"),
-    "image_cfg_scale": (1.5, "instruct-pix2pix only; not mapped"),
     "include_init_images": (True, "A1111's response option; images are never echoed"),
 }
 
