@@ -46,7 +46,10 @@ def extract_extra_args(prompt: str) -> tuple[str, dict[str, object]]:
         if native_name in fields:
             fields[ours] = fields.pop(native_name)
     if "lora" in fields:
-        items = convert_request(fields.pop("lora"), list[LoraItem])
+        try:
+            items = convert_request(fields.pop("lora"), list[LoraItem])
+        except BadRequest as exc:
+            raise BadRequest(f"prompt: sd_cpp_extra_args lora: {exc.message}") from None
         clean = f"{clean} {lora_tags(items)}".strip()
     if "cache_mode" in fields:
         mode = fields.pop("cache_mode")

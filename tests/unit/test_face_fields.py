@@ -454,6 +454,24 @@ def test_sd_server_tables_cover_every_native_field() -> None:
     assert set(SD_SERVER_SPECIAL) - {"prompt"} <= {spec.field for spec in SERVER_FIELDS} - ours
 
 
+@pytest.mark.parametrize(
+    ("native", "rule"),
+    [
+        ({"lora": "ink"}, "prompt: sd_cpp_extra_args lora: "),
+        ({"lora": [{"multiplier": 1}]}, "prompt: sd_cpp_extra_args lora: "),
+        ({"cache_mode": "ucache"}, "prompt: sd_cpp_extra_args cache_mode: only 'easycache'"),
+        ({"cache_option": "speed=2"}, "prompt: sd_cpp_extra_args cache_option: unknown key 'speed'"),
+        ({"cache_option": "threshold=fast"}, "prompt: sd_cpp_extra_args cache_option: threshold must be a number"),
+        ({"cache_option": "threshold=inf"}, "easycache_threshold: must be a finite number"),
+        ({"cache_option": "start=2"}, "easycache_start: "),
+    ],
+)
+def test_sd_server_extra_args_refused_naming_the_field(native: dict[str, object], rule: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        via_extra_args(native, Img2ImgRequest)
+    assert refused.value.message.startswith(rule), refused.value.message
+
+
 LORA_ITEM: list[tuple[str, Row]] = [
     ("path", Row("sub/ink.safetensors", lambda r, b: r.prompt.endswith("<lora:sub/ink:1>"))),
     ("multiplier", Row(0.25, lambda r, b: r.prompt.endswith("<lora:ink:0.25>"), also={"path": "ink"})),
