@@ -40,6 +40,9 @@ class A1111Generation(Request):
     batch_size: Count = 1
     n_iter: Count = 1
     clip_skip: int | None = None
+    # A1111: the noise multiplier of DDIM (eta_ddim) and ancestral samplers (eta_ancestral), as sd.cpp's eta; 0 is
+    # sd.cpp's "the sampler's own eta" (1 for ancestral samplers), where A1111's 0 means no added noise.
+    eta: float | None = None
     override_settings: dict[str, object] = {}  # free-form in A1111: sd_model_checkpoint, CLIP_stop_at_last_layers
     model: str | None = None  # SillyTavern and others name the checkpoint here
     lora: list[LoraItem] = []  # sd-server's structured LoRA list
@@ -55,6 +58,7 @@ class A1111Img2Img(A1111Generation):
     mask: str | None = None
     inpainting_mask_invert: int | bool = 0
     denoising_strength: float | None = None
+    image_cfg_scale: float | None = None  # instruct-pix2pix / edit models' image guidance: sd.cpp's img_cfg_scale
 
 
 class A1111Options(Request):
@@ -247,13 +251,19 @@ def model_choice(request: A1111Generation) -> str | None:
     return str(chosen) if chosen else None
 
 
-def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: tuple[str, ...]) -> GenerationRequest:
-    """Our txt2img / img2img request for an A1111 one (sd-server's extra args and LoRA list applied)."""
+def to_request(
+    request: A1111Generation,
+    samplers: tuple[str, ...],
+    schedulers: tuple[str, ...],
+    image_limits: tuple[int, int],
+) -> GenerationRequest:
+    """Our txt2img / img2img request for an A1111 one (sd-server's extra args and LoRA list applied; a mask read
+    as A1111 reads it, within `image_limits` (bytes, pixels)). Blocking when there is a mask."""
     prompt, extra = extract_extra_args(request.prompt)
     if request.lora:
         prompt = f"{prompt} {lora_tags(request.lora)}".strip()
     fields: dict[str, object] = {"prompt": prompt, "batch_count": request.batch_size * request.n_iter}
-    for name in ("negative_prompt", "width", "height", "steps", "cfg_scale", "seed"):
+    for name in ("negative_prompt", "width", "height", "steps", "cfg_scale", "seed", "eta"):
         if (value := getattr(request, name)) is not None:
             fields[name] = value
     # A1111's "stop at last layer 1" is no skip; sd.cpp's default (-1) already picks what the model wants (2 for
@@ -263,6 +273,8 @@ def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: 
         if request.clip_skip is not None
         else request.override_settings.get("CLIP_stop_at_last_layers")
     )
+    if isinstance(stop, float) and stop.is_integer():  # a JSON 2.0 (A1111 reads the setting as a number)
+        stop = int(stop)
     if isinstance(stop, int) and stop > 1:
         fields["clip_skip"] = stop
     sampler_name = request.sampler_name or request.sampler_index
@@ -280,8 +292,10 @@ def to_request(request: A1111Generation, samplers: tuple[str, ...], schedulers: 
         fields["init_image_base64"] = request.init_images[0]
         if request.denoising_strength is not None:
             fields["strength"] = min(max(request.denoising_strength, 0.0), 1.0)
+        if request.image_cfg_scale is not None:
+            fields["img_cfg_scale"] = request.image_cfg_scale
         if request.mask:
-            fields["mask_image_base64"] = request.mask
+            fields["mask_image_base64"] = a1111_mask(request.mask, bool(request.inpainting_mask_invert), *image_limits)
     fields.update(extra)
     return convert_request(fields, Img2ImgRequest if isinstance(request, A1111Img2Img) else Txt2ImgRequest)
 
@@ -382,8 +396,16 @@ def _elapsed(timestamp: str | None) -> float:
     return (dt.datetime.now(dt.UTC) - moment).total_seconds() if moment else 0.0
 
 
-def inverted_mask(data: str, max_bytes: int, max_pixels: int) -> str:
-    """`inpainting_mask_invert`: the mask with black and white swapped, as a base64 PNG. Blocking."""
+def a1111_mask(data: str, invert: bool, max_bytes: int, max_pixels: int) -> str:
+    """sd.cpp's mask (white = repaint) with A1111's meaning (processing.py `create_binary_mask`, then
+    `inpainting_mask_invert`): an RGBA mask with any transparency is read from its alpha (alpha > 128 = repaint),
+    any other mask from its grey levels (white = repaint); `invert` swaps them pixel-wise. A base64 PNG. Blocking."""
+    image = decode_image(data, "mask", max_bytes, max_pixels, "RGBA")
+    alpha = image.getchannel("A")
+    transparent = alpha.getextrema() != (255, 255)
+    mask = alpha.point([0] * 129 + [255] * 127) if transparent else image.convert("L")
+    if invert:
+        mask = ImageOps.invert(mask)
     buffer = io.BytesIO()
-    ImageOps.invert(decode_image(data, "mask", max_bytes, max_pixels, "L")).save(buffer, format="PNG")
+    mask.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")

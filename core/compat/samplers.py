@@ -41,7 +41,16 @@ SCHEDULERS: dict[str, str] = {
     "align your steps": "ays",
     "kl optimal": "kl_optimal",
     "lcm": "lcm",
+    "sgmuniform": "sgm_uniform",  # A1111's alias of SGM Uniform
+    "align your steps gits": "gits",
+    "align your steps 11": "ays",
+    "align your steps 32": "ays",
+    # Schedulers A1111 lists that sd.cpp has no counterpart for: the model's default, as A1111 itself does with a
+    # scheduler name it does not know (sd_samplers.get_sampler_and_scheduler falls back to Automatic).
     "beta": "",
+    "polyexponential": "",
+    "ddim": "",
+    "turbo": "",
 }
 SUFFIXES = ("karras", "exponential", "sgm uniform")
 # The names /sdapi/v1/samplers lists (display form), in A1111's order where it has them.

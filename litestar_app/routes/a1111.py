@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 import anyio
-import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
 
@@ -36,7 +35,6 @@ from core.compat.a1111 import (
     SdModel,
     Upscaler,
     info,
-    inverted_mask,
     model_choice,
     parameters,
     progress,
@@ -61,13 +59,10 @@ async def _generate(
 ) -> GenerationResponse:
     runs = CompatRuns(service)
     caps = service.capabilities
-    generation = to_request(body, caps.samplers, caps.schedulers)
-    if isinstance(body, A1111Img2Img) and body.mask and body.inpainting_mask_invert:
-        limits = service.settings.limits
-        inverted = await anyio.to_thread.run_sync(
-            inverted_mask, body.mask, limits.max_image_bytes, limits.max_image_pixels
-        )
-        generation = msgspec.structs.replace(generation, mask_image_base64=inverted)
+    limits = service.settings.limits
+    generation = await anyio.to_thread.run_sync(
+        to_request, body, caps.samplers, caps.schedulers, (limits.max_image_bytes, limits.max_image_pixels)
+    )
     await runs.choose_model(model_choice(body), "override_settings.sd_model_checkpoint")
     accepted = await runs.submit(job_type, generation, request.headers.get(HEADER), request.url.path)
     job = runs.require_completed(await wait_or_cancel(request, service, accepted.job_id))
