@@ -19,7 +19,7 @@ from core.workers.pool import FairOrder, WorkerPool, WorkerSpec
 async def _hand_out(workers: int, jobs: int, models: int, keys: int) -> tuple[float, int, int]:
     pool = WorkerPool([WorkerSpec(f"w{i}", "cpu", Path("sd-server")) for i in range(workers)])
     for index, worker in enumerate(pool.workers):
-        worker.model = f"m{index % models}"
+        worker.models = {f"m{index % models}": 1}
     on_holder = 0
     order = FairOrder()
     # Key k submits its jobs in one burst after key k-1 (the case fairness is for); every 7th job is urgent, every
