@@ -1,7 +1,8 @@
 """The line protocol of our resident worker (`sdcpp-worker`, the C++ in runners/worker/): one JSON job per line on
-its stdin (or a cancel of the running job, or a load or unload of a resident model), JSON answers per line on its stdout. These structs are the protocol's one definition: the header
-comment of worker.cpp is made from them (`python -m runners.worker_protocol`), and
-tests/unit/test_worker_protocol.py fails when the two differ or when the worker accepts other fields or modes.
+its stdin (or a cancel of the running job, or a load or unload of a resident model), JSON answers per line on its
+stdout. These structs are the protocol's one definition: the header comment of worker.cpp is made from them
+(`python -m runners.worker_protocol`), and tests/unit/test_worker_protocol.py fails when the two differ or when the
+worker accepts other fields or modes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Two CPU workers (one thread each) sharing one queue, on the real resident worker and the tiny models: /workers and
 /health list both, two jobs run at once and both decode, a killed worker fails only its own job while the other
 finishes (and restarts), cancel of one job leaves the other running, a job naming a model goes to the worker that
-holds it (no reload), an upscaler unloaded by one worker's job is still used by the other's. Speed: bench (`just bench --only workers`)."""
+holds it (no reload), an upscaler unloaded by one worker's job is still used by the other's. Speed: bench
+(`just bench --only workers`)."""
 
 from __future__ import annotations
 
