@@ -12,11 +12,13 @@ The request body sent to the bare sd-server is the one the API builds, so both d
 5. Two CPU workers (one thread each) versus one worker on 20 tiny jobs (bench/workers.py): the speed ratio; the
    scheduler's own cost per job with 64 stand-in workers, 10,000 jobs, 10 API keys and 3 priorities
    (bench/scheduler.py).
+6. Switching between two models resident on one worker against staying on one (bench/model_cache.py).
 The API's own jobs run on the resident worker when the backend has it: part 1's ratio is worker / bare sd-server.
 
     python -m bench --only store     # just part 3
     python -m bench --only workers   # just part 5
     python -m bench --only scheduler # just the scheduler's cost
+    python -m bench --only cache     # just part 6
     python -m bench --only pg-submit # submissions per second on the PostgreSQL store (bench/pg_submit.py)
 """
 
@@ -39,7 +41,7 @@ import httpx
 import msgspec
 from websockets.sync.client import ClientConnection, connect
 
-from bench import pg_submit, scheduler, store_scaling, worker_previews, workers
+from bench import model_cache, pg_submit, scheduler, store_scaling, worker_previews, workers
 from bench.progress_latency import measure, report
 from core.generation.engine import generation_options
 from core.generation.requests import Txt2ImgRequest
@@ -198,7 +200,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument(
-        "--only", choices=["store", "worker", "workers", "scheduler", "pg-submit"], help="run one part only"
+        "--only", choices=["store", "worker", "workers", "scheduler", "cache", "pg-submit"], help="run one part only"
     )
     args = parser.parse_args()
     if args.only == "scheduler":
@@ -220,6 +222,9 @@ def main() -> int:
             return 0
         if args.only == "workers":
             workers.run(models, work, LOAD, 20, args.size, args.steps)
+            return 0
+        if args.only == "cache":
+            model_cache.run(models, work, LOAD, args.jobs, args.size, args.steps)
             return 0
         print(
             f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True
@@ -250,6 +255,7 @@ def main() -> int:
         store_scaling.run(models, work, LOAD)
         worker_previews.run(models, work, LOAD)
         workers.run(models, work, LOAD, 20, args.size, args.steps)
+        model_cache.run(models, work, LOAD, args.jobs, args.size, args.steps)
         scheduler.run()
     cli, server, api_median = (statistics.median(t) for t in (cli_times, server_times, api_times))
     print(f"bare sd-cli run (load + generate):         {cli:7.3f} s  (median of {len(cli_times)})")

@@ -10,6 +10,10 @@ within the bound (`cancel_timeout_s`, at least `CANCEL_TIMEOUT_S`, more for slow
 of the job's own step time) is killed; the owner starts a new one for the next job (the model loads again).
 A worker that prints nothing for `stall_timeout_s` while a job runs is killed and the job fails saying so; a job
 line the worker refuses fails that job; a line that is not a known message is logged and ignored.
+
+Resident models: the process starts with one model (`resident_name`), and `load` / `unload` add and free others
+between jobs; `models` is what it holds (least recently used first, as it reports it) and `loads` how many loads it
+has made. Which to evict is its owner's choice (core/workers/).
 """
 
 from __future__ import annotations
@@ -35,10 +39,15 @@ from runners.worker_protocol import (
     JobEvent,
     JobRequest,
     LineError,
+    LoadFailed,
+    LoadRequest,
     Message,
+    Models,
     Preview,
     Progress,
     Ready,
+    ResidentModel,
+    UnloadRequest,
 )
 
 log = logging.getLogger("sdcpp_restapi.runners")
@@ -69,9 +78,14 @@ class ResidentWorker(ResidentProcess):
         ready_timeout_s: float = 600.0,
         stall_timeout_s: float = 300.0,
         cancel_timeout_s: float = CANCEL_TIMEOUT_S,
+        resident_name: str = "",
     ) -> None:
         super().__init__()
-        self.argv = list(argv)
+        # argv: the binary, then the first model's context flags; it is resident under `resident_name`
+        self.argv = [argv[0], "--resident-name", resident_name, *argv[1:]] if resident_name else list(argv)
+        self.models: list[ResidentModel] = []  # as the worker reported them, least recently used first
+        self.loads = 0
+        self._awaiting_models = False  # a load or unload waits for the `models` answer
         self.ready_timeout_s = ready_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.cancel_timeout_s = cancel_timeout_s
@@ -94,6 +108,10 @@ class ResidentWorker(ResidentProcess):
             self._ready.set()
         elif isinstance(message, Fatal):
             self._fatal = message.error
+        elif isinstance(message, Models):
+            self.models, self.loads = message.models, message.loads
+            if self._awaiting_models:
+                self._messages.send_nowait(message)
         elif isinstance(message, LineError):
             log.warning("sdcpp-worker refused a request line: %s", message.error)
             if self._busy.locked():  # our job's line was refused: the job fails instead of waiting for a stall
@@ -214,6 +232,39 @@ class ResidentWorker(ResidentProcess):
                 if not healthy:  # cancelled past the bound, stalled or dead: no half-run generation may remain
                     with anyio.CancelScope(shield=True):
                         await self.stop()
+
+    async def load(self, name: str, args: Sequence[str]) -> None:
+        """Load a model (its context flags) beside the resident ones under `name`; WorkerFailed if it cannot be (the
+        others stay loaded)."""
+        await self._model_line(LoadRequest(name, list(args)), name)
+
+    async def unload(self, name: str) -> None:
+        """Free the resident model `name`."""
+        await self._model_line(UnloadRequest(name), name)
+
+    async def _model_line(self, line: LoadRequest | UnloadRequest, name: str) -> None:
+        async with self._busy:
+            if not self.alive or self.process is None or self.process.stdin is None:
+                raise WorkerFailed(self.reason("the resident worker is not running"))
+            self._awaiting_models = True
+            try:
+                await self.process.stdin.send(_encode(line) + b"\n")
+                with anyio.fail_after(self.ready_timeout_s):
+                    while True:
+                        message = await self._inbox.receive()
+                        if isinstance(message, Models):
+                            return
+                        if isinstance(message, LoadFailed) and message.model == name:
+                            raise WorkerFailed(message.error)
+                        if isinstance(message, LineError):
+                            raise WorkerFailed(f"the worker refused the line: {message.error}")
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                raise WorkerFailed(self.reason(f"the worker exited with code {self.returncode}")) from None
+            except TimeoutError:
+                await self.stop()
+                raise WorkerFailed(f"the worker did not load {name} within {self.ready_timeout_s:.0f}s") from None
+            finally:
+                self._awaiting_models = False
 
     def cancel_bound_s(self) -> float:
         """How long `cancel` waits for the worker to end the job before killing it."""

@@ -1,7 +1,8 @@
 """The line protocol of our resident worker (`sdcpp-worker`, the C++ in runners/worker/): one JSON job per line on
-its stdin (or a cancel of the running job), JSON answers per line on its stdout. These structs are the protocol's one definition: the header
-comment of worker.cpp is made from them (`python -m runners.worker_protocol`), and
-tests/unit/test_worker_protocol.py fails when the two differ or when the worker accepts other fields or modes.
+its stdin (or a cancel of the running job, or a load or unload of a resident model), JSON answers per line on its
+stdout. These structs are the protocol's one definition: the header comment of worker.cpp is made from them
+(`python -m runners.worker_protocol`), and tests/unit/test_worker_protocol.py fails when the two differ or when the
+worker accepts other fields or modes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,27 @@ class JobRequest(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True)
     args: Annotated[list[str], Meta(description="generation flags as sd-cli spells them")]
     output: Annotated[str, Meta(min_length=1, description='"<folder>/image_%d.png" or "<folder>/video.webm"')]
     preview: PreviewRequest | None = None
+    model: Annotated[
+        str,
+        Meta(
+            description="the resident model to run on, by the name it was loaded under (empty: the most recently used)"
+        ),
+    ] = ""
+
+
+class LoadRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Load a model beside the resident ones, under the name `load` (in place of a resident model of that name);
+    run in order with the job lines. Answered `models`, or `load_failed` (the other models stay loaded)."""
+
+    load: Annotated[str, Meta(min_length=1, description="the name the model is resident under")]
+    args: Annotated[list[str], Meta(description="context flags as sd-cli spells them")]
+
+
+class UnloadRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Free the resident model named `unload` (nothing if none is); run in order with the job lines. Answered
+    `models`."""
+
+    unload: Annotated[str, Meta(min_length=1, description="the name the model is resident under")]
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,6 +76,27 @@ class Ready(msgspec.Struct, tag="ready", tag_field="type"):
 class Fatal(msgspec.Struct, tag="fatal", tag_field="type"):
     """The model could not be loaded; the worker exits (code 1, or 2 for invalid model arguments)."""
 
+    error: str
+
+
+class ResidentModel(msgspec.Struct):
+    """A model the worker holds."""
+
+    name: str
+    mib: Annotated[int, Meta(description="its model files' sizes in MiB: the estimate of what it takes")]
+
+
+class Models(msgspec.Struct, tag="models", tag_field="type"):
+    """The resident models, least recently used first: after `ready` and after each load or unload line."""
+
+    models: list[ResidentModel]
+    loads: Annotated[int, Meta(description="sd contexts made since the worker started (the first model's included)")]
+
+
+class LoadFailed(msgspec.Struct, tag="load_failed", tag_field="type"):
+    """A load line's model could not be loaded; the other resident models stay loaded."""
+
+    model: str
     error: str
 
 
@@ -103,7 +146,7 @@ class LineError(msgspec.Struct, tag="error", tag_field="type", omit_defaults=Tru
     job_id: Annotated[str | None, Meta(description="when the line had a string job_id")] = None
 
 
-Message = Ready | Fatal | Progress | Preview | Done | Failed | Cancelled | LineError
+Message = Ready | Fatal | Models | LoadFailed | Progress | Preview | Done | Failed | Cancelled | LineError
 JobEvent = Progress | Preview
 
 WORKER_SOURCE = Path(__file__).resolve().parent / "worker" / "worker.cpp"
@@ -158,8 +201,11 @@ def protocol_comment() -> str:
         "A job is one JSON object on one line of stdin (`?` marks a field that may be left out):",
         *_struct_text(JobRequest),
         *_struct_text(PreviewRequest),
-        "A cancel is one JSON object on one line of stdin too:",
+        "A cancel, a load and an unload are one JSON object on one line of stdin too:",
         *_struct_text(CancelRequest),
+        *_struct_text(LoadRequest),
+        *_struct_text(UnloadRequest),
+        *_struct_text(ResidentModel),
         "Answers are JSON objects, one per line on stdout, told apart by their type:",
         *(line for message in get_args(Message) for line in _struct_text(message)),
         "END PROTOCOL",

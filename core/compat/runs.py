@@ -19,8 +19,15 @@ from core.models.schemas import LoadModelRequest
 from core.upscale.schemas import UpscaleRequest
 
 
+class NamedModel(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
 class ModelChoice(Protocol):
     async def select(self, name: str, configured: Mapping[str, LoadModelRequest], field: str = "model") -> object: ...
+
+    async def model_named(self, name: str | None, field: str = "model") -> NamedModel: ...
 
 
 class Submission(Protocol):
@@ -70,9 +77,17 @@ class CompatRuns:
         self.service = service
 
     async def choose_model(self, name: str | None, field: str = "model") -> None:
-        """Load the named model (waiting for the running job) unless it is the loaded one; None keeps it."""
+        """Load the named model on every worker (waiting for the running jobs) unless it is the loaded one; None
+        keeps it. For a setting that changes the default model (A1111's POST /options); a request that names a model
+        for itself names it in its job instead (`job_model`)."""
         if name:
             await self.service.models.select(name, self.service.settings.models, field)
+
+    async def job_model(self, name: str | None, field: str = "model") -> str | None:
+        """The model a request names for its own job, checked (a 400 naming `field` when unknown or missing a
+        component) but not loaded: the worker that runs the job loads it beside its resident models, the others go
+        on with theirs. None: the loaded model."""
+        return (await self.service.models.model_named(name, field)).name if name else None
 
     async def submit(
         self,

@@ -159,6 +159,9 @@ class GenerationEngine:
             if (step := tracker.observe(piece)) is not None:
                 report(step)
 
+        # The upscaler as the job starts: a job on another worker may unload it (upscale_auto_unload) while this one
+        # generates; this job chains with the one it was submitted for all the same.
+        upscaler = self.upscaler.loaded if job.request.upscale else None
         async with self.models.worker_for(job_id) as worker:  # the worker the queue handed the job to
             loaded = await self.models.model_named(job.request.model)
             options = generation_options(job, job_dir, loaded.request.options)
@@ -174,7 +177,7 @@ class GenerationEngine:
             resident = await self.models.ensure_resident(worker, loaded)
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
             if isinstance(resident, ResidentWorker):  # everything runs on our worker, previews included
-                outputs = await self._on_worker(resident, mode, options, job_dir, report, job_id, plan)
+                outputs = await self._on_worker(resident, mode, options, job_dir, report, job_id, plan, loaded.name)
                 engine = "worker (resident)" + (f", {plan.settings.mode} previews" if plan else "")
             elif reason is None:
                 outputs = await self._on_server(resident, mode, options, job_dir, on_piece)
@@ -194,8 +197,9 @@ class GenerationEngine:
             worker=worker.name,
         )
         if job.request.upscale and mode == "img_gen":
-            outputs += await self.upscaling.chain(outputs, job.request.upscale_repeats)
-            config.upscaler = self.upscaler.loaded.request.model_name if self.upscaler.loaded else None
+            outputs += await self.upscaling.chain(outputs, job.request.upscale_repeats, upscaler)
+            used = upscaler or self.upscaler.loaded
+            config.upscaler = used.request.model_name if used else None
             if job.request.upscale_auto_unload:
                 await self.upscaler.unload()
         return outputs, config
@@ -209,6 +213,7 @@ class GenerationEngine:
         report: ProgressReport,
         job_id: str,
         plan: PreviewPlan | None,
+        model: str = "",
     ) -> list[Path]:
         """One request line to the resident worker: the same generation flags sd-cli gets, previews by callback.
         Cancelling the job cancels this call; `ResidentWorker.generate` then cancels the job on the worker
@@ -232,7 +237,7 @@ class GenerationEngine:
                 settings.interval,
             )
         output = job_dir / (VIDEO_NAME if mode == "vid_gen" else IMAGE_NAME.format("%d"))
-        request = JobRequest(job_id, mode, generation_args(options), str(output), preview)
+        request = JobRequest(job_id, mode, generation_args(options), str(output), preview, model)
         images = _ImageCounter(report)
         pending: list[Preview] = []
         wake = anyio.Event()
@@ -345,6 +350,7 @@ class GenerationEngine:
         on_piece: Callable[[Piece], None],
         job_id: str,
         plan: PreviewPlan | None,
+        model: str = "",
     ) -> list[Path]:
         context = loaded.context
         watcher: PreviewWatcher | None = None

@@ -1,9 +1,14 @@
 """Which model is loaded, with which components and options, and the resident process that holds it.
 
-"Loaded" means loaded: a load starts a resident process with the model's flags on every worker of the pool
-(core/workers/) and keeps them for the following jobs: our worker (`sdcpp-worker`, JSON lines on stdin/stdout) when
-the worker's backend has it, else an sd-server on a private loopback port. Unload stops them. A load or unload takes
-every worker (`WorkerPool.exclusive`), so it waits for the running jobs instead of pulling the model from under them.
+"Loaded" means loaded: a load makes the model resident on every worker of the pool (core/workers/) and keeps it for
+the following jobs: in our worker (`sdcpp-worker`, JSON lines on stdin/stdout) when the worker's backend has it, else
+in an sd-server on a private loopback port. Unload stops them. A load or unload takes every worker
+(`WorkerPool.exclusive`), so it waits for the running jobs instead of pulling the model from under them.
+
+Resident model caches: our worker keeps several models within its worker's `memory_mib` budget (least recently used
+out, by the estimate of their files' sizes), so a job naming another model (`model`) loads it on the worker that
+runs it only, beside the default model when the budget allows, and a later job for either loads nothing. A worker
+with no budget set, or on sd-server, holds one model at a time.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class LoadedModel(msgspec.Struct):
     request: LoadModelRequest
     context: ContextOptions  # the model files by role and the load options, as sd.cpp takes them
     architecture: Architecture | None = None
+    mib: int = 0  # the estimate of what it takes resident: its files' sizes (as the worker counts them)
 
     @property
     def name(self) -> str:
@@ -95,7 +101,8 @@ class ModelManager:
         # one worker on the server's binaries unless the config declares [[workers]]
         self.pool = WorkerPool(workers or [WorkerSpec("default", "", sd_server, worker)])
         self.pool.revive = self._revive
-        self.held: dict[str, LoadedModel] = {}  # worker name -> the model its resident process holds
+        # worker name -> the models its resident process holds, by name (their order: the worker's `models`)
+        self.held: dict[str, dict[str, LoadedModel]] = {}
         self.configured: Mapping[str, LoadModelRequest] = {}  # the config's [models] load profiles
         self.task_group: TaskGroup | None = None  # set by the service: resident processes live in it
 
@@ -142,6 +149,13 @@ class ModelManager:
             options.pop(per_generation)
         return msgspec.convert({**files, **folders, **options}, ContextOptions), architecture
 
+    def _loaded(self, request: LoadModelRequest) -> LoadedModel:
+        """The request resolved, with its estimate. Blocking: run off the event loop."""
+        context, architecture = self.resolve_context(request)
+        loaded = LoadedModel(request, context, architecture, files_mib(context))
+        self.pool.model_mib[loaded.name] = loaded.mib
+        return loaded
+
     # --------------------------------------------------------------------------------- life cycle
 
     def _loading_listener(self, name: str) -> Callable[[Piece], None]:
@@ -161,14 +175,15 @@ class ModelManager:
         return listen
 
     async def _start_resident(self, worker: Worker, loaded: LoadedModel, report: bool = True) -> Resident:
-        """Start the model's resident process on the worker; `report`: publish its loading progress (one worker's
-        only when all load at once, so the events read as one load)."""
+        """Start a resident process on the worker holding the model; `report`: publish its loading progress (one
+        worker's only when all load at once, so the events read as one load)."""
         assert self.task_group is not None, "the service must be running"
         spec = worker.spec
-        context = msgspec.structs.replace(loaded.context, n_threads=spec.threads) if spec.threads else loaded.context
-        flags = build_argv(CONTEXT_FLAGS, context)
+        flags = self._flags(worker, loaded)
         resident: Resident = (
-            ResidentWorker([str(spec.worker), *flags], self.ready_timeout_s, self.stall_timeout_s)
+            ResidentWorker(
+                [str(spec.worker), *flags], self.ready_timeout_s, self.stall_timeout_s, resident_name=loaded.name
+            )
             if spec.worker
             else ResidentServer([str(spec.sd_server), *flags], self.ready_timeout_s)
         )
@@ -178,8 +193,49 @@ class ModelManager:
             await self.task_group.start(resident.run)
         finally:
             resident.listener = None
-        worker.resident, worker.model, worker.last_error = resident, loaded.name, None
-        self.held[worker.name] = loaded
+        worker.resident, worker.last_error = resident, None
+        worker.models, worker.loads = {loaded.name: loaded.mib}, worker.loads + 1
+        self.held[worker.name] = {loaded.name: loaded}
+        return resident
+
+    @staticmethod
+    def _flags(worker: Worker, loaded: LoadedModel) -> list[str]:
+        threads = worker.spec.threads
+        context = msgspec.structs.replace(loaded.context, n_threads=threads) if threads else loaded.context
+        return build_argv(CONTEXT_FLAGS, context)
+
+    def _holds(self, worker: Worker, loaded: LoadedModel) -> bool:
+        """Whether the worker's live process holds this model, loaded with this request."""
+        held = self.held.get(worker.name, {}).get(loaded.name)
+        return (
+            worker.resident is not None
+            and worker.resident.alive
+            and held is not None
+            and held.request == loaded.request
+            and loaded.name in worker.models
+        )
+
+    async def _make_resident(self, worker: Worker, loaded: LoadedModel, report: bool = True) -> Resident:
+        """The model resident on the worker: already (now its most recently used), or loaded beside the others into
+        our live worker after evicting the least recently used ones the budget needs, or in a new process."""
+        resident = worker.resident
+        if self._holds(worker, loaded):
+            worker.touch(loaded.name)
+            assert resident is not None
+            return resident
+        if not isinstance(resident, ResidentWorker) or not resident.alive or not worker.holds_several:
+            await self.stop_resident(worker)
+            return await self._start_resident(worker, loaded, report)
+        held = self.held.setdefault(worker.name, {})
+        for name in worker.evictions(loaded.name, loaded.mib) + ([loaded.name] if loaded.name in worker.models else []):
+            await resident.unload(name)
+            held.pop(name, None)
+            worker.models.pop(name, None)
+        await resident.load(loaded.name, self._flags(worker, loaded))
+        worker.loads += 1
+        held[loaded.name] = loaded
+        worker.models = {model.name: model.mib for model in resident.models if model.name in held}
+        worker.last_error = None
         return resident
 
     async def stop_resident(self, worker: Worker | None = None) -> None:
@@ -187,18 +243,19 @@ class ModelManager:
         cancels its own job and is stopped only when it does not in time), or every worker's (on unload and
         shutdown); `ensure_resident` starts it again for the next job while a model is loaded."""
         for each in [worker] if worker else self.pool.workers:
-            resident, each.resident, each.model = each.resident, None, None
+            resident, each.resident, each.models = each.resident, None, {}
             self.held.pop(each.name, None)
             if resident is not None:
                 await resident.stop()
 
     async def _start_everywhere(self, loaded: LoadedModel) -> None:
-        """The model's resident process on every worker at once; if one fails, none keeps it."""
+        """The model resident on every worker at once (beside others where the budget allows); if one fails, none
+        keeps it."""
         failures: list[str] = []
 
         async def start(worker: Worker) -> None:
             try:
-                await self._start_resident(worker, loaded, report=worker is self.pool.workers[0])
+                await self._make_resident(worker, loaded, report=worker is self.pool.workers[0])
             except (ServerFailed, WorkerFailed) as exc:
                 worker.last_error = str(exc)
                 failures.append(f"{worker.name}: {exc}" if len(self.pool.workers) > 1 else str(exc))
@@ -213,7 +270,8 @@ class ModelManager:
     def _revive(self, worker: Worker) -> bool:
         """After a job: a worker whose process died (a crash) or was stopped (a cancelled job) starts it again in
         the background, so the next job finds it ready; True when it does."""
-        target = self.held.get(worker.name) or self.loaded
+        held = self.held.get(worker.name, {})
+        target = held.get(worker.model or "") or self.loaded
         if target is None or self.task_group is None or (worker.resident is not None and worker.resident.alive):
             return False
         self.task_group.start_soon(self._restart, worker, target)
@@ -233,12 +291,12 @@ class ModelManager:
             async with self.pool.exclusive():
                 self.bus.publish(ModelLoadingProgress(request.model_name, message=LOAD_STARTING))
                 try:
-                    context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
+                    loaded = await anyio.to_thread.run_sync(self._loaded, request)
                 except ServiceError as exc:
                     self.last_error = exc.message
                     raise
-                loaded = LoadedModel(request, context, architecture)
-                await self._unload_locked()
+                architecture = loaded.architecture
+                self._forget_default()
                 try:
                     await self._start_everywhere(loaded)
                 except (ServerFailed, WorkerFailed) as exc:
@@ -256,12 +314,16 @@ class ModelManager:
         self.bus.publish(ModelLoaded(loaded.name, request.model_type, architecture.variant if architecture else None))
         return loaded
 
-    async def _unload_locked(self) -> None:
-        await self.stop_resident()
+    def _forget_default(self) -> None:
+        """The loaded (default) model is no more; on a load it may stay resident as a cache where budgets allow."""
         self.pool.default_model = None
         if self.loaded is not None:
             name, self.loaded = self.loaded.name, None
             self.bus.publish(ModelUnloaded(name))
+
+    async def _unload_locked(self) -> None:
+        await self.stop_resident()
+        self._forget_default()
 
     async def unload(self) -> None:
         async with self.pool.exclusive():
@@ -317,34 +379,29 @@ class ModelManager:
         if not name:
             return self.require_loaded()
         found = await anyio.to_thread.run_sync(self.library.find_main_model, name, field)
-        for known in (self.loaded, *self.held.values()):
+        for known in (self.loaded, *(model for held in self.held.values() for model in held.values())):
             if known is not None and known.name == found.name and known.request.model_type == found.type:
                 return known
         request = await self._request_for(found, self.configured)
         try:
-            context, architecture = await anyio.to_thread.run_sync(self.resolve_context, request)
+            return await anyio.to_thread.run_sync(self._loaded, request)
         except ServiceError as exc:
             raise BadRequest(f"{field}: {found.name}: {exc.message}") from None
-        return LoadedModel(request, context, architecture)
 
     async def restore(self) -> LoadModelRequest | None:
         """The model that was loaded when the server last stopped (loaded again by the service)."""
         return await self.store.value(LOADED_MODEL_KEY, LoadModelRequest)
 
     async def ensure_resident(self, worker: Worker, loaded: LoadedModel | None = None) -> Resident:
-        """The worker's resident process (our worker or sd-server) holding the job's model (default: the loaded
-        one), restarted if it died or was stopped, or started in place of another model the worker held: on this
+        """The worker's resident process holding the job's model (default: the loaded one): resident already, loaded
+        beside the others (least recently used out), or in a process restarted after a crash or a stop: on this
         worker only, the others go on (call while the worker runs the job)."""
         loaded = loaded or self.require_loaded()
-        if worker.resident is None or not worker.resident.alive or worker.model != loaded.name:
-            if worker.model != loaded.name:
-                await self.stop_resident(worker)
-            try:
-                return await self._start_resident(worker, loaded)
-            except (ServerFailed, WorkerFailed) as exc:
-                worker.last_error = self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
-                raise LoadFailed(self.last_error) from None
-        return worker.resident
+        try:
+            return await self._make_resident(worker, loaded)
+        except (ServerFailed, WorkerFailed) as exc:
+            worker.last_error = self.last_error = f"Failed to restart model: {loaded.name}: {exc}"
+            raise LoadFailed(self.last_error) from None
 
     @asynccontextmanager
     async def worker_for(self, job_id: str) -> AsyncIterator[Worker]:
@@ -367,3 +424,15 @@ class ModelManager:
     def preset_name(self) -> str | None:
         architecture = self.loaded.architecture if self.loaded else None
         return architecture.family if architecture and preset_of(architecture) else None
+
+
+def files_mib(context: ContextOptions) -> int:
+    """The estimate of what a model takes resident: its files' sizes in MiB, each rounded up, as our worker counts
+    them (runners/worker/worker.cpp: every load argument that is a regular file; folders are not counted)."""
+    total = 0
+    for value in msgspec.structs.astuple(context):
+        if isinstance(value, str) and value:
+            path = Path(value)
+            if path.is_file():
+                total += (path.stat().st_size + (1 << 20) - 1) >> 20
+    return total

@@ -39,9 +39,10 @@ class Upscaling:
             passes=job.passes,
         )
 
-    async def chain(self, images: list[Path], repeats: int) -> list[Path]:
-        """`upscale: true`: each generated image upscaled beside it as `<name>_upscaled.png`."""
-        upscaler = self.upscaler.require_loaded()
+    async def chain(self, images: list[Path], repeats: int, upscaler: LoadedUpscaler | None = None) -> list[Path]:
+        """`upscale: true`: each generated image upscaled beside it as `<name>_upscaled.png`, with `upscaler` (the
+        one loaded when the job started: another worker's job may unload it meanwhile) or the loaded one."""
+        upscaler = upscaler or self.upscaler.require_loaded()
         results = []
         for image in images:
             target = image.with_name(image.stem + "_upscaled.png")

@@ -3,9 +3,15 @@
 Each worker keeps its own resident process (our worker or sd-server) on its own backend and device. Which pending
 job goes next is `FairOrder`'s choice (priority, then round-robin between API keys, then FIFO), made only once a
 worker is idle (`WorkerPool.idle`), so a job that arrives while every worker is busy still competes. Claimants of
-workers take turns (anyio's lock is FIFO). Among idle workers a job prefers one that already holds the model it names (no load), then one
-without a recent failure, then the first declared. A model load takes every worker at once: it waits for their
-running jobs, and jobs that arrive meanwhile wait for the load.
+workers take turns (anyio's lock is FIFO). Among idle workers a job goes to the one that can run its model at the
+least cost (`Worker.cost`): one that holds it resident (no load), else one with room for it in its memory budget (a
+load, nothing evicted), else the one that evicts the fewest MiB of least recently used models; then one without a
+recent failure, then the first declared. A model load (POST /models/load) takes every worker at once: it waits for
+their running jobs, and jobs that arrive meanwhile wait for the load.
+
+Resident models: each worker holds models in least-recently-used order (`Worker.models`, name -> MiB estimate) within
+its `memory_mib` budget. Our worker keeps several (runners/resident_worker.py); sd-server, or a worker with no
+budget set, holds one at a time (a load replaces it).
 
 A worker whose process crashes fails its own job only (never re-run: the job may be what crashed it); its owner
 restarts the process and the worker takes jobs again, while the other workers go on.
@@ -23,7 +29,7 @@ import anyio
 import msgspec
 
 from core.jobs.schemas import ANONYMOUS
-from core.workers.schemas import WorkerInfo, WorkerState
+from core.workers.schemas import WorkerInfo, WorkerModel, WorkerState
 from runners.process import resident_memory_mib
 from runners.resident_worker import ResidentWorker
 from runners.sdserver import ResidentServer
@@ -49,7 +55,8 @@ class Worker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.resident: Resident | None = None
-        self.model: str | None = None  # the model its resident process holds
+        self.models: dict[str, int] = {}  # the models its resident process holds -> MiB, least recently used first
+        self.loads = 0  # model loads on this worker since the server started (a switch between resident ones: none)
         self.state: WorkerState = "idle"
         self.job_id: str | None = None
         self.last_error: str | None = None
@@ -57,6 +64,45 @@ class Worker:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def model(self) -> str | None:
+        """The most recently used resident model."""
+        return next(reversed(self.models), None)
+
+    @property
+    def used_mib(self) -> int:
+        return sum(self.models.values())
+
+    @property
+    def holds_several(self) -> bool:
+        """Whether it keeps several models: our worker with a memory budget (else one at a time)."""
+        return self.spec.worker is not None and self.spec.memory_mib > 0
+
+    def touch(self, model: str) -> None:
+        """The model was used: now the most recently used."""
+        self.models[model] = self.models.pop(model)
+
+    def evictions(self, model: str, need_mib: int) -> list[str]:
+        """The resident models (least recently used first) to unload before `model` (`need_mib`) fits."""
+        others = [name for name in self.models if name != model]
+        if not self.holds_several:
+            return others
+        out, used = [], sum(self.models[name] for name in others)
+        for name in others:
+            if used + need_mib <= self.spec.memory_mib:
+                break
+            out.append(name)
+            used -= self.models[name]
+        return out
+
+    def cost(self, model: str | None, need_mib: int = 0) -> tuple[int, int]:
+        """What running `model` here costs, lower first: (0, 0) resident; (1, 0) a load into free room; (2, MiB
+        evicted) a load that evicts least recently used models."""
+        if model is None or model in self.models:
+            return (0, 0)
+        evicted = self.evictions(model, need_mib)
+        return (2, sum(self.models[name] for name in evicted)) if evicted else (1, 0)
 
     def info(self) -> WorkerInfo:
         spec, resident = self.spec, self.resident
@@ -67,9 +113,11 @@ class Worker:
             spec.device,
             self.state,
             self.job_id,
-            [self.model] if self.model and pid is not None else [],
+            [WorkerModel(name, mib) for name, mib in self.models.items()] if pid is not None else [],
             spec.threads or None,
             spec.memory_mib or None,
+            self.used_mib if pid is not None else 0,
+            self.loads,
             resident_memory_mib(pid),
             pid,
             self.last_error,
@@ -88,6 +136,7 @@ class WorkerPool:
         # Called with a worker whose job ended; True: it takes the worker over (a restart) and calls `ready` later.
         self.revive: Callable[[Worker], bool] | None = None
         self.default_model: str | None = None  # what a job that names no model runs on (the loaded model)
+        self.model_mib: dict[str, int] = {}  # model name -> its MiB estimate, for placing jobs that name it
 
     def __getitem__(self, name: str) -> Worker:
         return self._by_name[name]
@@ -116,8 +165,7 @@ class WorkerPool:
         wanted = model or self.default_model
         async with self._turn:
             await self._wait_until(lambda: any(worker.state == "idle" for worker in self.workers))
-            idle = [worker for worker in self.workers if worker.state == "idle"]
-            chosen = min(idle, key=lambda w: (wanted is None or w.model != wanted, w.last_error is not None))
+            chosen = choose([worker for worker in self.workers if worker.state == "idle"], wanted, self.model_mib)
             chosen.state, chosen.job_id = "busy", job_id
             return chosen.name
 
@@ -147,6 +195,18 @@ class WorkerPool:
                 for worker in self.workers:
                     worker.state = "idle"
                 self._notify()
+
+
+def choose(idle: list[Worker], model: str | None, model_mib: dict[str, int]) -> Worker:
+    """The idle worker a job for `model` goes to: least cost (`Worker.cost`), then no recent failure, then the first
+    declared."""
+    if model is None:
+        return min(idle, key=lambda worker: worker.last_error is not None)
+    holders = [worker for worker in idle if model in worker.models]  # cost (0, 0): the common case, kept cheap
+    if holders:
+        return min(holders, key=lambda worker: worker.last_error is not None)
+    need = model_mib.get(model, 0)
+    return min(idle, key=lambda worker: (worker.cost(model, need), worker.last_error is not None))
 
 
 # ------------------------------------------------------------------------------------ which pending job goes next

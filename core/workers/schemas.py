@@ -13,6 +13,13 @@ from runners.device_facts import DeviceFacts
 WorkerState = Literal["idle", "busy", "loading", "starting"]
 
 
+class WorkerModel(msgspec.Struct):
+    """A model resident on a worker."""
+
+    name: str
+    mib: int  # the estimate: its model files' sizes
+
+
 class WorkerInfo(msgspec.Struct):
     """A worker as /health and GET /workers show it."""
 
@@ -21,9 +28,11 @@ class WorkerInfo(msgspec.Struct):
     device: str
     state: WorkerState
     job_id: str | None
-    models: list[str]  # the models its resident process holds
+    models: list[WorkerModel]  # the models its resident process holds, least recently used first
     threads: int | None  # None: sd.cpp's default
-    memory_budget_mib: int | None  # the configured budget (None: not set)
+    memory_budget_mib: int | None  # the configured budget for resident models (None: not set: one model at a time)
+    models_mib: int  # what the resident models take by the estimate (their files' sizes), against the budget
+    loads: int  # model loads on this worker since the server started (switching between resident models: none)
     memory_used_mib: int | None  # the resident process's resident set size (None: no process)
     pid: int | None
     last_error: str | None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import anyio
+import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
 
@@ -63,7 +64,9 @@ async def _generate(
     generation = await anyio.to_thread.run_sync(
         to_request, body, caps.samplers, caps.schedulers, (limits.max_image_bytes, limits.max_image_pixels)
     )
-    await runs.choose_model(model_choice(body), "override_settings.sd_model_checkpoint")
+    named = await runs.job_model(model_choice(body), "override_settings.sd_model_checkpoint")
+    if named:  # loaded on the worker that runs the job only
+        generation = msgspec.structs.replace(generation, model=named)
     accepted = await runs.submit(job_type, generation, request.headers.get(HEADER), request.url.path)
     job = runs.require_completed(await wait_or_cancel(request, service, accepted.job_id))
     images = await runs.images(job)
@@ -72,7 +75,7 @@ async def _generate(
     understood: GenerationRequest = (
         record.spec.request if record and isinstance(record.spec, GenerationJob) else generation
     )
-    model = loaded.name if loaded else None
+    model = named or (loaded.name if loaded else None)
     return GenerationResponse(
         [runs.b64(png) for png, _ in images] if body.send_images else [],
         parameters(body),

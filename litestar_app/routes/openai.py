@@ -39,6 +39,7 @@ from core.generation.requests import GenerationRequest
 from core.jobs.idempotency import HEADER
 from core.jobs.schemas import Job
 from core.jobs.waiting import job_updates
+from core.models.manager import LoadedModel
 from core.models.types import MODEL_TYPES
 from core.request_types import convert_request
 from core.service import Service
@@ -50,18 +51,23 @@ from litestar_app.security import SecurityPolicy
 _encode = msgspec.json.Encoder().encode
 
 
-async def _choose_model(service: Service, name: str | None) -> None:
-    """OpenAI's `model` selects one of ours when it names one; other names (dall-e-3, gpt-image-1) keep the loaded
-    model, and with none loaded the request is refused."""
-    runs = CompatRuns(service)
+async def _choose_model(service: Service, name: str | None) -> LoadedModel:
+    """OpenAI's `model` names one of ours for this job when it names one (loaded on the worker that runs it only);
+    other names (dall-e-3, gpt-image-1) keep the loaded model, and with none loaded the request is refused."""
     if name:
         try:
-            await runs.choose_model(name, "model")
-            return
+            return await service.models.model_named(name, "model")
         except BadRequest:
             if service.models.loaded is None:
                 raise
-    service.models.require_loaded()
+    return service.models.require_loaded()
+
+
+def _on_model(generation: GenerationRequest, chosen: LoadedModel, service: Service) -> GenerationRequest:
+    """The job names its model unless it is the loaded one."""
+    loaded = service.models.loaded
+    same = loaded is not None and loaded.name == chosen.name
+    return generation if same else msgspec.structs.replace(generation, model=chosen.name)
 
 
 async def _respond(
@@ -143,11 +149,11 @@ async def _stream(
 async def generations(
     request: Request, data: ImageGeneration, service: Service
 ) -> Response[ImagesResponse] | ServerSentEvent:
-    await _choose_model(service, data.model)
-    loaded = service.models.require_loaded()
+    loaded = await _choose_model(service, data.model)
     generation = to_request(
         data.prompt, data.n, parse_size(data.size, loaded.architecture), data.partial_images if data.stream else 0
     )
+    generation = _on_model(generation, loaded, service)
     return await _respond(request, service, data, generation, "txt2img", "image_generation")
 
 
@@ -181,8 +187,7 @@ async def edits(request: Request, service: Service) -> Response[ImagesResponse] 
     mask = await anyio.to_thread.run_sync(
         edit_mask, images[0], sent_mask, limits.max_image_bytes, limits.max_image_pixels
     )
-    await _choose_model(service, options.model)
-    loaded = service.models.require_loaded()
+    loaded = await _choose_model(service, options.model)
     generation = to_request(
         options.prompt,
         options.n,
@@ -192,6 +197,7 @@ async def edits(request: Request, service: Service) -> Response[ImagesResponse] 
         mask,
         images[1:],
     )
+    generation = _on_model(generation, loaded, service)
     return await _respond(request, service, options, generation, "img2img", "image_edit")
 
 

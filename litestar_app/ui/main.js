@@ -44,7 +44,10 @@ function showServerState() {
 async function showWorkers() {
   const workers = await api('/workers');
   document.getElementById('worker-states').replaceChildren(...workers.map((worker) => {
-    const model = worker.models.length ? worker.models.map((path) => path.split('/').pop()).join(', ') : 'no model';
+    // resident models, least recently used first, with their MiB; the budget when one is set
+    const held = worker.models.map((model) => `${model.name.split('/').pop()} (${model.mib} MiB)`).join(', ');
+    const budget = worker.memory_budget_mib ? ` · ${worker.models_mib}/${worker.memory_budget_mib} MiB` : '';
+    const model = (held || 'no model') + budget;
     const text = `${worker.name}: ${worker.state} · ${model}`;
     return element('li', { class: worker.state, 'data-worker': worker.name, text,
       title: worker.last_error ? `${text} (last error: ${worker.last_error})` : `${text} (${worker.backend}, ${worker.device})` });

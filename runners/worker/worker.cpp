@@ -2,6 +2,14 @@
 // on stdin, with progress and preview callbacks. No HTTP, no port. Answer lines alone go to stdout; everything else
 // (the library's and the examples' logs) goes to stderr, in sd-cli's format.
 //
+// Resident models: the worker keeps several models loaded at once, each in its own sd context under the name it was
+// loaded with (`--resident-name NAME` before the first model's flags, then `load` lines), so a job naming one of them
+// (`model`) runs with no reload. It evicts nothing by itself: its owner keeps the memory budget (least recently used
+// out, with `unload` lines; core/workers/). The memory a model takes is estimated by the sizes of its model files
+// (every argument of its load that is a regular file: weights, text encoders, VAE/TAE; the LoRA and embedding
+// folders are not counted), which is what its weights take on the backend within a few percent; the compute buffers
+// sd.cpp prints are per job and not part of the estimate.
+//
 // Cancel (a `{"cancel": job_id}` line, read by a thread while the job runs): the pinned sd.cpp has no stop call, and
 // ggml's CPU abort callback sits on backend objects the library keeps to itself, so the one hook we own is the
 // progress callback. It throws `JobCancelled` there, and only while the library is sampling (see `in_sampling`):
@@ -28,29 +36,46 @@
 // BEGIN PROTOCOL (made from runners/worker_protocol.py by `python -m runners.worker_protocol`; a unit test checks it)
 // A job is one JSON object on one line of stdin (`?` marks a field that may be left out):
 // JobRequest {"job_id": string (not empty), "mode": "img_gen" | "vid_gen", "args": [string, ...], "output": string (not
-//       empty), "preview"?: PreviewRequest | null (default null)}
+//       empty), "preview"?: PreviewRequest | null (default null), "model"?: string (default "")}
 //   One generation. A line that is not one (not JSON, not an object, a field missing, of the wrong type or unknown)
 //   is refused with an `error` answer: nothing is filled in with a default.
 //   - args: generation flags as sd-cli spells them
 //   - output: "<folder>/image_%d.png" or "<folder>/video.webm"
+//   - model: the resident model to run on, by the name it was loaded under (empty: the most recently used)
 // PreviewRequest {"mode": "proj" | "tae" | "vae", "path": string (not empty), "noisy"?: true | false (default false),
 //       "interval"?: integer (default 1)}
 //   Write the running job's preview to `path` every `interval` sampling steps and at the last one (written whole,
 //   then renamed into place); the steps between are not decoded at all.
 //   - noisy: preview the noisy latent instead of the denoised one
 //   - interval: sampling steps between two previews
-// A cancel is one JSON object on one line of stdin too:
+// A cancel, a load and an unload are one JSON object on one line of stdin too:
 // CancelRequest {"cancel": string (not empty)}
 //   Stop the job `cancel` names: read at once, also while a job runs. The running job stops at its next sampling
 //   step (or, past its last one, at its end, unsaved) and answers `cancelled`; the model stays loaded. A job line
 //   still waiting is dropped with the same answer; a cancel naming no running or waiting job is ignored (that job
 //   has had its answer). A malformed cancel line is refused with an `error` answer.
 //   - cancel: the job_id of the job to stop
+// LoadRequest {"load": string (not empty), "args": [string, ...]}
+//   Load a model beside the resident ones, under the name `load` (in place of a resident model of that name); run in
+//   order with the job lines. Answered `models`, or `load_failed` (the other models stay loaded).
+//   - load: the name the model is resident under
+//   - args: context flags as sd-cli spells them
+// UnloadRequest {"unload": string (not empty)}
+//   Free the resident model named `unload` (nothing if none is); run in order with the job lines. Answered `models`.
+//   - unload: the name the model is resident under
+// ResidentModel {"name": string, "mib": integer}
+//   A model the worker holds.
+//   - mib: its model files' sizes in MiB: the estimate of what it takes
 // Answers are JSON objects, one per line on stdout, told apart by their type:
 // Ready {"type": "ready"}
 //   The model is loaded; job lines are read from now on.
 // Fatal {"type": "fatal", "error": string}
 //   The model could not be loaded; the worker exits (code 1, or 2 for invalid model arguments).
+// Models {"type": "models", "models": [ResidentModel, ...], "loads": integer}
+//   The resident models, least recently used first: after `ready` and after each load or unload line.
+//   - loads: sd contexts made since the worker started (the first model's included)
+// LoadFailed {"type": "load_failed", "model": string, "error": string}
+//   A load line's model could not be loaded; the other resident models stay loaded.
 // Progress {"type": "progress", "job_id": string, "step": integer, "steps": integer, "time": number}
 //   A sampling step of the job finished.
 //   - time: seconds the step took
@@ -78,6 +103,8 @@
 #include <deque>
 #include <filesystem>
 #include <iostream>
+#include <list>
+#include <memory>
 #include <mutex>
 #include <regex>
 #include <set>
@@ -110,6 +137,17 @@ struct JobState {
     int preview_interval   = 1;  // decode a preview every N sampling steps (and at the last one)
 };
 static JobState current;
+
+// The resident models, least recently used first (a job moves its model to the back); `loads` counts every sd context
+// made since the start, so a caller can tell that a switch between resident models loaded nothing.
+struct ResidentModel {
+    std::string name;
+    SDContextParams ctx;
+    SDCtxPtr sd_ctx;
+    int64_t mib = 0;
+};
+static std::list<std::unique_ptr<ResidentModel>> resident;
+static int loads = 0;
 
 // Cancelling: what the stdin reader thread and the job (main) thread share. The reader queues job lines (with their
 // job_id, when they have a string one) and handles cancel lines at once; `cancel_requested` is read by the callback.
@@ -373,6 +411,7 @@ static bool save(const SDContextParams& ctx, const SDGenerationParams& gen, SDMo
 // A job line, checked: every field present with its type, nothing else (see the protocol above).
 struct JobLine {
     std::string job_id;
+    std::string model;  // "" : the most recently used resident model
     SDMode mode = IMG_GEN;
     std::vector<std::string> args;
     std::string output;
@@ -385,7 +424,7 @@ struct JobLine {
 // Returns what is wrong with the line (the field and the rule), or "" when it is a job: nothing is filled in with
 // a default the sender did not mean.
 static std::string check_job(const json& line, JobLine& job) {
-    static const std::set<std::string> fields = {"job_id", "mode", "args", "output", "preview"};
+    static const std::set<std::string> fields = {"job_id", "model", "mode", "args", "output", "preview"};
     for (auto it = line.begin(); it != line.end(); ++it) {
         if (fields.count(it.key()) == 0) return "unknown field '" + it.key() + "'";
     }
@@ -408,6 +447,10 @@ static std::string check_job(const json& line, JobLine& job) {
         job.args.push_back(line["args"][i].get<std::string>());
     }
     if (!(why = text(line, "output", job.output)).empty()) return why;
+    if (line.contains("model")) {
+        if (!line["model"].is_string()) return "'model' must be a string";
+        job.model = line["model"].get<std::string>();
+    }
     if (!line.contains("preview") || line["preview"].is_null()) return "";
     const json& preview = line["preview"];
     if (!preview.is_object()) return "'preview' must be an object or null";
@@ -553,8 +596,94 @@ static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const JobLine& job
     emit({{"type", "done"}, {"job_id", current.job_id}, {"outputs", written}});
 }
 
-// One job line, checked and run (on the main thread, which owns the model).
-static void process_line(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const std::string& line) {
+static void emit_models() {
+    json models = json::array();
+    for (const auto& model : resident) models.push_back({{"name", model->name}, {"mib", model->mib}});
+    emit({{"type", "models"}, {"models", models}, {"loads", loads}});
+}
+
+static std::list<std::unique_ptr<ResidentModel>>::iterator find_resident(const std::string& name) {
+    return std::find_if(resident.begin(), resident.end(), [&](const auto& model) { return model->name == name; });
+}
+
+// Loads a model (its context flags as sd-cli spells them) under `name`, in place of a resident model of that name;
+// returns "" or why it could not.
+static std::string load_model(const std::string& name, const std::vector<std::string>& args) {
+    std::vector<const char*> argv = {"sdcpp-worker"};
+    for (const auto& arg : args) argv.push_back(arg.c_str());
+    auto model = std::make_unique<ResidentModel>();
+    model->name = name;
+    std::vector<ArgOptions> options = {model->ctx.get_options()};
+    if (!parse_options((int)argv.size(), argv.data(), options) || !model->ctx.resolve_and_validate(IMG_GEN)) {
+        return "invalid model arguments";
+    }
+    for (const auto& arg : args) {  // the estimate: the model files' sizes (see the top of the file)
+        std::error_code ec;
+        if (fs::is_regular_file(arg, ec)) model->mib += (int64_t)((fs::file_size(arg, ec) + (1 << 20) - 1) >> 20);
+    }
+    auto same = find_resident(name);
+    if (same != resident.end()) resident.erase(same);  // its memory is free before the new context is made
+    last_error.clear();
+    // Weights stay loaded (free_params_immediately false) and the VAE encoder too (img2img on the same model).
+    sd_ctx_params_t params = model->ctx.to_sd_ctx_params_t(false, false, false);
+    model->sd_ctx.reset(new_sd_ctx(&params));
+    ++loads;
+    if (model->sd_ctx == nullptr) return last_error.empty() ? "new_sd_ctx failed" : last_error;
+    resident.push_back(std::move(model));
+    return "";
+}
+
+// A load or unload line, checked like a job line: returns what is wrong with it, or "".
+static std::string check_model_line(const json& line, const std::string& verb, std::string& name,
+                                    std::vector<std::string>& args) {
+    static const std::set<std::string> load_fields   = {"load", "args"};
+    static const std::set<std::string> unload_fields = {"unload"};
+    const auto& allowed = verb == "load" ? load_fields : unload_fields;
+    for (auto it = line.begin(); it != line.end(); ++it) {
+        if (allowed.count(it.key()) == 0) return "unknown field '" + it.key() + "' in a" + (verb == "load" ? " load" : "n unload") + " line";
+    }
+    if (!line[verb].is_string()) return "'" + verb + "' must be a string";
+    name = line[verb].get<std::string>();
+    if (name.empty()) return "'" + verb + "' must not be empty";
+    if (verb == "unload") return "";
+    if (!line.contains("args")) return "'args' is missing";
+    if (!line["args"].is_array()) return "'args' must be a list of strings";
+    for (size_t i = 0; i < line["args"].size(); ++i) {
+        if (!line["args"][i].is_string()) return "'args' must be a list of strings (item " + std::to_string(i) + " is not)";
+        args.push_back(line["args"][i].get<std::string>());
+    }
+    return "";
+}
+
+static void process_model_line(const json& request, const std::string& verb) {
+    std::string name;
+    std::vector<std::string> args;
+    std::string wrong = check_model_line(request, verb, name, args);
+    if (!wrong.empty()) {
+        emit({{"type", "error"}, {"error", "refused: " + wrong}});
+        return;
+    }
+    if (verb == "unload") {
+        auto found = find_resident(name);
+        if (found != resident.end()) resident.erase(found);  // frees its sd context
+        emit_models();
+        return;
+    }
+    std::string failed;
+    try {
+        failed = load_model(name, args);
+    } catch (const std::exception& error) {
+        failed = std::string("the load failed: ") + error.what();
+    }
+    if (!failed.empty()) {
+        emit({{"type", "load_failed"}, {"model", name}, {"error", failed}});
+        return;
+    }
+    emit_models();
+}
+
+// One request line, checked and run (on the main thread, which owns the models): a load, an unload or a job.
+static void process_line(const std::string& line) {
     json request;
     try {
         request = json::parse(line);
@@ -566,6 +695,10 @@ static void process_line(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const std
         emit({{"type", "error"}, {"error", "a request line must be a JSON object"}});
         return;
     }
+    if (request.contains("load") || request.contains("unload")) {
+        process_model_line(request, request.contains("load") ? "load" : "unload");
+        return;
+    }
     JobLine job;
     std::string wrong = check_job(request, job);
     if (!wrong.empty()) {
@@ -574,9 +707,16 @@ static void process_line(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const std
         emit(answer);
         return;
     }
+    auto model = job.model.empty() && !resident.empty() ? std::prev(resident.end()) : find_resident(job.model);
+    if (model == resident.end()) {
+        emit({{"type", "failed"}, {"job_id", job.job_id},
+              {"error", "model '" + job.model + "' is not resident on this worker"}});
+        return;
+    }
+    resident.splice(resident.end(), resident, model);  // now the most recently used
     // A job that throws (a folder that cannot be listed, a library error) fails alone: the model stays loaded.
     try {
-        run(sd_ctx, ctx, job);
+        run((*model)->sd_ctx.get(), (*model)->ctx, job);
     } catch (const JobCancelled&) {
         emit({{"type", "cancelled"}, {"job_id", job.job_id}});
     } catch (const std::exception& error) {
@@ -592,22 +732,26 @@ int main(int argc, const char* argv[]) {
     dup2(STDERR_FILENO, STDOUT_FILENO);
     setvbuf(stdout, nullptr, _IOLBF, 0);
 
-    SDContextParams ctx;
-    std::vector<ArgOptions> options = {ctx.get_options()};
-    if (!parse_options(argc, argv, options) || !ctx.resolve_and_validate(IMG_GEN)) {
-        emit({{"type", "fatal"}, {"error", "invalid model arguments"}});
-        return 2;
+    // `--resident-name NAME` first: the name the first model is resident under (default "default").
+    std::string first_name = "default";
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.size() >= 2 && args[0] == "--resident-name") {
+        first_name = args[1];
+        args.erase(args.begin(), args.begin() + 2);
     }
     sd_set_log_callback(on_log, nullptr);
     sd_set_progress_callback(on_progress, nullptr);
-    // Weights stay loaded (free_params_immediately false) and the VAE encoder too (img2img on the same model).
-    sd_ctx_params_t params = ctx.to_sd_ctx_params_t(false, false, false);
-    SDCtxPtr sd_ctx(new_sd_ctx(&params));
-    if (sd_ctx == nullptr) {
-        emit({{"type", "fatal"}, {"error", last_error.empty() ? "new_sd_ctx failed" : last_error}});
+    std::string failed = load_model(first_name, args);
+    if (failed == "invalid model arguments") {
+        emit({{"type", "fatal"}, {"error", failed}});
+        return 2;
+    }
+    if (!failed.empty()) {
+        emit({{"type", "fatal"}, {"error", failed}});
         return 1;
     }
     emit({{"type", "ready"}});
+    emit_models();
 
     std::thread reader(read_lines);
     while (true) {
@@ -621,7 +765,7 @@ int main(int argc, const char* argv[]) {
             cancel_requested = false;
             lines.pop_front();
         }
-        process_line(sd_ctx.get(), ctx, line);
+        process_line(line);
         {
             std::lock_guard<std::mutex> lock(lines_mutex);
             running_job_id.clear();

@@ -2,7 +2,8 @@
 runners/worker_protocol.py's structs (no unknown, missing or mistyped field), a malformed job line is refused
 with an `error` naming the field and the rule, a job that fails or throws answers `failed`, a cancel line stops
 the running job at a sampling step (or drops a waiting one) with `cancelled`, and after each the same process,
-its model still loaded, runs the next job."""
+its model still loaded, runs the next job. Load and unload lines keep several models resident, a job runs on the one
+it names, and switching between them loads nothing (the worker's own load count)."""
 
 from __future__ import annotations
 
@@ -34,16 +35,22 @@ from runners.worker_protocol import (
     JobEvent,
     JobRequest,
     LineError,
+    LoadFailed,
+    LoadRequest,
     Message,
+    Models,
     Preview,
     PreviewRequest,
     Progress,
     Ready,
+    ResidentModel,
+    UnloadRequest,
 )
 from tests.conftest import TINY_LOAD
 
 pytestmark = pytest.mark.integration
 ANSWER_TIMEOUT_S = 120.0
+TINY_MIB = 18  # the tiny set by its files' sizes: DiT 2 + LLM 10 + TAE 6 MiB (each file rounded up)
 
 
 def decode_strictly(line: str) -> Message:
@@ -120,6 +127,7 @@ def worker(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     started = Worker(load_argv(tiny_models_dir), tmp_path_factory.mktemp("worker-protocol") / "stderr.log")
     try:
         assert isinstance(started.answer(), Ready)
+        assert started.answer() == Models([ResidentModel("default", TINY_MIB)], 1)  # the first model, unnamed
         yield started
     finally:
         started.close()
@@ -142,6 +150,34 @@ def assert_runs_a_good_job(worker: Worker, pid: int, folder: Path, job_id: str) 
     assert answers[-1] == Done(job_id, [str(folder / f"{job_id}_0.png")]), answers
     assert Image.open(folder / f"{job_id}_0.png").size == (64, 64)
     assert worker.process.pid == pid and worker.process.poll() is None  # the same process, still up
+
+
+def test_several_models_stay_resident_and_switching_loads_nothing(worker: Worker, tmp_path: Path) -> None:
+    pid = worker.process.pid
+    flags = load_argv(tiny_models_dir_of(worker))[1:]
+    worker.send(msgspec.json.encode(LoadRequest("second", flags)).decode())
+    assert worker.answer() == Models([ResidentModel("default", TINY_MIB), ResidentModel("second", TINY_MIB)], 2)
+    for index, model in enumerate(["second", "default", "second", "default"]):
+        answers = worker.run(good_job(tmp_path, f"on-{index}", model=model))
+        assert isinstance(answers[-1], Done), answers
+    unknown = worker.run(good_job(tmp_path, "nowhere", model="not-loaded"))
+    assert unknown[-1] == Failed("nowhere", "model 'not-loaded' is not resident on this worker")
+    worker.send(msgspec.json.encode(LoadRequest("broken", ["--diffusion-model", str(tmp_path / "none")])).decode())
+    failed = worker.answer()
+    assert isinstance(failed, LoadFailed) and failed.model == "broken"
+    worker.send('{"unload": "second", "args": []}')
+    assert worker.answer() == LineError("refused: unknown field 'args' in an unload line")
+    worker.send(msgspec.json.encode(UnloadRequest("second")).decode())
+    # four switches and a failed load later: one model left, no load but the failed one (3 = 2 + the failed try)
+    assert worker.answer() == Models([ResidentModel("default", TINY_MIB)], 3)
+    assert_runs_a_good_job(worker, pid, tmp_path, "after")  # a job naming no model: the one left
+
+
+def tiny_models_dir_of(worker: Worker) -> Path:
+    """The models folder the worker was started with (its --diffusion-model's grandparent)."""
+    argv = worker.process.args
+    assert isinstance(argv, list)
+    return Path(argv[argv.index("--diffusion-model") + 1]).parent.parent
 
 
 def test_a_job_answers_progress_previews_and_done(worker: Worker, tmp_path: Path) -> None:
@@ -282,6 +318,7 @@ def step_cancel_worker(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathF
     started = Worker(load_argv(tiny_models_dir), log, env={"SDCPP_WORKER_STEP_CANCEL_ONLY": "1"})
     try:
         assert isinstance(started.answer(), Ready)
+        assert isinstance(started.answer(), Models)
         yield started
     finally:
         started.close()

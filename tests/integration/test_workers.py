@@ -1,7 +1,8 @@
 """Two CPU workers (one thread each) sharing one queue, on the real resident worker and the tiny models: /workers and
 /health list both, two jobs run at once and both decode, a killed worker fails only its own job while the other
 finishes (and restarts), cancel of one job leaves the other running, a job naming a model goes to the worker that
-holds it (no reload). Speed: bench (`just bench --only workers`)."""
+holds it (no reload), an upscaler unloaded by one worker's job is still used by the other's. Speed: bench
+(`just bench --only workers`)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,11 @@ def loaded(http: httpx.Client) -> httpx.Client:
 
 
 def workers(http: httpx.Client) -> dict[str, dict[str, Any]]:
-    return {worker["name"]: worker for worker in http.get("/workers").json()}
+    """GET /workers by name, each worker's resident models as their names (least recently used first)."""
+    listed = {worker["name"]: worker for worker in http.get("/workers").json()}
+    for worker in listed.values():
+        worker["models"] = [model["name"] for model in worker["models"]]
+    return listed
 
 
 def submit(http: httpx.Client, prompt: str, **body: object) -> str:
@@ -181,6 +186,19 @@ def test_a_job_naming_a_model_goes_to_the_worker_that_holds_it(loaded: httpx.Cli
     assert loaded.get("/health").json()["model_name"] == TINY_LOAD["model_name"]  # the default model stays
     unknown = loaded.post("/txt2img", json={"prompt": "x", "model": "no_such_model"})
     assert unknown.status_code == 400 and "model" in unknown.json()["error"]
+
+
+def test_an_upscale_auto_unload_on_one_worker_leaves_the_others_chain_alone(loaded: httpx.Client) -> None:
+    """Two jobs chain an upscale (upscale_auto_unload, the default): the quick one unloads the upscaler while the slow
+    one still generates on the other worker; the slow one upscales with the upscaler it was submitted for."""
+    loaded.post("/upscaler/load", json={"model_name": "esrgan_tiny_x4.safetensors"}).raise_for_status()
+    slow = submit(loaded, "slow upscaled", upscale=True, width=64, height=64)
+    quick = submit(loaded, "quick upscaled", upscale=True, steps=2, width=32, height=32)
+    assert wait_for_job(loaded, quick, timeout=300)["status"] == "completed"
+    assert loaded.get("/health").json()["upscaler_loaded"] is False  # the quick job unloaded it
+    done = wait_for_job(loaded, slow, timeout=600)
+    assert done["status"] == "completed", done.get("error")
+    assert [output.split("/")[1] for output in done["outputs"]] == ["image_0.png", "image_0_upscaled.png"]
 
 
 def test_sd_server_workers_run_at_once_and_cancel_one(tiny_models_dir: Path, tmp_path: Path) -> None:

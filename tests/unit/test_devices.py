@@ -163,7 +163,7 @@ def worker_with_log(backend: str, log: str) -> Worker:
     resident = ResidentWorker(["/nonexistent/sdcpp-worker"])
     for line in log.splitlines():
         resident._on_stderr(line)
-    worker.resident, worker.model = resident, "flux2_tiny_dit"
+    worker.resident, worker.models = resident, {"flux2_tiny_dit": 17}
     return worker
 
 

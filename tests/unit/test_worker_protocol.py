@@ -12,8 +12,10 @@ from runners.worker_protocol import (
     WORKER_SOURCE,
     CancelRequest,
     JobRequest,
+    LoadRequest,
     Message,
     PreviewRequest,
+    UnloadRequest,
     committed_protocol_comment,
     protocol_comment,
 )
@@ -26,7 +28,7 @@ def test_the_header_comment_is_made_from_the_structs() -> None:
 
 def cpp_set(name: str) -> set[str]:
     """The strings of `static const std::set<std::string> <name> = {...}` in worker.cpp."""
-    match = re.search(rf"std::set<std::string> {name} = \{{([^}}]*)\}}", WORKER_SOURCE.read_text())
+    match = re.search(rf"std::set<std::string> {name}\s*=\s*\{{([^}}]*)\}}", WORKER_SOURCE.read_text())
     assert match, name
     return set(re.findall(r'"([^"]*)"', match.group(1)))
 
@@ -35,6 +37,16 @@ def test_the_worker_accepts_exactly_the_structs_fields() -> None:
     assert cpp_set("fields") == {field.encode_name for field in msgspec.structs.fields(JobRequest)}
     assert cpp_set("preview_fields") == {field.encode_name for field in msgspec.structs.fields(PreviewRequest)}
     assert cpp_set("cancel_fields") == {field.encode_name for field in msgspec.structs.fields(CancelRequest)}
+    assert cpp_set("load_fields") == {field.encode_name for field in msgspec.structs.fields(LoadRequest)}
+    assert cpp_set("unload_fields") == {field.encode_name for field in msgspec.structs.fields(UnloadRequest)}
+
+
+def test_load_and_unload_lines_are_told_apart_by_their_first_field() -> None:
+    job_fields = {field.encode_name for field in msgspec.structs.fields(JobRequest)}
+    for struct in (LoadRequest, UnloadRequest):
+        first = msgspec.structs.fields(struct)[0].encode_name
+        assert first not in job_fields
+        assert f'request.contains("{first}")' in WORKER_SOURCE.read_text()
 
 
 def test_a_cancel_line_is_told_from_a_job_line_by_its_one_field() -> None:
@@ -60,7 +72,7 @@ def test_the_worker_knows_exactly_the_structs_modes() -> None:
 
 def test_the_comment_names_every_message_and_field() -> None:
     text = protocol_comment()
-    for struct in (JobRequest, PreviewRequest, CancelRequest, *get_args(Message)):
+    for struct in (JobRequest, PreviewRequest, CancelRequest, LoadRequest, UnloadRequest, *get_args(Message)):
         assert f"\n// {struct.__name__} {{" in text
         for field in msgspec.structs.fields(struct):
             assert f'"{field.encode_name}"' in text

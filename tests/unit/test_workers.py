@@ -18,7 +18,7 @@ from core.jobs.queue import JobQueue, ProgressReport
 from core.jobs.records import JobRecord
 from core.settings import SettingsError, load_settings
 from core.store.sqlite import STORE_FILE, SqliteStore
-from core.workers.pool import WorkerPool, WorkerSpec
+from core.workers.pool import Worker, WorkerPool, WorkerSpec, choose
 from runners.devices import DEVICE_VARIABLES, NoDeviceSelection, device_environment
 
 
@@ -139,11 +139,46 @@ async def test_two_workers_run_two_jobs_at_once_in_fifo_order(store: SqliteStore
 
 async def test_a_job_prefers_the_worker_holding_its_model() -> None:
     pool = pool_of("a", "b", "c")
-    pool["c"].model = "sd15.safetensors"
+    pool["c"].models = {"sd15.safetensors": 100}
     assert await pool.assign("j1", "sd15.safetensors") == "c"
     assert await pool.assign("j2", "sd15.safetensors") == "a"  # the holder is busy: the first idle one
     pool.release("c")
     assert await pool.assign("j3", None) == "b"
+
+
+def caching(name: str, budget: int, **models: int) -> Worker:
+    """A stand-in worker on our worker binary with a memory budget, holding `models` (name -> MiB, LRU first)."""
+    worker = Worker(WorkerSpec(name, "cpu", Path("sd-server"), Path("sdcpp-worker"), memory_mib=budget))
+    worker.models = dict(models)
+    return worker
+
+
+def test_the_scheduler_prefers_residence_then_room_then_the_least_eviction() -> None:
+    full = caching("full", 1000, a=600, b=400)  # d (300) evicts a: 600 MiB
+    roomy = caching("roomy", 1000, c=500)  # d fits beside c
+    tight = caching("tight", 1000, e=200, f=600)  # d evicts e: 200 MiB
+    sizes = {"d": 300, "c": 500}
+    assert choose([full, roomy, tight], "c", sizes) is roomy  # resident: no load
+    assert choose([full, roomy, tight], "d", sizes) is roomy  # room without evicting
+    assert choose([full, tight], "d", sizes) is tight  # evicts the fewest MiB
+    assert full.evictions("d", 300) == ["a"] and tight.evictions("d", 300) == ["e"]
+    assert full.evictions("d", 1200) == ["a", "b"]  # more than the budget: everything else goes
+    assert choose([full, roomy], None, sizes) is full  # no model named: the first declared
+
+
+def test_a_worker_without_a_budget_or_on_sd_server_holds_one_model() -> None:
+    unbudgeted = caching("w", 0, a=10)
+    server = Worker(WorkerSpec("s", "cpu", Path("sd-server"), memory_mib=10_000))
+    server.models = {"a": 10}
+    assert unbudgeted.evictions("b", 10) == ["a"] and server.evictions("b", 10) == ["a"]
+    assert unbudgeted.cost("a") == (0, 0) and unbudgeted.cost("b", 10) == (2, 10)
+
+
+def test_a_used_model_becomes_the_most_recently_used() -> None:
+    worker = caching("w", 1000, a=400, b=400)
+    worker.touch("a")
+    assert list(worker.models) == ["b", "a"] and worker.model == "a"
+    assert worker.evictions("c", 400) == ["b"]  # the least recently used goes first
 
 
 async def test_a_load_waits_for_running_jobs_and_holds_back_new_ones() -> None:
