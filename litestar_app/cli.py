@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
+import signal
 import socket
+import subprocess
 import sys
 
 import uvicorn
 
 from core.doctor import CheckResult, all_well, run_checks
-from core.service import build_service
+from core.service import build_service, build_worker_host
 from core.settings import COMMAND_LINE, CONFIG_FILE, Settings, SettingsError, load_settings
 from core.store import StoreUnusable
 from litestar_app.slow_clients import slow_client_protocol
@@ -50,6 +53,15 @@ def parser() -> argparse.ArgumentParser:
             "Ollama, keys); exit 1 when something must be fixed",
             description="Check what `serve` with the same flags would use and print each problem with its fix. "
             "Exit status 0: all is well (notes and warnings do not count); 1: a problem to fix.",
+        )
+    )
+    add_settings_flags(
+        commands.add_parser(
+            "worker",
+            help="a worker host: run this host's [[workers]] on the jobs of the shared queue ([store] url: PostgreSQL)",
+            description="Take generation jobs from the queue shared through the PostgreSQL database of [store] url "
+            "(SDCPP_RESTAPI_STORE_URL), on this host's [[workers]], for the models in its models folder. Outputs go "
+            "to the output folder, which the API hosts must share.",
         )
     )
     # Listed here for --help; its arguments are the builder's own (runners.backend_build.main), see main().
@@ -130,6 +142,24 @@ async def serve(settings: Settings) -> None:
     await uvicorn.Server(config).serve()
 
 
+async def work(settings: Settings) -> None:
+    service, host = await build_worker_host(settings)
+    async with service.running():
+        await host.run()
+
+
+def worker_child(given: list[str]) -> subprocess.Popen[bytes]:
+    """`serve` with a PostgreSQL store and workers: this host's worker host, a child process with the same flags
+    (its own event loop and resident processes); it dies with the server (PR_SET_PDEATHSIG)."""
+    argv = [sys.executable, "-m", "litestar_app", "worker", *given[1:]]
+
+    def die_with_parent() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return subprocess.Popen(argv, preexec_fn=die_with_parent)
+
+
 VERDICT_LABELS = {Verdict.OK: "ok", Verdict.NOTE: "note", Verdict.WARNING: "WARNING", Verdict.PROBLEM: "PROBLEM"}
 
 
@@ -161,16 +191,33 @@ def main(argv: list[str] | None = None) -> int:
         print_report(results)
         return 0 if all_well(results) else 1
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)  # it logs each job's arguments at INFO
     describe(settings)
+    if args.command == "worker" and not settings.store.url:
+        print(
+            "sdcpp-restapi: worker needs the shared database: set [store] url or SDCPP_RESTAPI_STORE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    child = None
     try:
+        if args.command == "worker":
+            asyncio.run(work(settings))
+            return 0
         check_exposure(settings)
         check_ports(settings)
+        if settings.store.url and not settings.no_workers:
+            child = worker_child(given)
         asyncio.run(serve(settings))
     except (BinaryNotFound, PortInUse, StoreUnusable, Unprotected) as exc:
         print(f"sdcpp-restapi: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(30)
     return 0
 
 

@@ -7,8 +7,8 @@ from typing import Literal
 import msgspec
 
 # idle: takes jobs; busy: runs job_id; loading: a model load holds it; starting: its process restarts after a crash
-# or a cancelled job
-WorkerState = Literal["idle", "busy", "loading", "starting"]
+# or a cancelled job; offline: on another host that stopped answering (with a PostgreSQL store)
+WorkerState = Literal["idle", "busy", "loading", "starting", "offline"]
 
 
 class WorkerInfo(msgspec.Struct):

@@ -1,0 +1,234 @@
+"""Many hosts, one queue (issue 21): a real PostgreSQL server, one API process (`serve --no-workers`) and two worker
+processes (`sdcpp-restapi worker`, one CPU worker of one thread each) sharing an output folder, on the real resident
+worker and the tiny models. Jobs submitted to the API run on both hosts and the WebSocket sees their progress and
+results; a host without a model's file never takes its jobs; cancel reaches a job running on a worker host; a
+worker host SIGKILLed mid-job loses nothing: its job is re-queued once and completed by the other host; an API host
+killed and restarted applies the outcomes written meanwhile. Speed: bench (`just bench --only hosts`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from websockets.sync.client import connect
+
+from tests.conftest import TINY_LOAD
+from tests.postgres import PostgresServer
+from tests.support import REPO, ServerProcess, linked_models_dir, wait_for_job, wait_until
+
+pytestmark = pytest.mark.integration
+ONLY_A = "flux2_tiny_a.safetensors"  # the tiny DiT under a name only host A has
+HEARTBEAT_S = "2"
+CONFIG = f"""
+[[workers]]
+name = "w"
+threads = 1
+
+[models."{ONLY_A}"]
+llm = "{TINY_LOAD["llm"]}"
+taesd = "{TINY_LOAD["taesd"]}"
+"""
+QUICK = {"width": 64, "height": 64, "steps": 4, "preview": False}
+SLOW = {"width": 128, "height": 128, "steps": 60, "preview": False}
+
+
+class Host:
+    """`sdcpp-restapi worker` in a process of its own."""
+
+    def __init__(self, name: str, models: Path, output: Path, work: Path, env: dict[str, str]) -> None:
+        self.name, self.log_path = name, work / f"{name}.log"
+        self.argv = [
+            sys.executable,
+            "-m",
+            "litestar_app",
+            "worker",
+            "--config",
+            str(work / "config.toml"),
+            "--host-name",
+            name,
+            "--heartbeat-s",
+            HEARTBEAT_S,
+            "--state-dir",
+            str(work / f"state-{name}"),
+            "--models-dir",
+            str(models),
+            "--output-dir",
+            str(output),
+        ]
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Host:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
+        )
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+
+class Cluster:
+    def __init__(self, api: ServerProcess, hosts: dict[str, Host], http: httpx.Client) -> None:
+        self.api, self.hosts, self.http = api, hosts, http
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        return {worker["name"]: worker for worker in self.http.get("/workers").json()}
+
+    def submit(self, prompt: str, **body: object) -> str:
+        response = self.http.post("/txt2img", json={"prompt": prompt, **body})
+        assert response.status_code == 202, response.text
+        return str(response.json()["job_id"])
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tiny_models_dir: Path, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    postgres_url = postgres.new_database()
+    work = tmp_path_factory.mktemp("hosts")
+    (work / "config.toml").write_text(CONFIG)
+    output = work / "output"
+    models_a = linked_models_dir(tiny_models_dir, work / "models-a")
+    os.link(models_a / "diffusion_models" / TINY_LOAD["model_name"], models_a / "diffusion_models" / ONLY_A)
+    models_b = linked_models_dir(tiny_models_dir, work / "models-b")
+    env = {**os.environ, "SDCPP_RESTAPI_STORE_URL": postgres_url}
+    api = ServerProcess(
+        models_a,
+        output,
+        work / "api.log",
+        "--config",
+        str(work / "config.toml"),
+        "--no-workers",
+        "--heartbeat-s",
+        HEARTBEAT_S,
+        env={"SDCPP_RESTAPI_STORE_URL": postgres_url},
+    )
+    hosts = {
+        "a": Host("a", models_a, output, work, env).start(),
+        "b": Host("b", models_b, output, work, env).start(),
+    }
+    try:
+        api.start()
+        with httpx.Client(base_url=api.url, timeout=120) as http:
+            cluster = Cluster(api, hosts, http)
+            wait_until(lambda: set(cluster.workers()) == {"a/w", "b/w"}, timeout=120)
+            yield cluster
+    finally:
+        api.stop()
+        for host in hosts.values():
+            host.kill(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def loaded(cluster: Cluster) -> Cluster:
+    cluster.http.post("/models/load", json=TINY_LOAD).raise_for_status()
+    # every worker host loads it on its workers
+    wait_until(lambda: all(w["models"] == [TINY_LOAD["model_name"]] for w in cluster.workers().values()), timeout=120)
+    return cluster
+
+
+def test_jobs_run_on_both_worker_hosts_and_the_websocket_sees_them(loaded: Cluster) -> None:
+    assert {w["state"] for w in loaded.workers().values()} == {"idle"}
+    with connect(f"ws://127.0.0.1:{loaded.api.ws_port}") as ws:
+        jobs = [loaded.submit(f"job {i}", **SLOW) for i in range(2)] + [loaded.submit("quick", **QUICK)]
+        progress: set[str] = set()
+        ended: dict[str, dict[str, Any]] = {}
+        while len(ended) < len(jobs):
+            message = json.loads(ws.recv(timeout=120))
+            data = message["data"]
+            if message["event"] == "job_progress" and data["job_id"] in jobs:
+                progress.add(data["job_id"])
+                assert data["worker"] in ("a/w", "b/w")
+            if message["event"] == "job_status_changed" and data["status"] in ("completed", "failed", "cancelled"):
+                ended[data["job_id"]] = data
+    assert progress == set(jobs)
+    assert {ended[job_id]["worker"] for job_id in jobs} == {"a/w", "b/w"}  # both hosts took jobs
+    for job_id in jobs:
+        job = wait_for_job(loaded.http, job_id)
+        assert job["status"] == "completed", job.get("error")
+        assert job["worker"] == ended[job_id]["worker"] and job["outputs"] == ended[job_id]["outputs"]
+        assert job["progress"]["percentage"] == 100.0
+        with Image.open(loaded.api.output_dir / job["outputs"][0]) as image:  # written by the worker host
+            image.load()
+        image_url = loaded.http.get(f"/output/{job['outputs'][0]}")  # served by the API host
+        assert image_url.status_code == 200 and image_url.content[:4] == b"\x89PNG"
+    health = loaded.http.get("/health").json()
+    assert health["model_name"] == TINY_LOAD["model_name"]
+    assert {w["name"] for w in health["workers"]} == {"a/w", "b/w"}
+
+
+def test_a_host_without_the_model_file_never_takes_its_jobs(loaded: Cluster) -> None:
+    jobs = [loaded.submit(f"only a {i}", model=ONLY_A, **QUICK) for i in range(3)]
+    for job_id in jobs:
+        job = wait_for_job(loaded.http, job_id, timeout=300)
+        assert job["status"] == "completed", job.get("error")
+        assert job["worker"] == "a/w"
+
+
+def test_cancel_reaches_a_job_running_on_a_worker_host(loaded: Cluster) -> None:
+    doomed = loaded.submit("doomed", **SLOW)
+    running = wait_until(lambda: (job := loaded.http.get(f"/queue/{doomed}").json())["status"] == "processing" and job)
+    assert loaded.http.delete(f"/queue/{doomed}").status_code == 200
+    cancelled = wait_for_job(loaded.http, doomed, timeout=120)
+    assert cancelled["status"] == "cancelled", cancelled
+    # its worker is free again and runs the next job on the same host
+    host = running["worker"]
+    wait_until(lambda: loaded.workers()[host]["state"] == "idle", timeout=60)
+    pending = [loaded.submit(f"after cancel {i}", **QUICK) for i in range(2)]
+    assert [wait_for_job(loaded.http, job_id)["status"] for job_id in pending] == ["completed", "completed"]
+
+
+def test_a_pending_job_cancelled_never_runs(loaded: Cluster) -> None:
+    busy = [loaded.submit(f"busy {i}", **SLOW) for i in range(2)]
+    waiting = loaded.submit("waiting", **QUICK)
+    wait_until(lambda: all(loaded.http.get(f"/queue/{j}").json()["status"] == "processing" for j in busy), timeout=60)
+    assert loaded.http.get(f"/queue/{waiting}").json()["status"] == "pending"
+    assert loaded.http.delete(f"/queue/{waiting}").status_code == 200
+    assert loaded.http.get(f"/queue/{waiting}").json()["status"] == "cancelled"
+    for job_id in busy:
+        assert wait_for_job(loaded.http, job_id, timeout=300)["status"] == "completed"
+    time.sleep(1)
+    assert loaded.http.get(f"/queue/{waiting}").json()["status"] == "cancelled"
+    assert not (loaded.api.output_dir / waiting / "image_0.png").exists()
+
+
+def test_a_killed_worker_host_loses_nothing(loaded: Cluster) -> None:
+    """SIGKILL of the host running a job: within the heartbeat time its job goes back to the queue and the other
+    host completes it, once."""
+    with connect(f"ws://127.0.0.1:{loaded.api.ws_port}") as ws:
+        doomed = loaded.submit("survives its host", **SLOW)
+        running = wait_until(
+            lambda: (job := loaded.http.get(f"/queue/{doomed}").json())["status"] == "processing" and job, timeout=60
+        )
+        victim = running["worker"].split("/")[0]
+        loaded.hosts[victim].kill()
+        done = wait_for_job(loaded.http, doomed, timeout=300)
+        statuses = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                message = json.loads(ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            if message["event"] == "job_status_changed" and message["data"]["job_id"] == doomed:
+                statuses.append(message["data"]["status"])
+    assert done["status"] == "completed", done.get("error")
+    assert done["worker"] != running["worker"] and done["worker"].split("/")[0] != victim
+    assert statuses.count("completed") <= 1
+    with Image.open(loaded.api.output_dir / done["outputs"][0]) as image:
+        image.load()
+    assert loaded.workers()[f"{victim}/w"]["state"] == "offline"
