@@ -212,7 +212,7 @@ class RemoteQueue:
         outcome = await self.link.outcome(job_id, attempt)
         if outcome is None:
             return False
-        return await self.queue.remote_ended(job_id, outcome.status, outcome.outputs, outcome.error)
+        return await self.queue.remote_ended(job_id, outcome.status, outcome.outputs, outcome.error, outcome.worker)
 
     async def _requeue_lost(self) -> None:
         """Jobs of worker hosts without a heartbeat for `heartbeat_s`: re-queued once, then failed. One API host at

@@ -365,12 +365,15 @@ class JobQueue:
             record.job.progress = Progress(total_images=record.job.progress.total_images)
             await self._set_status(record, "pending")
 
-    async def remote_ended(self, job_id: str, status: JobStatus, outputs: list[str], error: str | None) -> bool:
+    async def remote_ended(
+        self, job_id: str, status: JobStatus, outputs: list[str], error: str | None, worker: str | None = None
+    ) -> bool:
         """A host's outcome of the job; applied once (False: the job is not active here, e.g. already ended)."""
         record = self.active.get(job_id)
         if record is None or status not in TERMINAL:
             return False
         job = record.job
+        job.worker = worker or job.worker
         if status == "completed":
             job.outputs = outputs
             progress = job.progress

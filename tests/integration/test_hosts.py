@@ -38,6 +38,7 @@ threads = 1
 llm = "{TINY_LOAD["llm"]}"
 taesd = "{TINY_LOAD["taesd"]}"
 """
+KEY_A, KEY_B = "key-a-0123456789", "key-b-0123456789"
 QUICK = {"width": 64, "height": 64, "steps": 4, "preview": False}
 SLOW = {"width": 128, "height": 128, "steps": 60, "preview": False}
 
@@ -115,7 +116,7 @@ def cluster(
         "--no-workers",
         "--heartbeat-s",
         HEARTBEAT_S,
-        env={"SDCPP_RESTAPI_STORE_URL": postgres_url},
+        env={"SDCPP_RESTAPI_STORE_URL": postgres_url, "SDCPP_RESTAPI_API_KEYS": f"{KEY_A},{KEY_B}"},
     )
     hosts = {
         "a": Host("a", models_a, output, work, env).start(),
@@ -123,7 +124,7 @@ def cluster(
     }
     try:
         api.start()
-        with httpx.Client(base_url=api.url, timeout=120) as http:
+        with httpx.Client(base_url=api.url, timeout=120, headers={"Authorization": f"Bearer {KEY_A}"}) as http:
             cluster = Cluster(api, hosts, http)
             wait_until(lambda: set(cluster.workers()) == {"a/w", "b/w"}, timeout=120)
             yield cluster
@@ -143,7 +144,7 @@ def loaded(cluster: Cluster) -> Cluster:
 
 def test_jobs_run_on_both_worker_hosts_and_the_websocket_sees_them(loaded: Cluster) -> None:
     assert {w["state"] for w in loaded.workers().values()} == {"idle"}
-    with connect(f"ws://127.0.0.1:{loaded.api.ws_port}") as ws:
+    with connect(f"ws://127.0.0.1:{loaded.api.ws_port}/?token={KEY_A}") as ws:
         jobs = [loaded.submit(f"job {i}", **SLOW) for i in range(2)] + [loaded.submit("quick", **QUICK)]
         progress: set[str] = set()
         ended: dict[str, dict[str, Any]] = {}
@@ -206,10 +207,50 @@ def test_a_pending_job_cancelled_never_runs(loaded: Cluster) -> None:
     assert not (loaded.api.output_dir / waiting / "image_0.png").exists()
 
 
+def started(cluster: Cluster, job_id: str) -> str:
+    job = wait_for_job(cluster.http, job_id, timeout=300)
+    assert job["status"] == "completed", job.get("error")
+    return str(job["started_at"])
+
+
+def test_priority_and_fairness_between_keys_across_hosts(loaded: Cluster) -> None:
+    """Both hosts busy; key A queues three jobs, then key B one, then key A one of priority 5: the priority job
+    goes first, and key B's job does not wait for all of key A's."""
+    busy = [loaded.submit(f"busy {i}", **SLOW) for i in range(2)]
+    wait_until(lambda: all(loaded.http.get(f"/queue/{j}").json()["status"] == "processing" for j in busy), timeout=60)
+    from_a = [loaded.submit(f"a {i}", **QUICK) for i in range(3)]
+    with httpx.Client(base_url=loaded.api.url, timeout=60, headers={"Authorization": f"Bearer {KEY_B}"}) as other:
+        response = other.post("/txt2img", json={"prompt": "b", **QUICK})
+        assert response.status_code == 202, response.text
+        from_b = response.json()["job_id"]
+    urgent = loaded.submit("urgent", priority=5, **QUICK)
+    times = {job_id: started(loaded, job_id) for job_id in [*from_a, from_b, urgent]}
+    assert times[urgent] < min(times[job_id] for job_id in [*from_a, from_b])  # priority first
+    assert times[from_b] < times[from_a[1]]  # B's one job right after A's first, not after all of A's
+    for job_id in busy:
+        assert wait_for_job(loaded.http, job_id, timeout=300)["status"] == "completed"
+
+
+def test_an_api_host_killed_and_restarted_loses_nothing(loaded: Cluster) -> None:
+    """SIGKILL of the API host while its jobs run on the worker hosts: the outcomes written meanwhile are applied
+    when it starts again."""
+    jobs = [loaded.submit(f"orphan {i}", **QUICK) for i in range(3)]
+    loaded.api.kill()
+    outputs = loaded.api.output_dir
+    wait_until(lambda: all((outputs / job_id / "image_0.png").exists() for job_id in jobs), timeout=300)
+    loaded.api.start()
+    for job_id in jobs:
+        job = wait_for_job(loaded.http, job_id, timeout=120)
+        assert job["status"] == "completed", job.get("error")
+        assert job["outputs"] == [f"{job_id}/image_0.png"] and job["worker"] in ("a/w", "b/w")
+    again = wait_for_job(loaded.http, loaded.submit("after restart", **QUICK))
+    assert again["status"] == "completed", again.get("error")
+
+
 def test_a_killed_worker_host_loses_nothing(loaded: Cluster) -> None:
     """SIGKILL of the host running a job: within the heartbeat time its job goes back to the queue and the other
     host completes it, once."""
-    with connect(f"ws://127.0.0.1:{loaded.api.ws_port}") as ws:
+    with connect(f"ws://127.0.0.1:{loaded.api.ws_port}/?token={KEY_A}") as ws:
         doomed = loaded.submit("survives its host", **SLOW)
         running = wait_until(
             lambda: (job := loaded.http.get(f"/queue/{doomed}").json())["status"] == "processing" and job, timeout=60
