@@ -69,6 +69,7 @@ class RemoteQueue:
         self.link = Link(url)
         self.app = App(connector=PsycopgConnector(conninfo=url, min_size=1, max_size=4))
         self.hosts: list[HostRow] = []
+        self._hosts_read = time.monotonic()  # when `hosts` was read (while the database is away it ages)
         self.latencies_ms: deque[float] = deque(maxlen=1000)  # worker host read a step -> published here
         self._undeferred: set[str] = set()  # committed, not yet deferred (the database was away): sent later
         self._outbox_send, self._outbox = anyio.create_memory_object_stream[LoadAsked](16)
@@ -252,13 +253,15 @@ class RemoteQueue:
 
     async def _refresh_hosts(self) -> None:
         self.hosts = await self.link.hosts()
+        self._hosts_read = time.monotonic()
 
     def worker_infos(self) -> list[WorkerInfo]:
         """Every worker of every host, named `<host>/<worker>`; a host without a recent heartbeat shows its
         workers as `offline` (a host that lost the database says so in its state when it is back)."""
         infos = []
+        since = time.monotonic() - self._hosts_read
         for host in self.hosts:
-            gone = host.state != "up" or host.age_s > 2 * self.heartbeat_s
+            gone = host.state != "up" or host.age_s + since > 2 * self.heartbeat_s
             for worker in host.workers:
                 infos.append(
                     msgspec.structs.replace(
