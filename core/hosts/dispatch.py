@@ -27,7 +27,7 @@ import msgspec
 import psycopg
 from anyio.abc import TaskStatus
 from procrastinate import App, PsycopgConnector
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 from procrastinate.jobs import Status
 
 from core.events.bus import Event, EventBus
@@ -84,7 +84,7 @@ class RemoteQueue:
     async def forward(self, record: JobRecord) -> None:
         try:
             await self._defer(record)
-        except (DatabaseDown, psycopg.Error, OSError) as exc:
+        except (DatabaseDown, ConnectorException, psycopg.Error, OSError) as exc:
             # committed already: the job is safe, and is sent when the database answers again
             self._undeferred.add(record.job.job_id)
             log.warning("job %s waits for the shared database to be sent to a worker host: %s", record.job.job_id, exc)
@@ -120,10 +120,13 @@ class RemoteQueue:
         if found is None:
             return True
         manager = self.app.job_manager
-        if found[1] == "todo" and await manager.cancel_job_by_id_async(found[0]):
-            return True
-        # running on a host: Procrastinate's abort reaches its task, which cancels the job and reports it
-        await manager.cancel_job_by_id_async(found[0], abort=True)
+        try:
+            if found[1] == "todo" and await manager.cancel_job_by_id_async(found[0]):
+                return True
+            # running on a host: Procrastinate's abort reaches its task, which cancels the job and reports it
+            await manager.cancel_job_by_id_async(found[0], abort=True)
+        except ConnectorException as exc:
+            raise DatabaseDown(f"the shared database is unreachable: {exc}") from None
         return False
 
     # --------------------------------------------------------------------------------------- running
@@ -149,7 +152,7 @@ class RemoteQueue:
         while True:
             try:
                 await work()
-            except (DatabaseDown, psycopg.Error, OSError) as exc:
+            except (DatabaseDown, ConnectorException, psycopg.Error, OSError) as exc:
                 log.debug("hosts: %s", exc)
             await anyio.sleep(period)
 

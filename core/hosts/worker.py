@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sdcpp_restapi")
 CANCELLED = "Cancelled by client while processing"
+CUT_OFF = "worker host %s: cut off from the shared database (%s): taking no jobs until it answers"
 _remote_job = msgspec.json.Decoder(RemoteJob)
 
 
@@ -135,12 +136,9 @@ class WorkerHost:
                     listen_notify=True,
                 )
             except (psycopg.Error, OSError, DatabaseDown, Exception) as exc:
+                if self.state != "no database":
+                    log.error(CUT_OFF, self.name, str(exc).strip() or type(exc).__name__)
                 self.state = "no database"
-                log.error(
-                    "worker host %s: cut off from the shared database (%s): taking no jobs until it answers",
-                    self.name,
-                    str(exc).strip() or type(exc).__name__,
-                )
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await self.app.close_async()
@@ -155,8 +153,9 @@ class WorkerHost:
                     await self.notices.notify(HostChanged(self.name))
                     announced = True
             except DatabaseDown as exc:
-                log.warning("worker host %s: heartbeat not written: %s", self.name, exc.message)
-                announced = False
+                if self.state != "no database":
+                    log.error(CUT_OFF, self.name, exc.message)
+                self.state, announced = "no database", False
             await anyio.sleep(max(self.heartbeat_s / 3, 0.2))
 
     async def _beat(self) -> None:

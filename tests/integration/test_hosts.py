@@ -247,6 +247,22 @@ def test_an_api_host_killed_and_restarted_loses_nothing(loaded: Cluster) -> None
     assert again["status"] == "completed", again.get("error")
 
 
+def test_worker_hosts_cut_off_from_the_database_stop_and_resume(loaded: Cluster, postgres: PostgresServer) -> None:
+    """PostgreSQL stopped: the worker hosts say they take no jobs and show as offline; a job submitted meanwhile is
+    kept (committed on the API host) and runs once the database is back."""
+    postgres.stop()
+    try:
+        for host in loaded.hosts.values():
+            wait_until(lambda host=host: "cut off from the shared database" in host.log_path.read_text(), timeout=60)
+        wait_until(lambda: {w["state"] for w in loaded.workers().values()} == {"offline"}, timeout=60)
+        waiting = loaded.submit("while the database is away", **QUICK)
+    finally:
+        postgres.start()
+    job = wait_for_job(loaded.http, waiting, timeout=180)
+    assert job["status"] == "completed", job.get("error")
+    wait_until(lambda: {w["state"] for w in loaded.workers().values()} == {"idle"}, timeout=60)
+
+
 def test_a_killed_worker_host_loses_nothing(loaded: Cluster) -> None:
     """SIGKILL of the host running a job: within the heartbeat time its job goes back to the queue and the other
     host completes it, once."""
