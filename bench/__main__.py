@@ -17,6 +17,7 @@ The API's own jobs run on the resident worker when the backend has it: part 1's 
     python -m bench --only store     # just part 3
     python -m bench --only workers   # just part 5
     python -m bench --only scheduler # just the scheduler's cost
+    python -m bench --only hosts     # many hosts on PostgreSQL (bench/hosts.py; not in the default run)
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import httpx
 import msgspec
 from websockets.sync.client import ClientConnection, connect
 
-from bench import scheduler, store_scaling, worker_previews, workers
+from bench import hosts, scheduler, store_scaling, worker_previews, workers
 from bench.progress_latency import measure, report
 from core.generation.engine import generation_options
 from core.generation.requests import Txt2ImgRequest
@@ -196,7 +197,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--only", choices=["store", "worker", "workers", "scheduler"], help="run one part only")
+    parser.add_argument(
+        "--only", choices=["store", "worker", "workers", "scheduler", "hosts"], help="run one part only"
+    )
     args = parser.parse_args()
     if args.only == "scheduler":
         scheduler.run()
@@ -214,6 +217,9 @@ def main() -> int:
             return 0
         if args.only == "workers":
             workers.run(models, work, LOAD, 20, args.size, args.steps)
+            return 0
+        if args.only == "hosts":
+            hosts.run(models, work, LOAD, 20, args.size, args.steps)
             return 0
         print(
             f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True

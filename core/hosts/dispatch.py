@@ -194,7 +194,9 @@ class RemoteQueue:
         queue = self.queue
         if isinstance(notice, Stepped):
             queue.remote_progress(notice.job_id, SamplingStep(notice.image_index, notice.step, notice.total))
-            self.latencies_ms.append(1000.0 * (time.time() - notice.sent))
+            latency_ms = 1000.0 * (time.time() - notice.sent)
+            self.latencies_ms.append(latency_ms)
+            log.debug("hosts: event latency %.2f ms (job %s step %d)", latency_ms, notice.job_id, notice.step)
         elif isinstance(notice, Started):
             await queue.remote_started(notice.job_id, notice.worker)
         elif isinstance(notice, PreviewPosted):
