@@ -289,3 +289,49 @@ def test_a_killed_worker_host_loses_nothing(loaded: Cluster) -> None:
     with Image.open(loaded.api.output_dir / done["outputs"][0]) as image:
         image.load()
     assert loaded.workers()[f"{victim}/w"]["state"] == "offline"
+
+
+def test_serve_with_a_postgresql_store_runs_its_own_workers_as_a_worker_host(
+    tiny_models_dir: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    """`serve` without --no-workers: its [[workers]] take the jobs as a worker host (a child process), and a job's
+    previews reach the WebSocket through the previews table."""
+    (tmp_path / "config.toml").write_text('[[workers]]\nname = "w"\nthreads = 1\n')
+    api = ServerProcess(
+        tiny_models_dir,
+        tmp_path / "output",
+        tmp_path / "api.log",
+        "--config",
+        str(tmp_path / "config.toml"),
+        "--host-name",
+        "solo",
+        "--state-dir",
+        str(tmp_path / "state"),
+        env={"SDCPP_RESTAPI_STORE_URL": postgres_url},
+    ).start()
+    try:
+        with httpx.Client(base_url=api.url, timeout=120) as http:
+            wait_until(lambda: [w["name"] for w in http.get("/workers").json()] == ["solo/w"], timeout=120)
+            http.post("/models/load", json=TINY_LOAD).raise_for_status()
+            with connect(f"ws://127.0.0.1:{api.ws_port}") as ws:
+                response = http.post("/txt2img", json={"prompt": "previews", **SLOW, "steps": 8, "preview": True})
+                job_id = response.json()["job_id"]
+                previews = 0
+                while True:
+                    message = json.loads(ws.recv(timeout=120))
+                    if message["event"] == "job_preview" and message["data"]["job_id"] == job_id:
+                        previews += 1
+                        assert message["data"]["image"].startswith("data:image/")
+                    if message["event"] == "job_status_changed" and message["data"]["status"] == "completed":
+                        break
+            assert previews > 0
+            job = wait_for_job(http, job_id)
+            assert job["status"] == "completed" and job["worker"] == "solo/w"
+    finally:
+        api.stop()
+    # the worker host child went with the server
+    wait_until(lambda: str(tmp_path / "state") not in _process_lines(), timeout=30)
+
+
+def _process_lines() -> str:
+    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
