@@ -71,6 +71,7 @@ class RemoteQueue:
         self.hosts: list[HostRow] = []
         self._hosts_read = time.monotonic()  # when `hosts` was read (while the database is away it ages)
         self.latencies_ms: deque[float] = deque(maxlen=1000)  # worker host read a step -> published here
+        self._answering_since: float | None = None  # since when the database answers (None: it did not lately)
         self._undeferred: set[str] = set()  # committed, not yet deferred (the database was away): sent later
         self._outbox_send, self._outbox = anyio.create_memory_object_stream[LoadAsked](16)
         queue.forwarder = self
@@ -153,6 +154,7 @@ class RemoteQueue:
             try:
                 await work()
             except (DatabaseDown, ConnectorException, psycopg.Error, OSError) as exc:
+                self._answering_since = None
                 log.debug("hosts: %s", exc)
             await anyio.sleep(period)
 
@@ -228,6 +230,11 @@ class RemoteQueue:
                 await self._defer(record)
             else:
                 self._undeferred.discard(job_id)
+
+        if self._answering_since is None:
+            self._answering_since = time.monotonic()
+        if time.monotonic() - self._answering_since < 2 * self.heartbeat_s:
+            return  # after an outage, worker hosts need a heartbeat's time to be seen alive again
 
         async def work(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
             locked = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (STALLED_LOCK,))).fetchone()

@@ -24,6 +24,7 @@ import msgspec
 import psycopg
 from procrastinate import App, JobContext, PsycopgConnector
 from procrastinate.job_context import AbortReason
+from procrastinate.worker import Worker
 
 from core.errors import ServiceError
 from core.events.bus import Event, EventBus, utc_timestamp
@@ -76,6 +77,8 @@ class WorkerHost:
         self.link = Link(url)  # outcomes, previews, the registry
         self.notices = Link(url)  # notices, in the order they are sent
         self.state = "starting"
+        self._taking: Worker | None = None  # Procrastinate's worker while it takes jobs
+        self._listening: list[str] = []  # the models whose queues it listens on
         self.running: set[str] = set()  # our job ids running here
         self._send, self._outbox = anyio.create_memory_object_stream[Notice | JobPreview](1000)
         bus.subscribe(self._on_event)
@@ -123,7 +126,8 @@ class WorkerHost:
                 await self.app.open_async()
                 self.state = "up"
                 log.info("worker host %s: taking jobs for %d model(s) on %d worker(s)", self.name, len(models), workers)
-                await self.app.run_worker_async(
+                worker = self._taking = Worker(
+                    app=self.app,
                     queues=queues,
                     name=self.name,
                     concurrency=workers,
@@ -135,11 +139,16 @@ class WorkerHost:
                     fetch_job_polling_interval=5.0,
                     listen_notify=True,
                 )
+                self._listening = models
+                await worker.run()  # until stopped: the database went away, or the model files changed
+                if self._listening is not models:
+                    continue  # restarted on the new queues
             except (psycopg.Error, OSError, DatabaseDown, Exception) as exc:
                 if self.state != "no database":
                     log.error(CUT_OFF, self.name, str(exc).strip() or type(exc).__name__)
                 self.state = "no database"
             finally:
+                self._taking = None
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await self.app.close_async()
             await anyio.sleep(2.0)
@@ -149,6 +158,10 @@ class WorkerHost:
         while True:
             try:
                 await self._beat()
+                if self.state == "no database" and self._taking is not None:
+                    self.state = "up"  # Procrastinate's worker lived through it (its pool reconnected)
+                    log.info("worker host %s: the shared database answers again: taking jobs", self.name)
+                    await self._beat()
                 if not announced:
                     await self.notices.notify(HostChanged(self.name))
                     announced = True
@@ -160,6 +173,11 @@ class WorkerHost:
 
     async def _beat(self) -> None:
         models = await anyio.to_thread.run_sync(self.model_names)
+        if self._taking is not None and models != self._listening:
+            # model files added or removed: listen on their queues (running jobs finish first)
+            log.info("worker host %s: its model files changed; taking jobs for %d model(s)", self.name, len(models))
+            self._listening = models
+            self._taking.stop()
         await self.link.beat(HostRow(self.name, self.state, self.models.workers(), models))
 
     async def _listen(self) -> None:

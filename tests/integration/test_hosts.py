@@ -28,6 +28,7 @@ from tests.support import REPO, ServerProcess, linked_models_dir, wait_for_job, 
 
 pytestmark = pytest.mark.integration
 ONLY_A = "flux2_tiny_a.safetensors"  # the tiny DiT under a name only host A has
+LATE = "flux2_tiny_late.safetensors"  # added to host B's folder while it runs
 HEARTBEAT_S = "2"
 CONFIG = f"""
 [[workers]]
@@ -35,6 +36,10 @@ name = "w"
 threads = 1
 
 [models."{ONLY_A}"]
+llm = "{TINY_LOAD["llm"]}"
+taesd = "{TINY_LOAD["taesd"]}"
+
+[models."{LATE}"]
 llm = "{TINY_LOAD["llm"]}"
 taesd = "{TINY_LOAD["taesd"]}"
 """
@@ -106,9 +111,11 @@ def cluster(
     models_a = linked_models_dir(tiny_models_dir, work / "models-a")
     os.link(models_a / "diffusion_models" / TINY_LOAD["model_name"], models_a / "diffusion_models" / ONLY_A)
     models_b = linked_models_dir(tiny_models_dir, work / "models-b")
+    models_api = linked_models_dir(models_a, work / "models-api")  # the API host checks names against its files
+    os.link(models_a / "diffusion_models" / TINY_LOAD["model_name"], models_api / "diffusion_models" / LATE)
     env = {**os.environ, "SDCPP_RESTAPI_STORE_URL": postgres_url}
     api = ServerProcess(
-        models_a,
+        models_api,
         output,
         work / "api.log",
         "--config",
@@ -178,6 +185,18 @@ def test_a_host_without_the_model_file_never_takes_its_jobs(loaded: Cluster) -> 
         job = wait_for_job(loaded.http, job_id, timeout=300)
         assert job["status"] == "completed", job.get("error")
         assert job["worker"] == "a/w"
+
+
+def test_a_model_file_added_to_a_host_is_taken_up_without_a_restart(loaded: Cluster) -> None:
+    models_b = loaded.api.output_dir.parent / "models-b" / "diffusion_models"
+    os.link(models_b / TINY_LOAD["model_name"], models_b / LATE)
+    log = loaded.hosts["b"].log_path
+    wait_until(lambda: "its model files changed" in log.read_text(), timeout=60)
+    jobs = [loaded.submit(f"late {i}", model=LATE, **QUICK) for i in range(2)]
+    for job_id in jobs:
+        job = wait_for_job(loaded.http, job_id, timeout=300)
+        assert job["status"] == "completed", job.get("error")
+        assert job["worker"] == "b/w"  # host A lacks the file
 
 
 def test_cancel_reaches_a_job_running_on_a_worker_host(loaded: Cluster) -> None:
