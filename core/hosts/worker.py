@@ -1,7 +1,7 @@
 """A worker host (`sdcpp-restapi worker`, or `serve` with a PostgreSQL store for its own [[workers]]): this host's
 workers (core/workers pool, the generation engine) run as one Procrastinate worker with one job per worker at once,
-listening only on the queues of the models whose files this host has, so a host without the file never takes the
-job. It keeps no job store: a job's spec and its model's load request come in the Procrastinate job.
+listening only on the queues of the models whose files this host has (looked at with each heartbeat), so a host
+without the file never takes the job. It keeps no job store: a job's spec and its model's load request come in the Procrastinate job.
 
 What it reports: status, progress and previews as notices on our channel (previews through their table), the
 outcome in sdcpp_hosts.outcomes before the task returns, then a notice. Its workers, their state and resident
