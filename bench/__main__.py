@@ -20,6 +20,7 @@ The API's own jobs run on the resident worker when the backend has it: part 1's 
     python -m bench --only scheduler # just the scheduler's cost
     python -m bench --only cache     # just part 6
     python -m bench --only pg-submit # submissions per second on the PostgreSQL store (bench/pg_submit.py)
+    python -m bench --only hosts     # many hosts on PostgreSQL (bench/hosts.py; not in the default run)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import httpx
 import msgspec
 from websockets.sync.client import ClientConnection, connect
 
-from bench import model_cache, pg_submit, scheduler, store_scaling, worker_previews, workers
+from bench import hosts, model_cache, pg_submit, scheduler, store_scaling, worker_previews, workers
 from bench.progress_latency import measure, report
 from core.generation.engine import generation_options
 from core.generation.requests import Txt2ImgRequest
@@ -200,7 +201,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument(
-        "--only", choices=["store", "worker", "workers", "scheduler", "cache", "pg-submit"], help="run one part only"
+        "--only",
+        choices=["store", "worker", "workers", "scheduler", "cache", "pg-submit", "hosts"],
+        help="run one part only",
     )
     args = parser.parse_args()
     if args.only == "scheduler":
@@ -225,6 +228,9 @@ def main() -> int:
             return 0
         if args.only == "cache":
             model_cache.run(models, work, LOAD, args.jobs, args.size, args.steps)
+            return 0
+        if args.only == "hosts":
+            hosts.run(models, work, LOAD, 20, args.size, args.steps)
             return 0
         print(
             f"work: {args.jobs} jobs of {args.size}x{args.size}, {args.steps} steps, tiny FLUX.2 klein set", flush=True

@@ -21,6 +21,8 @@ from core.generation.engine import GenerationEngine
 from core.generation.previews import PreviewStore
 from core.generation.specs import GenerationJob
 from core.generation.submit import GenerationSubmitter
+from core.hosts.dispatch import RemoteQueue
+from core.hosts.worker import WorkerHost
 from core.job_types import JOB_CODEC
 from core.jobs.idempotency import IdempotentSubmits
 from core.jobs.queue import LANES, JobFailed, JobQueue, ProgressReport
@@ -48,6 +50,7 @@ from core.upscale.submit import UpscaleSubmitter
 from core.upscale.upscaler import UpscalerManager
 from core.webhooks.delivery import Webhooks, webhook_secret
 from core.workers.pool import WorkerSpec
+from core.workers.schemas import WorkerInfo
 from runners.binaries import Binaries, locate_binaries
 from runners.capabilities import Capabilities, read_capabilities
 from runners.devices import device_environment
@@ -110,6 +113,11 @@ class Service:
         )
         self.queue.check_admission(self.webhooks.check_job)
         self.queue.watch_finished(self.webhooks.job_finished)
+        # With a PostgreSQL store, generation jobs run on the worker hosts (core/hosts/), not here.
+        self.remote: RemoteQueue | None = None
+        if settings.store.url:
+            self.remote = RemoteQueue(settings.store.url, self.queue, self.models, self.bus, settings.heartbeat_s)
+            self.models.remote = True
 
     async def execute(self, record: JobRecord, report: ProgressReport) -> list[str]:
         """The queue workers' executor: each job type to the feature that runs it."""
@@ -140,8 +148,12 @@ class Service:
             loaded_components=msgspec.structs.asdict(loaded.components()) if loaded else {},
             upscaler_loaded=upscaler is not None,
             upscaler_name=upscaler.request.model_name if upscaler else None,
-            workers=models.workers(),
+            workers=self.workers(),
         )
+
+    def workers(self) -> list[WorkerInfo]:
+        """This host's workers, or with a PostgreSQL store every worker host's."""
+        return self.remote.worker_infos() if self.remote is not None else self.models.workers()
 
     def loaded_model(self) -> LoadedModelInfo:
         loaded, upscaler = self.models.loaded, self.upscaler.loaded
@@ -220,6 +232,8 @@ class Service:
         async with anyio.create_task_group() as tasks:
             self.models.task_group = tasks
             await self._restore()
+            if self.remote is not None:
+                await tasks.start(self.remote.run)
             for lane in LANES:  # generation jobs go to the worker pool, as many at once as it has workers
                 tasks.start_soon(
                     self.queue.run_worker, self.execute, lane, self.models.pool if lane == "generation" else None
@@ -264,6 +278,31 @@ def worker_specs(settings: Settings, binaries: Binaries) -> list[WorkerSpec]:
             )
         )
     return specs
+
+
+async def build_worker_host(settings: Settings) -> tuple[Service, WorkerHost]:
+    """A worker host: the service's workers and generation engine, its own state (load profiles, child processes)
+    in a private store in the host's state folder (never a job store: jobs come with their specs), outputs into
+    the shared output folder. Previews follow the settings (no client of this host watches a job)."""
+    selected = settings.selected_backend()
+    binaries = locate_binaries(settings.backend, selected.sd_cli, selected.sd_server, selected.sd_worker)
+    capabilities = await read_capabilities(binaries.sd_cli)
+    state = settings.host_state_dir()
+    await anyio.to_thread.run_sync(lambda: state.mkdir(parents=True, exist_ok=True))
+    store = await anyio.to_thread.run_sync(open_store, state)
+    local = msgspec.structs.replace(settings, store=msgspec.structs.replace(settings.store, url=""))
+    service = Service(local, binaries, capabilities, store, await session_secret(store))
+    service.engine.watched = lambda _job_id: True
+    host = WorkerHost(
+        settings.this_host(),
+        settings.store.url,
+        settings.heartbeat_s,
+        service.models,
+        service.engine,
+        service.bus,
+        JOB_CODEC,
+    )
+    return service, host
 
 
 SESSION_SECRET_KEY = "session_secret"

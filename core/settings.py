@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -218,6 +219,33 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         Meta(description="serve on a non-loopback address without API keys (anyone who reaches it may use it)"),
         OnCommandLine(),
     ] = False
+    host_name: Annotated[
+        str,
+        Meta(description="this host's name among the hosts sharing a PostgreSQL store (default: the machine's name)"),
+        OnCommandLine(),
+    ] = ""
+    heartbeat_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="with a PostgreSQL store: a worker host silent this long is lost; its running job is re-queued "
+            "once on another host",
+        ),
+        OnCommandLine(),
+    ] = 10.0
+    no_workers: Annotated[
+        bool,
+        Meta(description="with a PostgreSQL store: serve the API only (no worker host for this host's [[workers]])"),
+        OnCommandLine(),
+    ] = False
+    state_dir: Annotated[
+        str,
+        Meta(
+            description="where a worker host keeps its own state (load profiles, its child processes; default: "
+            "hosts/<host name> in the data folder)"
+        ),
+        OnCommandLine(),
+    ] = ""
     metrics_token: Annotated[
         str,
         Meta(
@@ -236,6 +264,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
     def output_root(self) -> Path:
         return Path(self.output_dir) if self.output_dir else data_dir() / "output"
+
+    def this_host(self) -> str:
+        return self.host_name or socket.gethostname()
+
+    def host_state_dir(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else data_dir() / "hosts" / self.this_host()
 
     def model_folder(self, folder: str) -> Path:
         override = self.paths.get(folder)

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import uvicorn
 
 from core.doctor import CheckResult, all_well, run_checks
-from core.service import build_service
+from core.service import build_service, build_worker_host
 from core.settings import COMMAND_LINE, CONFIG_FILE, Settings, SettingsError, load_settings
 from core.store import StoreUnusable
 from core.store.postgres import shown_url
@@ -70,6 +73,15 @@ def parser() -> argparse.ArgumentParser:
         "--merge", action="store_true", help="add to a PostgreSQL store that already holds jobs (its own are kept)"
     )
     add_settings_flags(importer)
+    add_settings_flags(
+        commands.add_parser(
+            "worker",
+            help="a worker host: run this host's [[workers]] on the jobs of the shared queue ([store] url: PostgreSQL)",
+            description="Take generation jobs from the queue shared through the PostgreSQL database of [store] url "
+            "(SDCPP_RESTAPI_STORE_URL), on this host's [[workers]], for the models in its models folder. Outputs go "
+            "to the output folder, which the API hosts must share.",
+        )
+    )
     # Listed here for --help; its arguments are the builder's own (runners.backend_build.main), see main().
     commands.add_parser("build-backend", help="build and install a backend's sd-cli, sd-server and resident worker")
     return root
@@ -164,6 +176,24 @@ def import_store(settings: Settings, source: Path | None, merge: bool) -> int:
     return 0
 
 
+async def work(settings: Settings) -> None:
+    service, host = await build_worker_host(settings)
+    async with service.running():
+        await host.run()
+
+
+def worker_child(given: list[str]) -> subprocess.Popen[bytes]:
+    """`serve` with a PostgreSQL store and workers: this host's worker host, a child process with the same flags
+    (its own event loop and resident processes); it dies with the server (PR_SET_PDEATHSIG)."""
+    argv = [sys.executable, "-m", "litestar_app", "worker", *given[1:]]
+
+    def die_with_parent() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return subprocess.Popen(argv, preexec_fn=die_with_parent)
+
+
 VERDICT_LABELS = {Verdict.OK: "ok", Verdict.NOTE: "note", Verdict.WARNING: "WARNING", Verdict.PROBLEM: "PROBLEM"}
 
 
@@ -198,16 +228,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import-store":
         return import_store(settings, Path(args.source) if args.source else None, args.merge)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)  # it logs each job's arguments at INFO
     describe(settings)
+    if args.command == "worker" and not settings.store.url:
+        print(
+            "sdcpp-restapi: worker needs the shared database: set [store] url or SDCPP_RESTAPI_STORE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    child = None
     try:
+        if args.command == "worker":
+            asyncio.run(work(settings))
+            return 0
         check_exposure(settings)
         check_ports(settings)
+        if settings.store.url and not settings.no_workers:
+            child = worker_child(given)
         asyncio.run(serve(settings))
     except (BinaryNotFound, PortInUse, StoreUnusable, Unprotected, BadSecret) as exc:
         print(f"sdcpp-restapi: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(30)
     return 0
 
 

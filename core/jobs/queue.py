@@ -93,6 +93,19 @@ class Dispatcher(Protocol):
     def release(self, name: str) -> None: ...
 
 
+class Forwarder(Protocol):
+    """Sends jobs to other hosts (core/hosts/dispatch.py, with a PostgreSQL store): the jobs it `handles` are
+    committed here, then `forward`ed instead of queued locally; their status changes come back through the
+    queue's `remote_*` methods. `cancel` returns True when the job was still pending there (now cancelled);
+    False when it runs on a host, which reports the cancellation."""
+
+    def handles(self, spec: JobSpecBase) -> bool: ...
+
+    async def forward(self, record: JobRecord) -> None: ...
+
+    async def cancel(self, record: JobRecord) -> bool: ...
+
+
 class JobQueue:
     def __init__(
         self,
@@ -116,6 +129,7 @@ class JobQueue:
         self._running: dict[str, tuple[Lane, anyio.CancelScope]] = {}  # job id -> its lane, and what cancels it
         self._finished_watchers: list[Callable[[Job], None]] = []
         self._admission_checks: list[Callable[[Job], Awaitable[None]]] = []
+        self.forwarder: Forwarder | None = None  # set by the service with a PostgreSQL store
 
     def watch_finished(self, watcher: Callable[[Job], None]) -> None:
         """Call `watcher` with each job that ends (completed, failed, cancelled), once its end is committed; it
@@ -133,6 +147,9 @@ class JobQueue:
         now = utc_timestamp()
         for record in await self.store.active_jobs():
             job = record.job
+            if record.spec is not None and self._remote(record.spec):
+                self.active[job.job_id] = record  # runs (or waits) on another host: the forwarder restores it
+                continue
             if job.status == "processing" or record.spec is None:
                 job.status, job.completed_at = "failed", now
                 job.error = INTERRUPTED if record.spec else "Its spec could not be read after an upgrade"
@@ -194,11 +211,22 @@ class JobQueue:
             await self._arrived[lane].wait()
         return job_id
 
+    def _remote(self, spec: JobSpecBase) -> bool:
+        return self.forwarder is not None and self.forwarder.handles(spec)
+
     def position(self, job_id: str) -> int:
-        """1-based place among the pending jobs of the same lane, in the order they will run (0 once it runs)."""
+        """1-based place among the pending jobs of the same lane, in the order they will run (0 once it runs).
+        For a job sent to other hosts: its place among the pending ones sent there, by arrival."""
         record = self.active.get(job_id)
         if record is None or record.spec is None or record.job.status != "pending":
             return 0
+        if self._remote(record.spec):
+            pending = [
+                each.job.job_id
+                for each in self.active.values()
+                if each.job.status == "pending" and each.spec is not None and self._remote(each.spec)
+            ]
+            return pending.index(job_id) + 1
         lane = record.spec.lane
         handing = self._handing.get(lane)
         if handing == job_id:
@@ -269,7 +297,10 @@ class JobQueue:
         await self.store.add_job(record)
         self.active[job.job_id] = record
         self.counts["pending"] += 1
-        self._enqueue(record)
+        if self.forwarder is not None and self.forwarder.handles(spec):
+            await self.forwarder.forward(record)
+        else:
+            self._enqueue(record)
         position = self.position(job.job_id)
         self.bus.publish(JobAdded(job.job_id, job.type, position))
         return JobAccepted(job.job_id, "pending", position)
@@ -278,6 +309,11 @@ class JobQueue:
         record = self.active.get(job_id)
         if record is None or record.spec is None:
             raise BadRequest("Cannot cancel job (not found or already processing)")
+        if self.forwarder is not None and self.forwarder.handles(record.spec):
+            if await self.forwarder.cancel(record) and record.job.status == "pending":
+                await self._set_status(record, "cancelled")
+                self.bus.publish(JobCancelled(job_id))
+            return
         running = self._running.get(job_id)
         if record.job.status == "processing" and running:
             running[1].cancel()  # its worker alone stops its process and records the cancellation
@@ -314,6 +350,50 @@ class JobQueue:
                 watcher(job)
             with anyio.CancelScope(shield=True):  # a shutdown waits for it: no half-pruned history or outputs
                 await self.apply_retention()
+
+    # ------------------------------------------------------------------------------ jobs on other hosts
+
+    async def remote_started(self, job_id: str, worker: str) -> None:
+        """A host's worker took the job (again, after a lost host)."""
+        record = self.active.get(job_id)
+        if record is None or (record.job.status == "processing" and record.job.worker == worker):
+            return
+        record.job.worker = worker
+        await self._set_status(record, "processing")
+
+    def remote_progress(self, job_id: str, step: SamplingStep) -> None:
+        record = self.active.get(job_id)
+        if record is not None and record.job.status == "processing":
+            self._report(record.job)(step)
+
+    async def remote_requeued(self, job_id: str) -> None:
+        """The host running the job was lost: it waits for another host."""
+        record = self.active.get(job_id)
+        if record is not None and record.job.status == "processing":
+            record.job.worker = None
+            record.job.progress = Progress(total_images=record.job.progress.total_images)
+            await self._set_status(record, "pending")
+
+    async def remote_ended(
+        self, job_id: str, status: JobStatus, outputs: list[str], error: str | None, worker: str | None = None
+    ) -> bool:
+        """A host's outcome of the job; applied once (False: the job is not active here, e.g. already ended)."""
+        record = self.active.get(job_id)
+        if record is None or status not in TERMINAL:
+            return False
+        job = record.job
+        job.worker = worker or job.worker
+        if status == "completed":
+            job.outputs = outputs
+            progress = job.progress
+            if progress.all_steps:
+                progress.current_all_steps, progress.step = progress.all_steps, progress.total_steps
+                progress.current_image = progress.total_images - 1
+            progress.percentage = 100.0
+        await self._set_status(record, status, error)
+        if status == "cancelled":
+            self.bus.publish(JobCancelled(job_id))
+        return True
 
     # ------------------------------------------------------------------------------------------ worker
 

@@ -105,6 +105,9 @@ class ModelManager:
         self.held: dict[str, dict[str, LoadedModel]] = {}
         self.configured: Mapping[str, LoadModelRequest] = {}  # the config's [models] load profiles
         self.task_group: TaskGroup | None = None  # set by the service: resident processes live in it
+        # An API host whose generation jobs run on worker hosts (a PostgreSQL store): a load checks the model and
+        # makes it the default, and the worker hosts load it (core/hosts/); no resident process here.
+        self.remote = False
 
     # --------------------------------------------------------------------------------- resolution
 
@@ -298,7 +301,8 @@ class ModelManager:
                 architecture = loaded.architecture
                 self._forget_default()
                 try:
-                    await self._start_everywhere(loaded)
+                    if not self.remote:
+                        await self._start_everywhere(loaded)
                 except (ServerFailed, WorkerFailed) as exc:
                     self.last_error = f"Failed to load model: {request.model_name}: {exc}"
                     raise LoadFailed(self.last_error) from None
@@ -329,6 +333,13 @@ class ModelManager:
         async with self.pool.exclusive():
             await self._unload_locked()
             await self.store.set_value(LOADED_MODEL_KEY, None)
+
+    async def remember_profile(self, request: LoadModelRequest) -> None:
+        """Keep a model's load request as its profile (a worker host: how the API host that sent a job loads it)."""
+        profiles = await self.store.value(LOAD_PROFILES_KEY, dict[str, LoadModelRequest]) or {}
+        if request.model_name and profiles.get(request.model_name) != request:
+            profiles[request.model_name] = request
+            await self.store.set_value(LOAD_PROFILES_KEY, profiles)
 
     async def load_profile(self, model_name: str) -> LoadModelRequest | None:
         """The components and options of the model's last successful load, if any."""

@@ -9,8 +9,8 @@ import msgspec
 from runners.device_facts import DeviceFacts
 
 # idle: takes jobs; busy: runs job_id; loading: a model load holds it; starting: its process restarts after a crash
-# or a cancelled job
-WorkerState = Literal["idle", "busy", "loading", "starting"]
+# or a cancelled job; offline: on another host that stopped answering (with a PostgreSQL store)
+WorkerState = Literal["idle", "busy", "loading", "starting", "offline"]
 
 
 class WorkerModel(msgspec.Struct):

@@ -41,7 +41,7 @@ def health(service: Service) -> HealthResponse:
 
 @get("/workers", sync_to_thread=False, summary="The workers sharing the queue: state, job, resident models, memory")
 def workers(service: Service) -> list[WorkerInfo]:
-    return service.models.workers()
+    return service.workers()
 
 
 @get("/models", summary="Model files per type, with filters")

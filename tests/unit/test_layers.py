@@ -24,6 +24,7 @@ CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.generation",),
     ("core.compat", "core.prompt_help", "core.output", "core.login_sessions", "core.webhooks"),
     ("core.metrics",),  # reads the queue and the models, hears the events; the service assembles it
+    ("core.hosts",),  # many hosts, one queue (PostgreSQL + Procrastinate): the queue's forwarder, worker hosts
     ("core.store",),
     ("core.settings",),
     ("core.service", "core.job_types", "core.legacy_json", "core.doctor"),

@@ -132,6 +132,10 @@ def test_serve_flags_are_generated_from_the_declaration() -> None:
         "--sd-worker",
         "--log-level",
         "--no-auth",
+        "--host-name",  # the hosts sharing a PostgreSQL store (issue 21)
+        "--heartbeat-s",
+        "--no-workers",
+        "--state-dir",
     }
     args = parser().parse_args(["serve", "--port", "9000", "--no-auth", "--log-level", "debug", "--ws-port", "0"])
     assert (args.port, args.no_auth, args.log_level, args.ws_port, args.host) == (9000, True, "debug", 0, None)
