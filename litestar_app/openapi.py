@@ -31,6 +31,7 @@ def swagger_ui_folder() -> Path:
         raise RuntimeError("the swagger-ui-py package is missing: reinstall sdcpp-restapi (pip install .)")
     return Path(spec.origin).parent / "static"
 
+
 ERROR_STATUSES: tuple[tuple[int, str], ...] = (
     (400, "Bad request: the message names the field and the rule it broke"),
     (401, "An API key is required (see the Security section of README.md)"),
