@@ -18,7 +18,7 @@ from litestar_app.body import JsonRequest, check_query
 from litestar_app.deps import provide_service
 from litestar_app.errors import EXCEPTION_HANDLERS
 from litestar_app.mcp_server import mcp_endpoint
-from litestar_app.openapi import docs, documented_errors, openapi_config
+from litestar_app.openapi import docs, docs_assets, documented_errors, openapi_config
 from litestar_app.routes import (
     a1111,
     generation,
@@ -65,6 +65,7 @@ def create_app(service: Service) -> Litestar:
     return Litestar(
         route_handlers=[
             docs,
+            docs_assets,
             mcp,
             *documented_errors(handler for module in ROUTE_MODULES for handler in module.ROUTES),
         ],

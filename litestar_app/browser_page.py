@@ -28,7 +28,7 @@ STYLE = """
 @media (prefers-color-scheme:dark){:root{--bg:#0b1120;--fg:#e2e8f0;--muted:#94a3b8;--card:#111827;--line:#1f2937;--accent:#60a5fa}}
 *{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:var(--bg);color:var(--fg)}
 header{padding:16px 20px;border-bottom:1px solid var(--line);background:var(--card);position:sticky;top:0;z-index:2}
-h1{font-size:18px;margin:0 0 6px}nav.crumbs a{color:var(--accent);text-decoration:none}nav.crumbs span.sep{color:var(--muted);margin:0 6px}
+h1{font-size:18px;margin:0 0 6px}.back{margin:0 0 6px;font-size:13px}.back a{color:var(--accent)}nav.crumbs a{color:var(--accent);text-decoration:none}nav.crumbs span.sep{color:var(--muted);margin:0 6px}
 .stats{color:var(--muted);font-size:13px;margin-top:4px}main{padding:12px 20px 40px}
 table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:10px;overflow:hidden}
 th,td{padding:8px 10px;text-align:left;border-bottom:1px solid var(--line);vertical-align:middle}
@@ -141,7 +141,7 @@ def render_listing(listing: Listing, sort: str, order: str) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Outputs {title}</title><style>{STYLE}</style></head>
-<body><header><h1>Outputs</h1><nav class="crumbs">{'<span class="sep">/</span>'.join(crumbs)}</nav>
+<body><header><p class="back"><a href="/ui/">← Back to the web UI</a></p><h1>Outputs</h1><nav class="crumbs">{'<span class="sep">/</span>'.join(crumbs)}</nav>
 <div class="stats" id="stats">{stats}</div></header>
 <main><table><thead><tr><th class="thumb"></th>{_sort_link("Name", "name", sort, order, "name")}
 {_sort_link("Size", "size", sort, order, "size")}{_sort_link("Modified", "date", sort, order, "date")}</tr></thead>

@@ -1,9 +1,12 @@
 """The OpenAPI document (/schema/openapi.json), the Swagger UI (/docs) and the error responses every route
-documents."""
+documents. Swagger UI's files come from the `swagger-ui-py` package's static/ folder (installed from PyPI with the
+service, never committed) and are served on this origin at /docs-assets/, so /docs works without the internet."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TypeVar
 
 from litestar import get
@@ -12,11 +15,23 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
 
 from core.request_types import ErrorBody
 
 H = TypeVar("H")
 SCHEMA_PATH = "/schema"  # /schema/openapi.json and the Swagger UI at /schema/swagger (/docs redirects there)
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's dist files (its js, css and standalone preset)
+
+
+def swagger_ui_folder() -> Path:
+    """swagger-ui-py's static/ folder, found without importing the package (its code is for other frameworks)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the swagger-ui-py package is missing: reinstall sdcpp-restapi (pip install .)")
+    return Path(spec.origin).parent / "static"
+
+
 ERROR_STATUSES: tuple[tuple[int, str], ...] = (
     (400, "Bad request: the message names the field and the rule it broke"),
     (401, "An API key is required (see the Security section of README.md)"),
@@ -33,6 +48,11 @@ ERROR_STATUSES: tuple[tuple[int, str], ...] = (
 @get("/docs", include_in_schema=False, sync_to_thread=False)
 def docs() -> Redirect:
     return Redirect(f"{SCHEMA_PATH}/swagger")
+
+
+docs_assets = create_static_files_router(
+    DOCS_ASSETS, directories=[swagger_ui_folder()], name="docs-assets", include_in_schema=False
+)
 
 
 def documented_errors(handlers: Iterable[H], body: type = ErrorBody) -> list[H]:
@@ -56,5 +76,14 @@ def openapi_config() -> OpenAPIConfig:
         description="REST API, job queue and live events around stable-diffusion.cpp (see README.md and "
         "shared/spec/API.md). WebSocket events: ws://<host>:<ws_port>/ and /ws on this port.",
         path=SCHEMA_PATH,
-        render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        render_plugins=[
+            JsonRenderPlugin(),
+            SwaggerRenderPlugin(
+                path="/swagger",
+                js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                favicon="<link rel='icon' type='image/svg+xml' href='/ui/favicon.svg'>",
+            ),
+        ],
     )

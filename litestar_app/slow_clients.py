@@ -44,6 +44,9 @@ def slow_client_protocol(head_timeout_s: float, body_idle_timeout_s: float) -> t
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
+            if self.transport.get_protocol() is not self:  # upgraded to a WebSocket: its own protocol owns it now
+                self._disarm()  # (else the deadline's 408 would land inside the WebSocket's frames)
+                return
             state = self.conn.their_state
             if state is h11.IDLE:
                 return  # the head is not complete yet: its deadline runs on, whatever trickles in

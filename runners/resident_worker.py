@@ -47,6 +47,7 @@ from runners.worker_protocol import (
     Progress,
     Ready,
     ResidentModel,
+    Saved,
     UnloadRequest,
 )
 
@@ -222,11 +223,11 @@ class ResidentWorker(ResidentProcess):
                         raise WorkerFailed(f"the worker refused the job: {message.error}")
                     if isinstance(message, Progress):
                         self._step_time_s = message.time
-                    if isinstance(message, (Progress, Preview)):
+                    if isinstance(message, (Progress, Preview, Saved)):
                         on_event(message)
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
-                    healthy = await self.cancel(request.job_id)
+                    healthy = await self.cancel(request.job_id, on_event)
                 raise
             finally:
                 if not healthy:  # cancelled past the bound, stalled or dead: no half-run generation may remain
@@ -270,12 +271,13 @@ class ResidentWorker(ResidentProcess):
         """How long `cancel` waits for the worker to end the job before killing it."""
         return max(self.cancel_timeout_s, CANCEL_TIMEOUT_STEPS * self._step_time_s)
 
-    async def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str, on_event: Callable[[JobEvent], None] | None = None) -> bool:
         """Stop the running job `job_id`: send the worker a cancel line and read its answers up to the job's end
         (`cancelled`, or `done` / `failed` when the cancel came too late to matter). True when the worker ended the
         job itself within `cancel_bound_s()`, its model still loaded; otherwise the worker is stopped (the owner starts
         a new one) and the result is False. `generate` calls this when its caller is cancelled (the engine's cancel
-        path), while it holds the job: call it only where nothing else reads the worker's answers."""
+        path), while it holds the job: call it only where nothing else reads the worker's answers. The images the job
+        saves meanwhile (`saved` answers: a batch's finished images are kept) still go to `on_event`."""
         bound = self.cancel_bound_s()
         if self.alive and self.process is not None and self.process.stdin is not None:
             with anyio.move_on_after(bound):
@@ -283,6 +285,8 @@ class ResidentWorker(ResidentProcess):
                     await self.process.stdin.send(_encode(CancelRequest(job_id)) + b"\n")
                     while True:
                         message = await self._inbox.receive()
+                        if isinstance(message, Saved) and message.job_id == job_id and on_event is not None:
+                            on_event(message)
                         if isinstance(message, (Cancelled, Done, Failed, LineError)) and message.job_id == job_id:
                             log.info("sdcpp-worker ended job %s on a cancel (%s)", job_id, type(message).__name__)
                             return True

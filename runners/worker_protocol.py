@@ -62,7 +62,8 @@ class UnloadRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Stop the job `cancel` names: read at once, also while a job runs. The running job stops at its next sampling
-    step (or, past its last one, at its end, unsaved) and answers `cancelled`; the model stays loaded. A job line
+    step (or, past its last one, once that image is decoded) and answers `cancelled`, listing the images of its batch
+    already saved, which stay; the model stays loaded. A job line
     still waiting is dropped with the same answer; a cancel naming no running or waiting job is ignored (that job
     has had its answer). A malformed cancel line is refused with an `error` answer."""
 
@@ -133,10 +134,19 @@ class Failed(msgspec.Struct, tag="failed", tag_field="type"):
     error: str
 
 
-class Cancelled(msgspec.Struct, tag="cancelled", tag_field="type"):
-    """The job was stopped by a cancel line before it saved anything; the model stays loaded."""
+class Saved(msgspec.Struct, tag="saved", tag_field="type"):
+    """An image of the job was written to `path` (each image of a batch as soon as it is decoded, before `done`)."""
 
     job_id: str
+    path: str
+
+
+class Cancelled(msgspec.Struct, tag="cancelled", tag_field="type", omit_defaults=True):
+    """The job was stopped by a cancel line; the model stays loaded. The images of a batch finished before the
+    cancel are kept."""
+
+    job_id: str
+    outputs: Annotated[list[str], Meta(description="the images saved before the cancel")] = []
 
 
 class LineError(msgspec.Struct, tag="error", tag_field="type", omit_defaults=True):
@@ -146,8 +156,8 @@ class LineError(msgspec.Struct, tag="error", tag_field="type", omit_defaults=Tru
     job_id: Annotated[str | None, Meta(description="when the line had a string job_id")] = None
 
 
-Message = Ready | Fatal | Models | LoadFailed | Progress | Preview | Done | Failed | Cancelled | LineError
-JobEvent = Progress | Preview
+Message = Ready | Fatal | Models | LoadFailed | Progress | Preview | Saved | Done | Failed | Cancelled | LineError
+JobEvent = Progress | Preview | Saved
 
 WORKER_SOURCE = Path(__file__).resolve().parent / "worker" / "worker.cpp"
 PROTOCOL_BEGIN = "// BEGIN PROTOCOL"
@@ -184,7 +194,8 @@ def _struct_text(struct: type[msgspec.Struct]) -> list[str]:
     fields = [f'"{info.tag_field}": {json.dumps(info.tag)}'] if info.tag_field else []
     notes = []
     for field in info.fields:
-        default = "" if field.required else f" (default {json.dumps(msgspec.to_builtins(field.default))})"
+        value = field.default if field.default_factory is msgspec.NODEFAULT else field.default_factory()
+        default = "" if field.required else f" (default {json.dumps(msgspec.to_builtins(value))})"
         fields.append(f'"{field.encode_name}"{"" if field.required else "?"}: {_type_text(field.type)}{default}')
         if isinstance(field.type, msgspec.inspect.Metadata) and field.type.extra_json_schema:
             notes.append(f"{field.encode_name}: {field.type.extra_json_schema['description']}")

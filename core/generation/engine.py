@@ -36,7 +36,7 @@ from runners.progress import Bar, Piece, ProgressTracker, SamplingStep
 from runners.resident_worker import ResidentWorker, WorkerFailed
 from runners.sdcli import CliMode, generation_args, generation_argv
 from runners.sdserver import ResidentServer, ServerFailed, ServerResult, decode_images
-from runners.worker_protocol import JobEvent, JobRequest, Preview, PreviewRequest, Progress
+from runners.worker_protocol import JobEvent, JobRequest, Preview, PreviewRequest, Progress, Saved
 
 IMAGE_NAME = "image_{}.png"
 VIDEO_NAME = "video.webm"  # VP8 WebM: written by sd.cpp itself, plays and seeks in browsers
@@ -140,7 +140,12 @@ class GenerationEngine:
         if isinstance(spec, UpscaleJob):
             outputs, config = await self.upscaling.run_job(spec, job_dir)
         elif isinstance(spec, GenerationJob):
-            outputs, config = await self._run_generation(spec, record.job.job_id, job_dir, report)
+            kept: list[Path] = []  # the images saved so far: a cancelled batch keeps them as its outputs
+            try:
+                outputs, config = await self._run_generation(spec, record.job.job_id, job_dir, report, kept)
+            except anyio.get_cancelled_exc_class():
+                record.job.outputs = [path.relative_to(self.queue.output_root).as_posix() for path in kept]
+                raise
         else:
             raise JobFailed(f"{record.job.type} is not a generation job")
         config = msgspec.structs.replace(
@@ -150,7 +155,7 @@ class GenerationEngine:
         return [path.relative_to(self.queue.output_root).as_posix() for path in outputs]
 
     async def _run_generation(
-        self, job: GenerationJob, job_id: str, job_dir: Path, report: ProgressReport
+        self, job: GenerationJob, job_id: str, job_dir: Path, report: ProgressReport, kept: list[Path]
     ) -> tuple[list[Path], JobConfig]:
         mode: CliMode = "vid_gen" if isinstance(job, Txt2VidJob) else "img_gen"
         tracker = ProgressTracker()
@@ -177,7 +182,9 @@ class GenerationEngine:
             resident = await self.models.ensure_resident(worker, loaded)
             reason = cli_reason(job) or ("live previews are sd-cli only" if plan else None)
             if isinstance(resident, ResidentWorker):  # everything runs on our worker, previews included
-                outputs = await self._on_worker(resident, mode, options, job_dir, report, job_id, plan, loaded.name)
+                outputs = await self._on_worker(
+                    resident, mode, options, job_dir, report, job_id, plan, kept, loaded.name
+                )
                 engine = "worker (resident)" + (f", {plan.settings.mode} previews" if plan else "")
             elif reason is None:
                 outputs = await self._on_server(resident, mode, options, job_dir, on_piece)
@@ -213,12 +220,14 @@ class GenerationEngine:
         report: ProgressReport,
         job_id: str,
         plan: PreviewPlan | None,
+        kept: list[Path],
         model: str = "",
     ) -> list[Path]:
         """One request line to the resident worker: the same generation flags sd-cli gets, previews by callback.
         Cancelling the job cancels this call; `ResidentWorker.generate` then cancels the job on the worker
         (`ResidentWorker.cancel`): it stops at the next sampling step and the worker keeps its model, or, past the
-        bound, the worker is stopped and `ensure_resident` starts a new one for the next job."""
+        bound, the worker is stopped and `ensure_resident` starts a new one for the next job. Each image the worker
+        saves goes into `kept` at once, so a cancel mid-batch keeps the finished ones."""
         watcher: PreviewWatcher | None = None
         preview: PreviewRequest | None = None
         if plan is not None:
@@ -245,6 +254,9 @@ class GenerationEngine:
         def on_event(event: JobEvent) -> None:
             if isinstance(event, Progress):
                 images.step(event.step, event.steps)
+            elif isinstance(event, Saved):
+                kept.append(Path(event.path))
+                images.saved()
             elif watcher is not None:
                 pending.append(event)
                 wake.set()
@@ -425,6 +437,10 @@ class _ImageCounter:
             self.image += 1
         self.last, self.total = step, steps
         self.report(SamplingStep(self.image, step, steps))
+
+    def saved(self) -> None:
+        """An image was saved: the next step reported is the next image's (also when each has one step)."""
+        self.image, self.last = self.image + 1, 0
 
 
 def _b64(path: str) -> str:

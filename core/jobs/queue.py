@@ -480,8 +480,11 @@ class JobQueue:
                     progress.current_image = progress.total_images - 1
                 progress.percentage = 100.0
                 outcome = ("completed", None)
-            if scope.cancel_called:
-                outcome = ("cancelled", "Cancelled by client while processing")
+            if scope.cancel_called:  # a batch's finished images stay: the executor left them in job.outputs
+                kept = (
+                    f"; kept the {len(job.outputs)} finished image(s): {', '.join(job.outputs)}" if job.outputs else ""
+                )
+                outcome = ("cancelled", f"Cancelled by client while processing{kept}")
         except (JobFailed, ServiceError) as exc:
             outcome = ("failed", str(exc))
         except Exception as exc:  # a bug must fail the job, not the worker

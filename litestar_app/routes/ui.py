@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from litestar import Response, get
+import msgspec
+from litestar import Request, Response, get
 from litestar.response import File, Redirect
 from litestar.static_files import create_static_files_router
 
@@ -35,6 +36,17 @@ ui_files = create_static_files_router(
 )
 
 
+class UiSession(msgspec.Struct):
+    """What the page needs to know about its sign-in: whether the server asks for a key (then it offers Sign out)."""
+
+    keys_required: bool
+
+
+@get("/ui/session", include_in_schema=False, sync_to_thread=False)
+def ui_session(request: Request) -> UiSession:
+    return UiSession(keys_required=request.app.state.policy.keys_required)
+
+
 @get("/", include_in_schema=False, sync_to_thread=False)
 def home() -> Redirect:
     return Redirect("/ui/")
@@ -51,4 +63,4 @@ def favicon() -> File:
     )
 
 
-ROUTES = [ui_files, home, favicon]
+ROUTES = [ui_files, ui_session, home, favicon]

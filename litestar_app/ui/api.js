@@ -32,9 +32,27 @@ export async function api(path, { method = 'GET', body } = {}) {
   if (response.status === 401) loginListeners.forEach((listener) => listener());
   if (!response.ok) {
     const reason = (data && (data.error || data.detail)) || text.trim() || response.statusText;
-    throw new ApiError(response.status, `${method} ${path.split('?')[0]}: ${reason}`);
+    const error = new ApiError(response.status, readable(response.status, reason));
+    error.request = `${method} ${path.split('?')[0]}`;  // for a bug report; the person reads the message
+    throw error;
   }
   return data;
+}
+
+// What a failure means to the person, said in their words; the server's own reason follows where it helps.
+const READABLE = [
+  [(status, reason) => /no model (is )?loaded/i.test(reason), () => 'No model is loaded: load one in the Models view first.'],
+  [(status) => status === 401, () => 'Your session has ended: sign in again.'],
+  [(status) => status === 429, () => 'The queue is full right now: try again in a moment.'],
+  [(status) => status === 502, (reason) => `A service this server relies on did not answer (${reason}).`],
+  [(status) => status === 413, () => 'That is too large for the server (see limits.max_body_bytes).'],
+  [(status) => status >= 500, (reason) => `The server could not do that: ${reason}`],
+];
+
+function readable(status, reason) {
+  const found = READABLE.find(([matches]) => matches(status, String(reason)));
+  const text = found ? found[1](String(reason)) : String(reason);
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 /** Shows a message to the person: errors stay until dismissed, notices fade. */

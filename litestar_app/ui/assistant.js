@@ -47,16 +47,30 @@ function say(role, text, actions = []) {
   }
   $('chat-log').append(item);
   item.scrollIntoView({ block: 'end' });
+  return item;
 }
 
 export function init() {
   $('chat-form').addEventListener('submit', guarded(async (event) => {
     event.preventDefault();
     const message = $('chat-message').value;
-    say('user', message);
+    const mine = say('user', message);
     $('chat-message').value = '';
     const context = { current_view: location.hash.slice(1) || 'generate', model_info: server.health, architecture: server.architectures?.current_architecture };
-    const answer = await api('/assistant/chat', { method: 'POST', body: { message, context } });
+    let answer;
+    try {
+      answer = await api('/assistant/chat', { method: 'POST', body: { message, context } });
+    } catch (error) {
+      // The message stays, marked as not answered, with the reason and a way to send it again.
+      mine.classList.add('chat-failed');
+      mine.append(element('p', { class: 'chat-failure', text: `Not answered: ${error.message}` }),
+        element('button', { type: 'button', text: 'Send again', onclick: () => {
+          mine.remove();
+          $('chat-message').value = message;
+          $('chat-form').requestSubmit();
+        } }));
+      return;
+    }
     say('assistant', answer.message, answer.actions);
   }));
   $('chat-clear').addEventListener('click', guarded(async () => {

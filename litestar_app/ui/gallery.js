@@ -38,10 +38,7 @@ function showEntry(position) {
   $('lightbox-media').replaceChildren(isVideo(path)
     ? element('video', { src: url, controls: true, autoplay: true, 'aria-label': path })
     : element('img', { src: url, alt: job.params?.prompt ?? path }));
-  const params = Object.entries({ type: job.type, file: path, ...(job.params || {}) })
-    .filter(([, value]) => value !== null && value !== '' && !(Array.isArray(value) && !value.length));
-  $('lightbox-params').replaceChildren(...params.flatMap(([name, value]) => [
-    element('dt', { text: name }), element('dd', { text: typeof value === 'object' ? JSON.stringify(value) : String(value) })]));
+  showParams(job, path);
   $('lightbox-open').href = url;
   $('lightbox-img2img').disabled = isVideo(path);
   $('lightbox-upscale').disabled = isVideo(path) || !server.health?.upscaler_loaded;
@@ -50,6 +47,46 @@ function showEntry(position) {
     $('lightbox').showModal();
     // Its own history entry (same URL), so that the browser's Back closes it instead of leaving the view.
     history.pushState({ lightbox: true }, '');
+  }
+}
+
+// The readable summary of an output: what a person asks about an image. Every field stays under "All fields".
+const SUMMARY = [
+  ['Model', (job, path, config) => config?.model],
+  ['Prompt', (job) => job.params?.prompt],
+  ['Negative prompt', (job) => job.params?.negative_prompt],
+  ['Seed', (job, path) => (Number.isInteger(job.params?.seed) && job.params.seed >= 0
+    ? job.params.seed + Math.max(0, (job.outputs || []).indexOf(path)) : job.params?.seed)],
+  ['Sampler', (job) => [job.params?.sampler, job.params?.scheduler].filter(Boolean).join(' · ')],
+  ['Size', (job) => (job.params?.width ? `${job.params.width} × ${job.params.height}` : null)],
+  ['Steps', (job) => job.params?.steps],
+  ['CFG scale', (job) => job.params?.cfg_scale],
+  ['Strength', (job) => (job.type === 'img2img' ? job.params?.strength : null)],
+  ['Time', (job) => (job.started_at && job.completed_at
+    ? `${((Date.parse(job.completed_at) - Date.parse(job.started_at)) / 1000).toFixed(1)} s` : null)],
+  ['Type', (job) => job.type],
+  ['File', (job, path) => path],
+];
+let shownFor = null;
+
+function definitions(pairs) {
+  return pairs.flatMap(([name, value]) => [element('dt', { text: name }),
+    element('dd', { text: typeof value === 'object' ? JSON.stringify(value) : String(value) })]);
+}
+
+const present = (value) => value !== null && value !== undefined && value !== '' && !(Array.isArray(value) && !value.length);
+
+function showParams(job, path, config = null) {
+  shownFor = path;
+  $('lightbox-params').replaceChildren(...definitions(SUMMARY.map(([name, read]) => [name, read(job, path, config)])
+    .filter(([, value]) => present(value))));
+  $('lightbox-raw').replaceChildren(...definitions(Object.entries({ job_id: job.job_id, ...(job.params || {}), ...(config ? { engine: config.engine } : {}) })
+    .filter(([, value]) => present(value))));
+  // The model a job ran on is in its config.json (written with every finished generation).
+  if (!config && job.status === 'completed' && ['txt2img', 'img2img', 'txt2vid', 'upscale'].includes(job.type)) {
+    api(`/output/${encodeURIComponent(job.job_id)}/config.json`).then((read) => {
+      if (shownFor === path && read) showParams(job, path, read);
+    }, () => {});
   }
 }
 
@@ -81,11 +118,11 @@ export function init() {
     if (event.key === 'ArrowLeft') showEntry(index - 1);
     if (event.key === 'ArrowRight') showEntry(index + 1);
   });
-  $('lightbox-use').addEventListener('click', async () => {
+  $('lightbox-use').addEventListener('click', guarded(async () => {
     const { job } = entries[index];
     await closeLightbox();
-    applyParams(job.params || {}, job.type);
-  });
+    await applyParams(job.params || {}, job.type, job.job_id);
+  }));
   $('lightbox-img2img').addEventListener('click', guarded(async () => {
     const { path } = entries[index];
     await closeLightbox();

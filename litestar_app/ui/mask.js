@@ -71,6 +71,29 @@ export function createMask({ stage, image, canvas, brushSize, erase, invertButto
         image.src = dataUrl;
       });
     },
+    /** Paints a saved mask (white = repaint) over the current image's canvas; resolves once drawn. */
+    setMask(dataUrl) {
+      return new Promise((resolve, reject) => {
+        const picture = new Image();
+        picture.onload = () => {
+          const scratch = document.createElement('canvas');
+          scratch.width = canvas.width;
+          scratch.height = canvas.height;
+          const other = scratch.getContext('2d');
+          other.drawImage(picture, 0, 0, canvas.width, canvas.height);
+          const pixels = other.getImageData(0, 0, canvas.width, canvas.height);
+          for (let i = 0; i < pixels.data.length; i += 4) {
+            const on = pixels.data[i] > 127;
+            pixels.data[i] = pixels.data[i + 1] = pixels.data[i + 2] = 255;
+            pixels.data[i + 3] = on ? 255 : 0;
+          }
+          context.putImageData(pixels, 0, 0);
+          resolve();
+        };
+        picture.onerror = () => reject(new Error('The browser cannot read the saved mask.'));
+        picture.src = dataUrl;
+      });
+    },
     hasImage: () => !stage.hidden && Boolean(image.src),
     imageBase64: () => image.src.split(',', 2)[1],
     /** The mask as base64 PNG, or null when nothing is painted (plain img2img). */

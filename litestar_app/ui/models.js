@@ -77,7 +77,7 @@ function showLoaded() {
   $('upscaler-unload').disabled = !health?.upscaler_loaded;
 }
 
-async function openLoadDialog(file) {
+export async function openLoadDialog(file) {
   const inspection = await api(`/models/inspect?${new URLSearchParams({ model_name: file.name, model_type: file.type })}`);
   const preset = inspection.preset;
   const profile = inspection.profile;

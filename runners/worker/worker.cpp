@@ -23,7 +23,9 @@
 //   thread that owns unjoined std::threads (std::terminate), and preview frames are malloc'ed around the preview
 //   callback. So the sampling phase is told by the library's own log lines around its sampler loop (the
 //   `SAMPLING_BEGINS` / `SAMPLING_ENDS` tables); outside it a cancel waits for the next sampling step, or for the
-//   job's end, where the outputs are not saved and the answer is `cancelled` all the same.
+//   image's end, and the answer is `cancelled` all the same.
+// - A batch runs one image at a time, each saved (a `saved` answer) as soon as it is decoded: a cancel keeps the
+//   images already finished and lists them in its `cancelled` answer (issue 22: they were lost).
 // - Where ggml's backend has an abort callback (the CPU backend; Metal's cannot be reached: Apple's linker has no
 //   `--wrap`) the running step stops too, within one graph node: the build wraps `ggml_backend_graph_compute`
 //   (link option `--wrap`, see CMakeLists.txt) to give each backend `abort_compute`, which says "abort" only while
@@ -51,9 +53,10 @@
 // A cancel, a load and an unload are one JSON object on one line of stdin too:
 // CancelRequest {"cancel": string (not empty)}
 //   Stop the job `cancel` names: read at once, also while a job runs. The running job stops at its next sampling
-//   step (or, past its last one, at its end, unsaved) and answers `cancelled`; the model stays loaded. A job line
-//   still waiting is dropped with the same answer; a cancel naming no running or waiting job is ignored (that job
-//   has had its answer). A malformed cancel line is refused with an `error` answer.
+//   step (or, past its last one, once that image is decoded) and answers `cancelled`, listing the images of its
+//   batch already saved, which stay; the model stays loaded. A job line still waiting is dropped with the same
+//   answer; a cancel naming no running or waiting job is ignored (that job has had its answer). A malformed cancel
+//   line is refused with an `error` answer.
 //   - cancel: the job_id of the job to stop
 // LoadRequest {"load": string (not empty), "args": [string, ...]}
 //   Load a model beside the resident ones, under the name `load` (in place of a resident model of that name); run in
@@ -82,12 +85,16 @@
 // Preview {"type": "preview", "job_id": string, "step": integer, "frames": integer, "path": string, "is_noisy": true |
 //       false}
 //   A preview of the job was written to `path`.
+// Saved {"type": "saved", "job_id": string, "path": string}
+//   An image of the job was written to `path` (each image of a batch as soon as it is decoded, before `done`).
 // Done {"type": "done", "job_id": string, "outputs": [string, ...]}
 //   The job finished; `outputs` are the files written.
 // Failed {"type": "failed", "job_id": string, "error": string}
 //   The job failed (bad arguments, an input that cannot be read, an exception); the model stays loaded.
-// Cancelled {"type": "cancelled", "job_id": string}
-//   The job was stopped by a cancel line before it saved anything; the model stays loaded.
+// Cancelled {"type": "cancelled", "job_id": string, "outputs"?: [string, ...] (default [])}
+//   The job was stopped by a cancel line; the model stays loaded. The images of a batch finished before the cancel
+//   are kept.
+//   - outputs: the images saved before the cancel
 // LineError {"type": "error", "error": string, "job_id"?: string | null (default null)}
 //   A line was refused (see JobRequest); the worker reads the next one.
 //   - error: the field and the rule it broke
@@ -130,6 +137,7 @@ static std::string last_error;
 
 struct JobState {
     std::string job_id;
+    json written = json::array();  // the images of the job saved so far (a cancel keeps them)
     std::string preview_path;
     int preview_fps = 16;
     preview_t preview_mode = PREVIEW_NONE;
@@ -209,6 +217,13 @@ static bool is_device_fact(const char* text) {
         if (strncmp(message, starts, strlen(starts)) == 0) return true;
     }
     return false;
+}
+
+// The `cancelled` answer of the running job: the images it saved before the cancel, when there are any.
+static json cancelled_answer(const std::string& job_id) {
+    json answer = {{"type", "cancelled"}, {"job_id", job_id}};
+    if (!current.written.empty()) answer["outputs"] = current.written;
+    return answer;
 }
 
 static void on_log(enum sd_log_level_t level, const char* text, void*) {
@@ -575,9 +590,39 @@ static void run(sd_ctx_t* sd_ctx, const SDContextParams& ctx, const JobLine& job
     SDImageVec results;
     int count = 0;
     if (mode == IMG_GEN) {
-        sd_img_gen_params_t params = gen.to_sd_img_gen_params_t();
-        count                      = gen.batch_count;
-        results.adopt(generate_image(sd_ctx, &params), count);
+        // One image at a time (the seeds the library would give a batch: seed + b), each saved as soon as it is
+        // decoded and said with a `saved` answer: a cancel mid-batch keeps the images already finished (the
+        // library would sample every latent before decoding any, so a cancel lost them all).
+        for (int b = 0; b < gen.batch_count; ++b) {
+            sd_img_gen_params_t params = gen.to_sd_img_gen_params_t();
+            params.batch_count         = 1;
+            params.seed                = gen.seed + b;
+            SDImageVec image;
+            image.adopt(generate_image(sd_ctx, &params), 1);
+            if (!image || !image.data()[0].data) {
+                if (cancel_requested) break;  // the aborted step failed the sampling: a cancel, not a failure
+                emit({{"type", "failed"}, {"job_id", current.job_id},
+                      {"error", last_error.empty() ? "generate failed" : last_error}});
+                return;
+            }
+            std::string path   = frame_name(job.output, b);
+            std::string params_text = gen.embed_image_metadata ? get_image_params(ctx, gen, gen.seed + b, mode) : "";
+            const sd_image_t& out   = image.data()[0];
+            if (!write_image_to_file(path, out.data, out.width, out.height, out.channel, params_text, 90)) {
+                emit({{"type", "failed"}, {"job_id", current.job_id},
+                      {"error", "failed to save result image to '" + path + "'"}});
+                return;
+            }
+            current.written.push_back(path);
+            emit({{"type", "saved"}, {"job_id", current.job_id}, {"path", path}});
+            if (cancel_requested) break;  // asked during this image's decode: the finished images are kept
+        }
+        if (cancel_requested) {
+            emit(cancelled_answer(current.job_id));
+            return;
+        }
+        emit({{"type", "done"}, {"job_id", current.job_id}, {"outputs", current.written}});
+        return;
     } else {
         sd_vid_gen_params_t params = gen.to_sd_vid_gen_params_t();
         sd_image_t* frames         = generate_video(sd_ctx, &params, &count);
@@ -718,7 +763,7 @@ static void process_line(const std::string& line) {
     try {
         run((*model)->sd_ctx.get(), (*model)->ctx, job);
     } catch (const JobCancelled&) {
-        emit({{"type", "cancelled"}, {"job_id", job.job_id}});
+        emit(cancelled_answer(job.job_id));
     } catch (const std::exception& error) {
         emit({{"type", "failed"}, {"job_id", job.job_id}, {"error", std::string("the job failed: ") + error.what()}});
     } catch (...) {

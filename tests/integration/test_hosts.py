@@ -145,7 +145,10 @@ def cluster(
 def loaded(cluster: Cluster) -> Cluster:
     cluster.http.post("/models/load", json=TINY_LOAD).raise_for_status()
     # every worker host loads it on its workers
-    wait_until(lambda: all(w["models"] == [TINY_LOAD["model_name"]] for w in cluster.workers().values()), timeout=120)
+    wait_until(
+        lambda: all([m["name"] for m in w["models"]] == [TINY_LOAD["model_name"]] for w in cluster.workers().values()),
+        timeout=120,
+    )
     return cluster
 
 

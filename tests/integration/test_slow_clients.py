@@ -3,6 +3,7 @@ deadline and the connection closed, instead of holding a connection for ever."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.support import ServerProcess, running_server_with_config
 
@@ -75,3 +77,15 @@ def test_ordinary_requests_and_kept_alive_connections_are_unaffected(server: Ser
             time.sleep(0.2)
         slow_job = client.get("/queue", params={"limit": 1})  # a response that is under way is never cut
         assert slow_job.status_code == 200
+
+
+def test_a_websocket_outlives_the_deadlines(server: ServerProcess) -> None:
+    """The upgrade request's deadline ends with the upgrade: an open /ws got the 408 written into its frames once
+    body_idle_timeout_s had passed (browsers: "Invalid frame header"), and the web UI's live events dropped."""
+    with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        time.sleep(2.5)  # past both deadlines (1 s each)
+        events = []  # what /ws sent (its greeting): JSON events; a 408 in the frames would raise ConnectionClosed
+        with contextlib.suppress(TimeoutError):
+            while True:
+                events.append(json.loads(ws.recv(timeout=0.5)))
+        assert all("event" in event for event in events), events

@@ -6,6 +6,8 @@ each view go to test-artifacts/ui/; the browser console must show no error."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver import ActionChains, Chrome, Keys
 from selenium.webdriver.common.by import By
@@ -25,7 +28,14 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from tests import browser
 from tests.fake_hubs import FakeHubs
 from tests.fake_ollama import FakeOllama
-from tests.support import REPO, ServerProcess, running_server_with, running_server_with_config, wait_for_job
+from tests.support import (
+    REPO,
+    ServerProcess,
+    running_server_with,
+    running_server_with_config,
+    wait_for_job,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -214,8 +224,9 @@ def test_generate_shows_progress_preview_and_the_image(
     texts = driver.execute_script("return window.progressTexts")
     assert any(text.startswith("Image 1 of 1 · step") and "%" in text for text in texts), texts
     assert by_id(driver, "progress-label").text.startswith("Done")
+    # Issue 22, defect 6: the 320 px preview stayed above the smaller final image. It was shown, and went.
     preview = by_id(driver, "live-preview")
-    assert preview.is_displayed() and preview.get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert preview.get_attribute("src").startswith("data:image/jpeg;base64,") and not preview.is_displayed()
     job = newest_job(client)
     assert job["status"] == "completed" and job["params"]["prompt"] == "a lovely cat <lora:tiny_lora:1>"
     assert (job["params"]["width"], job["params"]["steps"]) == (64, 2)
@@ -646,6 +657,373 @@ def test_every_control_has_a_label(driver: Chrome, server: ServerProcess) -> Non
     assert unlabelled == []
 
 
+def dispatch_file(driver: Chrome, target: str, data: bytes, name: str, kind: str, event: str = "drop") -> bool:
+    """Drops (or pastes) a file on the element `target` (a CSS selector) as a browser would; True when the page
+    took the event (defaultPrevented: then the browser does not open the file in place of the page)."""
+    return bool(
+        driver.execute_script(
+            """
+            const [selector, b64, name, kind, type] = arguments;
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: kind }));
+            const target = document.querySelector(selector);
+            if (type === 'paste') {
+                target.focus();
+                const paste = new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true });
+                target.dispatchEvent(paste);
+                return paste.defaultPrevented;
+            }
+            const over = new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true });
+            target.dispatchEvent(over);
+            const drop = new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true });
+            target.dispatchEvent(drop);
+            return over.defaultPrevented && drop.defaultPrevented;""",
+            target,
+            base64.b64encode(data).decode(),
+            name,
+            kind,
+            event,
+        )
+    )
+
+
+def png_bytes(size: tuple[int, int] = (64, 64), **texts: str) -> bytes:
+    info = PngInfo()
+    for key, value in texts.items():
+        info.add_text(key, value)
+    out = io.BytesIO()
+    Image.new("RGB", size, (30, 120, 200)).save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def session_items(driver: Chrome, status: str = "") -> list[WebElement]:
+    return driver.find_elements(By.CSS_SELECTOR, f"#session-jobs li.session-job{'.' + status if status else ''}")
+
+
+def test_a_cancelled_batch_shows_the_images_it_kept(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """Issue 22, defect 4 in the page: a batch cancelled in its second image shows the first, kept."""
+    open_view(driver, server, "generate")
+    type_into(driver, "prompt", "a kept batch")
+    for field, value in {"width": "64", "height": "64", "steps": "16", "batch_count": "3"}.items():
+        type_into(driver, field, value)
+    click(driver, by_id(driver, "generate-button"))
+    WebDriverWait(driver, 3 * TIMEOUT).until(
+        EC.text_to_be_present_in_element((By.ID, "progress-label"), "Image 2 of 3")
+    )
+    click(driver, by_id(driver, "cancel-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Cancelled: kept"))
+    job = newest_job(client)
+    assert job["status"] == "cancelled" and 1 <= len(job["outputs"]) < 3, job
+    shown = driver.find_elements(By.CSS_SELECTOR, "#results img")
+    assert len(shown) == len(job["outputs"])
+    wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", shown[0]) == 64)
+    screenshot(driver, "generate-cancelled-batch")
+    for field, value in {"width": "64", "height": "64", "steps": "2", "batch_count": "1"}.items():
+        type_into(driver, field, value)
+
+
+SLOW_JOB = {"prompt": "a slow cat", "width": 256, "height": 256, "steps": 50, "preview": False}
+
+
+def test_the_size_hint_the_queue_position_and_every_queued_job_are_followed(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """Issue 22, defect 6: the size hint stayed after the size was fixed; "Queued (position N)" never counted
+    down; Generate followed only the last job queued; "Reuse last" forgot its seed after a reload. Item 6: the
+    strip of this session's jobs with their results comes back after a reload."""
+    open_view(driver, server, "generate")
+    driver.execute_script("document.getElementById('session-clear').click()")  # the earlier tests' jobs
+    type_into(driver, "width", "70")
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "size-hint"), "would make it 80"))
+    type_into(driver, "width", "64")
+    assert "would make it" not in by_id(driver, "size-hint").text
+    assert "multiples of 16" in by_id(driver, "size-hint").text
+    # Item 6: size presets at the architecture's default area, and a swap.
+    Select(by_id(driver, "size-preset")).select_by_visible_text("16:9 · 1360 × 768")
+    assert (by_id(driver, "width").get_property("value"), by_id(driver, "height").get_property("value")) == (
+        "1360",
+        "768",
+    )
+    click(driver, by_id(driver, "size-swap"))
+    assert (by_id(driver, "width").get_property("value"), by_id(driver, "height").get_property("value")) == (
+        "768",
+        "1360",
+    )
+    assert Select(by_id(driver, "size-preset")).first_selected_option.text == "9:16 · 768 × 1360"
+    for field in ("width", "height"):
+        type_into(driver, field, "64")
+    # Two slow jobs from elsewhere: one runs, one waits; then two from this page.
+    running = client.post("/txt2img", json=SLOW_JOB).json()["job_id"]
+    wait_until(lambda: client.get(f"/queue/{running}").json()["status"] == "processing", timeout=TIMEOUT)
+    waiting = client.post("/txt2img", json=SLOW_JOB).json()["job_id"]
+    driver.execute_script("""
+        window.labelHistory = [];  // every text set, also those replaced before an observer runs
+        new MutationObserver((changes) => changes.forEach((change) => change.addedNodes.forEach(
+            (node) => window.labelHistory.push(node.textContent))))
+            .observe(document.getElementById('progress-label'), {childList: true});""")
+    type_into(driver, "prompt", "the first of two")
+    click(driver, by_id(driver, "generate-button"))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Queued (position 2)"))
+    type_into(driver, "prompt", "the second of two")
+    by_id(driver, "prompt").send_keys(Keys.CONTROL, Keys.ENTER)
+    wait.until(lambda d: len(session_items(d)) == 2)
+    assert "Queued (position 2)" in by_id(driver, "progress-label").text  # still the first one's
+    assert client.delete(f"/queue/{running}").status_code == 200
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Queued (position 1)"))
+    assert client.delete(f"/queue/{waiting}").status_code == 200
+    wait.until(lambda d: len(session_items(d, "completed")) == 2)
+    wait.until(EC.text_to_be_present_in_element((By.ID, "progress-label"), "Done: 1 file(s)"))
+    shown = driver.execute_script("return window.labelHistory")
+    assert shown.count("Done: 1 file(s)") >= 2, shown  # the action bar followed the first, then the second
+    mine = [item.get_attribute("data-job-id") or "" for item in session_items(driver)]
+    jobs = [wait_for_job(client, job_id) for job_id in mine]
+    assert [job["params"]["prompt"] for job in jobs] == ["the second of two", "the first of two"]
+    for item in session_items(driver):
+        assert item.find_elements(By.CSS_SELECTOR, ".job-outputs img")
+    assert not by_id(driver, "live-preview").is_displayed()
+    screenshot(driver, "generate-session")
+    # After a reload the strip comes back with both jobs and their results.
+    driver.refresh()
+    wait.until(lambda d: len(session_items(d, "completed")) == 2)
+    assert [item.get_attribute("data-job-id") for item in session_items(driver)] == mine
+    # "Reuse last" keeps the newest seed even with the strip cleared and the page reloaded.
+    click(driver, by_id(driver, "session-clear"))
+    assert not session_items(driver)
+    driver.refresh()
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "generate")
+    type_into(driver, "seed", "-1")
+    click(driver, by_id(driver, "seed-reuse"))
+    assert by_id(driver, "seed").get_property("value") == str(jobs[0]["params"]["seed"])
+    type_into(driver, "seed", "-1")
+
+
+def test_use_these_settings_on_an_img2img_result_restores_its_input_and_mask(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """Issue 22, defect 6: "Use these settings" on an img2img result did not restore its input image."""
+    listing = client.get("/queue", params={"type": "img2img", "status": "completed", "limit": 100}).json()["items"]
+    [job] = [item for item in listing if isinstance(item["params"].get("mask_image_base64"), dict)]  # the painted one
+    open_view(driver, server, "generate")
+    click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="txt2img"]'))
+    driver.execute_script("document.getElementById('init-preview').removeAttribute('src')")
+    open_view(driver, server, "queue")
+    click_located(driver, By.CSS_SELECTOR, f'#queue-list li[data-job-id="{job["job_id"]}"] .thumb-button')
+    wait.until(EC.visibility_of_element_located((By.ID, "lightbox")))
+    click(driver, by_id(driver, "lightbox-use"))
+    wait.until(EC.visibility_of_element_located((By.ID, "mask-stage")))
+    assert driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="img2img"]').is_selected()
+    wait.until(lambda d: d.execute_script("return document.getElementById('init-preview').naturalWidth") == 64)
+    count_painted = """
+        const data = document.getElementById('mask-canvas').getContext('2d').getImageData(0, 0, 64, 64).data;
+        let painted = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 127) painted++; return painted;"""
+    wait.until(lambda d: d.execute_script(count_painted) > 0)  # the saved mask, read back after the image
+    assert driver.execute_script(count_painted) < 64 * 64
+    assert by_id(driver, "prompt").get_property("value") == job["params"]["prompt"]
+    click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="txt2img"]'))
+
+
+def test_the_api_docs_render_from_this_origin(driver: Chrome, wait: WebDriverWait, server: ServerProcess) -> None:
+    """Issue 22, defect 9: /docs was a blank page without the internet (Swagger UI from a CDN). Its scripts and
+    styles now come from this server (the swagger-ui-bundle package), and the page renders the API."""
+    driver.get(server.url + "/docs")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .opblock")))
+    assert "sdcpp-restapi" in driver.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    loaded = driver.execute_script(
+        """return [...document.querySelectorAll('script[src], link[href]')].map((e) => e.src || e.href)
+            .concat(performance.getEntriesByType('resource').map((entry) => entry.name));"""
+    )
+    assert loaded and all(url.startswith(server.url + "/") for url in loaded), loaded
+    assert any(url.endswith("/docs-assets/swagger-ui-bundle.js") for url in loaded), loaded
+    screenshot(driver, "docs")
+
+
+def toggle_theme(driver: Chrome) -> None:
+    """The header's theme button (clicked by script: the header's chips reflow as the worker states arrive)."""
+    driver.execute_script("document.getElementById('theme-toggle').click()")
+
+
+def test_the_daily_papercuts(driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client) -> None:
+    """Issue 22, defect 8: prompt enhancement offered while Ollama is unreachable; a failed assistant message
+    without a mark; the lightbox metadata a raw dump (no model; Close out of reach on a phone); /output with no way
+    back; Enter in a number field submitting; no theme toggle."""
+    # Item 6: the header's model switcher shows the loaded model; another one opens its load form.
+    open_view(driver, server, "generate")
+    switcher = Select(by_id(driver, "model-switcher"))
+    wait.until(lambda d: switcher.first_selected_option.text == "flux2_tiny_dit.safetensors")
+    switcher.select_by_visible_text("flux2_tiny_dit.q8_0.gguf")
+    wait.until(EC.visibility_of_element_located((By.ID, "load-dialog")))
+    assert by_id(driver, "load-title").text == "Load flux2_tiny_dit.q8_0.gguf" and "#models" in driver.current_url
+    driver.find_element(By.CSS_SELECTOR, '#load-form button[value="cancel"]').click()
+    wait.until(EC.invisibility_of_element_located((By.ID, "load-dialog")))
+    assert switcher.first_selected_option.text == "flux2_tiny_dit.safetensors"
+    unreachable = {"enabled": True, "base_url": "http://127.0.0.1:9"}
+    assert client.put("/ollama/settings", json=unreachable).status_code == 200
+    assert client.put("/assistant/settings", json=unreachable).status_code == 200
+    open_view(driver, server, "generate")
+    assert not by_id(driver, "enhance").is_displayed()
+    open_view(driver, server, "assistant")
+    type_into(driver, "chat-message", "hello")
+    click(driver, driver.find_element(By.CSS_SELECTOR, "#chat-form button[type=submit]"))
+    failed = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#chat-log li.chat-failed")))
+    assert "hello" in failed.text and "Not answered" in failed.text
+    assert "POST /assistant" not in failed.text  # read for people, not like an HTTP log
+    screenshot(driver, "assistant-failed")
+    expected = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert all("/assistant/chat" in entry["message"] for entry in expected), expected
+    # The lightbox: a readable summary (with the model), every field folded under "All fields".
+    job = newest_job(client, status="completed", type="txt2img")
+    open_view(driver, server, "queue")
+    click_located(driver, By.CSS_SELECTOR, f'#queue-list li[data-job-id="{job["job_id"]}"] .thumb-button')
+    wait.until(EC.text_to_be_present_in_element((By.ID, "lightbox-params"), "flux2_tiny_dit"))
+    summary = by_id(driver, "lightbox-params").text
+    for shown in ("Model", "Prompt", "Seed", "Sampler", "Size", "Steps", "Time", f"{job['params']['width']} ×"):
+        assert shown in summary, (shown, summary)
+    raw = by_id(driver, "lightbox-raw")
+    assert not raw.is_displayed() and "job_id" in (raw.get_attribute("textContent") or "")
+    click(driver, by_id(driver, "lightbox-close"))
+    wait.until(EC.invisibility_of_element_located((By.ID, "lightbox")))
+    driver.set_window_size(390, 844)
+    try:
+        click_located(driver, By.CSS_SELECTOR, f'#queue-list li[data-job-id="{job["job_id"]}"] .thumb-button')
+        wait.until(EC.visibility_of_element_located((By.ID, "lightbox")))
+        driver.execute_script("document.getElementById('lightbox-all').open = true")
+        assert driver.execute_script(IN_VIEW, by_id(driver, "lightbox-close"))
+        screenshot(driver, "phone-lightbox")
+        click(driver, by_id(driver, "lightbox-close"))
+        wait.until(EC.invisibility_of_element_located((By.ID, "lightbox")))
+    finally:
+        driver.set_window_size(1200, 900)
+    # Enter in a number field does not generate; Ctrl+Enter does, once.
+    open_view(driver, server, "generate")
+    before = client.get("/queue").json()["total_count"]
+    by_id(driver, "steps").send_keys(Keys.ENTER)
+    by_id(driver, "prompt").send_keys(Keys.CONTROL, Keys.ENTER)
+    wait.until(lambda d: client.get("/queue").json()["total_count"] > before)
+    wait.until(lambda d: newest_job(client)["status"] == "completed")
+    assert client.get("/queue").json()["total_count"] == before + 1
+    # The theme toggle: light, dark, then the system's again; the choice survives a reload.
+    background = "return getComputedStyle(document.body).backgroundColor"
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    )
+    try:
+        assert driver.execute_script(background) == "rgb(11, 17, 32)"
+        toggle_theme(driver)  # light, whatever the system says
+        assert driver.execute_script(background) == "rgb(248, 250, 252)"
+        driver.refresh()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "generate")
+        assert driver.execute_script(background) == "rgb(248, 250, 252)"
+        toggle_theme(driver)  # dark
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        assert driver.execute_script(background) == "rgb(11, 17, 32)"
+        screenshot(driver, "generate-dark-toggle")
+        toggle_theme(driver)  # the system's (light here)
+        assert driver.execute_script(background) == "rgb(248, 250, 252)"
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert not by_id(driver, "logout-form").is_displayed()  # no keys on this server: nothing to sign out of
+    # /output links back to the UI.
+    driver.get(server.url + "/output/")
+    click(driver, driver.find_element(By.LINK_TEXT, "← Back to the web UI"))
+    wait.until(EC.url_to_be(server.url + "/ui/"))
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+
+
+A1111_PARAMETERS = (
+    "a dropped cat, best quality\nNegative prompt: dogs\n"
+    "Steps: 7, Sampler: Euler a, Schedule type: Karras, CFG scale: 3.5, Seed: 1234, Size: 96x64, Model: x"
+)
+COMFY_PROMPT = json.dumps(
+    {
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 99,
+                "steps": 5,
+                "cfg": 2.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 96, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a comfy cat"}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry"}},
+    }
+)
+
+
+def test_drop_and_paste_images_and_read_their_parameters(
+    driver: Chrome, wait: WebDriverWait, server: ServerProcess, client: httpx.Client
+) -> None:
+    """Issue 22, defect 7: no drag-and-drop or paste of an image (a PNG dropped elsewhere navigated away), and no
+    reading of a dropped PNG's parameters (sd.cpp's and A1111's `parameters`, ComfyUI's `prompt`)."""
+    open_view(driver, server, "generate")
+    dialog = by_id(driver, "png-dialog")
+    # A1111's parameters, dropped anywhere: read, shown, and used.
+    assert dispatch_file(driver, "#results", png_bytes(parameters=A1111_PARAMETERS), "a1111.png", "image/png")
+    wait.until(EC.visibility_of(dialog))
+    assert "Euler a" not in by_id(driver, "png-params").text and "euler_a" in by_id(driver, "png-params").text
+    screenshot(driver, "png-dialog")
+    click(driver, by_id(driver, "png-use"))
+    wait.until(EC.invisibility_of_element_located((By.ID, "png-dialog")))
+    values = {
+        f: by_id(driver, f).get_property("value") for f in ("prompt", "negative_prompt", "steps", "seed", "sampler")
+    }
+    assert values == {
+        "prompt": "a dropped cat, best quality",
+        "negative_prompt": "dogs",
+        "steps": "7",
+        "seed": "1234",
+        "sampler": "euler_a",
+    }
+    assert (by_id(driver, "width").get_property("value"), by_id(driver, "cfg_scale").get_property("value")) == (
+        "96",
+        "3.5",
+    )
+    # sd.cpp's own parameters, from one of this server's images.
+    job = newest_job(client, status="completed", type="txt2img")
+    ours = (server.output_dir / job["outputs"][0]).read_bytes()
+    assert dispatch_file(driver, "header", ours, "ours.png", "image/png")
+    wait.until(EC.visibility_of(dialog))
+    wait.until(EC.text_to_be_present_in_element((By.ID, "png-params"), str(job["params"]["seed"])))
+    assert job["params"]["prompt"] in by_id(driver, "png-params").text
+    driver.find_element(By.CSS_SELECTOR, '#png-dialog button[value="close"]').click()
+    wait.until(EC.invisibility_of_element_located((By.ID, "png-dialog")))
+    # ComfyUI's prompt graph.
+    assert dispatch_file(driver, "main", png_bytes(prompt=COMFY_PROMPT), "comfy.png", "image/png")
+    wait.until(EC.text_to_be_present_in_element((By.ID, "png-params"), "a comfy cat"))
+    assert "128" in by_id(driver, "png-params").text and "blurry" in by_id(driver, "png-params").text
+    driver.find_element(By.CSS_SELECTOR, '#png-dialog button[value="close"]').click()
+    wait.until(EC.invisibility_of_element_located((By.ID, "png-dialog")))
+    # A file that is no image is refused without leaving the page.
+    assert dispatch_file(driver, "main", b"plain text", "notes.txt", "text/plain")
+    # Into img2img: dropped on its field (the mask editor shows it), then pasted.
+    click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="img2img"]'))
+    assert dispatch_file(driver, "#img2img-fields", png_bytes((80, 48)), "input.png", "image/png")
+    wait.until(lambda d: d.execute_script("return document.getElementById('init-preview').naturalWidth") == 80)
+    wait.until(lambda d: d.execute_script("return document.getElementById('mask-canvas').width") == 80)
+    assert dispatch_file(driver, "#init-image", png_bytes((48, 48)), "pasted.png", "image/png", event="paste")
+    wait.until(lambda d: d.execute_script("return document.getElementById('init-preview').naturalWidth") == 48)
+    # Into ControlNet: pasted while its field has the focus.
+    driver.execute_script("document.getElementById('control-fields').open = true")
+    assert dispatch_file(driver, "#control-image", png_bytes((32, 32)), "control.png", "image/png", event="paste")
+    wait.until(EC.visibility_of_element_located((By.ID, "control-preview")))
+    assert "32 × 32" in by_id(driver, "control-state").text
+    click(driver, by_id(driver, "control-clear"))
+    assert not by_id(driver, "control-preview").is_displayed()
+    click(driver, driver.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="txt2img"]'))
+    for field, value in {"width": "64", "height": "64", "steps": "2", "seed": "-1", "cfg_scale": "1"}.items():
+        type_into(driver, field, value)
+    Select(by_id(driver, "sampler")).select_by_visible_text("euler")
+
+
 @pytest.fixture(scope="module")
 def keyed_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield from running_server_with(
@@ -683,3 +1061,25 @@ def test_with_api_keys_the_ui_signs_in_and_works_through_the_cookie(
         entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE" and " 401 " not in entry["message"]
     ]
     assert not unexpected, unexpected
+
+
+def test_with_keys_the_header_signs_out_and_errors_read_for_people(
+    driver: Chrome, wait: WebDriverWait, keyed_server: ServerProcess
+) -> None:
+    """Issue 22, defect 8: no hint to load a model first, errors like HTTP logs ("POST /txt2img: No model
+    loaded"), no logout. This server has no model loaded and asks for a key."""
+    open_view(driver, keyed_server, "generate")
+    wait.until(EC.visibility_of_element_located((By.ID, "model-hint")))
+    assert "load one in the Models view" in by_id(driver, "model-hint").text
+    type_into(driver, "prompt", "a cat without a model")
+    click(driver, by_id(driver, "generate-button"))
+    message = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#messages .message.error")))
+    assert message.text.startswith("No model is loaded: load one in the Models view first."), message.text
+    assert "POST" not in message.text
+    screenshot(driver, "generate-no-model")
+    click(driver, message.find_element(By.TAG_NAME, "button"))
+    sign_out = wait.until(EC.visibility_of_element_located((By.ID, "logout-button")))
+    click(driver, sign_out)
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "form[action='/login']")))
+    assert driver.get_cookie("sdcpp_session") is None
+    driver.get_log("browser")  # the refused generation's answer is logged as a failed request: expected

@@ -82,6 +82,24 @@ def test_batches_and_steps_beyond_sd_servers_caps(loaded: httpx.Client, server: 
     assert config_of(server, batch)["engine"] == config_of(server, long)["engine"] == "worker (resident)"
 
 
+def test_a_batch_cancelled_mid_way_keeps_its_finished_images(loaded: httpx.Client, server: ServerProcess) -> None:
+    """Issue 22, defect 4: cancelling a batch mid-way discarded the images already finished (the folder kept only
+    the preview). The cancelled job lists them as its outputs and says which it kept."""
+    body = {"prompt": "a batch", "width": 64, "height": 64, "steps": 30, "batch_count": 3, "seed": 5}
+    job_id = loaded.post("/txt2img", json={**body, "preview": False}).json()["job_id"]
+    wait_until(lambda: loaded.get(f"/queue/{job_id}").json()["progress"]["current_image"] >= 1, timeout=120)
+    assert loaded.delete(f"/queue/{job_id}").status_code == 200
+    job = wait_for_job(loaded, job_id)
+    assert job["status"] == "cancelled", job
+    kept = job["outputs"]
+    assert kept[0] == f"{job_id}/image_0.png" and len(kept) < 3, kept
+    assert f"kept the {len(kept)} finished image(s): {job_id}/image_0.png" in job["error"], job["error"]
+    for output in kept:
+        with Image.open(server.output_dir / output) as image:
+            assert image.size == (64, 64) and "Seed: 5" in image.info["parameters"]
+    assert loaded.get(f"/output/{kept[0]}").status_code == 200
+
+
 def test_a_lora_in_the_prompt_is_not_counted_as_sampling_steps(loaded: httpx.Client, server: ServerProcess) -> None:
     """Issue 22, defect 2: sd.cpp reports loading the LoRA's tensors through the same progress callback as the
     sampling steps, so a batch read "step 18/18 100%" before sampling and ended at 200%. Every job_progress event

@@ -44,6 +44,7 @@ from runners.worker_protocol import (
     Progress,
     Ready,
     ResidentModel,
+    Saved,
     UnloadRequest,
 )
 from tests.conftest import TINY_LOAD
@@ -364,19 +365,31 @@ def test_a_cancel_before_sampling_ends_the_job_at_its_first_step(worker: Worker,
     assert_runs_a_good_job(worker, pid, tmp_path, "after-early-cancel")
 
 
-def test_a_batch_cancelled_in_its_second_image_leaves_the_next_image_unchanged(worker: Worker, tmp_path: Path) -> None:
+def test_a_batch_cancelled_in_its_second_image_keeps_the_first_and_leaves_the_next_job_unchanged(
+    worker: Worker, tmp_path: Path
+) -> None:
+    """Issue 22, defect 4: a batch cancelled mid-way kept only its preview. Each image is saved as it is finished
+    (a `saved` answer), and the `cancelled` answer lists those kept."""
     pid = worker.process.pid
     [reference] = [a for a in worker.run(good_job(tmp_path, "reference")) if isinstance(a, Done)]
     batch = good_job(tmp_path, "batch", args=["--prompt", "many", "-W", "64", "-H", "64", "--steps", "20", "-b", "3"])
     worker.send(msgspec.json.encode(batch).decode())
     seen: list[int] = []
-    while not (20 in seen and 1 <= seen[-1] < 20):  # the first image is sampled, the second one is sampling
+    saved: list[Saved] = []
+    while not (saved and seen and 1 <= seen[-1] < 20):  # the first image is saved, the second one is sampling
         answer = worker.answer()
+        if isinstance(answer, Saved):
+            saved.append(answer)
+            continue
         assert isinstance(answer, Progress), answer
         seen.append(answer.step)
+    first = str(tmp_path / "batch_0.png")
+    assert saved == [Saved("batch", first)] and 20 in seen
     worker.send(msgspec.json.encode(CancelRequest("batch")).decode())
-    assert worker.answers_until_end()[-1] == Cancelled("batch")
-    assert not list(tmp_path.glob("batch_*.png"))
+    assert worker.answers_until_end()[-1] == Cancelled("batch", [first])
+    assert sorted(tmp_path.glob("batch_*.png")) == [Path(first)]
+    with Image.open(first) as kept:
+        assert kept.size == (64, 64) and "Seed: " in kept.info["parameters"]
     assert_runs_a_good_job(worker, pid, tmp_path, "after-batch")
     with Image.open(reference.outputs[0]) as before, Image.open(tmp_path / "after-batch_0.png") as after:
         assert before.tobytes() == after.tobytes()  # same seed, same pixels: the cancel left no state behind
@@ -430,7 +443,9 @@ def test_resident_worker_cancels_a_job_and_keeps_its_model(tiny_models_dir: Path
 
                 tasks.start_soon(cancel_once_stepping)
                 slow = good_job(tmp_path, "slow", args=SLOW_ARGS)
-                await resident.generate(slow, lambda event: stepping.set() if event.step >= 1 else None)
+                await resident.generate(
+                    slow, lambda event: stepping.set() if isinstance(event, Progress) and event.step >= 1 else None
+                )
             assert job.cancel_called and resident.alive and resident.process.pid == pid
             assert not list(tmp_path.glob("slow_*.png"))
             outputs = await resident.generate(good_job(tmp_path, "next"), lambda event: None)
