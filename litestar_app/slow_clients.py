@@ -17,6 +17,11 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+# After the 408, how long to keep reading (and dropping) what the client still sends before closing: closing a socket
+# with unread data makes the kernel send a reset, which can destroy the 408 before the client reads it ("lingering
+# close", as Apache and nginx do).
+LINGER_S = 2.0
+
 
 def _408(message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
@@ -37,12 +42,15 @@ def slow_client_protocol(head_timeout_s: float, body_idle_timeout_s: float) -> t
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._deadline: asyncio.TimerHandle | None = None
+            self._refused = False  # a 408 was sent: what comes in is dropped until the lingering close
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm(head_timeout_s, head_message)
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
             super().data_received(data)
             if self.transport.get_protocol() is not self:  # upgraded to a WebSocket: its own protocol owns it now
                 self._disarm()  # (else the deadline's 408 would land inside the WebSocket's frames)
@@ -76,7 +84,10 @@ def slow_client_protocol(head_timeout_s: float, body_idle_timeout_s: float) -> t
             self._deadline = None
             if self.transport.is_closing() or (self.cycle is not None and self.cycle.response_started):
                 return  # a response is under way: the client is not the one holding things up
+            self._refused = True
             self.transport.write(_408(message))
-            self.transport.close()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()  # the client reads the 408 and the end, then stops sending
+            self.loop.call_later(LINGER_S, self.transport.close)
 
     return SlowClientDeadlines
