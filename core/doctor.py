@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import httpx
@@ -260,27 +261,33 @@ async def _reachable(base_url: str, api_key: str) -> bool:
         await client.aclose()
 
 
-def _persisted(settings: Settings, feature: str) -> LlmSettings | None:
-    """A feature's settings as changed with PUT and kept in the store (they win over the config's), read through a
-    read-only connection; None when there are none or the store cannot be read (the store check says why)."""
-    if settings.store.url:
-        try:
-            stored = peek(settings.store.url, stored_settings_key(feature)).value
-            return msgspec.json.decode(stored, type=LlmSettings) if stored else None
-        except (StoreUnusable, msgspec.DecodeError, msgspec.ValidationError):
-            return None
-    path = settings.output_root() / STORE_FILE
-    if not path.is_file():
-        return None
+T = TypeVar("T")
+
+
+def _stored_value(settings: Settings, key: str, type_: type[T]) -> T | None:
+    """A value the server keeps in its store (SQLite or PostgreSQL), read through a read-only connection; None when
+    there is none or the store cannot be read (the store check says why)."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = db.execute("SELECT value FROM state_values WHERE key = ?", (stored_settings_key(feature),)).fetchone()
-        finally:
-            db.close()
-        return msgspec.json.decode(row[0], type=LlmSettings) if row else None
-    except (sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError):
+        if settings.store.url:
+            stored = peek(settings.store.url, key).value
+        else:
+            path = settings.output_root() / STORE_FILE
+            if not path.is_file():
+                return None
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT value FROM state_values WHERE key = ?", (key,)).fetchone()
+            finally:
+                db.close()
+            stored = row[0] if row else None
+        return msgspec.json.decode(stored, type=type_) if stored else None
+    except (StoreUnusable, sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+def _persisted(settings: Settings, feature: str) -> LlmSettings | None:
+    """A feature's settings as changed with PUT and kept in the store (they win over the config's)."""
+    return _stored_value(settings, stored_settings_key(feature), LlmSettings)
 
 
 def _ollama(settings: Settings) -> Finding:
@@ -321,22 +328,6 @@ def _keys(settings: Settings) -> Finding:
 # ------------------------------------------------------------------------------------------ webhooks
 
 
-def _stored_text(settings: Settings, key: str) -> str | None:
-    """A text value the server keeps in the store, read through a read-only connection (None: none, or no store)."""
-    path = settings.output_root() / STORE_FILE
-    if not path.is_file():
-        return None
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = db.execute("SELECT value FROM state_values WHERE key = ?", (key,)).fetchone()
-        finally:
-            db.close()
-        return msgspec.json.decode(row[0], type=str) if row else None
-    except (sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
 async def _refused_urls(settings: Settings) -> list[str]:
     addresses = Destinations(settings.downloads, settings.on_loopback)
     refused = []
@@ -358,7 +349,7 @@ def _webhooks(settings: Settings) -> Finding:
         except BadSecret as exc:
             return problem(f"{exc}: `serve` refuses to start", 'set secret = "whsec_<base64 of 32 random bytes>"')
         source = "secret from the config"
-    elif stored := _stored_text(settings, WEBHOOK_SECRET_KEY):
+    elif stored := _stored_value(settings, WEBHOOK_SECRET_KEY, str):
         source = f"secret generated and kept in the store: {stored} (what receivers verify with)"
     else:
         source = "no secret yet: the first start generates one and keeps it in the store"
